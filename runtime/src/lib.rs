@@ -1,0 +1,11 @@
+//! ffrtmp's runtime: the parts of the system that are plain Rust over plain
+//! data (job model, validation, state machine, scheduling core, retry policy,
+//! FFmpeg argv building and progress parsing) and the edges that touch the OS
+//! without any actor (process control, cgroups, the sled store).
+//!
+//! Nothing in this crate spawns an actor or reads a clock inside a decision:
+//! time is passed in as data.
+
+pub mod error;
+pub mod model;
+pub mod wire;

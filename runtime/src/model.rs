@@ -1,0 +1,398 @@
+//! The job data model shared by every layer: what a user asked for (after
+//! validation), what the master stores, and what a worker reports.
+//!
+//! Field names here are part of the HTTP API and of the on-disk format: rename
+//! nothing without a migration.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A job's identifier: a UUIDv7 in its hyphenated text form (time-ordered).
+pub type JobId = String;
+
+/// A node's identifier (stable across restarts of that node).
+pub type NodeId = String;
+
+/// Milliseconds since the Unix epoch. Passed into pure code as data; pure code
+/// never reads a clock.
+pub type UnixMs = u64;
+
+/// Scheduling priority. Declaration order is scheduling order: `Live` first.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    Live,
+    High,
+    #[default]
+    Medium,
+    Low,
+    Batch,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 5] = [
+        Priority::Live,
+        Priority::High,
+        Priority::Medium,
+        Priority::Low,
+        Priority::Batch,
+    ];
+
+    /// 0 for the most urgent; used as the leading byte of queue keys.
+    pub fn rank(self) -> u8 {
+        self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Live => "live",
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+            Priority::Batch => "batch",
+        }
+    }
+}
+
+/// Video codecs a job may ask for, each bound to one software encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    H264,
+    H265,
+    Vp9,
+    Av1,
+}
+
+impl Codec {
+    pub const ALL: [Codec; 4] = [Codec::H264, Codec::H265, Codec::Vp9, Codec::Av1];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::H264 => "h264",
+            Codec::H265 => "h265",
+            Codec::Vp9 => "vp9",
+            Codec::Av1 => "av1",
+        }
+    }
+
+    /// The FFmpeg encoder used for this codec.
+    pub fn encoder(self) -> &'static str {
+        match self {
+            Codec::H264 => "libx264",
+            Codec::H265 => "libx265",
+            Codec::Vp9 => "libvpx-vp9",
+            Codec::Av1 => "libsvtav1",
+        }
+    }
+}
+
+/// Fully resolved encode parameters (preset values with explicit overrides applied).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodeParams {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub codec: Codec,
+    pub bitrate_kbps: u32,
+    /// Encoder speed preset, in the encoder's own vocabulary (validated per codec).
+    pub preset: String,
+}
+
+/// Where the frames come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Input {
+    /// FFmpeg's synthetic `testsrc2` pattern, at the job's resolution and rate.
+    Testsrc { duration_s: f64 },
+    /// A media file; `path` is canonical and inside a configured media root.
+    File { path: PathBuf },
+}
+
+/// Where the encoded stream goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Output {
+    /// Encode and discard (`-f null`).
+    Null,
+    /// A file inside a configured media root; the container follows the extension.
+    File { path: PathBuf },
+    /// An `rtmp://` or `rtmps://` URL (FLV container).
+    Rtmp { url: String },
+}
+
+/// Per-job resource limits. `None` means "no limit of this kind".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceLimits {
+    /// CPU quota as a percentage of one core (50 = half a core, 200 = two cores).
+    #[serde(default)]
+    pub max_cpu_percent: Option<u32>,
+    #[serde(default)]
+    pub max_memory_mb: Option<u64>,
+    /// Wall-clock limit; on expiry SIGTERM, then SIGKILL after a grace period.
+    #[serde(default)]
+    pub timeout_s: Option<u64>,
+    /// No progress for this long: killed and retried as a transient failure.
+    #[serde(default)]
+    pub stall_timeout_s: Option<u64>,
+}
+
+/// A validated job: everything a worker needs to run it, nothing unchecked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The preset name the user gave, if any (e.g. `1080p60-h265`).
+    pub scenario: Option<String>,
+    pub encode: EncodeParams,
+    pub input: Input,
+    pub output: Output,
+    pub priority: Priority,
+    pub resource_limits: ResourceLimits,
+    /// Extra attempts after the first for transient failures (default 3).
+    pub max_retries: u32,
+}
+
+impl JobSpec {
+    /// Seconds of output this job is expected to produce, when known up front.
+    pub fn expected_duration_s(&self) -> Option<f64> {
+        match &self.input {
+            Input::Testsrc { duration_s } => Some(*duration_s),
+            Input::File { .. } => None,
+        }
+    }
+}
+
+/// The lifecycle states of DESIGN.md §4. Lowercase names are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Assigned,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Lost,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 8] = [
+        JobState::Queued,
+        JobState::Assigned,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+        JobState::TimedOut,
+        JobState::Lost,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::TimedOut
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Assigned => "assigned",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed_out",
+            JobState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// How a job's process was isolated on its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Isolation {
+    #[serde(rename = "cgroup-v1")]
+    CgroupV1,
+    #[serde(rename = "cgroup-v2")]
+    CgroupV2,
+    /// No cgroup could be used: the process ran with `nice` only.
+    #[serde(rename = "none")]
+    None,
+}
+
+/// Live progress, parsed from `-progress pipe:1`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub frame: u64,
+    pub fps: f64,
+    /// Encoding speed relative to real time (`1.5` = 1.5x); absent while FFmpeg says `N/A`.
+    pub speed: Option<f64>,
+    /// Seconds of output written so far.
+    pub out_time_s: f64,
+    /// Percentage of the expected output duration, when that is known.
+    pub percent: Option<f64>,
+    pub bitrate_kbps: Option<f64>,
+    pub total_size_bytes: Option<u64>,
+}
+
+/// What a successful attempt measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub exit_code: i32,
+    pub wall_s: f64,
+    pub frames: u64,
+    pub avg_fps: f64,
+    pub speed: Option<f64>,
+    /// Size of the output file, when the output is a file.
+    pub output_bytes: Option<u64>,
+    /// Mean bitrate of the output file, when the output is a file.
+    pub output_bitrate_kbps: Option<f64>,
+    /// CPU time from the job's cgroup (absent with `isolation: none`).
+    pub cpu_s: Option<f64>,
+    /// Peak memory from the job's cgroup (absent with `isolation: none`).
+    pub peak_memory_bytes: Option<u64>,
+}
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// FFmpeg exited non-zero on its own: terminal.
+    FfmpegError,
+    /// FFmpeg could not be started at all: terminal.
+    SpawnFailed,
+    /// `timeout_s` expired: terminal (`timed_out`).
+    Timeout,
+    /// No progress for `stall_timeout_s`: transient.
+    Stalled,
+    /// Killed by our own resource enforcement (e.g. the cgroup OOM killer): transient.
+    ResourceKilled,
+    /// The JobActor failed (panicked) or the worker crashed: transient.
+    WorkerCrash,
+    /// The node running it was lost: transient.
+    NodeLost,
+    /// Cancelled by a user.
+    Cancelled,
+    /// No attempts left after transient failures.
+    RetriesExhausted,
+}
+
+impl FailureReason {
+    /// Transient failures are not FFmpeg's fault: they consume an attempt and requeue.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Stalled
+                | FailureReason::ResourceKilled
+                | FailureReason::WorkerCrash
+                | FailureReason::NodeLost
+        )
+    }
+}
+
+/// A failed attempt's details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    pub reason: FailureReason,
+    pub message: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The last lines of FFmpeg's stderr (bounded).
+    pub stderr_tail: Vec<String>,
+}
+
+impl Failure {
+    pub fn new(reason: FailureReason, message: impl Into<String>) -> Failure {
+        Failure {
+            reason,
+            message: message.into(),
+            exit_code: None,
+            signal: None,
+            stderr_tail: Vec::new(),
+        }
+    }
+}
+
+/// How one attempt ended, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded { result: JobResult },
+    /// Terminal (FFmpeg's own fault, or it could not start).
+    Failed { failure: Failure },
+    /// Not FFmpeg's fault: consumes an attempt and requeues while attempts remain.
+    Transient { failure: Failure },
+    TimedOut { failure: Failure },
+    Cancelled,
+}
+
+/// One attempt's record in a job's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub node: NodeId,
+    pub started_ms: Option<UnixMs>,
+    pub ended_ms: Option<UnixMs>,
+    pub isolation: Option<Isolation>,
+    /// `None` while the attempt is in flight.
+    pub outcome: Option<Outcome>,
+}
+
+/// The master's record of a job: what is stored in sled and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    /// Submission order; FIFO within one priority follows it.
+    pub seq: u64,
+    pub spec: JobSpec,
+    pub state: JobState,
+    /// Number of assignments so far (the current attempt's number, 1-based).
+    pub attempt: u32,
+    /// Fencing token of the current assignment (0 before the first).
+    pub token: u64,
+    pub node: Option<NodeId>,
+    pub created_ms: UnixMs,
+    pub updated_ms: UnixMs,
+    /// A requeued job waits until this time (retry backoff).
+    pub not_before_ms: Option<UnixMs>,
+    pub isolation: Option<Isolation>,
+    pub progress: Option<Progress>,
+    pub result: Option<JobResult>,
+    pub failure: Option<Failure>,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+impl Job {
+    pub fn new(id: JobId, seq: u64, spec: JobSpec, now: UnixMs) -> Job {
+        Job {
+            id,
+            seq,
+            spec,
+            state: JobState::Queued,
+            attempt: 0,
+            token: 0,
+            node: None,
+            created_ms: now,
+            updated_ms: now,
+            not_before_ms: None,
+            isolation: None,
+            progress: None,
+            result: None,
+            failure: None,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Total attempts this job may make: the first plus `max_retries`.
+    pub fn max_attempts(&self) -> u32 {
+        self.spec.max_retries.saturating_add(1)
+    }
+}

@@ -1,0 +1,171 @@
+//! Messages between the master tree and a worker tree. In `standalone` they
+//! cross an in-process link; with `transport-quic` they cross QUIC. Either way
+//! they are encoded with bincode 2 (serde), so what works in one process works
+//! across machines.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Isolation, JobId, JobSpec, NodeId, Outcome, Progress};
+
+/// Bumped on any incompatible change to these types.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Upper bound on one encoded message.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// One assignment of a job to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub job_id: JobId,
+    pub attempt: u32,
+    /// Fencing token, stored with the job before the worker is told.
+    pub token: u64,
+    pub spec: JobSpec,
+}
+
+/// What a worker offers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// FFmpeg encoders that passed a real test encode.
+    pub encoders: Vec<String>,
+    pub cores: u32,
+    pub memory_bytes: u64,
+}
+
+/// Master → worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Assign(Assignment),
+    /// A user cancelled the job.
+    Cancel { job_id: JobId, token: u64 },
+    /// The worker spoke about an attempt the master no longer recognises: kill it.
+    Kill { job_id: JobId, token: u64 },
+}
+
+/// Worker → master. Every message about a job carries its fencing token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToMaster {
+    Hello {
+        node_id: NodeId,
+        protocol_version: u32,
+        slots: u32,
+        capabilities: Capabilities,
+    },
+    Started {
+        job_id: JobId,
+        token: u64,
+        isolation: Isolation,
+    },
+    Progress {
+        job_id: JobId,
+        token: u64,
+        progress: Progress,
+    },
+    Finished {
+        job_id: JobId,
+        token: u64,
+        outcome: Outcome,
+    },
+}
+
+/// Errors decoding a message: malformed input is rejected, never a panic.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("message of {0} bytes exceeds the maximum of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("trailing bytes after message: {0}")]
+    Trailing(usize),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let bytes = bincode::serde::encode_to_vec(msg, config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (msg, used) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(WireError::Trailing(bytes.len() - used));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Codec, EncodeParams, Input, Output, Priority, ResourceLimits};
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            scenario: Some("720p30-h264".into()),
+            encode: EncodeParams {
+                width: 1280,
+                height: 720,
+                fps: 30,
+                codec: Codec::H264,
+                bitrate_kbps: 3000,
+                preset: "veryfast".into(),
+            },
+            input: Input::Testsrc { duration_s: 2.0 },
+            output: Output::Null,
+            priority: Priority::High,
+            resource_limits: ResourceLimits::default(),
+            max_retries: 3,
+        }
+    }
+
+    #[test]
+    fn round_trips_an_assignment() {
+        let msg = ToWorker::Assign(Assignment {
+            job_id: "j1".into(),
+            attempt: 2,
+            token: 77,
+            spec: spec(),
+        });
+        let bytes = encode(&msg).expect("encode");
+        let back: ToWorker = decode(&bytes).expect("decode");
+        assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn rejects_truncated_and_garbage_input_without_panicking() {
+        let bytes = encode(&ToWorker::Cancel {
+            job_id: "j1".into(),
+            token: 5,
+        })
+        .expect("encode");
+        for cut in 0..bytes.len() {
+            assert!(decode::<ToWorker>(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode::<ToMaster>(&[0xff; 64]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(matches!(
+            decode::<ToWorker>(&long),
+            Err(WireError::Trailing(1))
+        ));
+    }
+
+    #[test]
+    fn rejects_oversize_input() {
+        let big = vec![0u8; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(
+            decode::<ToWorker>(&big),
+            Err(WireError::TooLarge(_))
+        ));
+    }
+}
