@@ -1,1 +1,31 @@
-//! ffrtmp actors.
+//! ffrtmp's actors, as a library other ractor applications can embed.
+//!
+//! - [`scheduler::SchedulerActor`]: master root; queue, placement, retries;
+//!   supervises one [`node_link::NodeLink`] per worker and the
+//!   [`admin::AdminActor`] (HTTP API).
+//! - [`node::NodeActor`]: worker root; supervises one [`job::JobActor`] per
+//!   running attempt.
+//! - [`job::JobActor`]: owns one FFmpeg process group and its cgroup.
+//!
+//! [`standalone`] wires a master and a worker together in one process; an
+//! embedding application can instead spawn [`scheduler::SchedulerActor`] or
+//! [`node::NodeActor`] linked under its own supervisor.
+
+pub mod admin;
+pub mod events;
+pub mod job;
+pub mod link;
+pub mod metrics;
+pub mod node;
+pub mod node_link;
+pub mod scheduler;
+pub mod standalone;
+
+/// Wall-clock milliseconds since the Unix epoch: read here, at the edge, and
+/// passed into the pure runtime as data.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,1 +1,148 @@
-fn main() {}
+//! `ffrtmp-node`: the daemon. Thin: parse flags, set up logging and metrics,
+//! start the actors, wait for a signal.
+
+mod demo;
+mod ffmpeg_check;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ffrtmp_actors::standalone::{self, StandaloneConfig};
+use ffrtmp_runtime::retry::RetryPolicy;
+
+#[derive(Parser, Debug)]
+#[command(name = "ffrtmp-node", version, about = "ffrtmp daemon: runs FFmpeg transcode jobs and measures them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start a throw-away standalone node, run sample jobs through its HTTP API, show progress and results.
+    Demo {
+        /// Seconds of video each sample job encodes.
+        #[arg(long, default_value_t = 6.0)]
+        duration: f64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Role {
+    /// Master and worker in one process, linked by the same messages a cluster uses.
+    Standalone,
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeFlags {
+    #[arg(long, value_enum, default_value = "standalone", env = "FFRTMP_ROLE")]
+    role: Role,
+    /// Where the job store and the node id live.
+    #[arg(long, default_value = "./data", env = "FFRTMP_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "FFRTMP_HTTP")]
+    http: SocketAddr,
+    /// Directory jobs may read inputs from and write outputs to (repeatable).
+    #[arg(long = "media-root", env = "FFRTMP_MEDIA_ROOT", value_delimiter = ',')]
+    media_roots: Vec<PathBuf>,
+    /// Jobs run at once (default: half the cores, at least 1).
+    #[arg(long, env = "FFRTMP_SLOTS")]
+    slots: Option<u32>,
+    /// Require `Authorization: Bearer KEY` on every route but /healthz and /readyz.
+    #[arg(long, env = "FFRTMP_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES, env = "FFRTMP_MAX_BODY_BYTES")]
+    max_body_bytes: usize,
+    #[arg(long, default_value = "ffmpeg", env = "FFRTMP_FFMPEG")]
+    ffmpeg: PathBuf,
+    #[arg(long, default_value = "ffprobe", env = "FFRTMP_FFPROBE")]
+    ffprobe: PathBuf,
+    /// cgroup under which this node creates one cgroup per job.
+    #[arg(long, default_value = "ffrtmp", env = "FFRTMP_CGROUP_PARENT")]
+    cgroup_parent: String,
+    /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
+    #[arg(long, default_value_t = 2.0, env = "FFRTMP_KILL_GRACE_S")]
+    kill_grace_s: f64,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FFRTMP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfig> {
+    let ffmpeg = ffmpeg_check::locate(&f.ffmpeg)?;
+    let ffprobe = ffmpeg_check::locate(&f.ffprobe)?;
+    let media_roots = if f.media_roots.is_empty() {
+        let d = f.data_dir.join("media");
+        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        vec![d]
+    } else {
+        f.media_roots.clone()
+    };
+    if !(0.0..=600.0).contains(&f.kill_grace_s) {
+        anyhow::bail!("--kill-grace-s must be between 0 and 600");
+    }
+    Ok(StandaloneConfig {
+        data_dir: f.data_dir.clone(),
+        http: f.http,
+        media_roots,
+        slots: f.slots.unwrap_or_else(standalone::default_slots).max(1),
+        api_key: f.api_key.clone().filter(|k| !k.is_empty()),
+        max_body_bytes: f.max_body_bytes,
+        ffmpeg,
+        ffprobe,
+        cgroup_parent: f.cgroup_parent.clone(),
+        nice: 10,
+        kill_grace: Duration::from_secs_f64(f.kill_grace_s),
+        retry: RetryPolicy::default(),
+        metrics: ffrtmp_actors::metrics::install_prometheus(),
+    })
+}
+
+async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
+    match flags.role {
+        Role::Standalone => {
+            let cfg = standalone_config(&flags)?;
+            let node = standalone::start(cfg).await?;
+            tracing::info!(http = %node.http, "standalone node ready");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+                _ = term.recv() => tracing::info!("SIGTERM; stopping"),
+                _ = node.scheduler_done => anyhow::bail!("the scheduler stopped"),
+            }
+            // Stopping the worker tree kills its jobs (their actors' state is dropped);
+            // they are requeued as new attempts on the next start.
+            node.node.stop(Some("shutdown".into()));
+            node.scheduler.stop(Some("shutdown".into()));
+            Ok(())
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Some(Command::Demo { duration }) => demo::run(cli.node, duration).await,
+            None => run_node(cli.node).await,
+        }
+    })
+}

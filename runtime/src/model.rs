@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 /// A job's identifier: a UUIDv7 in its hyphenated text form (time-ordered).
@@ -20,7 +21,19 @@ pub type UnixMs = u64;
 
 /// Scheduling priority. Declaration order is scheduling order: `Live` first.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    Encode,
+    Decode,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -58,7 +71,7 @@ impl Priority {
 }
 
 /// Video codecs a job may ask for, each bound to one software encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     H264,
@@ -91,7 +104,7 @@ impl Codec {
 }
 
 /// Fully resolved encode parameters (preset values with explicit overrides applied).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct EncodeParams {
     pub width: u32,
     pub height: u32,
@@ -103,7 +116,7 @@ pub struct EncodeParams {
 }
 
 /// Where the frames come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Input {
     /// FFmpeg's synthetic `testsrc2` pattern, at the job's resolution and rate.
@@ -113,7 +126,7 @@ pub enum Input {
 }
 
 /// Where the encoded stream goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Output {
     /// Encode and discard (`-f null`).
@@ -125,7 +138,7 @@ pub enum Output {
 }
 
 /// Per-job resource limits. `None` means "no limit of this kind".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceLimits {
     /// CPU quota as a percentage of one core (50 = half a core, 200 = two cores).
@@ -142,7 +155,7 @@ pub struct ResourceLimits {
 }
 
 /// A validated job: everything a worker needs to run it, nothing unchecked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct JobSpec {
     /// The preset name the user gave, if any (e.g. `1080p60-h265`).
     pub scenario: Option<String>,
@@ -166,7 +179,9 @@ impl JobSpec {
 }
 
 /// The lifecycle states of DESIGN.md §4. Lowercase names are part of the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -217,7 +232,7 @@ impl JobState {
 }
 
 /// How a job's process was isolated on its worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub enum Isolation {
     #[serde(rename = "cgroup-v1")]
     CgroupV1,
@@ -229,7 +244,7 @@ pub enum Isolation {
 }
 
 /// Live progress, parsed from `-progress pipe:1`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Progress {
     pub frame: u64,
     pub fps: f64,
@@ -244,7 +259,7 @@ pub struct Progress {
 }
 
 /// What a successful attempt measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct JobResult {
     pub exit_code: i32,
     pub wall_s: f64,
@@ -262,7 +277,7 @@ pub struct JobResult {
 }
 
 /// Why an attempt did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// FFmpeg exited non-zero on its own: terminal.
@@ -299,7 +314,7 @@ impl FailureReason {
 }
 
 /// A failed attempt's details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Failure {
     pub reason: FailureReason,
     pub message: String,
@@ -322,20 +337,28 @@ impl Failure {
 }
 
 /// How one attempt ended, as the worker reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
-    Succeeded { result: JobResult },
+    Succeeded {
+        result: JobResult,
+    },
     /// Terminal (FFmpeg's own fault, or it could not start).
-    Failed { failure: Failure },
+    Failed {
+        failure: Failure,
+    },
     /// Not FFmpeg's fault: consumes an attempt and requeues while attempts remain.
-    Transient { failure: Failure },
-    TimedOut { failure: Failure },
+    Transient {
+        failure: Failure,
+    },
+    TimedOut {
+        failure: Failure,
+    },
     Cancelled,
 }
 
 /// One attempt's record in a job's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct AttemptRecord {
     pub attempt: u32,
     pub node: NodeId,
@@ -347,7 +370,7 @@ pub struct AttemptRecord {
 }
 
 /// The master's record of a job: what is stored in sled and returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Job {
     pub id: JobId,
     /// Submission order; FIFO within one priority follows it.

@@ -1,8 +1,14 @@
 //! Messages between the master tree and a worker tree. In `standalone` they
 //! cross an in-process link; with `transport-quic` they cross QUIC. Either way
-//! they are encoded with bincode 2 (serde), so what works in one process works
-//! across machines.
+//! they are encoded with bincode 2, so what works in one process works across
+//! machines.
+//!
+//! The codec uses bincode's own `Encode`/`Decode` derives rather than its
+//! serde path: the model's enums are internally tagged for the JSON API
+//! (`{"type": "testsrc", ...}`), and serde's internally tagged enums need a
+//! self-describing format (`deserialize_any`), which bincode is not.
 
+use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Isolation, JobId, JobSpec, NodeId, Outcome, Progress};
@@ -14,7 +20,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// One assignment of a job to a worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Assignment {
     pub job_id: JobId,
     pub attempt: u32,
@@ -24,7 +30,7 @@ pub struct Assignment {
 }
 
 /// What a worker offers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub struct Capabilities {
     /// FFmpeg encoders that passed a real test encode.
     pub encoders: Vec<String>,
@@ -33,17 +39,23 @@ pub struct Capabilities {
 }
 
 /// Master → worker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub enum ToWorker {
     Assign(Assignment),
     /// A user cancelled the job.
-    Cancel { job_id: JobId, token: u64 },
+    Cancel {
+        job_id: JobId,
+        token: u64,
+    },
     /// The worker spoke about an attempt the master no longer recognises: kill it.
-    Kill { job_id: JobId, token: u64 },
+    Kill {
+        job_id: JobId,
+        token: u64,
+    },
 }
 
 /// Worker → master. Every message about a job carries its fencing token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub enum ToMaster {
     Hello {
         node_id: NodeId,
@@ -83,20 +95,20 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
 
-pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
-    let bytes = bincode::serde::encode_to_vec(msg, config())
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
+pub fn encode<T: Encode>(msg: &T) -> Result<Vec<u8>, WireError> {
+    let bytes =
+        bincode::encode_to_vec(msg, config()).map_err(|e| WireError::Malformed(e.to_string()))?;
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }
     Ok(bytes)
 }
 
-pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, WireError> {
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }
-    let (msg, used) = bincode::serde::decode_from_slice(bytes, config())
+    let (msg, used) = bincode::decode_from_slice(bytes, config())
         .map_err(|e| WireError::Malformed(e.to_string()))?;
     if used != bytes.len() {
         return Err(WireError::Trailing(bytes.len() - used));
@@ -139,6 +151,35 @@ mod tests {
         let bytes = encode(&msg).expect("encode");
         let back: ToWorker = decode(&bytes).expect("decode");
         assert_eq!(back, msg);
+    }
+
+    #[test]
+    fn round_trips_internally_tagged_enums() {
+        use crate::model::{Failure, FailureReason, Outcome};
+        let msg = ToMaster::Finished {
+            job_id: "j1".into(),
+            token: 9,
+            outcome: Outcome::Transient {
+                failure: Failure::new(FailureReason::Stalled, "no progress"),
+            },
+        };
+        let back: ToMaster = decode(&encode(&msg).expect("encode")).expect("decode");
+        assert_eq!(back, msg);
+        let mut s = spec();
+        s.input = Input::File {
+            path: "/media/in.mp4".into(),
+        };
+        s.output = Output::Rtmp {
+            url: "rtmp://127.0.0.1/live/x".into(),
+        };
+        let a = ToWorker::Assign(Assignment {
+            job_id: "j2".into(),
+            attempt: 1,
+            token: 1,
+            spec: s,
+        });
+        let back: ToWorker = decode(&encode(&a).expect("encode")).expect("decode");
+        assert_eq!(back, a);
     }
 
     #[test]

@@ -1,0 +1,34 @@
+//! The link between a master tree and a worker tree.
+//!
+//! Both ends exchange encoded [`wire`](ffrtmp_runtime::wire) messages as byte
+//! frames. The in-process link used by `standalone` is a pair of bounded
+//! channels; the QUIC link provides the same two halves over a connection, so
+//! the actors never know which one they hold.
+
+use tokio::sync::mpsc;
+
+/// Frames in flight per direction before a sender waits.
+const LINK_CAPACITY: usize = 1024;
+
+/// One end of a link: frames out, frames in. Dropping it closes the link.
+#[derive(Debug)]
+pub struct LinkEnd {
+    pub tx: mpsc::Sender<Vec<u8>>,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
+/// A connected pair: `(master end, worker end)`.
+pub fn in_process_pair() -> (LinkEnd, LinkEnd) {
+    let (to_worker_tx, to_worker_rx) = mpsc::channel(LINK_CAPACITY);
+    let (to_master_tx, to_master_rx) = mpsc::channel(LINK_CAPACITY);
+    (
+        LinkEnd {
+            tx: to_worker_tx,
+            rx: to_master_rx,
+        },
+        LinkEnd {
+            tx: to_master_tx,
+            rx: to_worker_rx,
+        },
+    )
+}

@@ -1,0 +1,136 @@
+//! `NodeLink`: the master-side proxy of one remote `NodeActor`.
+//!
+//! Spawned linked under `SchedulerActor` for each link. It forwards frames in
+//! both directions and ends when its link ends, so the scheduler learns of a
+//! lost worker as a supervision event, not by polling.
+
+use ffrtmp_runtime::model::NodeId;
+use ffrtmp_runtime::wire::{self, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::link::LinkEnd;
+use crate::scheduler::SchedulerMsg;
+
+pub enum NodeLinkMsg {
+    Inbound(ToMaster),
+    Outbound(ToWorker),
+}
+
+pub struct NodeLinkArgs {
+    pub link: LinkEnd,
+    pub scheduler: ActorRef<SchedulerMsg>,
+}
+
+pub struct NodeLinkState {
+    tx: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+    scheduler: ActorRef<SchedulerMsg>,
+    node_id: Option<NodeId>,
+}
+
+impl Drop for NodeLinkState {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+pub struct NodeLink;
+
+/// What the scheduler learns when a worker says hello.
+#[derive(Debug, Clone)]
+pub struct NodeHello {
+    pub node_id: NodeId,
+    pub slots: u32,
+    pub capabilities: Capabilities,
+}
+
+impl Actor for NodeLink {
+    type Msg = NodeLinkMsg;
+    type State = NodeLinkState;
+    type Arguments = NodeLinkArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeLinkMsg>,
+        args: NodeLinkArgs,
+    ) -> Result<NodeLinkState, ActorProcessingErr> {
+        let LinkEnd { tx, mut rx } = args.link;
+        let me = myself.clone();
+        let reader = tokio::spawn(async move {
+            let mut reason = "link closed".to_string();
+            while let Some(frame) = rx.recv().await {
+                match wire::decode::<ToMaster>(&frame) {
+                    Ok(msg) => {
+                        if me.cast(NodeLinkMsg::Inbound(msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        reason = format!("malformed frame from worker: {e}");
+                        tracing::error!("{reason}; closing link");
+                        break;
+                    }
+                }
+            }
+            me.stop(Some(reason));
+        });
+        Ok(NodeLinkState {
+            tx,
+            reader,
+            scheduler: args.scheduler,
+            node_id: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeLinkMsg>,
+        msg: NodeLinkMsg,
+        state: &mut NodeLinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeLinkMsg::Inbound(ToMaster::Hello {
+                node_id,
+                protocol_version,
+                slots,
+                capabilities,
+            }) => {
+                if protocol_version != PROTOCOL_VERSION {
+                    let why = format!(
+                        "worker {node_id} speaks protocol {protocol_version}, master speaks {PROTOCOL_VERSION}"
+                    );
+                    tracing::error!("{why}");
+                    myself.stop(Some(why));
+                    return Ok(());
+                }
+                state.node_id = Some(node_id.clone());
+                state.scheduler.cast(SchedulerMsg::NodeUp {
+                    hello: NodeHello {
+                        node_id,
+                        slots,
+                        capabilities,
+                    },
+                    link: myself.clone(),
+                })?;
+            }
+            NodeLinkMsg::Inbound(msg) => match &state.node_id {
+                Some(node_id) => state.scheduler.cast(SchedulerMsg::FromWorker {
+                    node_id: node_id.clone(),
+                    msg,
+                })?,
+                None => {
+                    myself.stop(Some("worker spoke before its hello".into()));
+                }
+            },
+            NodeLinkMsg::Outbound(msg) => {
+                let frame = wire::encode(&msg)?;
+                if state.tx.send(frame).await.is_err() {
+                    myself.stop(Some("link closed".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}

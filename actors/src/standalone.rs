@@ -1,0 +1,176 @@
+//! Bootstrap of a master tree and a worker tree in one process
+//! (`ffrtmp-node --role standalone`), and the building blocks an embedding
+//! application uses to do the same under its own supervisor.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_runtime::ffmpeg;
+use ffrtmp_runtime::model::Codec;
+use ffrtmp_runtime::retry::RetryPolicy;
+use ffrtmp_runtime::spec::MediaRoots;
+use ffrtmp_runtime::store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use ractor::{Actor, ActorCell, ActorRef};
+use tokio::task::JoinHandle;
+
+use crate::admin::AdminArgs;
+use crate::events::JobEvents;
+use crate::link;
+use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
+use crate::scheduler::{SchedulerActor, SchedulerArgs, SchedulerMsg};
+
+/// Everything `--role standalone` needs.
+#[derive(Clone)]
+pub struct StandaloneConfig {
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub media_roots: Vec<PathBuf>,
+    pub slots: u32,
+    pub api_key: Option<String>,
+    pub max_body_bytes: usize,
+    pub ffmpeg: PathBuf,
+    pub ffprobe: PathBuf,
+    /// cgroup parent under which this node's job cgroups live.
+    pub cgroup_parent: String,
+    pub nice: i32,
+    pub kill_grace: Duration,
+    pub retry: RetryPolicy,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// Default slots: half the cores, at least one.
+pub fn default_slots() -> u32 {
+    (crate::node::cores() / 2).max(1)
+}
+
+/// A running standalone node.
+pub struct Standalone {
+    pub scheduler: ActorRef<SchedulerMsg>,
+    pub node: ActorRef<NodeMsg>,
+    pub http: SocketAddr,
+    pub scheduler_done: JoinHandle<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("media root: {0}")]
+    MediaRoot(std::io::Error),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("actor: {0}")]
+    Spawn(String),
+    #[error("the HTTP API did not come up")]
+    Http,
+}
+
+/// A node id stable across restarts: created once in the data dir.
+pub fn node_id(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// Encoders that pass a real test encode on this machine.
+pub async fn probe_encoders(ffmpeg_path: &Path) -> Vec<String> {
+    let candidates: Vec<&str> = Codec::ALL.iter().map(|c| c.encoder()).collect();
+    ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
+}
+
+/// Spawn the master tree (scheduler + HTTP API), optionally linked under an
+/// embedding application's supervisor.
+pub async fn spawn_master(
+    store: Store,
+    events: JobEvents,
+    retry: RetryPolicy,
+    admin: Option<AdminArgs>,
+    supervisor: Option<ActorCell>,
+) -> Result<(ActorRef<SchedulerMsg>, JoinHandle<()>), StartError> {
+    let args = SchedulerArgs {
+        store,
+        events,
+        retry,
+        admin,
+    };
+    let spawned = match supervisor {
+        Some(sup) => Actor::spawn_linked(None, SchedulerActor, args, sup).await,
+        None => Actor::spawn(None, SchedulerActor, args).await,
+    };
+    spawned.map_err(|e| StartError::Spawn(e.to_string()))
+}
+
+/// Start a standalone node: the master tree and one worker tree over an
+/// in-process link carrying the same encoded messages as the cluster link.
+pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let node_id = node_id(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
+    let store =
+        Store::open(&cfg.data_dir.join("master.sled")).map_err(|e| StartError::Store(e.to_string()))?;
+    let events = JobEvents::default();
+
+    // The worker first: its start-up sweep must run before any old attempt
+    // is requeued.
+    let cgroups = Arc::new(CgroupManager::detect(&format!("{}/{}", cfg.cgroup_parent, node_id)));
+    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
+    let encoders = probe_encoders(&cfg.ffmpeg).await;
+    tracing::info!(?encoders, "encoders that passed a test encode");
+    let (master_end, worker_end) = link::in_process_pair();
+    let (node, _) = Actor::spawn(
+        Some(format!("ffrtmp-node-{node_id}")),
+        NodeActor,
+        NodeArgs {
+            config: NodeConfig {
+                node_id: node_id.clone(),
+                slots: cfg.slots,
+                ffmpeg: cfg.ffmpeg.clone(),
+                ffprobe: cfg.ffprobe.clone(),
+                cgroups,
+                nice: cfg.nice,
+                kill_grace: cfg.kill_grace,
+                encoders,
+            },
+            link: worker_end,
+        },
+    )
+    .await
+    .map_err(|e| StartError::Spawn(e.to_string()))?;
+
+    let admin = AdminArgs {
+        bind: cfg.http,
+        store: store.clone(),
+        events: events.clone(),
+        media_roots: Arc::new(roots),
+        api_key: cfg.api_key.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        metrics: cfg.metrics.clone(),
+        scheduler: None,
+        #[cfg(feature = "fault-injection")]
+        fault_node: Some(node.clone()),
+    };
+    let (scheduler, scheduler_done) = spawn_master(store, events, cfg.retry, Some(admin), None).await?;
+    scheduler
+        .cast(SchedulerMsg::AttachLink(master_end))
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+    let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+        .ok()
+        .flatten()
+        .ok_or(StartError::Http)?;
+    Ok(Standalone {
+        scheduler,
+        node,
+        http,
+        scheduler_done,
+    })
+}
