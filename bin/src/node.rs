@@ -67,6 +67,9 @@ struct NodeFlags {
     /// cgroup under which this node creates one cgroup per job.
     #[arg(long, default_value = "ffrtmp", env = "FFRTMP_CGROUP_PARENT")]
     cgroup_parent: String,
+    /// Once the HTTP API listens, write its address to this file (useful with `--http 127.0.0.1:0`).
+    #[arg(long, env = "FFRTMP_HTTP_ADDR_FILE")]
+    http_addr_file: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     #[arg(long, default_value_t = 2.0, env = "FFRTMP_KILL_GRACE_S")]
     kill_grace_s: f64,
@@ -117,6 +120,13 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
             let cfg = standalone_config(&flags)?;
             let node = standalone::start(cfg).await?;
             tracing::info!(http = %node.http, "standalone node ready");
+            if let Some(path) = &flags.http_addr_file {
+                // Write then rename, so a reader never sees a partial address.
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, node.http.to_string())
+                    .and_then(|()| std::fs::rename(&tmp, path))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),

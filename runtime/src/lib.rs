@@ -8,5 +8,5 @@
 
 pub mod error;
 pub mod model;
-pub mod wire;
 pub mod supervision;
+pub mod wire;

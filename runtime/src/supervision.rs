@@ -49,7 +49,10 @@ mod tests {
         assert!(r.record_restart(0));
         assert!(r.record_restart(10));
         assert!(r.record_restart(20));
-        assert!(!r.record_restart(30), "fourth failure within the window escalates");
+        assert!(
+            !r.record_restart(30),
+            "fourth failure within the window escalates"
+        );
     }
 
     #[test]
@@ -58,7 +61,10 @@ mod tests {
         assert!(r.record_restart(0));
         assert!(r.record_restart(500));
         assert!(!r.record_restart(900));
-        assert!(r.record_restart(1000), "the failure at 0 has left the window");
+        assert!(
+            r.record_restart(1000),
+            "the failure at 0 has left the window"
+        );
         assert!(!r.record_restart(1100));
         assert!(r.record_restart(2600));
     }

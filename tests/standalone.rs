@@ -1,0 +1,369 @@
+//! One real `ffrtmp-node --role standalone`, real FFmpeg, real cgroups:
+//! the vertical slice end to end through the HTTP API.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(120);
+
+#[test]
+fn job_runs_to_success_with_progress_and_results() {
+    let _g = serial();
+    let node = Node::start("success", NodeOpts::default());
+    let id = node.submit(json!({
+        "scenario": "720p30-h264",
+        "width": 640, "height": 360,
+        "input": {"type": "testsrc", "duration_s": 2},
+        "output": {"type": "file", "path": "out.mp4"},
+        "priority": "high"
+    }));
+    let job = node.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let r = &job["result"];
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["frames"], 60, "2 s at 30 fps: {r}");
+    assert!(r["wall_s"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(r["avg_fps"].as_f64().unwrap_or(0.0) > 0.0);
+    let bytes = r["output_bytes"].as_u64().expect("output bytes");
+    let on_disk = std::fs::metadata(node.media.join("out.mp4")).expect("output file").len();
+    assert_eq!(bytes, on_disk);
+    assert!(r["output_bitrate_kbps"].as_f64().unwrap_or(0.0) > 0.0);
+    assert!(r["cpu_s"].as_f64().unwrap_or(0.0) > 0.0, "cpu from the cgroup: {r}");
+    assert!(r["peak_memory_bytes"].as_u64().unwrap_or(0) > 0, "peak memory from the cgroup: {r}");
+    assert_eq!(job["isolation"], "cgroup-v1", "this machine mounts cgroup v1");
+    assert_eq!(job["progress"]["percent"], 100.0, "{job}");
+    assert_eq!(job["attempt"], 1);
+    assert!(node.job_cgroups(&id).is_empty(), "the job's cgroup is gone after it finished");
+}
+
+#[test]
+fn progress_is_visible_while_running_and_events_stream_ends_with_final_state() {
+    let _g = serial();
+    let node = Node::start("events", NodeOpts::default());
+    let id = node.submit(long_job(6.0));
+    // Live progress in GET while running.
+    let running = wait_for("live progress", LONG, || {
+        let job = node.job(&id);
+        let frame = job["progress"]["frame"].as_u64().unwrap_or(0);
+        (job["state"] == "running" && frame > 0).then_some(job)
+    });
+    let pct = running["progress"]["percent"].as_f64().expect("percent");
+    assert!(pct > 0.0 && pct < 100.0, "{running}");
+    assert!(running["progress"]["out_time_s"].as_f64().unwrap_or(0.0) > 0.0);
+
+    // Server-sent events: progress events, then the terminal state, then end of stream.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(LONG)
+        .build()
+        .expect("client");
+    let resp = client.get(node.url(&format!("/v1/jobs/{id}/events"))).send().expect("events");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut kinds = Vec::new();
+    let mut last: Option<Value> = None;
+    let mut kind = String::new();
+    for line in BufReader::new(resp).lines() {
+        let line = line.expect("sse line");
+        if let Some(k) = line.strip_prefix("event:") {
+            kind = k.trim().to_string();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            kinds.push(kind.clone());
+            last = Some(serde_json::from_str(d.trim()).expect("event json"));
+        }
+    }
+    let last = last.expect("at least one event");
+    assert_eq!(last["state"], "succeeded", "stream ends with the final state");
+    assert!(kinds.iter().any(|k| k == "progress"), "progress events: {kinds:?}");
+    assert_eq!(kinds.last().map(String::as_str), Some("state"));
+}
+
+#[test]
+fn priorities_are_strict_and_fifo_within_one_with_one_slot() {
+    let _g = serial();
+    let node = Node::start("priority", NodeOpts { slots: 1, ..NodeOpts::default() });
+    // Occupy the single slot so the rest queue up.
+    let blocker = node.submit(long_job(4.0));
+    node.wait_state(&blocker, &["running"], LONG);
+    let mut submitted = Vec::new();
+    for (i, prio) in ["batch", "low", "high", "live", "medium", "high", "live"].iter().enumerate() {
+        let mut body = small_job(0.5);
+        body["priority"] = json!(prio);
+        let id = node.submit(body);
+        submitted.push((id, *prio, i));
+    }
+    let mut done: Vec<(u64, String, &str, usize)> = Vec::new();
+    for (id, prio, i) in &submitted {
+        let job = node.wait_state(id, &["succeeded"], LONG);
+        let started = job["attempts"][0]["started_ms"].as_u64().expect("started_ms");
+        done.push((started, id.clone(), prio, *i));
+    }
+    done.sort();
+    let order: Vec<(&str, usize)> = done.iter().map(|(_, _, p, i)| (*p, *i)).collect();
+    assert_eq!(
+        order,
+        vec![("live", 3), ("live", 6), ("high", 2), ("high", 5), ("medium", 4), ("low", 1), ("batch", 0)],
+        "strict priority, FIFO within a priority"
+    );
+}
+
+#[test]
+fn never_more_running_than_slots() {
+    let _g = serial();
+    let node = Node::start("slots", NodeOpts { slots: 2, ..NodeOpts::default() });
+    let ids: Vec<String> = (0..5).map(|_| node.submit(small_job(1.5))).collect();
+    let mut max_running = 0;
+    wait_for("all jobs done", LONG, || {
+        let (_, page) = node.get("/v1/jobs?state=running");
+        let running = page["jobs"].as_array().map(|a| a.len()).unwrap_or(0);
+        max_running = max_running.max(running);
+        let (_, done) = node.get("/v1/jobs?state=succeeded");
+        (done["jobs"].as_array().map(|a| a.len()).unwrap_or(0) == ids.len()).then_some(())
+    });
+    assert!(max_running <= 2, "at most 2 running at once, saw {max_running}");
+    assert_eq!(max_running, 2, "both slots were used");
+}
+
+#[test]
+fn cpu_quota_of_half_a_core_holds_on_a_cpu_bound_encode() {
+    let _g = serial();
+    let node = Node::start("quota", NodeOpts::default());
+    let mut body = long_job(5.0);
+    body["resource_limits"] = json!({"max_cpu_percent": 50, "max_memory_mb": 1024});
+    let id = node.submit(body);
+    let running = node.wait_state(&id, &["running"], LONG);
+    assert_eq!(running["isolation"], "cgroup-v1");
+    // The limits are in the kernel's files for this job's cgroup.
+    let dirs = wait_for("the job's cgroup", Duration::from_secs(10), || {
+        let d = node.job_cgroups(&id);
+        (!d.is_empty()).then_some(d)
+    });
+    let quota = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("cpu.cfs_quota_us")).ok())
+        .expect("cpu.cfs_quota_us");
+    assert_eq!(quota.trim(), "50000", "50% of a 100 ms period");
+    let mem = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
+        .expect("memory.limit_in_bytes");
+    assert_eq!(mem.trim(), (1024u64 * 1024 * 1024).to_string());
+    // Let it run a few seconds under the quota, then read what the cgroup measured.
+    let job = node.wait_state(&id, &["succeeded", "failed", "cancelled"], Duration::from_secs(300));
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let cpu = job["result"]["cpu_s"].as_f64().expect("cpu_s");
+    let wall = job["result"]["wall_s"].as_f64().expect("wall_s");
+    let share = cpu / wall;
+    println!("cpu quota 50%: cpu {cpu:.2} s over wall {wall:.2} s = {:.1}% of one core", share * 100.0);
+    assert!((0.40..=0.55).contains(&share), "CPU share {share:.3} not within 0.40..=0.55");
+}
+
+#[test]
+fn cancel_kills_the_process_group_and_removes_the_cgroup_within_two_seconds() {
+    let _g = serial();
+    let node = Node::start("cancel", NodeOpts { slots: 1, ..NodeOpts::default() });
+    let running = node.submit(long_job(60.0));
+    let queued = node.submit(small_job(1.0));
+    node.wait_state(&running, &["running"], LONG);
+    let pids = wait_for("ffmpeg in the job cgroup", Duration::from_secs(10), || {
+        let p = node.job_pids(&running);
+        (!p.is_empty()).then_some(p)
+    });
+    // A queued job is cancelled at once.
+    let (status, job) = node.post(&format!("/v1/jobs/{queued}/cancel"));
+    assert_eq!(status, 200, "{job}");
+    assert_eq!(job["state"], "cancelled");
+    // A running one: the group dies and the cgroup goes within 2 s.
+    let t0 = std::time::Instant::now();
+    let (status, _) = node.post(&format!("/v1/jobs/{running}/cancel"));
+    assert_eq!(status, 202);
+    wait_for("processes and cgroup gone", Duration::from_secs(2), || {
+        (pids.iter().all(|p| !pid_alive(*p)) && node.job_cgroups(&running).is_empty()).then_some(())
+    });
+    println!("cancel: process group gone and cgroup removed {:?} after the request", t0.elapsed());
+    let job = node.wait_state(&running, &["cancelled"], Duration::from_secs(10));
+    assert_eq!(job["attempt"], 1);
+    // Cancelling a finished job is a conflict, and changes nothing.
+    let (status, err) = node.post(&format!("/v1/jobs/{running}/cancel"));
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "already_finished");
+}
+
+#[test]
+fn timeout_terminates_and_marks_timed_out() {
+    let _g = serial();
+    let node = Node::start("timeout", NodeOpts::default());
+    let mut body = long_job(60.0);
+    body["resource_limits"] = json!({"timeout_s": 2});
+    let id = node.submit(body);
+    node.wait_state(&id, &["running"], LONG);
+    let pids = wait_for("ffmpeg pids", Duration::from_secs(10), || {
+        let p = node.job_pids(&id);
+        (!p.is_empty()).then_some(p)
+    });
+    let job = node.wait_state(&id, &["timed_out", "succeeded", "failed"], Duration::from_secs(30));
+    assert_eq!(job["state"], "timed_out", "{job}");
+    assert_eq!(job["failure"]["reason"], "timeout");
+    assert_eq!(job["attempt"], 1, "a timeout is terminal, not retried");
+    assert!(pids.iter().all(|p| !pid_alive(*p)));
+    assert!(node.job_cgroups(&id).is_empty());
+}
+
+#[test]
+fn stalled_job_is_killed_and_retried_as_transient() {
+    let _g = serial();
+    // An RTMP "server" that accepts and then says nothing: FFmpeg blocks in
+    // the handshake and makes no progress.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline && conns.len() < 2 {
+            if let Ok((c, _)) = listener.accept() {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        conns.len()
+    });
+    let node = Node::start("stall", NodeOpts::default());
+    let id = node.submit(json!({
+        "scenario": "480p30-h264", "width": 320, "height": 180,
+        "input": {"type": "testsrc", "duration_s": 30},
+        "output": {"type": "rtmp", "url": format!("rtmp://127.0.0.1:{port}/live/test")},
+        "resource_limits": {"stall_timeout_s": 2},
+        "max_retries": 1
+    }));
+    let job = node.wait_state(&id, &["failed", "succeeded"], Duration::from_secs(90));
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempt"], 2, "first attempt stalled and was retried once");
+    assert_eq!(job["failure"]["reason"], "retries_exhausted", "{job}");
+    let attempts = job["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2);
+    for a in attempts {
+        assert_eq!(a["outcome"]["outcome"], "transient", "{a}");
+        assert_eq!(a["outcome"]["failure"]["reason"], "stalled", "{a}");
+    }
+    assert_eq!(held.join().expect("listener thread"), 2, "both attempts connected");
+    assert!(node.job_cgroups(&id).is_empty());
+}
+
+#[test]
+fn panicking_job_actor_leaves_nothing_behind_and_its_job_is_retried() {
+    let _g = serial();
+    let node = Node::start("panic", NodeOpts { slots: 2, ..NodeOpts::default() });
+    let victim = node.submit(long_job(8.0));
+    let bystander = node.submit(long_job(4.0));
+    node.wait_state(&victim, &["running"], LONG);
+    node.wait_state(&bystander, &["running"], LONG);
+    let pids = wait_for("victim ffmpeg pids", Duration::from_secs(10), || {
+        let p = node.job_pids(&victim);
+        (!p.is_empty()).then_some(p)
+    });
+    let first_cgroups = node.job_cgroups(&victim);
+    let (status, body) = node.post(&format!("/v1/debug/jobs/{victim}/panic"));
+    assert_eq!(status, 202, "fault injection hook: {body}");
+    wait_for("the panicked attempt's processes and cgroup to be gone", Duration::from_secs(5), || {
+        (pids.iter().all(|p| !pid_alive(*p)) && first_cgroups.iter().all(|d| !d.exists())).then_some(())
+    });
+    let job = node.wait_state(&victim, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "retried as a new attempt");
+    assert_eq!(job["attempts"][0]["outcome"]["failure"]["reason"], "worker_crash");
+    let other = node.wait_state(&bystander, &["succeeded", "failed"], LONG);
+    assert_eq!(other["state"], "succeeded", "the other job carried on: {other}");
+    assert_eq!(other["attempt"], 1);
+}
+
+#[test]
+fn bad_input_is_rejected_with_the_field_and_nothing_is_stored() {
+    let node = Node::start("validation", NodeOpts::default());
+    let outside = tempfile::NamedTempFile::new().expect("tmp");
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"bogus":1}), "bogus"),
+        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":-1},"output":{"type":"null"}}), "input.duration_s"),
+        (json!({"scenario":"nope","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"}}), "scenario"),
+        (json!({"scenario":"720p30-h264","input":{"type":"file","path":"../etc/passwd"},"output":{"type":"null"}}), "input.path"),
+        (json!({"scenario":"720p30-h264","input":{"type":"file","path": outside.path()},"output":{"type":"null"}}), "input.path"),
+        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"rtmp","url":"http://x/y"}}), "output.url"),
+        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"resource_limits":{"max_cpu_percent":0}}), "resource_limits.max_cpu_percent"),
+        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"priority":"urgent"}), "priority"),
+    ];
+    for (body, field) in cases {
+        let (status, err) = node.post_json("/v1/jobs", &body);
+        assert_eq!(status, 400, "{body} → {err}");
+        assert_eq!(err["error"]["field"], field, "{body} → {err}");
+        assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string(), "{err}");
+    }
+    // A symlink inside the media root that points outside it.
+    std::os::unix::fs::symlink(outside.path(), node.media.join("escape.mp4")).expect("symlink");
+    let (status, err) = node.post_json(
+        "/v1/jobs",
+        &json!({"scenario":"720p30-h264","input":{"type":"file","path":"escape.mp4"},"output":{"type":"null"}}),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "input.path");
+    let (status, err) = node.post_json("/v1/jobs", &json!("not an object"));
+    assert_eq!(status, 400, "{err}");
+    let (_, page) = node.get("/v1/jobs");
+    assert_eq!(page["jobs"].as_array().map(|a| a.len()), Some(0), "nothing stored: {page}");
+}
+
+#[test]
+fn api_key_body_limit_health_and_metrics() {
+    let node = Node::start(
+        "auth",
+        NodeOpts {
+            api_key: Some("s3cret-key".into()),
+            extra: vec!["--max-body-bytes".into(), "2048".into()],
+            ..NodeOpts::default()
+        },
+    );
+    let client = reqwest::blocking::Client::new();
+    // Health needs no key.
+    assert_eq!(client.get(node.url("/healthz")).send().expect("healthz").status().as_u16(), 200);
+    assert_eq!(client.get(node.url("/readyz")).send().expect("readyz").status().as_u16(), 200);
+    // Everything else does.
+    for path in ["/v1/jobs", "/v1/nodes", "/metrics"] {
+        let r = client.get(node.url(path)).send().expect("get");
+        assert_eq!(r.status().as_u16(), 401, "{path} without key");
+        let r = client.get(node.url(path)).bearer_auth("wrong").send().expect("get");
+        assert_eq!(r.status().as_u16(), 401, "{path} with a wrong key");
+        let body: Value = r.json().unwrap_or(Value::Null);
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let r = client
+        .post(node.url("/v1/jobs"))
+        .json(&small_job(0.5))
+        .send()
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 401);
+    // Body over the limit: 413, nothing stored.
+    let mut big = small_job(0.5);
+    big["padding"] = json!("x".repeat(4096));
+    let (status, err) = node.post_json("/v1/jobs", &big);
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["code"], "body_too_large");
+    // With the key it works, and metrics count it.
+    let id = node.submit(small_job(0.5));
+    node.wait_state(&id, &["succeeded"], LONG);
+    let (status, text) = node.get_text("/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "ffrtmp_jobs_submitted_total 1",
+        "ffrtmp_jobs_finished_total{outcome=\"succeeded\"} 1",
+        "ffrtmp_queue_depth{priority=\"high\"}",
+        "ffrtmp_jobs_running",
+        "ffrtmp_job_wall_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "metrics lack {name:?}:\n{text}");
+    }
+    assert!(!text.contains(&id), "no job id as a label");
+    let (_, page) = node.get("/v1/jobs");
+    assert_eq!(page["jobs"].as_array().map(|a| a.len()), Some(1));
+}
