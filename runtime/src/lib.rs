@@ -9,4 +9,5 @@
 pub mod cgroup;
 pub mod error;
 pub mod model;
+pub mod process;
 pub mod wire;
