@@ -135,6 +135,8 @@ struct Layout {
     cpuacct: Option<PathBuf>,
     /// v2: the unified root. v1: the `memory` mount.
     memory: PathBuf,
+    /// v2: controllers enabled down to the parent (`cpu`, `memory`).
+    v2_controllers: Vec<&'static str>,
 }
 
 impl Layout {
@@ -142,19 +144,7 @@ impl Layout {
     fn detect() -> Result<Layout, String> {
         let root = Path::new(V2_ROOT);
         if root.join("cgroup.controllers").exists() || hierarchies::is_cgroup2_unified_mode() {
-            let controllers = fs::read_to_string(root.join("cgroup.controllers"))
-                .map_err(|e| format!("read {V2_ROOT}/cgroup.controllers: {e}"))?;
-            for needed in ["cpu", "memory"] {
-                if !controllers.split_whitespace().any(|c| c == needed) {
-                    return Err(format!("cgroup v2 controller {needed} is not available"));
-                }
-            }
-            return Ok(Layout {
-                version: CgroupVersion::V2,
-                cpu: root.to_path_buf(),
-                cpuacct: None,
-                memory: root.to_path_buf(),
-            });
+            return Layout::v2_at(root, &["cpu", "memory"]);
         }
         let v1 = V1::new();
         let mount = |c: Controllers| v1.get_mount_point(c).map(|(point, _root)| point);
@@ -165,6 +155,26 @@ impl Layout {
             cpu,
             cpuacct: mount(Controllers::CpuAcct),
             memory,
+            v2_controllers: Vec::new(),
+        })
+    }
+
+    /// A v2 hierarchy mounted at `root`, which must offer `controllers`.
+    fn v2_at(root: &Path, controllers: &[&'static str]) -> Result<Layout, String> {
+        let path = root.join("cgroup.controllers");
+        let available =
+            fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+        for needed in controllers {
+            if !available.split_whitespace().any(|c| c == *needed) {
+                return Err(format!("cgroup v2 controller {needed} is not available"));
+            }
+        }
+        Ok(Layout {
+            version: CgroupVersion::V2,
+            cpu: root.to_path_buf(),
+            cpuacct: None,
+            memory: root.to_path_buf(),
+            v2_controllers: controllers.to_vec(),
         })
     }
 
@@ -339,8 +349,12 @@ impl CgroupManager {
     /// controller missing, an invalid `parent`), [`isolation`](Self::isolation)
     /// is [`Isolation::None`] and [`create_job`](Self::create_job) returns an error.
     pub fn detect(parent: &str) -> CgroupManager {
+        Self::with_layout(parent, Layout::detect())
+    }
+
+    fn with_layout(parent: &str, layout: Result<Layout, String>) -> CgroupManager {
         let parent = parent.trim_matches('/').to_string();
-        match Self::try_detect(&parent) {
+        match layout.and_then(|l| Self::prepare(&parent, l)) {
             Ok(layout) => CgroupManager {
                 parent,
                 layout: Some(layout),
@@ -357,9 +371,10 @@ impl CgroupManager {
         }
     }
 
-    fn try_detect(parent: &str) -> Result<Layout, String> {
+    /// Creates the parent in every hierarchy (and, on v2, enables the
+    /// controllers down to it).
+    fn prepare(parent: &str, layout: Layout) -> Result<Layout, String> {
         validate_rel(parent).map_err(|e| e.to_string())?;
-        let layout = Layout::detect()?;
         match layout.version {
             CgroupVersion::V2 => {
                 // Enable cpu and memory in the root and each ancestor, so that
@@ -377,8 +392,8 @@ impl CgroupManager {
                     }
                     let subtree = dir.join("cgroup.subtree_control");
                     let enabled = read_trimmed(&subtree).unwrap_or_default();
-                    for ctrl in ["cpu", "memory"] {
-                        if !enabled.split_whitespace().any(|c| c == ctrl) {
+                    for ctrl in &layout.v2_controllers {
+                        if !enabled.split_whitespace().any(|c| c == *ctrl) {
                             write_file(&subtree, &format!("+{ctrl}")).map_err(|e| {
                                 format!("enable {ctrl} for children of {}: {e}", dir.display())
                             })?;
@@ -574,7 +589,8 @@ pub fn cgroup_exists(parent: &str, name: &str) -> bool {
 }
 
 /// One job attempt's cgroup (a directory in each hierarchy used). Dropping it
-/// kills what is inside and removes it (best effort).
+/// kills what is inside and removes it (best effort; blocks up to 2 s while
+/// the members die).
 #[derive(Debug)]
 pub struct JobCgroup {
     name: String,
@@ -709,6 +725,9 @@ impl JobCgroup {
     /// Kills what is left, waits (bounded, polling) until the cgroup is empty
     /// and removes its directories. On error the cgroup is left for the next
     /// start-up [`sweep`](CgroupManager::sweep).
+    ///
+    /// Blocks the calling thread while it waits (milliseconds normally, at
+    /// most 5 s); from async code, call it via `spawn_blocking` if that matters.
     pub fn remove(mut self) -> Result<(), CgroupError> {
         self.remove_within(REMOVE_WAIT)
     }
@@ -744,6 +763,90 @@ mod tests {
             assert!(validate_rel(bad).is_err(), "{bad:?} accepted");
         }
         assert!(validate_rel(&"x".repeat(129)).is_err());
+    }
+
+    /// Where a cgroup2 filesystem is mounted, if anywhere.
+    fn v2_mount() -> Option<PathBuf> {
+        let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
+        mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        })
+    }
+
+    /// The v2 code paths (join, `cgroup.kill`, nested sweep, removal), run on
+    /// whatever cgroup2 mount exists even when it has no controllers (as the
+    /// empty `unified` mount of a hybrid system). Limits are not exercised here.
+    #[tokio::test]
+    async fn v2_paths_work_on_any_cgroup2_mount() {
+        use std::os::unix::process::ExitStatusExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let Some(root) = v2_mount() else {
+            eprintln!("SKIPPED: no cgroup2 mount");
+            return;
+        };
+        let parent = format!("ffrtmp-test/v2-paths-{}", std::process::id());
+        let mgr = CgroupManager::with_layout(&parent, Layout::v2_at(&root, &[]));
+        assert_eq!(mgr.isolation(), Isolation::CgroupV2, "{mgr:?}");
+        let limits = ResourceLimits::default();
+        let job = mgr.create_job("job", &limits).unwrap();
+        assert_eq!(job.procs_files().len(), 1);
+        let spec = crate::process::SpawnSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 100 & sleep 100".into()],
+            nice: 0,
+            cgroup_procs: job.procs_files(),
+        };
+        let mut sp = crate::process::spawn(spec).await.unwrap();
+        let start = Instant::now();
+        while job.pids().len() < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                job.pids()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let own = fs::read_to_string(format!("/proc/{}/cgroup", sp.guard.pid())).unwrap();
+        assert!(
+            own.lines().any(|l| l == format!("0::/{parent}/job")),
+            "{own}"
+        );
+        assert!(job.stats().cpu_s.is_some());
+
+        // A crashed run: the handle is lost, with a nested cgroup inside.
+        let pids = job.pids();
+        fs::create_dir(job.dirs()[0].join("nested")).unwrap();
+        std::mem::forget(job);
+        let report = mgr.sweep();
+        assert_eq!(report.removed, vec!["job".to_string()], "{report:?}");
+        assert!(pids.iter().all(|p| report.killed_pids.contains(p)));
+        let status = crate::process::wait(&mut sp.child, &sp.guard)
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+
+        // remove() through cgroup.kill.
+        let job = mgr.create_job("job2", &limits).unwrap();
+        let spec = crate::process::SpawnSpec {
+            program: "/bin/sleep".into(),
+            args: vec!["100".into()],
+            nice: 0,
+            cgroup_procs: job.procs_files(),
+        };
+        let mut sp = crate::process::spawn(spec).await.unwrap();
+        assert_eq!(job.pids(), vec![sp.guard.pid()]);
+        job.remove().unwrap();
+        assert!(!cgroup_exists(&parent, "job2"));
+        let status = crate::process::wait(&mut sp.child, &sp.guard)
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        mgr.remove_parent().unwrap();
+        assert!(!root.join(&parent).exists());
     }
 
     #[test]
