@@ -6,7 +6,9 @@
 //! Nothing in this crate spawns an actor or reads a clock inside a decision:
 //! time is passed in as data.
 
+pub mod cgroup;
 pub mod error;
 pub mod model;
 pub mod supervision;
+pub mod process;
 pub mod wire;
