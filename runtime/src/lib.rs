@@ -8,4 +8,6 @@
 
 pub mod error;
 pub mod model;
+pub mod retry;
+pub mod state;
 pub mod wire;
