@@ -9,5 +9,6 @@
 pub mod error;
 pub mod model;
 pub mod retry;
+pub mod sched;
 pub mod state;
 pub mod wire;
