@@ -11,4 +11,5 @@ pub mod model;
 pub mod retry;
 pub mod sched;
 pub mod state;
+pub mod store;
 pub mod wire;
