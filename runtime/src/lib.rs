@@ -9,6 +9,10 @@
 pub mod cgroup;
 pub mod error;
 pub mod model;
-pub mod supervision;
 pub mod process;
+pub mod retry;
+pub mod sched;
+pub mod state;
+pub mod store;
+pub mod supervision;
 pub mod wire;

@@ -1,0 +1,929 @@
+//! The job state machine (DESIGN.md §4): one validated transition function,
+//! [`transition`], and the pure operations on a [`Job`] built on it.
+//!
+//! Every operation here either applies completely or returns an error and
+//! leaves the job untouched; none reads a clock (`now` is a parameter) or a
+//! random source (`jitter_unit` is a parameter).
+//!
+//! ```text
+//! Queued ──Assign──▶ Assigned ──Start──▶ Running ──Succeed──▶ Succeeded
+//!   │                  │ │ │                │ ├──Fail─────▶ Failed
+//!   │                  │ │ └──Fail──▶ Failed│ ├──Timeout──▶ TimedOut
+//!   │                  │ └──Cancel─▶ Cancelled ◀─Cancel─┤
+//!   └──Cancel─▶ Cancelled  └──Lose──▶ Lost ◀──Lose─────┘
+//!                                      ├──Requeue──▶ Queued  (attempts left)
+//!                                      └──Fail─────▶ Failed  (none left)
+//! ```
+//!
+//! **Fencing.** Every worker message carries the token of its assignment.
+//! [`start`], [`progress`] and [`finish`] check it first: a mismatch is
+//! [`JobOpError::StaleToken`]. Any error on a worker message means the master
+//! does not recognise that attempt as live: log it and tell the worker to
+//! kill `(job, token)` (a kill for an attempt that already ended is a no-op on
+//! the worker). A duplicate `Finished` (e.g. redelivered from a worker's
+//! outbox) for a job that already ended is [`JobOpError::Illegal`] with a
+//! terminal (or requeued) `from`.
+
+use crate::model::{
+    AttemptRecord, Failure, FailureReason, Isolation, Job, JobState, NodeId, Outcome, Progress,
+    UnixMs,
+};
+use crate::retry::RetryPolicy;
+use crate::wire::Assignment;
+
+/// What can happen to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobEvent {
+    /// The scheduler placed it on a node.
+    Assign,
+    /// The worker started FFmpeg.
+    Start,
+    /// FFmpeg exited 0.
+    Succeed,
+    /// A terminal failure (FFmpeg's own, a failed spawn, or no attempts left).
+    Fail,
+    /// A user cancelled it.
+    Cancel,
+    /// `timeout_s` expired.
+    Timeout,
+    /// Its attempt was lost (node lost, worker crash, resource kill, stall).
+    Lose,
+    /// A lost job with attempts left goes back to the queue.
+    Requeue,
+}
+
+impl JobEvent {
+    /// Every event, for exhaustive tests.
+    pub const ALL: [JobEvent; 8] = [
+        JobEvent::Assign,
+        JobEvent::Start,
+        JobEvent::Succeed,
+        JobEvent::Fail,
+        JobEvent::Cancel,
+        JobEvent::Timeout,
+        JobEvent::Lose,
+        JobEvent::Requeue,
+    ];
+}
+
+/// An event that the state machine does not allow in a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("illegal transition: {event:?} in state {}", .from.as_str())]
+pub struct IllegalTransition {
+    /// The state the job was in.
+    pub from: JobState,
+    /// The rejected event.
+    pub event: JobEvent,
+}
+
+/// The one validated transition function: the state `event` leads to from
+/// `from`, or an error if the lifecycle does not allow it. Terminal states
+/// accept nothing.
+pub fn transition(from: JobState, event: JobEvent) -> Result<JobState, IllegalTransition> {
+    use JobEvent as E;
+    use JobState as S;
+    let to = match (from, event) {
+        (S::Queued, E::Assign) => S::Assigned,
+        (S::Queued, E::Cancel) => S::Cancelled,
+        (S::Assigned, E::Start) => S::Running,
+        (S::Assigned, E::Lose) => S::Lost,
+        (S::Assigned, E::Cancel) => S::Cancelled,
+        (S::Assigned, E::Fail) => S::Failed,
+        (S::Running, E::Succeed) => S::Succeeded,
+        (S::Running, E::Fail) => S::Failed,
+        (S::Running, E::Cancel) => S::Cancelled,
+        (S::Running, E::Timeout) => S::TimedOut,
+        (S::Running, E::Lose) => S::Lost,
+        (S::Lost, E::Requeue) => S::Queued,
+        (S::Lost, E::Fail) => S::Failed,
+        _ => return Err(IllegalTransition { from, event }),
+    };
+    Ok(to)
+}
+
+/// Why an operation on a job was refused. The job is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobOpError {
+    /// The lifecycle does not allow it in the job's state.
+    #[error(transparent)]
+    Illegal(#[from] IllegalTransition),
+    /// A worker message carried a token other than the current assignment's,
+    /// or an assignment offered a token not above the current one.
+    #[error("stale fencing token {got} (current {current})")]
+    StaleToken {
+        /// The job's current token.
+        current: u64,
+        /// The token offered.
+        got: u64,
+    },
+    /// An assignment would exceed the job's `max_attempts()`. Unreachable
+    /// through these operations (a job is only requeued with attempts left);
+    /// guards records edited by hand or by an older version.
+    #[error("attempt {attempt} already used all {max} attempts")]
+    NoAttemptsLeft {
+        /// Attempts made so far.
+        attempt: u32,
+        /// The job's `max_attempts()`.
+        max: u32,
+    },
+    /// Progress for a job that is neither assigned nor running.
+    #[error("progress is only accepted while assigned or running, not {}", .state.as_str())]
+    NotActive {
+        /// The job's state.
+        state: JobState,
+    },
+}
+
+/// What [`finish`] or [`lose`] did to the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The job ended in this terminal state.
+    Terminal(JobState),
+    /// The attempt was lost and the job is queued again, eligible from
+    /// `not_before_ms` on.
+    Requeued {
+        /// When the retry may be assigned (also stored in `job.not_before_ms`).
+        not_before_ms: UnixMs,
+    },
+}
+
+/// What [`cancel`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelAction {
+    /// The job was queued and is now `Cancelled`.
+    CancelledWhileQueued,
+    /// The job is on a worker: tell it to cancel `(job, token)`. The job stays
+    /// as it is until the worker reports `Outcome::Cancelled` (or anything
+    /// else that raced with the cancel) through [`finish`].
+    NotifyWorker {
+        /// The node running the attempt.
+        node: NodeId,
+        /// The attempt's fencing token.
+        token: u64,
+    },
+}
+
+fn check_token(job: &Job, token: u64) -> Result<(), JobOpError> {
+    if token != job.token {
+        return Err(JobOpError::StaleToken {
+            current: job.token,
+            got: token,
+        });
+    }
+    Ok(())
+}
+
+/// The record of the attempt in flight (the last one).
+fn current_attempt(job: &mut Job) -> Option<&mut AttemptRecord> {
+    job.attempts.last_mut()
+}
+
+fn close_attempt(job: &mut Job, now: UnixMs, outcome: Outcome) {
+    if let Some(rec) = current_attempt(job) {
+        rec.ended_ms = Some(now);
+        rec.outcome = Some(outcome);
+    }
+}
+
+/// Assign a queued job to `node` under a fresh fencing `token` (which must be
+/// above the job's current token): `attempt += 1`, a new [`AttemptRecord`],
+/// and the [`Assignment`] to send once the job is stored.
+///
+/// Does not check `not_before_ms`: eligibility is the scheduler's decision
+/// ([`crate::sched::ReadyQueue::pick`]).
+pub fn assign(
+    job: &mut Job,
+    node: &NodeId,
+    token: u64,
+    now: UnixMs,
+) -> Result<Assignment, JobOpError> {
+    let to = transition(job.state, JobEvent::Assign)?;
+    if token <= job.token {
+        return Err(JobOpError::StaleToken {
+            current: job.token,
+            got: token,
+        });
+    }
+    if job.attempt >= job.max_attempts() {
+        return Err(JobOpError::NoAttemptsLeft {
+            attempt: job.attempt,
+            max: job.max_attempts(),
+        });
+    }
+    job.state = to;
+    job.attempt += 1;
+    job.token = token;
+    job.node = Some(node.clone());
+    job.not_before_ms = None;
+    job.isolation = None;
+    job.progress = None;
+    job.result = None;
+    job.failure = None;
+    job.updated_ms = now;
+    job.attempts.push(AttemptRecord {
+        attempt: job.attempt,
+        node: node.clone(),
+        started_ms: None,
+        ended_ms: None,
+        isolation: None,
+        outcome: None,
+    });
+    Ok(Assignment {
+        job_id: job.id.clone(),
+        attempt: job.attempt,
+        token,
+        spec: job.spec.clone(),
+    })
+}
+
+/// The worker started FFmpeg for the current assignment: `Assigned → Running`,
+/// recording how the process is isolated.
+pub fn start(
+    job: &mut Job,
+    token: u64,
+    isolation: Isolation,
+    now: UnixMs,
+) -> Result<(), JobOpError> {
+    check_token(job, token)?;
+    let to = transition(job.state, JobEvent::Start)?;
+    job.state = to;
+    job.isolation = Some(isolation);
+    job.updated_ms = now;
+    if let Some(rec) = current_attempt(job) {
+        rec.started_ms = Some(now);
+        rec.isolation = Some(isolation);
+    }
+    Ok(())
+}
+
+/// Live progress for the current assignment; accepted while `Assigned` or
+/// `Running` (no state change).
+pub fn progress(job: &mut Job, token: u64, p: Progress, now: UnixMs) -> Result<(), JobOpError> {
+    check_token(job, token)?;
+    if !matches!(job.state, JobState::Assigned | JobState::Running) {
+        return Err(JobOpError::NotActive { state: job.state });
+    }
+    job.progress = Some(p);
+    job.updated_ms = now;
+    Ok(())
+}
+
+/// Apply a worker-reported [`Outcome`] for the current assignment.
+///
+/// `Succeeded`, `Failed`, `TimedOut` and `Cancelled` end the job (setting
+/// `result`, or `failure`; a cancel records a `Cancelled` failure).
+/// `Transient` goes `Lost → Queued` with a backoff from `policy` while
+/// attempts remain, else `Lost → Failed` with reason `RetriesExhausted`.
+pub fn finish(
+    job: &mut Job,
+    token: u64,
+    outcome: Outcome,
+    now: UnixMs,
+    policy: &RetryPolicy,
+    jitter_unit: f64,
+) -> Result<Applied, JobOpError> {
+    check_token(job, token)?;
+    let (event, result, failure) = match &outcome {
+        Outcome::Transient { failure } => {
+            return lose_attempt(job, failure.clone(), now, policy, jitter_unit)
+        }
+        Outcome::Succeeded { result } => (JobEvent::Succeed, Some(result.clone()), None),
+        Outcome::Failed { failure } => (JobEvent::Fail, None, Some(failure.clone())),
+        Outcome::TimedOut { failure } => (JobEvent::Timeout, None, Some(failure.clone())),
+        Outcome::Cancelled => (
+            JobEvent::Cancel,
+            None,
+            Some(Failure::new(FailureReason::Cancelled, "cancelled by user")),
+        ),
+    };
+    let to = transition(job.state, event)?;
+    close_attempt(job, now, outcome);
+    job.state = to;
+    job.result = result;
+    job.failure = failure;
+    job.not_before_ms = None;
+    job.updated_ms = now;
+    Ok(Applied::Terminal(to))
+}
+
+/// The attempt in flight was lost without a report (node lost, worker
+/// restarted, reconciliation gave up): `Assigned|Running → Lost`, then
+/// requeue or fail under the same rules as a transient [`finish`].
+pub fn lose(
+    job: &mut Job,
+    failure: Failure,
+    now: UnixMs,
+    policy: &RetryPolicy,
+    jitter_unit: f64,
+) -> Result<Applied, JobOpError> {
+    lose_attempt(job, failure, now, policy, jitter_unit)
+}
+
+fn lose_attempt(
+    job: &mut Job,
+    failure: Failure,
+    now: UnixMs,
+    policy: &RetryPolicy,
+    jitter_unit: f64,
+) -> Result<Applied, JobOpError> {
+    let lost = transition(job.state, JobEvent::Lose)?;
+    let retry = job.attempt < job.max_attempts();
+    let next = transition(
+        lost,
+        if retry {
+            JobEvent::Requeue
+        } else {
+            JobEvent::Fail
+        },
+    )?;
+    close_attempt(
+        job,
+        now,
+        Outcome::Transient {
+            failure: failure.clone(),
+        },
+    );
+    job.state = next;
+    job.updated_ms = now;
+    job.progress = None;
+    job.result = None;
+    if retry {
+        // The n-th attempt failed, so this is the n-th retry.
+        let not_before_ms = now.saturating_add(policy.delay_ms(job.attempt, jitter_unit));
+        job.node = None;
+        job.isolation = None;
+        job.failure = None;
+        job.not_before_ms = Some(not_before_ms);
+        Ok(Applied::Requeued { not_before_ms })
+    } else {
+        job.not_before_ms = None;
+        job.failure = Some(Failure {
+            reason: FailureReason::RetriesExhausted,
+            message: format!(
+                "no attempts left after {} of {}; last failure ({:?}): {}",
+                job.attempt,
+                job.max_attempts(),
+                failure.reason,
+                failure.message
+            ),
+            exit_code: failure.exit_code,
+            signal: failure.signal,
+            stderr_tail: failure.stderr_tail,
+        });
+        Ok(Applied::Terminal(next))
+    }
+}
+
+/// A user cancels the job: `Queued → Cancelled` at once; for a job on a
+/// worker, [`CancelAction::NotifyWorker`] and no change yet. Terminal (or
+/// `Lost`) jobs: [`JobOpError::Illegal`].
+pub fn cancel(job: &mut Job, now: UnixMs) -> Result<CancelAction, JobOpError> {
+    let to = transition(job.state, JobEvent::Cancel)?;
+    match job.state {
+        JobState::Queued => {
+            job.state = to;
+            job.not_before_ms = None;
+            job.failure = Some(Failure::new(
+                FailureReason::Cancelled,
+                "cancelled while queued",
+            ));
+            job.updated_ms = now;
+            Ok(CancelAction::CancelledWhileQueued)
+        }
+        _ => {
+            let node = job
+                .node
+                .clone()
+                .or_else(|| job.attempts.last().map(|a| a.node.clone()))
+                .unwrap_or_default();
+            Ok(CancelAction::NotifyWorker {
+                node,
+                token: job.token,
+            })
+        }
+    }
+}
+
+/// Check the consistency rules that every operation here keeps, returning the
+/// first one broken. Useful on records read back from disk and in tests.
+pub fn check_invariants(job: &Job) -> Result<(), String> {
+    let fail = |m: &str| Err(format!("job {}: {m}", job.id));
+    if job.attempts.len() != job.attempt as usize {
+        return fail("attempts.len() != attempt");
+    }
+    if job.attempt > job.max_attempts() {
+        return fail("attempt > max_attempts");
+    }
+    if job
+        .attempts
+        .iter()
+        .enumerate()
+        .any(|(i, a)| a.attempt as usize != i + 1)
+    {
+        return fail("attempt records are not numbered 1..=attempt");
+    }
+    if (job.token == 0) != (job.attempt == 0) {
+        return fail("token is 0 exactly when never assigned");
+    }
+    let open = job.attempts.iter().filter(|a| a.outcome.is_none()).count();
+    let active = matches!(job.state, JobState::Assigned | JobState::Running);
+    if active {
+        if open != 1 || job.attempts.last().is_none_or(|a| a.outcome.is_some()) {
+            return fail("an active job has exactly its last attempt open");
+        }
+        if job.node.is_none() {
+            return fail("an active job has a node");
+        }
+    } else if open != 0 {
+        return fail("an inactive job has an open attempt");
+    }
+    if job.state == JobState::Running && job.isolation.is_none() {
+        return fail("a running job records its isolation");
+    }
+    match job.state {
+        JobState::Succeeded => {
+            if job.result.is_none() || job.failure.is_some() {
+                return fail("succeeded has a result and no failure");
+            }
+        }
+        JobState::Failed | JobState::Cancelled | JobState::TimedOut => {
+            if job.failure.is_none() || job.result.is_some() {
+                return fail("a failed/cancelled/timed-out job has a failure and no result");
+            }
+        }
+        JobState::Queued | JobState::Assigned | JobState::Running | JobState::Lost => {
+            if job.result.is_some() || job.failure.is_some() {
+                return fail("an unfinished job has neither result nor failure");
+            }
+        }
+    }
+    if job.state == JobState::Queued {
+        if job.node.is_some() {
+            return fail("a queued job has no node");
+        }
+        if (job.attempt > 0) != job.not_before_ms.is_some() {
+            return fail("a requeued job (and only that) has a not_before");
+        }
+    }
+    if job.state == JobState::Lost {
+        return fail("Lost is never a resting state");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Codec, EncodeParams, Input, JobResult, JobSpec, Output, Priority, ResourceLimits,
+    };
+    use proptest::prelude::*;
+
+    const LEGAL: [(JobState, JobEvent, JobState); 13] = {
+        use JobEvent as E;
+        use JobState as S;
+        [
+            (S::Queued, E::Assign, S::Assigned),
+            (S::Queued, E::Cancel, S::Cancelled),
+            (S::Assigned, E::Start, S::Running),
+            (S::Assigned, E::Lose, S::Lost),
+            (S::Assigned, E::Cancel, S::Cancelled),
+            (S::Assigned, E::Fail, S::Failed),
+            (S::Running, E::Succeed, S::Succeeded),
+            (S::Running, E::Fail, S::Failed),
+            (S::Running, E::Cancel, S::Cancelled),
+            (S::Running, E::Timeout, S::TimedOut),
+            (S::Running, E::Lose, S::Lost),
+            (S::Lost, E::Requeue, S::Queued),
+            (S::Lost, E::Fail, S::Failed),
+        ]
+    };
+
+    fn spec(max_retries: u32) -> JobSpec {
+        JobSpec {
+            scenario: None,
+            encode: EncodeParams {
+                width: 640,
+                height: 360,
+                fps: 30,
+                codec: Codec::H264,
+                bitrate_kbps: 800,
+                preset: "veryfast".into(),
+            },
+            input: Input::Testsrc { duration_s: 1.0 },
+            output: Output::Null,
+            priority: Priority::Medium,
+            resource_limits: ResourceLimits::default(),
+            max_retries,
+        }
+    }
+
+    fn job(max_retries: u32) -> Job {
+        Job::new("j1".into(), 1, spec(max_retries), 1_000)
+    }
+
+    fn transient(reason: FailureReason) -> Outcome {
+        Outcome::Transient {
+            failure: Failure::new(reason, "boom"),
+        }
+    }
+
+    const P: RetryPolicy = RetryPolicy {
+        base_ms: 1_000,
+        max_ms: 60_000,
+    };
+
+    #[test]
+    fn exactly_the_legal_edges_are_allowed() {
+        for from in JobState::ALL {
+            for event in JobEvent::ALL {
+                let expected = LEGAL
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, t)| *t);
+                assert_eq!(transition(from, event).ok(), expected, "{from:?} {event:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn happy_path_keeps_fields_consistent() {
+        let mut j = job(3);
+        let a = assign(&mut j, &"n1".to_string(), 7, 2_000).unwrap();
+        assert_eq!((a.attempt, a.token, a.job_id.as_str()), (1, 7, "j1"));
+        assert_eq!(j.state, JobState::Assigned);
+        check_invariants(&j).unwrap();
+        start(&mut j, 7, Isolation::CgroupV2, 2_100).unwrap();
+        progress(&mut j, 7, Progress::default(), 2_200).unwrap();
+        assert!(j.progress.is_some());
+        let r = JobResult {
+            frames: 30,
+            ..JobResult::default()
+        };
+        let applied = finish(
+            &mut j,
+            7,
+            Outcome::Succeeded { result: r.clone() },
+            3_000,
+            &P,
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(applied, Applied::Terminal(JobState::Succeeded));
+        assert_eq!(j.result, Some(r));
+        assert_eq!(j.updated_ms, 3_000);
+        let rec = &j.attempts[0];
+        assert_eq!(rec.started_ms, Some(2_100));
+        assert_eq!(rec.ended_ms, Some(3_000));
+        assert_eq!(rec.isolation, Some(Isolation::CgroupV2));
+        check_invariants(&j).unwrap();
+    }
+
+    #[test]
+    fn stale_tokens_are_refused_without_change() {
+        let mut j = job(3);
+        assign(&mut j, &"n1".to_string(), 7, 2_000).unwrap();
+        let before = j.clone();
+        assert_eq!(
+            start(&mut j, 6, Isolation::None, 2_100),
+            Err(JobOpError::StaleToken { current: 7, got: 6 })
+        );
+        assert_eq!(
+            progress(&mut j, 8, Progress::default(), 2_100),
+            Err(JobOpError::StaleToken { current: 7, got: 8 })
+        );
+        assert!(matches!(
+            finish(&mut j, 1, Outcome::Cancelled, 2_100, &P, 0.0),
+            Err(JobOpError::StaleToken { .. })
+        ));
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn assignment_tokens_must_increase() {
+        let mut j = job(3);
+        assign(&mut j, &"n1".to_string(), 7, 2_000).unwrap();
+        lose(
+            &mut j,
+            Failure::new(FailureReason::NodeLost, "gone"),
+            2_500,
+            &P,
+            0.0,
+        )
+        .unwrap();
+        let before = j.clone();
+        assert_eq!(
+            assign(&mut j, &"n2".to_string(), 7, 3_000),
+            Err(JobOpError::StaleToken { current: 7, got: 7 })
+        );
+        assert_eq!(j, before);
+        assign(&mut j, &"n2".to_string(), 8, 3_000).unwrap();
+        assert_eq!((j.attempt, j.token), (2, 8));
+    }
+
+    #[test]
+    fn transient_failures_requeue_with_backoff_then_exhaust() {
+        let mut j = job(2); // three attempts
+        for (n, token) in [(1u32, 10u64), (2, 11)] {
+            assign(&mut j, &"n1".to_string(), token, 1_000).unwrap();
+            start(&mut j, token, Isolation::None, 1_000).unwrap();
+            let applied = finish(
+                &mut j,
+                token,
+                transient(FailureReason::Stalled),
+                5_000,
+                &P,
+                0.5,
+            )
+            .unwrap();
+            let expected = 5_000 + P.delay_ms(n, 0.5);
+            assert_eq!(
+                applied,
+                Applied::Requeued {
+                    not_before_ms: expected
+                }
+            );
+            assert_eq!(j.state, JobState::Queued);
+            assert_eq!(j.not_before_ms, Some(expected));
+            assert_eq!(j.node, None);
+            check_invariants(&j).unwrap();
+        }
+        assign(&mut j, &"n1".to_string(), 12, 9_000).unwrap();
+        let applied = lose(
+            &mut j,
+            Failure::new(FailureReason::NodeLost, "node n1 lost"),
+            9_500,
+            &P,
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(applied, Applied::Terminal(JobState::Failed));
+        let f = j.failure.as_ref().unwrap();
+        assert_eq!(f.reason, FailureReason::RetriesExhausted);
+        assert!(f.message.contains("node n1 lost"), "{}", f.message);
+        assert_eq!(j.attempt, 3);
+        assert!(j
+            .attempts
+            .iter()
+            .all(|a| matches!(a.outcome, Some(Outcome::Transient { .. }))));
+        check_invariants(&j).unwrap();
+    }
+
+    #[test]
+    fn zero_retries_fails_on_first_transient() {
+        let mut j = job(0);
+        assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+        let applied = finish(
+            &mut j,
+            1,
+            transient(FailureReason::ResourceKilled),
+            2_000,
+            &P,
+            0.1,
+        )
+        .unwrap();
+        assert_eq!(applied, Applied::Terminal(JobState::Failed));
+        check_invariants(&j).unwrap();
+    }
+
+    #[test]
+    fn spawn_failure_from_assigned_is_terminal() {
+        let mut j = job(3);
+        assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+        let f = Failure::new(FailureReason::SpawnFailed, "no ffmpeg");
+        let applied = finish(
+            &mut j,
+            1,
+            Outcome::Failed { failure: f.clone() },
+            2_000,
+            &P,
+            0.1,
+        )
+        .unwrap();
+        assert_eq!(applied, Applied::Terminal(JobState::Failed));
+        assert_eq!(j.failure, Some(f));
+        // A success without a start is illegal.
+        let mut k = job(3);
+        assign(&mut k, &"n1".to_string(), 1, 1_000).unwrap();
+        let before = k.clone();
+        let err = finish(
+            &mut k,
+            1,
+            Outcome::Succeeded {
+                result: JobResult::default(),
+            },
+            2_000,
+            &P,
+            0.1,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            JobOpError::Illegal(IllegalTransition {
+                from: JobState::Assigned,
+                event: JobEvent::Succeed
+            })
+        ));
+        assert_eq!(k, before);
+    }
+
+    #[test]
+    fn cancel_paths() {
+        let mut q = job(3);
+        assert_eq!(cancel(&mut q, 5), Ok(CancelAction::CancelledWhileQueued));
+        assert_eq!(q.state, JobState::Cancelled);
+        assert_eq!(
+            q.failure.as_ref().map(|f| f.reason),
+            Some(FailureReason::Cancelled)
+        );
+        check_invariants(&q).unwrap();
+        assert!(matches!(cancel(&mut q, 6), Err(JobOpError::Illegal(_))));
+
+        let mut r = job(3);
+        assign(&mut r, &"n9".to_string(), 4, 1_000).unwrap();
+        start(&mut r, 4, Isolation::CgroupV1, 1_000).unwrap();
+        let before = r.clone();
+        assert_eq!(
+            cancel(&mut r, 2_000),
+            Ok(CancelAction::NotifyWorker {
+                node: "n9".into(),
+                token: 4
+            })
+        );
+        assert_eq!(r, before);
+        finish(&mut r, 4, Outcome::Cancelled, 2_500, &P, 0.0).unwrap();
+        assert_eq!(r.state, JobState::Cancelled);
+        check_invariants(&r).unwrap();
+    }
+
+    #[test]
+    fn duplicate_finish_is_refused() {
+        let mut j = job(3);
+        assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+        start(&mut j, 1, Isolation::None, 1_000).unwrap();
+        let out = Outcome::TimedOut {
+            failure: Failure::new(FailureReason::Timeout, "too slow"),
+        };
+        finish(&mut j, 1, out.clone(), 2_000, &P, 0.0).unwrap();
+        let before = j.clone();
+        let err = finish(&mut j, 1, out, 2_001, &P, 0.0).unwrap_err();
+        assert!(matches!(
+            err,
+            JobOpError::Illegal(IllegalTransition {
+                from: JobState::TimedOut,
+                ..
+            })
+        ));
+        assert_eq!(
+            progress(&mut j, 1, Progress::default(), 2_002),
+            Err(JobOpError::NotActive {
+                state: JobState::TimedOut
+            })
+        );
+        assert_eq!(j, before);
+    }
+
+    #[test]
+    fn assign_refuses_a_record_without_attempts_left() {
+        let mut j = job(0);
+        j.attempt = 1;
+        j.token = 3;
+        j.attempts.push(AttemptRecord {
+            attempt: 1,
+            node: "n".into(),
+            started_ms: None,
+            ended_ms: Some(1),
+            isolation: None,
+            outcome: Some(Outcome::Cancelled),
+        });
+        let before = j.clone();
+        assert_eq!(
+            assign(&mut j, &"n".to_string(), 4, 10),
+            Err(JobOpError::NoAttemptsLeft { attempt: 1, max: 1 })
+        );
+        assert_eq!(j, before);
+    }
+
+    fn event_strategy() -> impl Strategy<Value = JobEvent> {
+        proptest::sample::select(JobEvent::ALL.to_vec())
+    }
+
+    /// An operation a master might apply, possibly with a wrong token.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Assign { node: u8, stale: bool },
+        Start { stale: bool },
+        Progress { stale: bool },
+        Succeed { stale: bool },
+        Fail { stale: bool },
+        TimedOut { stale: bool },
+        Cancelled { stale: bool },
+        Transient { stale: bool },
+        Lose,
+        Cancel,
+    }
+
+    fn op_strategy() -> impl Strategy<Value = Op> {
+        let s = any::<bool>;
+        prop_oneof![
+            3 => (0u8..3, s()).prop_map(|(node, stale)| Op::Assign { node, stale }),
+            3 => s().prop_map(|stale| Op::Start { stale }),
+            1 => s().prop_map(|stale| Op::Progress { stale }),
+            1 => s().prop_map(|stale| Op::Succeed { stale }),
+            1 => s().prop_map(|stale| Op::Fail { stale }),
+            1 => s().prop_map(|stale| Op::TimedOut { stale }),
+            1 => s().prop_map(|stale| Op::Cancelled { stale }),
+            3 => s().prop_map(|stale| Op::Transient { stale }),
+            2 => Just(Op::Lose),
+            1 => Just(Op::Cancel),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn random_events_stay_in_the_legal_graph(
+            events in proptest::collection::vec(event_strategy(), 0..40)
+        ) {
+            let mut state = JobState::Queued;
+            for e in events {
+                match transition(state, e) {
+                    Ok(to) => {
+                        prop_assert!(!state.is_terminal());
+                        prop_assert!(LEGAL.contains(&(state, e, to)));
+                        state = to;
+                    }
+                    Err(err) => {
+                        prop_assert_eq!(err, IllegalTransition { from: state, event: e });
+                        prop_assert!(!LEGAL.iter().any(|(f, ev, _)| *f == state && *ev == e));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn terminal_states_absorb(
+            from in proptest::sample::select(JobState::ALL.to_vec()),
+            e in event_strategy(),
+        ) {
+            if from.is_terminal() {
+                prop_assert!(transition(from, e).is_err());
+            }
+        }
+
+        #[test]
+        fn random_operations_keep_invariants(
+            max_retries in 0u32..4,
+            ops in proptest::collection::vec((op_strategy(), 0.0f64..1.0), 0..60),
+        ) {
+            let mut j = job(max_retries);
+            let mut next_token = 1u64;
+            let mut now = 1_000u64;
+            let mut was_terminal = None;
+            for (op, jitter) in ops {
+                now += 10;
+                let before = j.clone();
+                let tok = |stale: bool| if stale { before.token.wrapping_add(1) } else { before.token };
+                let f = |r| Failure::new(r, "x");
+                let res: Result<(), JobOpError> = match op {
+                    Op::Assign { node, stale } => {
+                        let t = if stale { before.token } else { next_token };
+                        let r = assign(&mut j, &format!("n{node}"), t, now);
+                        if let Ok(a) = &r {
+                            prop_assert_eq!(a.token, t);
+                            prop_assert_eq!(a.attempt, j.attempt);
+                            next_token += 1;
+                        }
+                        r.map(|_| ())
+                    }
+                    Op::Start { stale } => start(&mut j, tok(stale), Isolation::None, now),
+                    Op::Progress { stale } => progress(&mut j, tok(stale), Progress::default(), now),
+                    Op::Succeed { stale } => finish(&mut j, tok(stale), Outcome::Succeeded { result: JobResult::default() }, now, &P, jitter).map(|_| ()),
+                    Op::Fail { stale } => finish(&mut j, tok(stale), Outcome::Failed { failure: f(FailureReason::FfmpegError) }, now, &P, jitter).map(|_| ()),
+                    Op::TimedOut { stale } => finish(&mut j, tok(stale), Outcome::TimedOut { failure: f(FailureReason::Timeout) }, now, &P, jitter).map(|_| ()),
+                    Op::Cancelled { stale } => finish(&mut j, tok(stale), Outcome::Cancelled, now, &P, jitter).map(|_| ()),
+                    Op::Transient { stale } => finish(&mut j, tok(stale), transient(FailureReason::WorkerCrash), now, &P, jitter).map(|_| ()),
+                    Op::Lose => lose(&mut j, f(FailureReason::NodeLost), now, &P, jitter).map(|_| ()),
+                    Op::Cancel => cancel(&mut j, now).map(|_| ()),
+                };
+                match res {
+                    Ok(()) => {
+                        if let Some(t) = was_terminal {
+                            prop_assert!(false, "terminal job {:?} changed by {:?}", t, op);
+                        }
+                        prop_assert!(j.token >= before.token);
+                        if let Some(nb) = j.not_before_ms {
+                            prop_assert!(nb >= now && nb <= now + P.max_ms);
+                        }
+                    }
+                    Err(_) => prop_assert_eq!(&j, &before, "a refused op changed the job"),
+                }
+                if let Err(m) = check_invariants(&j) {
+                    prop_assert!(false, "{} after {:?}", m, op);
+                }
+                if j.state.is_terminal() {
+                    was_terminal = Some(j.state);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,846 @@
+//! The master's job store on sled 0.34.7 (DESIGN.md §7).
+//!
+//! Layout (one sled tree each):
+//! - `jobs`: job id → the [`Job`] as JSON (serde_json: fields can be added
+//!   without breaking old records, unlike a positional binary encoding);
+//! - `by_seq`: seq (u64 big-endian) → id, submission order;
+//! - `by_state`: state byte + seq (big-endian) → id;
+//! - `by_priority`: priority rank + seq (big-endian) → id.
+//!
+//! A write replaces the record and moves its index entries in one multi-tree
+//! sled transaction, so a crash never leaves an index pointing at the wrong
+//! state. Readers still re-check each record against the filter they used,
+//! and report undecodable records as [`StoreError::Corrupt`], never a panic.
+//!
+//! **Group commit.** [`Store::put_durable`] writes, takes a *write
+//! generation* number and waits until a flush that began after that number
+//! was taken has completed. One flusher thread runs flushes back to back:
+//! each covers every write whose generation was taken before it started, so
+//! N concurrent writers share a few fsyncs instead of paying N. The flusher
+//! is a plain thread (blocking `Db::flush`) rather than a tokio task so that
+//! [`Store::open`] needs no runtime and dropping the last handle can join it
+//! deterministically, releasing sled's file lock before a reopen.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use serde::Deserialize;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use tokio::sync::watch;
+
+use crate::model::{Job, JobState, Priority};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an I/O or storage error.
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record or index entry could not be decoded.
+    #[error("corrupt record {key}: {message}")]
+    Corrupt {
+        /// The tree and key of the bad record.
+        key: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// A job could not be encoded (not expected for valid jobs).
+    #[error("encoding job {id}: {message}")]
+    Encode {
+        /// The job.
+        id: String,
+        /// The encoder's complaint.
+        message: String,
+    },
+    /// The write is in sled but the flush that should have made it durable
+    /// failed.
+    #[error("flush failed: {0}")]
+    Flush(String),
+    /// The flusher is gone (only while the store is being torn down).
+    #[error("store closed")]
+    Closed,
+}
+
+/// Which jobs [`Store::list`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only jobs in this state (served from the `by_state` index).
+    pub state: Option<JobState>,
+    /// Only jobs of this priority (served from the `by_priority` index when
+    /// no state is given; otherwise checked on each record).
+    pub priority: Option<Priority>,
+    /// Only jobs submitted after this seq (a previous page's `next_cursor`).
+    pub after_seq: Option<u64>,
+    /// At most this many jobs; 0 is treated as 1.
+    pub limit: usize,
+}
+
+/// One page of [`Store::list`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// Matching jobs in submission order.
+    pub jobs: Vec<Job>,
+    /// Pass as `after_seq` for the next page; `None` when no job matches
+    /// beyond this page.
+    pub next_cursor: Option<u64>,
+}
+
+/// The on-disk encoding of a state in index keys. Fixed: never reorder.
+fn state_byte(s: JobState) -> u8 {
+    match s {
+        JobState::Queued => 0,
+        JobState::Assigned => 1,
+        JobState::Running => 2,
+        JobState::Succeeded => 3,
+        JobState::Failed => 4,
+        JobState::Cancelled => 5,
+        JobState::TimedOut => 6,
+        JobState::Lost => 7,
+    }
+}
+
+fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn tagged_key(tag: u8, seq: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = tag;
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The fields of an old record that locate its index entries.
+#[derive(Deserialize)]
+struct IndexFields {
+    seq: u64,
+    state: JobState,
+    spec: IndexSpec,
+}
+
+#[derive(Deserialize)]
+struct IndexSpec {
+    priority: Priority,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the flusher has done so far, published to waiting writers.
+#[derive(Debug, Clone, Default)]
+struct FlushStatus {
+    /// Every generation up to this one has a verdict.
+    settled: u64,
+    /// Every generation up to this one is durable.
+    durable: u64,
+    /// The error of the last flush, if it failed.
+    error: Option<Arc<str>>,
+}
+
+#[derive(Debug, Default)]
+struct Wake {
+    pending: bool,
+    shutdown: bool,
+}
+
+struct Shared {
+    /// Write generations handed out so far.
+    written: AtomicU64,
+    wake: Mutex<Wake>,
+    cv: Condvar,
+    status: watch::Sender<FlushStatus>,
+    flushes: AtomicU64,
+    /// Held by a test to hold flushes back while writers line up.
+    #[cfg(test)]
+    gate: Mutex<()>,
+}
+
+fn run_flusher(db: sled::Db, shared: Arc<Shared>) {
+    loop {
+        {
+            let mut w = lock(&shared.wake);
+            while !w.pending && !w.shutdown {
+                w = shared
+                    .cv
+                    .wait(w)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if w.shutdown && !w.pending {
+                break;
+            }
+            w.pending = false;
+        }
+        #[cfg(test)]
+        let _gate = lock(&shared.gate);
+        // Every generation up to `target` was taken after its write was
+        // applied, so this flush covers all of them.
+        let target = shared.written.load(Ordering::SeqCst);
+        if target <= shared.status.borrow().settled {
+            continue;
+        }
+        let res = db.flush();
+        shared.flushes.fetch_add(1, Ordering::SeqCst);
+        if let Err(e) = &res {
+            tracing::error!(error = %e, "store flush failed");
+        }
+        shared.status.send_modify(|s| {
+            s.settled = target;
+            match res {
+                Ok(_) => {
+                    s.durable = target;
+                    s.error = None;
+                }
+                Err(e) => s.error = Some(e.to_string().into()),
+            }
+        });
+    }
+    // Make non-durable `put`s durable on a clean shutdown too.
+    if let Err(e) = db.flush() {
+        tracing::error!(error = %e, "final store flush failed");
+    }
+}
+
+struct Inner {
+    db: sled::Db,
+    jobs: sled::Tree,
+    by_seq: sled::Tree,
+    by_state: sled::Tree,
+    by_priority: sled::Tree,
+    shared: Arc<Shared>,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        lock(&self.shared.wake).shutdown = true;
+        self.shared.cv.notify_all();
+        if let Some(handle) = lock(&self.flusher).take() {
+            if handle.join().is_err() {
+                tracing::error!("store flusher thread panicked");
+            }
+        }
+    }
+}
+
+/// A handle on the job store; clones share one database and one flusher.
+/// Dropping the last clone stops the flusher (after a final flush) and
+/// closes the database.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Open (or create) the store in `dir` and start its flusher thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        let (status, _) = watch::channel(FlushStatus::default());
+        let shared = Arc::new(Shared {
+            written: AtomicU64::new(0),
+            wake: Mutex::new(Wake::default()),
+            cv: Condvar::new(),
+            status,
+            flushes: AtomicU64::new(0),
+            #[cfg(test)]
+            gate: Mutex::new(()),
+        });
+        let flusher = {
+            let db = db.clone();
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("ffrtmp-store-flush".into())
+                .spawn(move || run_flusher(db, shared))
+                .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner {
+                jobs: db.open_tree("jobs")?,
+                by_seq: db.open_tree("by_seq")?,
+                by_state: db.open_tree("by_state")?,
+                by_priority: db.open_tree("by_priority")?,
+                db,
+                shared,
+                flusher: Mutex::new(Some(flusher)),
+            }),
+        })
+    }
+
+    /// A new submission sequence number, above every one handed out before,
+    /// across restarts too (sled's `generate_id`, plus one so it is never 0).
+    pub fn next_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?.saturating_add(1))
+    }
+
+    /// A new fencing token, above every one handed out before (shares the
+    /// generator with [`Store::next_seq`]); never 0, which means "unassigned".
+    pub fn next_token(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.db.generate_id()?.saturating_add(1))
+    }
+
+    /// Write a job (record and indexes, atomically) and wait until it is
+    /// durable on disk. Used before acknowledging a submission and for every
+    /// state transition. Concurrent callers share flushes (group commit).
+    pub async fn put_durable(&self, job: &Job) -> Result<(), StoreError> {
+        self.write(job)?;
+        self.wait_durable().await
+    }
+
+    /// Write a job (record and indexes, atomically) without waiting for
+    /// durability (progress updates). A later durable write or
+    /// [`Store::flush`] covers it.
+    pub fn put(&self, job: &Job) -> Result<(), StoreError> {
+        self.write(job)
+    }
+
+    /// Read one job.
+    pub fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        match self.inner.jobs.get(id.as_bytes())? {
+            None => Ok(None),
+            Some(bytes) => decode_job(id, &bytes).map(Some),
+        }
+    }
+
+    /// Jobs in submission order, filtered by state and/or priority through
+    /// the indexes (no full scan when a filter is given), one page at a time.
+    pub fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
+        let limit = filter.limit.max(1);
+        let start = match filter.after_seq {
+            None => 0,
+            Some(s) => match s.checked_add(1) {
+                Some(next) => next,
+                None => {
+                    return Ok(Page {
+                        jobs: Vec::new(),
+                        next_cursor: None,
+                    })
+                }
+            },
+        };
+        let (tree_name, iter) = match (filter.state, filter.priority) {
+            (Some(state), _) => {
+                let tag = state_byte(state);
+                let range = tagged_key(tag, start)..=tagged_key(tag, u64::MAX);
+                ("by_state", self.inner.by_state.range(range))
+            }
+            (None, Some(p)) => {
+                let tag = p.rank();
+                let range = tagged_key(tag, start)..=tagged_key(tag, u64::MAX);
+                ("by_priority", self.inner.by_priority.range(range))
+            }
+            (None, None) => ("by_seq", self.inner.by_seq.range(seq_key(start)..)),
+        };
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut next_cursor = None;
+        for item in iter {
+            let (key, id) = item?;
+            let Some(job) = self.get_indexed(tree_name, &key, &id)? else {
+                continue;
+            };
+            if filter.state.is_some_and(|s| s != job.state)
+                || filter.priority.is_some_and(|p| p != job.spec.priority)
+            {
+                continue;
+            }
+            if jobs.len() == limit {
+                next_cursor = jobs.last().map(|j| j.seq);
+                break;
+            }
+            jobs.push(job);
+        }
+        Ok(Page { jobs, next_cursor })
+    }
+
+    /// Every job in any of `states`, in submission order (e.g. `Queued`,
+    /// `Assigned` and `Running` on start-up).
+    pub fn in_states(&self, states: &[JobState]) -> Result<Vec<Job>, StoreError> {
+        let mut wanted: Vec<JobState> = states.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let mut out = Vec::new();
+        for state in wanted {
+            for item in self.inner.by_state.scan_prefix([state_byte(state)]) {
+                let (key, id) = item?;
+                if let Some(job) = self.get_indexed("by_state", &key, &id)? {
+                    if job.state == state {
+                        out.push(job);
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|j| j.seq);
+        Ok(out)
+    }
+
+    /// How many jobs are in each state (every state listed, zeros included),
+    /// counted from the state index without decoding records.
+    pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
+        JobState::ALL
+            .into_iter()
+            .map(|state| {
+                let mut n = 0u64;
+                for item in self.inner.by_state.scan_prefix([state_byte(state)]) {
+                    item?;
+                    n += 1;
+                }
+                Ok((state, n))
+            })
+            .collect()
+    }
+
+    /// Wait until everything written so far (including plain [`Store::put`]s)
+    /// is durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.wait_durable().await
+    }
+
+    /// How many flushes the group-commit flusher has run (for metrics and
+    /// tests).
+    pub fn flush_count(&self) -> u64 {
+        self.inner.shared.flushes.load(Ordering::SeqCst)
+    }
+
+    fn write(&self, job: &Job) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Encode {
+            id: job.id.clone(),
+            message: e.to_string(),
+        })?;
+        let id = job.id.as_bytes();
+        let i = &self.inner;
+        let res: Result<(), TransactionError<std::convert::Infallible>> =
+            (&i.jobs, &i.by_seq, &i.by_state, &i.by_priority).transaction(
+                |(jobs, by_seq, by_state, by_priority)| {
+                    if let Some(old) = jobs.get(id)? {
+                        match serde_json::from_slice::<IndexFields>(&old) {
+                            Ok(o) => {
+                                if o.seq != job.seq {
+                                    by_seq.remove(&seq_key(o.seq))?;
+                                }
+                                by_state.remove(&tagged_key(state_byte(o.state), o.seq))?;
+                                by_priority.remove(&tagged_key(o.spec.priority.rank(), o.seq))?;
+                            }
+                            Err(_) => {
+                                // The old record is unreadable: drop every
+                                // index entry it could have under this seq.
+                                for s in JobState::ALL {
+                                    by_state.remove(&tagged_key(state_byte(s), job.seq))?;
+                                }
+                                for p in Priority::ALL {
+                                    by_priority.remove(&tagged_key(p.rank(), job.seq))?;
+                                }
+                            }
+                        }
+                    }
+                    jobs.insert(id, bytes.as_slice())?;
+                    by_seq.insert(&seq_key(job.seq), id)?;
+                    by_state.insert(&tagged_key(state_byte(job.state), job.seq), id)?;
+                    by_priority.insert(&tagged_key(job.spec.priority.rank(), job.seq), id)?;
+                    Ok::<(), ConflictableTransactionError<std::convert::Infallible>>(())
+                },
+            );
+        match res {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+            Err(TransactionError::Abort(never)) => match never {},
+        }
+    }
+
+    /// Take a write generation and wait until a flush covering it is done.
+    async fn wait_durable(&self) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let mut rx = shared.status.subscribe();
+        let generation = shared.written.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&shared.wake).pending = true;
+        shared.cv.notify_one();
+        let status = rx
+            .wait_for(|s| s.settled >= generation)
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .clone();
+        if status.durable >= generation {
+            Ok(())
+        } else {
+            Err(StoreError::Flush(
+                status
+                    .error
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "unknown error".into()),
+            ))
+        }
+    }
+
+    /// The job an index entry points at; `None` (logged) if it is dangling.
+    fn get_indexed(&self, tree: &str, key: &[u8], id: &[u8]) -> Result<Option<Job>, StoreError> {
+        let id = std::str::from_utf8(id).map_err(|e| StoreError::Corrupt {
+            key: format!("{tree}/{key:02x?}"),
+            message: format!("index value is not a UTF-8 job id: {e}"),
+        })?;
+        let job = self.get(id)?;
+        if job.is_none() {
+            tracing::warn!(tree, job_id = id, "index entry points at a missing job");
+        }
+        Ok(job)
+    }
+}
+
+fn decode_job(id: &str, bytes: &[u8]) -> Result<Job, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        key: format!("jobs/{id}"),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, ResourceLimits};
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+
+    fn spec(priority: Priority) -> JobSpec {
+        JobSpec {
+            scenario: Some("360p30-h264".into()),
+            encode: EncodeParams {
+                width: 640,
+                height: 360,
+                fps: 30,
+                codec: Codec::H264,
+                bitrate_kbps: 800,
+                preset: "veryfast".into(),
+            },
+            input: Input::Testsrc { duration_s: 1.0 },
+            output: Output::Null,
+            priority,
+            resource_limits: ResourceLimits::default(),
+            max_retries: 3,
+        }
+    }
+
+    fn job(store: &Store, n: usize, priority: Priority) -> Job {
+        let seq = store.next_seq().unwrap();
+        Job::new(format!("job-{n:04}"), seq, spec(priority), 1_000 + n as u64)
+    }
+
+    fn ids(jobs: &[Job]) -> Vec<String> {
+        jobs.iter().map(|j| j.id.clone()).collect()
+    }
+
+    fn count(store: &Store, state: JobState) -> u64 {
+        store
+            .count_by_state()
+            .unwrap()
+            .into_iter()
+            .find(|(s, _)| *s == state)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn put_durable_is_send() {
+        fn assert_send<T: Send>(_: T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let j = job(&store, 0, Priority::Medium);
+        assert_send(store.put_durable(&j));
+        assert_send(store.flush());
+    }
+
+    #[tokio::test]
+    async fn round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let j = job(&store, 1, Priority::High);
+        store.put_durable(&j).await.unwrap();
+        assert_eq!(store.get(&j.id).unwrap(), Some(j.clone()));
+        assert_eq!(store.get("nope").unwrap(), None);
+        assert_eq!(count(&store, JobState::Queued), 1);
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_data_and_seq_keeps_increasing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, last_seq, last_token) = {
+            let store = Store::open(dir.path()).unwrap();
+            let j = job(&store, 1, Priority::Low);
+            store.put_durable(&j).await.unwrap();
+            let t = store.next_token().unwrap();
+            (j, store.next_seq().unwrap(), t)
+        };
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.get(&j.id).unwrap(), Some(j));
+        let seq = store.next_seq().unwrap();
+        let token = store.next_token().unwrap();
+        assert!(seq > last_seq, "{seq} <= {last_seq}");
+        assert!(token > last_token && token > 0);
+    }
+
+    #[tokio::test]
+    async fn state_index_follows_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut j = job(&store, 1, Priority::Medium);
+        store.put_durable(&j).await.unwrap();
+        j.state = JobState::Assigned;
+        store.put_durable(&j).await.unwrap();
+        j.state = JobState::Running;
+        store.put(&j).unwrap();
+        assert_eq!(count(&store, JobState::Queued), 0);
+        assert_eq!(count(&store, JobState::Assigned), 0);
+        assert_eq!(count(&store, JobState::Running), 1);
+        let running = store.in_states(&[JobState::Running]).unwrap();
+        assert_eq!(ids(&running), vec![j.id.clone()]);
+        assert!(store.in_states(&[JobState::Queued]).unwrap().is_empty());
+        // Priority changes move the priority index too.
+        j.spec.priority = Priority::Live;
+        store.put(&j).unwrap();
+        let live = store
+            .list(&ListFilter {
+                priority: Some(Priority::Live),
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&live.jobs), vec![j.id.clone()]);
+        let medium = store
+            .list(&ListFilter {
+                priority: Some(Priority::Medium),
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert!(medium.jobs.is_empty());
+        let total: u64 = store.count_by_state().unwrap().iter().map(|c| c.1).sum();
+        assert_eq!(total, 1);
+    }
+
+    #[tokio::test]
+    async fn list_paginates_and_filters() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let prios = [Priority::High, Priority::Batch, Priority::High];
+        let mut all = Vec::new();
+        for n in 0..10 {
+            let mut j = job(&store, n, prios[n % 3]);
+            if n % 2 == 1 {
+                j.state = JobState::Running;
+            }
+            store.put(&j).unwrap();
+            all.push(j);
+        }
+        store.flush().await.unwrap();
+
+        // Unfiltered, pages of 4: 4 + 4 + 2, cursors chain.
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        let mut pages = 0;
+        loop {
+            let page = store
+                .list(&ListFilter {
+                    after_seq: cursor,
+                    limit: 4,
+                    ..ListFilter::default()
+                })
+                .unwrap();
+            pages += 1;
+            assert!(page.jobs.len() <= 4);
+            seen.extend(page.jobs);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(ids(&seen), ids(&all));
+
+        // An exact final page has no cursor.
+        let exact = store
+            .list(&ListFilter {
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!((exact.jobs.len(), exact.next_cursor), (10, None));
+
+        let want = |f: &dyn Fn(&Job) -> bool| -> Vec<String> {
+            all.iter().filter(|j| f(j)).map(|j| j.id.clone()).collect()
+        };
+        let running = store
+            .list(&ListFilter {
+                state: Some(JobState::Running),
+                limit: 100,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&running.jobs), want(&|j| j.state == JobState::Running));
+        let high_running = store
+            .list(&ListFilter {
+                state: Some(JobState::Running),
+                priority: Some(Priority::High),
+                limit: 100,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(
+            ids(&high_running.jobs),
+            want(&|j| j.state == JobState::Running && j.spec.priority == Priority::High)
+        );
+        // Filtered pagination: two at a time through the batch jobs.
+        let batch = want(&|j| j.spec.priority == Priority::Batch);
+        let p1 = store
+            .list(&ListFilter {
+                priority: Some(Priority::Batch),
+                limit: 2,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&p1.jobs), batch[..2].to_vec());
+        let p2 = store
+            .list(&ListFilter {
+                priority: Some(Priority::Batch),
+                after_seq: p1.next_cursor,
+                limit: 2,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&p2.jobs), batch[2..].to_vec());
+        assert_eq!(p2.next_cursor, None);
+        // Past the end, and the u64::MAX cursor.
+        let end = store
+            .list(&ListFilter {
+                after_seq: Some(u64::MAX),
+                limit: 5,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert!(end.jobs.is_empty() && end.next_cursor.is_none());
+        // limit 0 counts as 1.
+        let one = store.list(&ListFilter::default()).unwrap();
+        assert_eq!(one.jobs.len(), 1);
+        assert_eq!(one.next_cursor, Some(all[0].seq));
+    }
+
+    #[tokio::test]
+    async fn corrupt_records_are_errors_and_can_be_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut j = job(&store, 1, Priority::Medium);
+        store.put_durable(&j).await.unwrap();
+        store
+            .inner
+            .jobs
+            .insert(j.id.as_bytes(), &b"{\"not\": a job"[..])
+            .unwrap();
+        assert!(matches!(store.get(&j.id), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(
+            store.list(&ListFilter {
+                limit: 5,
+                ..ListFilter::default()
+            }),
+            Err(StoreError::Corrupt { .. })
+        ));
+        assert!(store.in_states(&[JobState::Queued]).is_err());
+        // Overwriting repairs it and leaves no stale index entry behind.
+        j.state = JobState::Failed;
+        store.put_durable(&j).await.unwrap();
+        assert_eq!(store.get(&j.id).unwrap(), Some(j.clone()));
+        assert_eq!(count(&store, JobState::Queued), 0);
+        assert_eq!(count(&store, JobState::Failed), 1);
+        // A non-UTF-8 id in an index is an error too.
+        store
+            .inner
+            .by_seq
+            .insert(seq_key(u64::MAX - 1), &[0xff, 0xfe][..])
+            .unwrap();
+        assert!(matches!(
+            store.list(&ListFilter {
+                limit: 5,
+                ..ListFilter::default()
+            }),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_durable_puts_all_land() {
+        const N: usize = 200;
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut tasks = Vec::new();
+            for n in 0..N {
+                let j = job(&store, n, Priority::ALL[n % 5]);
+                expected.push(j.clone());
+                let s = store.clone();
+                tasks.push(tokio::spawn(async move { s.put_durable(&j).await }));
+            }
+            for t in tasks {
+                t.await.unwrap().unwrap();
+            }
+            let flushes = store.flush_count();
+            assert!(flushes >= 1 && flushes <= N as u64, "{flushes}");
+        }
+        let store = Store::open(dir.path()).unwrap();
+        for j in &expected {
+            assert_eq!(store.get(&j.id).unwrap().as_ref(), Some(j));
+        }
+        assert_eq!(count(&store, JobState::Queued), N as u64);
+        let page = store
+            .list(&ListFilter {
+                limit: N + 1,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&page.jobs), ids(&expected));
+    }
+
+    /// Poll a future once with a waker that does nothing.
+    fn poll_once<F: Future + ?Sized>(f: Pin<&mut F>) -> Poll<F::Output> {
+        f.poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[tokio::test]
+    async fn group_commit_shares_flushes() {
+        const N: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let jobs: Vec<Job> = (0..N).map(|n| job(&store, n, Priority::Medium)).collect();
+        let before = store.flush_count();
+        let mut futs: Vec<Pin<Box<_>>> = jobs
+            .iter()
+            .map(|j| Box::pin(store.put_durable(j)))
+            .collect();
+        {
+            // Hold flushes back while every writer writes and lines up.
+            let _gate = lock(&store.inner.shared.gate);
+            for f in &mut futs {
+                assert!(poll_once(f.as_mut()).is_pending());
+            }
+            assert_eq!(store.inner.shared.written.load(Ordering::SeqCst), N as u64);
+        }
+        for f in futs {
+            f.await.unwrap();
+        }
+        let flushes = store.flush_count() - before;
+        // The flusher reads its target only once it holds the gate, so one
+        // flush covers all N writers.
+        assert_eq!(flushes, 1, "{flushes} flushes for {N} writers");
+        for j in &jobs {
+            assert!(store.get(&j.id).unwrap().is_some());
+        }
+        // A lone writer afterwards still gets its own flush.
+        let extra = job(&store, N, Priority::Low);
+        store.put_durable(&extra).await.unwrap();
+        assert_eq!(store.flush_count() - before, flushes + 1);
+    }
+}
