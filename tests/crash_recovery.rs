@@ -12,7 +12,13 @@ const LONG: Duration = Duration::from_secs(180);
 #[test]
 fn sigkill_mid_run_then_restart_recovers_every_job() {
     let _g = serial();
-    let mut node = Node::start("crash", NodeOpts { slots: 1, ..NodeOpts::default() });
+    let mut node = Node::start(
+        "crash",
+        NodeOpts {
+            slots: 1,
+            ..NodeOpts::default()
+        },
+    );
 
     // One job finishes before the crash and must keep its result.
     let finished = node.submit(small_job(0.5));
@@ -22,10 +28,14 @@ fn sigkill_mid_run_then_restart_recovers_every_job() {
     let interrupted = node.submit(long_job(6.0));
     let waiting: Vec<String> = (0..2).map(|_| node.submit(small_job(1.0))).collect();
     node.wait_state(&interrupted, &["running"], LONG);
-    let pids = wait_for("ffmpeg pids of the running job", Duration::from_secs(10), || {
-        let p = node.job_pids(&interrupted);
-        (!p.is_empty()).then_some(p)
-    });
+    let pids = wait_for(
+        "ffmpeg pids of the running job",
+        Duration::from_secs(10),
+        || {
+            let p = node.job_pids(&interrupted);
+            (!p.is_empty()).then_some(p)
+        },
+    );
     for w in &waiting {
         assert_eq!(node.job(w)["state"], "queued");
     }
@@ -33,20 +43,34 @@ fn sigkill_mid_run_then_restart_recovers_every_job() {
     let t_kill = Instant::now();
     node.kill9();
     // PR_SET_PDEATHSIG: FFmpeg dies with its parent, before any restart.
-    wait_for("ffmpeg to die with the node", Duration::from_secs(5), || {
-        pids.iter().all(|p| !pid_alive(*p)).then_some(())
-    });
-    println!("orphaned ffmpeg gone {:?} after SIGKILL of the node", t_kill.elapsed());
+    wait_for(
+        "ffmpeg to die with the node",
+        Duration::from_secs(5),
+        || pids.iter().all(|p| !pid_alive(*p)).then_some(()),
+    );
+    println!(
+        "orphaned ffmpeg gone {:?} after SIGKILL of the node",
+        t_kill.elapsed()
+    );
 
     let t_restart = Instant::now();
     node.restart();
-    println!("node back up (HTTP answering) {:?} after restart", t_restart.elapsed());
+    println!(
+        "node back up (HTTP answering) {:?} after restart",
+        t_restart.elapsed()
+    );
     // The interrupted job is requeued as attempt 2 and completes.
     let job = node.wait_state(&interrupted, &["succeeded", "failed"], LONG);
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempt"], 2, "requeued as a new attempt: {job}");
-    assert_eq!(job["attempts"][0]["outcome"]["failure"]["reason"], "worker_crash", "{job}");
-    println!("interrupted job recovered and finished {:?} after restart", t_restart.elapsed());
+    assert_eq!(
+        job["attempts"][0]["outcome"]["failure"]["reason"], "worker_crash",
+        "{job}"
+    );
+    println!(
+        "interrupted job recovered and finished {:?} after restart",
+        t_restart.elapsed()
+    );
 
     // The waiting jobs are still there and run once.
     for w in &waiting {
@@ -61,7 +85,10 @@ fn sigkill_mid_run_then_restart_recovers_every_job() {
     assert_eq!(after["attempt"], 1);
     // Nothing of any job is left in the node's cgroups.
     for id in waiting.iter().chain([&interrupted, &finished]) {
-        assert!(node.job_cgroups(id).is_empty(), "cgroup of {id} left behind");
+        assert!(
+            node.job_cgroups(id).is_empty(),
+            "cgroup of {id} left behind"
+        );
     }
 }
 
@@ -89,13 +116,18 @@ fn startup_sweep_kills_and_removes_leftover_job_cgroups() {
         }
     }
     node.restart();
-    let reaped = wait_for("the survivor to be killed by the sweep", Duration::from_secs(10), || {
-        match survivor.try_wait() {
+    let reaped = wait_for(
+        "the survivor to be killed by the sweep",
+        Duration::from_secs(10),
+        || match survivor.try_wait() {
             Ok(Some(status)) => Some(status),
             _ => None,
-        }
-    });
+        },
+    );
     assert!(!reaped.success(), "killed, not exited: {reaped}");
-    assert!(dirs.iter().all(|d| !d.exists()), "old job cgroups removed: {dirs:?}");
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "old job cgroups removed: {dirs:?}"
+    );
     let _ = survivor.kill();
 }

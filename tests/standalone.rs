@@ -30,15 +30,29 @@ fn job_runs_to_success_with_progress_and_results() {
     assert!(r["wall_s"].as_f64().unwrap_or(0.0) > 0.0);
     assert!(r["avg_fps"].as_f64().unwrap_or(0.0) > 0.0);
     let bytes = r["output_bytes"].as_u64().expect("output bytes");
-    let on_disk = std::fs::metadata(node.media.join("out.mp4")).expect("output file").len();
+    let on_disk = std::fs::metadata(node.media.join("out.mp4"))
+        .expect("output file")
+        .len();
     assert_eq!(bytes, on_disk);
     assert!(r["output_bitrate_kbps"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(r["cpu_s"].as_f64().unwrap_or(0.0) > 0.0, "cpu from the cgroup: {r}");
-    assert!(r["peak_memory_bytes"].as_u64().unwrap_or(0) > 0, "peak memory from the cgroup: {r}");
-    assert_eq!(job["isolation"], "cgroup-v1", "this machine mounts cgroup v1");
+    assert!(
+        r["cpu_s"].as_f64().unwrap_or(0.0) > 0.0,
+        "cpu from the cgroup: {r}"
+    );
+    assert!(
+        r["peak_memory_bytes"].as_u64().unwrap_or(0) > 0,
+        "peak memory from the cgroup: {r}"
+    );
+    assert_eq!(
+        job["isolation"], "cgroup-v1",
+        "this machine mounts cgroup v1"
+    );
     assert_eq!(job["progress"]["percent"], 100.0, "{job}");
     assert_eq!(job["attempt"], 1);
-    assert!(node.job_cgroups(&id).is_empty(), "the job's cgroup is gone after it finished");
+    assert!(
+        node.job_cgroups(&id).is_empty(),
+        "the job's cgroup is gone after it finished"
+    );
 }
 
 #[test]
@@ -61,7 +75,10 @@ fn progress_is_visible_while_running_and_events_stream_ends_with_final_state() {
         .timeout(LONG)
         .build()
         .expect("client");
-    let resp = client.get(node.url(&format!("/v1/jobs/{id}/events"))).send().expect("events");
+    let resp = client
+        .get(node.url(&format!("/v1/jobs/{id}/events")))
+        .send()
+        .expect("events");
     assert_eq!(resp.status().as_u16(), 200);
     let mut kinds = Vec::new();
     let mut last: Option<Value> = None;
@@ -76,20 +93,35 @@ fn progress_is_visible_while_running_and_events_stream_ends_with_final_state() {
         }
     }
     let last = last.expect("at least one event");
-    assert_eq!(last["state"], "succeeded", "stream ends with the final state");
-    assert!(kinds.iter().any(|k| k == "progress"), "progress events: {kinds:?}");
+    assert_eq!(
+        last["state"], "succeeded",
+        "stream ends with the final state"
+    );
+    assert!(
+        kinds.iter().any(|k| k == "progress"),
+        "progress events: {kinds:?}"
+    );
     assert_eq!(kinds.last().map(String::as_str), Some("state"));
 }
 
 #[test]
 fn priorities_are_strict_and_fifo_within_one_with_one_slot() {
     let _g = serial();
-    let node = Node::start("priority", NodeOpts { slots: 1, ..NodeOpts::default() });
+    let node = Node::start(
+        "priority",
+        NodeOpts {
+            slots: 1,
+            ..NodeOpts::default()
+        },
+    );
     // Occupy the single slot so the rest queue up.
     let blocker = node.submit(long_job(4.0));
     node.wait_state(&blocker, &["running"], LONG);
     let mut submitted = Vec::new();
-    for (i, prio) in ["batch", "low", "high", "live", "medium", "high", "live"].iter().enumerate() {
+    for (i, prio) in ["batch", "low", "high", "live", "medium", "high", "live"]
+        .iter()
+        .enumerate()
+    {
         let mut body = small_job(0.5);
         body["priority"] = json!(prio);
         let id = node.submit(body);
@@ -98,14 +130,24 @@ fn priorities_are_strict_and_fifo_within_one_with_one_slot() {
     let mut done: Vec<(u64, String, &str, usize)> = Vec::new();
     for (id, prio, i) in &submitted {
         let job = node.wait_state(id, &["succeeded"], LONG);
-        let started = job["attempts"][0]["started_ms"].as_u64().expect("started_ms");
+        let started = job["attempts"][0]["started_ms"]
+            .as_u64()
+            .expect("started_ms");
         done.push((started, id.clone(), prio, *i));
     }
     done.sort();
     let order: Vec<(&str, usize)> = done.iter().map(|(_, _, p, i)| (*p, *i)).collect();
     assert_eq!(
         order,
-        vec![("live", 3), ("live", 6), ("high", 2), ("high", 5), ("medium", 4), ("low", 1), ("batch", 0)],
+        vec![
+            ("live", 3),
+            ("live", 6),
+            ("high", 2),
+            ("high", 5),
+            ("medium", 4),
+            ("low", 1),
+            ("batch", 0)
+        ],
         "strict priority, FIFO within a priority"
     );
 }
@@ -113,7 +155,13 @@ fn priorities_are_strict_and_fifo_within_one_with_one_slot() {
 #[test]
 fn never_more_running_than_slots() {
     let _g = serial();
-    let node = Node::start("slots", NodeOpts { slots: 2, ..NodeOpts::default() });
+    let node = Node::start(
+        "slots",
+        NodeOpts {
+            slots: 2,
+            ..NodeOpts::default()
+        },
+    );
     let ids: Vec<String> = (0..5).map(|_| node.submit(small_job(1.5))).collect();
     let mut max_running = 0;
     wait_for("all jobs done", LONG, || {
@@ -123,7 +171,10 @@ fn never_more_running_than_slots() {
         let (_, done) = node.get("/v1/jobs?state=succeeded");
         (done["jobs"].as_array().map(|a| a.len()).unwrap_or(0) == ids.len()).then_some(())
     });
-    assert!(max_running <= 2, "at most 2 running at once, saw {max_running}");
+    assert!(
+        max_running <= 2,
+        "at most 2 running at once, saw {max_running}"
+    );
     assert_eq!(max_running, 2, "both slots were used");
 }
 
@@ -152,19 +203,35 @@ fn cpu_quota_of_half_a_core_holds_on_a_cpu_bound_encode() {
         .expect("memory.limit_in_bytes");
     assert_eq!(mem.trim(), (1024u64 * 1024 * 1024).to_string());
     // Let it run a few seconds under the quota, then read what the cgroup measured.
-    let job = node.wait_state(&id, &["succeeded", "failed", "cancelled"], Duration::from_secs(300));
+    let job = node.wait_state(
+        &id,
+        &["succeeded", "failed", "cancelled"],
+        Duration::from_secs(300),
+    );
     assert_eq!(job["state"], "succeeded", "{job}");
     let cpu = job["result"]["cpu_s"].as_f64().expect("cpu_s");
     let wall = job["result"]["wall_s"].as_f64().expect("wall_s");
     let share = cpu / wall;
-    println!("cpu quota 50%: cpu {cpu:.2} s over wall {wall:.2} s = {:.1}% of one core", share * 100.0);
-    assert!((0.40..=0.55).contains(&share), "CPU share {share:.3} not within 0.40..=0.55");
+    println!(
+        "cpu quota 50%: cpu {cpu:.2} s over wall {wall:.2} s = {:.1}% of one core",
+        share * 100.0
+    );
+    assert!(
+        (0.40..=0.55).contains(&share),
+        "CPU share {share:.3} not within 0.40..=0.55"
+    );
 }
 
 #[test]
 fn cancel_kills_the_process_group_and_removes_the_cgroup_within_two_seconds() {
     let _g = serial();
-    let node = Node::start("cancel", NodeOpts { slots: 1, ..NodeOpts::default() });
+    let node = Node::start(
+        "cancel",
+        NodeOpts {
+            slots: 1,
+            ..NodeOpts::default()
+        },
+    );
     let running = node.submit(long_job(60.0));
     let queued = node.submit(small_job(1.0));
     node.wait_state(&running, &["running"], LONG);
@@ -183,7 +250,10 @@ fn cancel_kills_the_process_group_and_removes_the_cgroup_within_two_seconds() {
     wait_for("processes and cgroup gone", Duration::from_secs(2), || {
         (pids.iter().all(|p| !pid_alive(*p)) && node.job_cgroups(&running).is_empty()).then_some(())
     });
-    println!("cancel: process group gone and cgroup removed {:?} after the request", t0.elapsed());
+    println!(
+        "cancel: process group gone and cgroup removed {:?} after the request",
+        t0.elapsed()
+    );
     let job = node.wait_state(&running, &["cancelled"], Duration::from_secs(10));
     assert_eq!(job["attempt"], 1);
     // Cancelling a finished job is a conflict, and changes nothing.
@@ -204,7 +274,11 @@ fn timeout_terminates_and_marks_timed_out() {
         let p = node.job_pids(&id);
         (!p.is_empty()).then_some(p)
     });
-    let job = node.wait_state(&id, &["timed_out", "succeeded", "failed"], Duration::from_secs(30));
+    let job = node.wait_state(
+        &id,
+        &["timed_out", "succeeded", "failed"],
+        Duration::from_secs(30),
+    );
     assert_eq!(job["state"], "timed_out", "{job}");
     assert_eq!(job["failure"]["reason"], "timeout");
     assert_eq!(job["attempt"], 1, "a timeout is terminal, not retried");
@@ -241,7 +315,10 @@ fn stalled_job_is_killed_and_retried_as_transient() {
     }));
     let job = node.wait_state(&id, &["failed", "succeeded"], Duration::from_secs(90));
     assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(job["attempt"], 2, "first attempt stalled and was retried once");
+    assert_eq!(
+        job["attempt"], 2,
+        "first attempt stalled and was retried once"
+    );
     assert_eq!(job["failure"]["reason"], "retries_exhausted", "{job}");
     let attempts = job["attempts"].as_array().expect("attempts");
     assert_eq!(attempts.len(), 2);
@@ -249,14 +326,24 @@ fn stalled_job_is_killed_and_retried_as_transient() {
         assert_eq!(a["outcome"]["outcome"], "transient", "{a}");
         assert_eq!(a["outcome"]["failure"]["reason"], "stalled", "{a}");
     }
-    assert_eq!(held.join().expect("listener thread"), 2, "both attempts connected");
+    assert_eq!(
+        held.join().expect("listener thread"),
+        2,
+        "both attempts connected"
+    );
     assert!(node.job_cgroups(&id).is_empty());
 }
 
 #[test]
 fn panicking_job_actor_leaves_nothing_behind_and_its_job_is_retried() {
     let _g = serial();
-    let node = Node::start("panic", NodeOpts { slots: 2, ..NodeOpts::default() });
+    let node = Node::start(
+        "panic",
+        NodeOpts {
+            slots: 2,
+            ..NodeOpts::default()
+        },
+    );
     let victim = node.submit(long_job(8.0));
     let bystander = node.submit(long_job(4.0));
     node.wait_state(&victim, &["running"], LONG);
@@ -268,15 +355,26 @@ fn panicking_job_actor_leaves_nothing_behind_and_its_job_is_retried() {
     let first_cgroups = node.job_cgroups(&victim);
     let (status, body) = node.post(&format!("/v1/debug/jobs/{victim}/panic"));
     assert_eq!(status, 202, "fault injection hook: {body}");
-    wait_for("the panicked attempt's processes and cgroup to be gone", Duration::from_secs(5), || {
-        (pids.iter().all(|p| !pid_alive(*p)) && first_cgroups.iter().all(|d| !d.exists())).then_some(())
-    });
+    wait_for(
+        "the panicked attempt's processes and cgroup to be gone",
+        Duration::from_secs(5),
+        || {
+            (pids.iter().all(|p| !pid_alive(*p)) && first_cgroups.iter().all(|d| !d.exists()))
+                .then_some(())
+        },
+    );
     let job = node.wait_state(&victim, &["succeeded", "failed"], LONG);
     assert_eq!(job["state"], "succeeded", "{job}");
     assert_eq!(job["attempt"], 2, "retried as a new attempt");
-    assert_eq!(job["attempts"][0]["outcome"]["failure"]["reason"], "worker_crash");
+    assert_eq!(
+        job["attempts"][0]["outcome"]["failure"]["reason"],
+        "worker_crash"
+    );
     let other = node.wait_state(&bystander, &["succeeded", "failed"], LONG);
-    assert_eq!(other["state"], "succeeded", "the other job carried on: {other}");
+    assert_eq!(
+        other["state"], "succeeded",
+        "the other job carried on: {other}"
+    );
     assert_eq!(other["attempt"], 1);
 }
 
@@ -285,20 +383,47 @@ fn bad_input_is_rejected_with_the_field_and_nothing_is_stored() {
     let node = Node::start("validation", NodeOpts::default());
     let outside = tempfile::NamedTempFile::new().expect("tmp");
     let cases: Vec<(Value, &str)> = vec![
-        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"bogus":1}), "bogus"),
-        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":-1},"output":{"type":"null"}}), "input.duration_s"),
-        (json!({"scenario":"nope","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"}}), "scenario"),
-        (json!({"scenario":"720p30-h264","input":{"type":"file","path":"../etc/passwd"},"output":{"type":"null"}}), "input.path"),
-        (json!({"scenario":"720p30-h264","input":{"type":"file","path": outside.path()},"output":{"type":"null"}}), "input.path"),
-        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"rtmp","url":"http://x/y"}}), "output.url"),
-        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"resource_limits":{"max_cpu_percent":0}}), "resource_limits.max_cpu_percent"),
-        (json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"priority":"urgent"}), "priority"),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"bogus":1}),
+            "bogus",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":-1},"output":{"type":"null"}}),
+            "input.duration_s",
+        ),
+        (
+            json!({"scenario":"nope","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"}}),
+            "scenario",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"file","path":"../etc/passwd"},"output":{"type":"null"}}),
+            "input.path",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"file","path": outside.path()},"output":{"type":"null"}}),
+            "input.path",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"rtmp","url":"http://x/y"}}),
+            "output.url",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"resource_limits":{"max_cpu_percent":0}}),
+            "resource_limits.max_cpu_percent",
+        ),
+        (
+            json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"priority":"urgent"}),
+            "priority",
+        ),
     ];
     for (body, field) in cases {
         let (status, err) = node.post_json("/v1/jobs", &body);
         assert_eq!(status, 400, "{body} → {err}");
         assert_eq!(err["error"]["field"], field, "{body} → {err}");
-        assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string(), "{err}");
+        assert!(
+            err["error"]["code"].is_string() && err["error"]["message"].is_string(),
+            "{err}"
+        );
     }
     // A symlink inside the media root that points outside it.
     std::os::unix::fs::symlink(outside.path(), node.media.join("escape.mp4")).expect("symlink");
@@ -311,7 +436,11 @@ fn bad_input_is_rejected_with_the_field_and_nothing_is_stored() {
     let (status, err) = node.post_json("/v1/jobs", &json!("not an object"));
     assert_eq!(status, 400, "{err}");
     let (_, page) = node.get("/v1/jobs");
-    assert_eq!(page["jobs"].as_array().map(|a| a.len()), Some(0), "nothing stored: {page}");
+    assert_eq!(
+        page["jobs"].as_array().map(|a| a.len()),
+        Some(0),
+        "nothing stored: {page}"
+    );
 }
 
 #[test]
@@ -326,13 +455,33 @@ fn api_key_body_limit_health_and_metrics() {
     );
     let client = reqwest::blocking::Client::new();
     // Health needs no key.
-    assert_eq!(client.get(node.url("/healthz")).send().expect("healthz").status().as_u16(), 200);
-    assert_eq!(client.get(node.url("/readyz")).send().expect("readyz").status().as_u16(), 200);
+    assert_eq!(
+        client
+            .get(node.url("/healthz"))
+            .send()
+            .expect("healthz")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(node.url("/readyz"))
+            .send()
+            .expect("readyz")
+            .status()
+            .as_u16(),
+        200
+    );
     // Everything else does.
     for path in ["/v1/jobs", "/v1/nodes", "/metrics"] {
         let r = client.get(node.url(path)).send().expect("get");
         assert_eq!(r.status().as_u16(), 401, "{path} without key");
-        let r = client.get(node.url(path)).bearer_auth("wrong").send().expect("get");
+        let r = client
+            .get(node.url(path))
+            .bearer_auth("wrong")
+            .send()
+            .expect("get");
         assert_eq!(r.status().as_u16(), 401, "{path} with a wrong key");
         let body: Value = r.json().unwrap_or(Value::Null);
         assert_eq!(body["error"]["code"], "unauthorized");

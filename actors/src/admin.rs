@@ -231,9 +231,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .merge(protected)
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
         .with_state(api)
 }
 
@@ -301,7 +299,10 @@ async fn submit(
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());
     // 201 means on disk.
-    api.store.put_durable(&job).await.map_err(ApiError::internal)?;
+    api.store
+        .put_durable(&job)
+        .await
+        .map_err(ApiError::internal)?;
     metrics::counter!(m::JOBS_SUBMITTED).increment(1);
     api.events.publish(crate::events::UpdateKind::State, &job);
     if let Err(e) = api.scheduler.cast(SchedulerMsg::Enqueued(id.clone())) {
@@ -375,7 +376,9 @@ async fn list(
             limit,
         })
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "jobs": page.jobs, "next_cursor": page.next_cursor })))
+    Ok(Json(
+        json!({ "jobs": page.jobs, "next_cursor": page.next_cursor }),
+    ))
 }
 
 async fn get_job(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<Job>> {

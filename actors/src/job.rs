@@ -167,7 +167,6 @@ impl Actor for JobActor {
             job_id: a.job_id.clone(),
             token: a.token,
             started: Instant::now(),
-            isolation,
             guard: None,
             cgroup,
             stderr: Arc::new(Mutex::new(StderrRing::new(STDERR_LINES, STDERR_BYTES))),
@@ -323,7 +322,10 @@ impl Actor for JobActor {
             }
             #[cfg(feature = "fault-injection")]
             JobMsg::InjectPanic => {
-                panic!("fault injection: JobActor {} panics on request", state.job_id);
+                panic!(
+                    "fault injection: JobActor {} panics on request",
+                    state.job_id
+                );
             }
         }
         Ok(())
@@ -366,7 +368,10 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
         }
         Some(KillReason::Stall) => {
             return Outcome::Transient {
-                failure: failure(FailureReason::Stalled, "no progress within stall_timeout_s".into()),
+                failure: failure(
+                    FailureReason::Stalled,
+                    "no progress within stall_timeout_s".into(),
+                ),
             }
         }
         None => {}
@@ -391,7 +396,11 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 exit_code: 0,
                 wall_s,
                 frames,
-                avg_fps: if wall_s > 0.0 { frames as f64 / wall_s } else { 0.0 },
+                avg_fps: if wall_s > 0.0 {
+                    frames as f64 / wall_s
+                } else {
+                    0.0
+                },
                 speed: state.last.speed,
                 output_bytes,
                 output_bitrate_kbps,
@@ -415,7 +424,10 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
             ),
         },
         Some(sig) => Outcome::Failed {
-            failure: failure(FailureReason::FfmpegError, format!("ffmpeg died on signal {sig}")),
+            failure: failure(
+                FailureReason::FfmpegError,
+                format!("ffmpeg died on signal {sig}"),
+            ),
         },
         None => Outcome::Failed {
             failure: failure(

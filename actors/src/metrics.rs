@@ -48,8 +48,14 @@ pub fn install_prometheus() -> Option<PrometheusHandle> {
 
 fn describe() {
     metrics::describe_counter!(JOBS_SUBMITTED, "Jobs accepted (stored) by the master.");
-    metrics::describe_counter!(JOBS_FINISHED, "Jobs that reached a terminal state, by outcome.");
-    metrics::describe_counter!(JOBS_RETRIED, "Attempts that failed transiently and were requeued.");
+    metrics::describe_counter!(
+        JOBS_FINISHED,
+        "Jobs that reached a terminal state, by outcome."
+    );
+    metrics::describe_counter!(
+        JOBS_RETRIED,
+        "Attempts that failed transiently and were requeued."
+    );
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be placed, by priority.");
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs assigned to or running on a node.");
     metrics::describe_histogram!(
@@ -57,7 +63,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Wall time of finished attempts."
     );
-    metrics::describe_counter!(SPAWN_FAILURES, "FFmpeg processes that could not be started.");
+    metrics::describe_counter!(
+        SPAWN_FAILURES,
+        "FFmpeg processes that could not be started."
+    );
     metrics::describe_counter!(REQUESTS_REJECTED, "HTTP requests rejected, by error code.");
 }
 

@@ -218,7 +218,9 @@ impl Actor for NodeActor {
                 .await
                 {
                     Ok((actor, _)) => {
-                        state.by_actor.insert(actor.get_id(), (job_id.clone(), token));
+                        state
+                            .by_actor
+                            .insert(actor.get_id(), (job_id.clone(), token));
                         state.running.insert(job_id, Running { token, actor });
                     }
                     Err(e) => {

@@ -173,7 +173,10 @@ impl SchedulerState {
     }
 
     /// Place every job that can run now.
-    async fn dispatch(&mut self, myself: &ActorRef<SchedulerMsg>) -> Result<(), ActorProcessingErr> {
+    async fn dispatch(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         loop {
             let now = now_ms();
             let Some((job_id, node_id)) = self.queue.pick(now, &self.views()) else {
@@ -237,8 +240,17 @@ impl SchedulerState {
             if job.node.as_deref() != Some(node_id.as_str()) || job.state.is_terminal() {
                 continue;
             }
-            let failure = Failure::new(FailureReason::NodeLost, format!("node {node_id} lost: {why}"));
-            match state::lose(&mut job, failure, now_ms(), &self.retry, rand::random::<f64>()) {
+            let failure = Failure::new(
+                FailureReason::NodeLost,
+                format!("node {node_id} lost: {why}"),
+            );
+            match state::lose(
+                &mut job,
+                failure,
+                now_ms(),
+                &self.retry,
+                rand::random::<f64>(),
+            ) {
                 Ok(applied) => {
                     self.store.put_durable(&job).await?;
                     self.after_applied(&job, &applied);
@@ -255,7 +267,11 @@ impl SchedulerState {
         }
     }
 
-    async fn from_worker(&mut self, node_id: NodeId, msg: ToMaster) -> Result<(), ActorProcessingErr> {
+    async fn from_worker(
+        &mut self,
+        node_id: NodeId,
+        msg: ToMaster,
+    ) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
         let (job_id, token) = match &msg {
             ToMaster::Hello { .. } => return Ok(()),
@@ -317,7 +333,10 @@ impl SchedulerState {
         Ok(())
     }
 
-    async fn spawn_admin(&mut self, myself: &ActorRef<SchedulerMsg>) -> Result<(), ActorProcessingErr> {
+    async fn spawn_admin(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         if let Some(args) = &self.admin_args {
             let (admin, _) =
                 Actor::spawn_linked(None, AdminActor, args.clone(), myself.get_cell()).await?;
@@ -350,7 +369,10 @@ impl Actor for SchedulerActor {
                 a
             }),
             admin: None,
-            admin_restarts: RestartIntensity::new(ADMIN_MAX_RESTARTS, ADMIN_RESTART_WINDOW.as_millis() as u64),
+            admin_restarts: RestartIntensity::new(
+                ADMIN_MAX_RESTARTS,
+                ADMIN_RESTART_WINDOW.as_millis() as u64,
+            ),
         };
         // Recovery. Queued jobs go back in the queue. Attempts that were
         // assigned or running when the previous master stopped are lost: in
@@ -360,15 +382,22 @@ impl Actor for SchedulerActor {
         for job in state.store.in_states(&[JobState::Queued])? {
             state.queue.push(queued(&job));
         }
-        let interrupted = state
-            .store
-            .in_states(&[JobState::Assigned, JobState::Running, JobState::Lost])?;
+        let interrupted =
+            state
+                .store
+                .in_states(&[JobState::Assigned, JobState::Running, JobState::Lost])?;
         for mut job in interrupted {
             let failure = Failure::new(
                 FailureReason::WorkerCrash,
                 "the node restarted while this attempt was in flight",
             );
-            match state::lose(&mut job, failure, now_ms(), &state.retry, rand::random::<f64>()) {
+            match state::lose(
+                &mut job,
+                failure,
+                now_ms(),
+                &state.retry,
+                rand::random::<f64>(),
+            ) {
                 Ok(applied) => {
                     state.store.put_durable(&job).await?;
                     tracing::info!(job = %job.id, state = job.state.as_str(), "recovered interrupted attempt");
@@ -514,9 +543,10 @@ impl Actor for SchedulerActor {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         let (cell, why) = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell.clone(), reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => (
+                cell.clone(),
+                reason.clone().unwrap_or_else(|| "stopped".into()),
+            ),
             SupervisionEvent::ActorFailed(cell, err) => (cell.clone(), format!("failed: {err}")),
             _ => return Ok(()),
         };

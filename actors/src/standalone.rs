@@ -113,16 +113,21 @@ pub async fn spawn_master(
 /// Start a standalone node: the master tree and one worker tree over an
 /// in-process link carrying the same encoded messages as the cluster link.
 pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
-    let node_id = node_id(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let node_id =
+        node_id(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
     let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
-    let store =
-        Store::open(&cfg.data_dir.join("master.sled")).map_err(|e| StartError::Store(e.to_string()))?;
+    let store = Store::open(&cfg.data_dir.join("master.sled"))
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let events = JobEvents::default();
 
     // The worker first: its start-up sweep must run before any old attempt
     // is requeued.
-    let cgroups = Arc::new(CgroupManager::detect(&format!("{}/{}", cfg.cgroup_parent, node_id)));
+    let cgroups = Arc::new(CgroupManager::detect(&format!(
+        "{}/{}",
+        cfg.cgroup_parent, node_id
+    )));
     tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
     let encoders = probe_encoders(&cfg.ffmpeg).await;
     tracing::info!(?encoders, "encoders that passed a test encode");
@@ -159,7 +164,8 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         #[cfg(feature = "fault-injection")]
         fault_node: Some(node.clone()),
     };
-    let (scheduler, scheduler_done) = spawn_master(store, events, cfg.retry, Some(admin), None).await?;
+    let (scheduler, scheduler_done) =
+        spawn_master(store, events, cfg.retry, Some(admin), None).await?;
     scheduler
         .cast(SchedulerMsg::AttachLink(master_end))
         .map_err(|e| StartError::Spawn(e.to_string()))?;

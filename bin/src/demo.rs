@@ -27,7 +27,10 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
     let media = cfg.media_roots[0].clone();
     let node = standalone::start(cfg).await?;
     let base = format!("http://{}", node.http);
-    println!("ffrtmp demo: standalone node on {base} (data in {})", dir.path().display());
+    println!(
+        "ffrtmp demo: standalone node on {base} (data in {})",
+        dir.path().display()
+    );
 
     let jobs = [
         json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":duration},"output":{"type":"null"},"priority":"high"}),
@@ -40,7 +43,11 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for body in &jobs {
-        let resp = http.post(format!("{base}/v1/jobs")).json(body).send().await?;
+        let resp = http
+            .post(format!("{base}/v1/jobs"))
+            .json(body)
+            .send()
+            .await?;
         let status = resp.status();
         let job: Value = resp.json().await?;
         if status != reqwest::StatusCode::CREATED {
@@ -71,7 +78,12 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
             if finals[i].is_some() {
                 continue;
             }
-            let job: Value = http.get(format!("{base}/v1/jobs/{id}")).send().await?.json().await?;
+            let job: Value = http
+                .get(format!("{base}/v1/jobs/{id}"))
+                .send()
+                .await?
+                .json()
+                .await?;
             let state = job["state"].as_str().unwrap_or("?").to_string();
             let p = &job["progress"];
             let pct = p["percent"].as_f64().unwrap_or(0.0);
@@ -80,9 +92,15 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
                 "{state:<9} frame {:>5}  fps {:>6.1}  speed {}",
                 p["frame"].as_u64().unwrap_or(0),
                 p["fps"].as_f64().unwrap_or(0.0),
-                p["speed"].as_f64().map(|s| format!("{s:.2}x")).unwrap_or_else(|| "-".into()),
+                p["speed"]
+                    .as_f64()
+                    .map(|s| format!("{s:.2}x"))
+                    .unwrap_or_else(|| "-".into()),
             ));
-            if matches!(state.as_str(), "succeeded" | "failed" | "cancelled" | "timed_out") {
+            if matches!(
+                state.as_str(),
+                "succeeded" | "failed" | "cancelled" | "timed_out"
+            ) {
                 if state == "succeeded" {
                     progress[i].set_position(100);
                 }
@@ -96,12 +114,25 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
     println!();
     println!(
         "{:<14} {:<10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10} {:<10} {:>8}",
-        "scenario", "state", "wall s", "fps", "speed", "cpu s", "peak MB", "out bytes", "isolation", "joules"
+        "scenario",
+        "state",
+        "wall s",
+        "fps",
+        "speed",
+        "cpu s",
+        "peak MB",
+        "out bytes",
+        "isolation",
+        "joules"
     );
     let mut failed = 0;
     for ((_, scenario), job) in ids.iter().zip(finals.iter().flatten()) {
         let r = &job["result"];
-        let num = |v: &Value, prec: usize| v.as_f64().map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into());
+        let num = |v: &Value, prec: usize| {
+            v.as_f64()
+                .map(|x| format!("{x:.prec$}"))
+                .unwrap_or_else(|| "-".into())
+        };
         if job["state"] != "succeeded" {
             failed += 1;
         }
@@ -113,8 +144,14 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
             num(&r["avg_fps"], 1),
             num(&r["speed"], 2),
             num(&r["cpu_s"], 2),
-            r["peak_memory_bytes"].as_u64().map(|b| format!("{:.1}", b as f64 / 1e6)).unwrap_or_else(|| "-".into()),
-            r["output_bytes"].as_u64().map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            r["peak_memory_bytes"]
+                .as_u64()
+                .map(|b| format!("{:.1}", b as f64 / 1e6))
+                .unwrap_or_else(|| "-".into()),
+            r["output_bytes"]
+                .as_u64()
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| "-".into()),
             job["isolation"].as_str().unwrap_or("-"),
             "n/a",
         );

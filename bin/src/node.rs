@@ -14,7 +14,11 @@ use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use ffrtmp_runtime::retry::RetryPolicy;
 
 #[derive(Parser, Debug)]
-#[command(name = "ffrtmp-node", version, about = "ffrtmp daemon: runs FFmpeg transcode jobs and measures them")]
+#[command(
+    name = "ffrtmp-node",
+    version,
+    about = "ffrtmp daemon: runs FFmpeg transcode jobs and measures them"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -127,7 +131,8 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
                     .and_then(|()| std::fs::rename(&tmp, path))
                     .with_context(|| format!("writing {}", path.display()))?;
             }
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
                 _ = term.recv() => tracing::info!("SIGTERM; stopping"),

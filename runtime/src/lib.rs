@@ -8,10 +8,12 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod ffmpeg;
 pub mod model;
 pub mod process;
 pub mod retry;
 pub mod sched;
+pub mod spec;
 pub mod state;
 pub mod store;
 pub mod supervision;

@@ -43,7 +43,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -141,10 +144,15 @@ impl Node {
         let addr = wait_for("the node's HTTP address", Duration::from_secs(60), || {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("ffrtmp-node (pid {pid}) exited early: {status}\n{}", self.log());
+                    panic!(
+                        "ffrtmp-node (pid {pid}) exited early: {status}\n{}",
+                        self.log()
+                    );
                 }
             }
-            std::fs::read_to_string(&addr_file).ok().filter(|s| !s.is_empty())
+            std::fs::read_to_string(&addr_file)
+                .ok()
+                .filter(|s| !s.is_empty())
         });
         self.base = format!("http://{}", addr.trim());
     }
@@ -213,19 +221,28 @@ impl Node {
     }
 
     pub fn post(&self, path: &str) -> (u16, Value) {
-        let resp = self.auth(self.http.post(self.url(path))).send().expect("POST");
+        let resp = self
+            .auth(self.http.post(self.url(path)))
+            .send()
+            .expect("POST");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
 
     pub fn get(&self, path: &str) -> (u16, Value) {
-        let resp = self.auth(self.http.get(self.url(path))).send().expect("GET");
+        let resp = self
+            .auth(self.http.get(self.url(path)))
+            .send()
+            .expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().unwrap_or(Value::Null))
     }
 
     pub fn get_text(&self, path: &str) -> (u16, String) {
-        let resp = self.auth(self.http.get(self.url(path))).send().expect("GET");
+        let resp = self
+            .auth(self.http.get(self.url(path)))
+            .send()
+            .expect("GET");
         let status = resp.status().as_u16();
         (status, resp.text().unwrap_or_default())
     }
@@ -330,7 +347,10 @@ pub fn pid_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the parenthesised command name.
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
