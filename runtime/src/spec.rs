@@ -254,6 +254,9 @@ enum RawOutput {
 }
 
 fn join_path(path: &str, extra: &str) -> String {
+    if !extra.is_empty() && (path == extra || path.ends_with(&format!(".{extra}"))) {
+        return path.to_string();
+    }
     match (path.is_empty() || path == ".", extra.is_empty()) {
         (true, _) => extra.to_string(),
         (false, true) => path.to_string(),
