@@ -63,8 +63,8 @@ fn progress_is_visible_while_running_and_events_stream_ends_with_final_state() {
     // Live progress in GET while running.
     let running = wait_for("live progress", LONG, || {
         let job = node.job(&id);
-        let frame = job["progress"]["frame"].as_u64().unwrap_or(0);
-        (job["state"] == "running" && frame > 0).then_some(job)
+        let out_time = job["progress"]["out_time_s"].as_f64().unwrap_or(0.0);
+        (job["state"] == "running" && out_time > 0.0).then_some(job)
     });
     let pct = running["progress"]["percent"].as_f64().expect("percent");
     assert!(pct > 0.0 && pct < 100.0, "{running}");
@@ -293,11 +293,14 @@ fn stalled_job_is_killed_and_retried_as_transient() {
     // the handshake and makes no progress.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    // It holds every connection open until the test says stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_flag = stop.clone();
     let held = std::thread::spawn(move || {
         let mut conns = Vec::new();
         listener.set_nonblocking(true).expect("nonblocking");
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline && conns.len() < 2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while std::time::Instant::now() < deadline && !stop_flag.load(std::sync::atomic::Ordering::SeqCst) {
             if let Ok((c, _)) = listener.accept() {
                 conns.push(c);
             }
@@ -314,6 +317,7 @@ fn stalled_job_is_killed_and_retried_as_transient() {
         "max_retries": 1
     }));
     let job = node.wait_state(&id, &["failed", "succeeded"], Duration::from_secs(90));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(
         job["attempt"], 2,

@@ -74,7 +74,6 @@ pub struct JobState {
     job_id: String,
     token: u64,
     started: Instant,
-    isolation: Isolation,
     /// Declared before `cgroup` so the group is killed before the cgroup is removed.
     /// The only strong reference: dropping it kills the group.
     guard: Option<Arc<ProcessGuard>>,
