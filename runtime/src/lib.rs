@@ -8,4 +8,5 @@
 
 pub mod error;
 pub mod model;
+pub mod spec;
 pub mod wire;
