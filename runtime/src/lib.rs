@@ -7,6 +7,7 @@
 //! time is passed in as data.
 
 pub mod error;
+pub mod ffmpeg;
 pub mod model;
 pub mod spec;
 pub mod wire;
