@@ -14,7 +14,9 @@ use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Progress};
 /// A program and its argv, ready for `std::process::Command` (no shell).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FfmpegCommand {
+    /// The `ffmpeg` binary to execute.
     pub program: PathBuf,
+    /// Arguments after the program name.
     pub args: Vec<OsString>,
 }
 
@@ -212,6 +214,7 @@ pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
 /// One progress report, emitted at each `progress=continue|end` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressUpdate {
+    /// The state after this block.
     pub progress: Progress,
     /// `progress=end`: FFmpeg has finished writing.
     pub end: bool,

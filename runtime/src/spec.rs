@@ -31,17 +31,21 @@ pub mod codes {
     pub const UNKNOWN_SCENARIO: &str = "unknown_scenario";
 }
 
-/// Width/height bounds (inclusive). Both must be even (yuv420p).
+/// Width bounds (inclusive); must be even (yuv420p).
 pub const WIDTH_RANGE: (u32, u32) = (16, 7680);
+/// Height bounds (inclusive); must be even (yuv420p).
 pub const HEIGHT_RANGE: (u32, u32) = (16, 4320);
 /// SVT-AV1 refuses frames smaller than 64x64.
 pub const AV1_MIN_DIMENSION: u32 = 64;
+/// Frame-rate bounds (inclusive), whole frames per second.
 pub const FPS_RANGE: (u32, u32) = (1, 240);
 /// Video bitrate bounds in kbit/s (inclusive).
 pub const BITRATE_KBPS_RANGE: (u32, u32) = (1, 200_000);
 /// Longest `testsrc` input, in seconds.
 pub const MAX_TESTSRC_DURATION_S: f64 = 86_400.0;
+/// Largest accepted `max_retries`.
 pub const MAX_RETRIES: u32 = 10;
+/// `max_retries` when the request names none.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// Longest accepted RTMP URL, in bytes.
 pub const MAX_URL_LEN: usize = 2048;
