@@ -300,7 +300,9 @@ fn stalled_job_is_killed_and_retried_as_transient() {
         let mut conns = Vec::new();
         listener.set_nonblocking(true).expect("nonblocking");
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        while std::time::Instant::now() < deadline && !stop_flag.load(std::sync::atomic::Ordering::SeqCst) {
+        while std::time::Instant::now() < deadline
+            && !stop_flag.load(std::sync::atomic::Ordering::SeqCst)
+        {
             if let Ok((c, _)) = listener.accept() {
                 conns.push(c);
             }

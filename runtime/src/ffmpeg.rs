@@ -1,71 +1,60 @@
-//! FFmpeg argv building, `-progress` parsing, and probing (durations,
-//! encoders). Argv only: nothing here ever goes through a shell, and filter
-//! arguments are built from validated numbers alone.
+//! FFmpeg argv building, `-progress` parsing and probing (durations, encoders).
+//!
+//! The argv is built only from a validated [`JobSpec`]: numbers are formatted
+//! by us, presets come from allow-lists, paths are canonical and URLs parsed
+//! (see [`crate::spec`]). Nothing here goes through a shell.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::model::{Codec, Input, JobSpec, Output, Progress};
+use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Progress};
 
-/// Program and arguments for one FFmpeg run.
-#[derive(Debug, Clone, PartialEq)]
+/// A program and its argv, ready for `std::process::Command` (no shell).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FfmpegCommand {
+    /// The `ffmpeg` binary to execute.
     pub program: PathBuf,
+    /// Arguments after the program name.
     pub args: Vec<OsString>,
 }
 
-/// Full argv for one job: `-progress pipe:1` for machine-readable progress on
-/// stdout, warnings and errors on stderr.
-pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
-    let e = &spec.encode;
-    let mut a: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| a.push(OsString::from(s));
-    for s in [
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "warning",
-        "-progress",
-        "pipe:1",
-    ] {
-        push(s);
+impl FfmpegCommand {
+    /// The args as lossy UTF-8, for logs and tests.
+    pub fn args_lossy(&self) -> Vec<String> {
+        self.args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
     }
-    let live = matches!(spec.output, Output::Rtmp { .. });
-    if live {
-        // A live stream is paced in real time.
-        push("-re");
+}
+
+/// Audio bitrate used when a file input carries audio.
+pub const AUDIO_BITRATE: &str = "128k";
+
+/// Format a duration for the `testsrc2` filter: fixed-point, never an exponent,
+/// never zero (zero would not end the source).
+fn format_duration(d: f64) -> String {
+    let d = if d.is_finite() { d } else { 1.0 };
+    let s = format!("{:.6}", d.max(0.000_001));
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    s.to_string()
+}
+
+/// `-deadline` and `-cpu-used` for a validated vp9 preset.
+fn vp9_speed(preset: &str) -> (&'static str, &'static str) {
+    match preset {
+        "best" => ("best", "0"),
+        "good" => ("good", "4"),
+        _ => ("realtime", "8"),
     }
-    let has_audio = match &spec.input {
-        Input::Testsrc { duration_s } => {
-            push("-f");
-            push("lavfi");
-            push("-i");
-            push(&format!(
-                "testsrc2=size={}x{}:rate={}:duration={}",
-                e.width, e.height, e.fps, duration_s
-            ));
-            false
-        }
-        Input::File { path } => {
-            push("-i");
-            a.push(path.as_os_str().to_owned());
-            true
-        }
-    };
-    let mut push = |s: &str| a.push(OsString::from(s));
-    if has_audio {
-        for s in ["-map", "0:v:0", "-map", "0:a:0?"] {
-            push(s);
-        }
-        push("-vf");
-        push(&format!("scale={}:{}", e.width, e.height));
-        push("-r");
-        push(&e.fps.to_string());
-    }
-    let kbps = e.bitrate_kbps;
+}
+
+fn video_args(e: &EncodeParams, output: &Output, args: &mut Vec<OsString>) {
+    let mut push = |s: &str| args.push(OsString::from(s));
+    let kbps = u64::from(e.bitrate_kbps);
+    let gop = (u64::from(e.fps) * 2).to_string();
     push("-c:v");
     push(e.codec.encoder());
     match e.codec {
@@ -77,266 +66,398 @@ pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
             push("-maxrate");
             push(&format!("{kbps}k"));
             push("-bufsize");
-            push(&format!("{}k", kbps.saturating_mul(2)));
-            push("-g");
-            push(&(e.fps.saturating_mul(2)).to_string());
+            push(&format!("{}k", kbps * 2));
             if e.codec == Codec::H265 {
                 push("-x265-params");
                 push("log-level=error");
+                // Apple players want `hvc1` in MP4/MOV.
+                if matches!(output_format(output), Some("mp4" | "mov")) {
+                    push("-tag:v");
+                    push("hvc1");
+                }
             }
         }
         Codec::Vp9 => {
+            let (deadline, cpu_used) = vp9_speed(&e.preset);
             push("-deadline");
-            push(&e.preset);
+            push(deadline);
             push("-cpu-used");
-            push(if e.preset == "realtime" { "8" } else { "4" });
+            push(cpu_used);
             push("-row-mt");
             push("1");
             push("-b:v");
             push(&format!("{kbps}k"));
-            push("-g");
-            push(&(e.fps.saturating_mul(2)).to_string());
         }
         Codec::Av1 => {
             push("-preset");
             push(&e.preset);
             push("-b:v");
             push(&format!("{kbps}k"));
-            push("-g");
-            push(&(e.fps.saturating_mul(2)).to_string());
         }
     }
     push("-pix_fmt");
     push("yuv420p");
+    push("-g");
+    push(&gop);
+}
+
+/// The FFmpeg muxer for an output, if it is a file or a stream.
+fn output_format(output: &Output) -> Option<&'static str> {
+    match output {
+        Output::Null => Some("null"),
+        Output::Rtmp { .. } => Some("flv"),
+        Output::File { path } => path
+            .extension()
+            .and_then(|e| e.to_str())
+            .and_then(crate::spec::container_for_extension)
+            .map(|(fmt, _)| fmt),
+    }
+}
+
+/// Full argv for one job. Always starts with
+/// `-hide_banner -nostdin -nostats -loglevel warning -progress pipe:1`.
+pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
+    let e = &spec.encode;
+    let mut args: Vec<OsString> = [
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let live = matches!(spec.output, Output::Rtmp { .. });
+    if matches!(spec.output, Output::File { .. }) {
+        args.push("-y".into());
+    }
+    if live {
+        // Pace the input in real time: a live stream must not run ahead.
+        args.push("-re".into());
+    }
+    match &spec.input {
+        Input::Testsrc { duration_s } => {
+            args.push("-f".into());
+            args.push("lavfi".into());
+            args.push("-i".into());
+            args.push(
+                format!(
+                    "testsrc2=size={}x{}:rate={}:duration={}",
+                    e.width,
+                    e.height,
+                    e.fps,
+                    format_duration(*duration_s)
+                )
+                .into(),
+            );
+            args.push("-an".into());
+        }
+        Input::File { path } => {
+            args.push("-i".into());
+            args.push(path.as_os_str().to_owned());
+            for a in ["-map", "0:v:0", "-map", "0:a:0?"] {
+                args.push(a.into());
+            }
+            args.push("-vf".into());
+            args.push(format!("scale={}:{}", e.width, e.height).into());
+            args.push("-r".into());
+            args.push(e.fps.to_string().into());
+        }
+    }
+    video_args(e, &spec.output, &mut args);
+    if matches!(spec.input, Input::File { .. }) {
+        let audio = if output_format(&spec.output) == Some("webm") {
+            "libopus"
+        } else {
+            "aac"
+        };
+        for a in ["-c:a", audio, "-b:a", AUDIO_BITRATE] {
+            args.push(a.into());
+        }
+    }
     match &spec.output {
         Output::Null => {
-            push("-an");
-            push("-f");
-            push("null");
-            push("-");
+            for a in ["-f", "null", "-"] {
+                args.push(a.into());
+            }
         }
         Output::File { path } => {
-            let ext = path
-                .extension()
-                .and_then(|x| x.to_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            if has_audio {
-                push("-c:a");
-                if ext == "webm" {
-                    push("libopus");
-                } else {
-                    push("aac");
+            // Validated by spec; fall back to letting FFmpeg guess if not.
+            if let Some(fmt) = output_format(&spec.output) {
+                args.push("-f".into());
+                args.push(fmt.into());
+                if fmt == "mp4" {
+                    args.push("-movflags".into());
+                    args.push("+faststart".into());
                 }
-                push("-b:a");
-                push("128k");
-            } else {
-                push("-an");
             }
-            if ext == "mp4" || ext == "mov" {
-                push("-movflags");
-                push("+faststart");
-            }
-            push("-y");
-            a.push(path.as_os_str().to_owned());
+            args.push(path.as_os_str().to_owned());
         }
         Output::Rtmp { url } => {
-            if has_audio {
-                for s in ["-c:a", "aac", "-b:a", "128k"] {
-                    push(s);
-                }
-            } else {
-                push("-an");
-            }
-            push("-f");
-            push("flv");
-            push(url);
+            args.push("-f".into());
+            args.push("flv".into());
+            args.push(url.into());
         }
     }
     FfmpegCommand {
         program: ffmpeg.to_path_buf(),
-        args: a,
+        args,
     }
 }
 
-/// One block of `-progress` output, parsed.
+// ---------------------------------------------------------------------------
+// Progress.
+
+/// One progress report, emitted at each `progress=continue|end` line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProgressUpdate {
+    /// The state after this block.
     pub progress: Progress,
-    /// `progress=end`: FFmpeg finished writing.
+    /// `progress=end`: FFmpeg has finished writing.
     pub end: bool,
 }
 
-/// Incremental parser of FFmpeg's `-progress` key=value blocks.
+/// Incremental parser of FFmpeg's `-progress` key=value output.
 ///
-/// Quirks handled (seen on FFmpeg 5.1): `out_time_ms` holds microseconds;
-/// `fps=0.00` during the first second; `bitrate`, `total_size` and `speed`
-/// are `N/A` with `-f null` or early on; values may be negative or garbage.
+/// Values that are `N/A`, negative or garbage never panic: counters keep their
+/// last good value, optional fields become `None`.
 #[derive(Debug, Clone)]
 pub struct ProgressParser {
     expected_duration_s: Option<f64>,
-    cur: Progress,
-    out_time_us: Option<i64>,
-    out_time_text: Option<f64>,
+    current: Progress,
+    // Candidate out_time sources seen in the current block, in seconds.
+    block_us: Option<f64>,
+    block_ms: Option<f64>,
+    block_hms: Option<f64>,
 }
 
-fn finite(v: f64) -> Option<f64> {
-    (v.is_finite() && v >= 0.0).then_some(v)
-}
-
-/// `HH:MM:SS.micro` → seconds.
-fn parse_clock(s: &str) -> Option<f64> {
-    let neg = s.starts_with('-');
-    let mut parts = s.trim_start_matches('-').split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let sec: f64 = parts.next()?.parse().ok()?;
-    if parts.next().is_some() || neg {
+/// Plain decimal digits only (no sign), as FFmpeg writes counters.
+fn parse_u64(v: &str) -> Option<u64> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    finite(h * 3600.0 + m * 60.0 + sec)
+    v.parse().ok()
+}
+
+fn parse_nonneg_f64(v: &str) -> Option<f64> {
+    v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0)
+}
+
+/// `HH:MM:SS.ffffff` (hours may exceed 24); `None` for negatives or garbage.
+fn parse_hms(v: &str) -> Option<f64> {
+    let mut parts = v.split(':');
+    let h: u64 = parts.next()?.parse().ok()?;
+    let m: u64 = parts.next()?.parse().ok()?;
+    let s = parse_nonneg_f64(parts.next()?)?;
+    if parts.next().is_some() || m >= 60 || s >= 60.0 || !parts_are_plain(v) {
+        return None;
+    }
+    Some(h as f64 * 3600.0 + m as f64 * 60.0 + s)
+}
+
+/// Reject signs and exponents that `parse` would accept.
+fn parts_are_plain(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
 }
 
 impl ProgressParser {
+    /// `expected_duration_s` is the output length used for `percent`.
     pub fn new(expected_duration_s: Option<f64>) -> ProgressParser {
         ProgressParser {
             expected_duration_s: expected_duration_s.filter(|d| d.is_finite() && *d > 0.0),
-            cur: Progress::default(),
-            out_time_us: None,
-            out_time_text: None,
+            current: Progress::default(),
+            block_us: None,
+            block_ms: None,
+            block_hms: None,
         }
     }
 
-    /// Feed one line; returns an update at each `progress=continue|end`.
+    /// The latest state, as of the last complete block.
+    pub fn current(&self) -> &Progress {
+        &self.current
+    }
+
+    /// Feed one line of FFmpeg's `-progress` output; returns an update at each
+    /// `progress=continue|end` line.
     pub fn push_line(&mut self, line: &str) -> Option<ProgressUpdate> {
-        let (key, value) = line.trim().split_once('=')?;
+        let (key, value) = line.split_once('=')?;
+        let key = key.trim();
         let value = value.trim();
-        match key.trim() {
+        match key {
             "frame" => {
-                if let Ok(f) = value.parse::<u64>() {
-                    self.cur.frame = f;
+                if let Some(f) = parse_u64(value) {
+                    self.current.frame = f;
                 }
             }
-            "fps" => self.cur.fps = value.parse().ok().and_then(finite).unwrap_or(0.0),
+            "fps" => {
+                if let Some(f) = parse_nonneg_f64(value) {
+                    self.current.fps = f;
+                }
+            }
             "bitrate" => {
-                self.cur.bitrate_kbps = value
+                self.current.bitrate_kbps = value
                     .strip_suffix("kbits/s")
-                    .and_then(|v| v.trim().parse().ok())
-                    .and_then(finite)
+                    .and_then(|v| parse_nonneg_f64(v.trim()));
             }
-            "total_size" => self.cur.total_size_bytes = value.parse().ok(),
-            "speed" => {
-                self.cur.speed = value
-                    .strip_suffix('x')
-                    .and_then(|v| v.trim().parse().ok())
-                    .and_then(finite)
+            "total_size" => {
+                self.current.total_size_bytes = parse_u64(value);
             }
-            // Both hold microseconds (out_time_ms is misnamed in FFmpeg 5.1).
-            "out_time_us" => self.out_time_us = value.parse().ok().or(self.out_time_us),
+            "out_time_us" => {
+                self.block_us = parse_u64(value).map(|us| us as f64 / 1e6);
+            }
+            // FFmpeg 5.1 writes microseconds here despite the name.
             "out_time_ms" => {
-                if self.out_time_us.is_none() {
-                    self.out_time_us = value.parse().ok();
-                }
+                self.block_ms = parse_u64(value).map(|us| us as f64 / 1e6);
             }
-            "out_time" => self.out_time_text = parse_clock(value),
+            "out_time" => self.block_hms = parse_hms(value),
+            "speed" => {
+                self.current.speed = value
+                    .strip_suffix('x')
+                    .and_then(|v| parse_nonneg_f64(v.trim()));
+            }
             "progress" => {
-                let end = value == "end";
-                let secs = self
-                    .out_time_us
-                    .filter(|us| *us >= 0)
-                    .map(|us| us as f64 / 1e6)
-                    .or(self.out_time_text);
-                if let Some(s) = secs {
-                    self.cur.out_time_s = s;
-                }
-                self.cur.percent = self.expected_duration_s.map(|d| {
-                    if end {
-                        100.0
-                    } else {
-                        (self.cur.out_time_s / d * 100.0).clamp(0.0, 100.0)
-                    }
-                });
-                self.out_time_us = None;
-                self.out_time_text = None;
-                return Some(ProgressUpdate {
-                    progress: self.cur.clone(),
-                    end,
-                });
+                let end = match value {
+                    "end" => true,
+                    "continue" => false,
+                    _ => return None,
+                };
+                return Some(self.finish_block(end));
             }
             _ => {}
         }
         None
     }
+
+    fn finish_block(&mut self, end: bool) -> ProgressUpdate {
+        if let Some(t) = self.block_us.or(self.block_ms).or(self.block_hms) {
+            if t.is_finite() {
+                self.current.out_time_s = t;
+            }
+        }
+        self.block_us = None;
+        self.block_ms = None;
+        self.block_hms = None;
+        self.current.percent = self
+            .expected_duration_s
+            .map(|d| (self.current.out_time_s / d * 100.0).clamp(0.0, 100.0))
+            .filter(|p| p.is_finite());
+        ProgressUpdate {
+            progress: self.current.clone(),
+            end,
+        }
+    }
 }
 
-const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+// ---------------------------------------------------------------------------
+// Probing.
 
-/// Duration of a media file in seconds, via ffprobe (argv only). `Ok(None)` if unknown.
+/// How long one probe may take before it is killed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Duration of a media file in seconds via ffprobe (argv only); `Ok(None)` if
+/// the container does not say. An error if ffprobe cannot run or rejects the file.
 pub async fn probe_duration(ffprobe: &Path, input: &Path) -> std::io::Result<Option<f64>> {
     let mut cmd = tokio::process::Command::new(ffprobe);
     cmd.args([
+        "-hide_banner",
         "-v",
         "error",
         "-show_entries",
         "format=duration",
         "-of",
         "default=noprint_wrappers=1:nokey=1",
+        "-i",
     ])
     .arg(input)
     .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
     .kill_on_drop(true);
     let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
         .await
-        .map_err(|_| std::io::Error::other("ffprobe timed out"))??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "ffprobe timed out"))??;
     if !out.status.success() {
-        return Ok(None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        return Err(std::io::Error::other(format!(
+            "ffprobe failed ({}): {}",
+            out.status,
+            stderr.trim()
+        )));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .and_then(finite)
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    Ok(stdout
+        .lines()
+        .find_map(|l| parse_nonneg_f64(l.trim()))
         .filter(|d| *d > 0.0))
 }
 
-/// Encoders that complete a tiny real encode. `ffmpeg -encoders` is not
-/// enough: `h264_nvenc` is listed on machines without a GPU and fails at run time.
+fn is_encoder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Whether `encoder` completes a tiny real encode (a few frames of testsrc2 to `-f null`).
+async fn encoder_works(ffmpeg: &Path, encoder: &str) -> bool {
+    let mut cmd = tokio::process::Command::new(ffmpeg);
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "error",
+        "-f",
+        "lavfi",
+        // 128x128: SVT-AV1 needs at least 64x64, some hardware encoders more.
+        "-i",
+        "testsrc2=size=128x128:rate=10",
+        "-frames:v",
+        "3",
+        "-an",
+        "-c:v",
+        encoder,
+        "-f",
+        "null",
+        "-",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .kill_on_drop(true);
+    match tokio::time::timeout(PROBE_TIMEOUT, cmd.status()).await {
+        Ok(Ok(status)) => status.success(),
+        Ok(Err(e)) => {
+            tracing::warn!(encoder, error = %e, "could not run ffmpeg to probe an encoder");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(encoder, "encoder probe timed out");
+            false
+        }
+    }
+}
+
+/// Encoders (by FFmpeg encoder name, e.g. `"libx264"`) that complete a tiny
+/// real encode. `ffmpeg -encoders` alone is not trusted: `h264_nvenc` is listed
+/// without a driver yet fails at run time. Order follows `candidates`; names
+/// that are not plain encoder names are dropped.
 pub async fn probe_encoders(ffmpeg: &Path, candidates: &[&str]) -> Vec<String> {
     let mut ok = Vec::new();
-    for enc in candidates {
-        let mut cmd = tokio::process::Command::new(ffmpeg);
-        cmd.args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=128x72:rate=10:duration=0.3",
-            "-c:v",
-            enc,
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "null",
-            "-",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-        let passed = matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, cmd.status()).await,
-            Ok(Ok(s)) if s.success()
-        );
-        if passed {
-            ok.push(enc.to_string());
+    for &name in candidates {
+        if !is_encoder_name(name) || ok.iter().any(|n: &String| n == name) {
+            continue;
+        }
+        if encoder_works(ffmpeg, name).await {
+            ok.push(name.to_string());
         } else {
-            tracing::info!(
-                encoder = enc,
-                "encoder failed its test encode; not advertised"
-            );
+            tracing::info!(encoder = name, "encoder failed its test encode");
         }
     }
     ok
@@ -346,9 +467,11 @@ pub async fn probe_encoders(ffmpeg: &Path, candidates: &[&str]) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::model::{EncodeParams, Priority, ResourceLimits};
+    use crate::spec::{parse_job_request, MediaRoots};
     use proptest::prelude::*;
+    use serde_json::{json, Value};
 
-    fn spec(codec: Codec, preset: &str, output: Output) -> JobSpec {
+    fn spec(codec: Codec, input: Input, output: Output) -> JobSpec {
         JobSpec {
             scenario: None,
             encode: EncodeParams {
@@ -357,9 +480,9 @@ mod tests {
                 fps: 10,
                 codec,
                 bitrate_kbps: 200,
-                preset: preset.into(),
+                preset: crate::spec::default_preset(codec).to_string(),
             },
-            input: Input::Testsrc { duration_s: 0.5 },
+            input,
             output,
             priority: Priority::Medium,
             resource_limits: ResourceLimits::default(),
@@ -367,190 +490,765 @@ mod tests {
         }
     }
 
-    fn feed(p: &mut ProgressParser, block: &str) -> Vec<ProgressUpdate> {
-        block.lines().filter_map(|l| p.push_line(l)).collect()
+    fn testsrc() -> Input {
+        Input::Testsrc { duration_s: 0.5 }
+    }
+
+    fn args(cmd: &FfmpegCommand) -> Vec<String> {
+        cmd.args_lossy()
+    }
+
+    /// The value following `flag` (first occurrence).
+    fn after(a: &[String], flag: &str) -> Option<String> {
+        a.iter()
+            .position(|x| x == flag)
+            .and_then(|i| a.get(i + 1))
+            .cloned()
+    }
+
+    const PREFIX: [&str; 7] = [
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+    ];
+
+    // --- argv ---------------------------------------------------------------
+
+    #[test]
+    fn testsrc_to_null_h264_argv() {
+        let cmd = build_command(
+            Path::new("/usr/bin/ffmpeg"),
+            &spec(Codec::H264, testsrc(), Output::Null),
+        );
+        assert_eq!(cmd.program, PathBuf::from("/usr/bin/ffmpeg"));
+        let want = [
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "warning",
+            "-progress",
+            "pipe:1",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=10:duration=0.5",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-b:v",
+            "200k",
+            "-maxrate",
+            "200k",
+            "-bufsize",
+            "400k",
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            "20",
+            "-f",
+            "null",
+            "-",
+        ];
+        assert_eq!(args(&cmd), want);
     }
 
     #[test]
-    fn parses_ffmpeg_51_quirks() {
-        let mut p = ProgressParser::new(Some(10.0));
-        let u = feed(
-            &mut p,
-            "frame=0\nfps=0.00\nbitrate=N/A\ntotal_size=N/A\nout_time_us=0\nout_time_ms=0\nout_time=00:00:00.000000\nspeed=N/A\nprogress=continue\n",
-        );
-        assert_eq!(u.len(), 1);
-        assert_eq!(u[0].progress.fps, 0.0);
-        assert_eq!(u[0].progress.speed, None);
-        assert_eq!(u[0].progress.bitrate_kbps, None);
-        assert_eq!(u[0].progress.total_size_bytes, None);
-        // out_time_ms carries microseconds.
-        let u = feed(
-            &mut p,
-            "frame=75\nfps=30.5\nbitrate=1234.5kbits/s\ntotal_size=4096\nout_time_ms=2500000\nout_time=00:00:02.500000\nspeed=1.23x\nprogress=continue\n",
-        );
-        assert_eq!(u[0].progress.frame, 75);
-        assert_eq!(u[0].progress.out_time_s, 2.5);
-        assert_eq!(u[0].progress.percent, Some(25.0));
-        assert_eq!(u[0].progress.speed, Some(1.23));
-        assert_eq!(u[0].progress.bitrate_kbps, Some(1234.5));
-        assert_eq!(u[0].progress.total_size_bytes, Some(4096));
-        assert!(!u[0].end);
-        let u = feed(
-            &mut p,
-            "frame=300\nout_time=00:00:10.000000\nprogress=end\n",
-        );
-        assert!(u[0].end);
-        assert_eq!(u[0].progress.out_time_s, 10.0);
-        assert_eq!(u[0].progress.percent, Some(100.0));
-    }
-
-    #[test]
-    fn garbage_and_negative_values_are_ignored() {
-        let mut p = ProgressParser::new(None);
-        let u = feed(
-            &mut p,
-            "frame=abc\nfps=-3\nout_time_us=-5000\nout_time=-00:00:01.0\nspeed=fastx\nnonsense\n=\nprogress=continue\n",
-        );
-        assert_eq!(u[0].progress.frame, 0);
-        assert_eq!(u[0].progress.fps, 0.0);
-        assert_eq!(u[0].progress.out_time_s, 0.0);
-        assert_eq!(u[0].progress.percent, None, "unknown duration: no percent");
-    }
-
-    #[test]
-    fn percent_is_clamped() {
-        let mut p = ProgressParser::new(Some(1.0));
-        let u = feed(&mut p, "out_time_us=5000000\nprogress=continue\n");
-        assert_eq!(u[0].progress.percent, Some(100.0));
-    }
-
-    proptest! {
-        #[test]
-        fn never_panics_on_arbitrary_lines(lines in proptest::collection::vec(".*", 0..50)) {
-            let mut p = ProgressParser::new(Some(3.0));
-            for l in &lines {
-                if let Some(u) = p.push_line(l) {
-                    prop_assert!(u.progress.out_time_s.is_finite());
-                    if let Some(pc) = u.progress.percent {
-                        prop_assert!((0.0..=100.0).contains(&pc));
-                    }
+    fn every_command_starts_with_the_fixed_prefix() {
+        for codec in Codec::ALL {
+            for output in [
+                Output::Null,
+                Output::File {
+                    path: "/m/o.mkv".into(),
+                },
+                Output::Rtmp {
+                    url: "rtmp://h/a/k".into(),
+                },
+            ] {
+                for input in [
+                    testsrc(),
+                    Input::File {
+                        path: "/m/in.mp4".into(),
+                    },
+                ] {
+                    let a = args(&build_command(
+                        Path::new("ffmpeg"),
+                        &spec(codec, input, output.clone()),
+                    ));
+                    assert_eq!(&a[..7], PREFIX);
+                    assert_eq!(after(&a, "-c:v").as_deref(), Some(codec.encoder()));
+                    assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("yuv420p"));
+                    assert_eq!(after(&a, "-g").as_deref(), Some("20"));
+                    assert_eq!(after(&a, "-b:v").as_deref(), Some("200k"));
                 }
             }
         }
     }
 
     #[test]
-    fn argv_has_no_shell_and_puts_progress_on_stdout() {
-        let c = build_command(
+    fn encoder_specific_arguments() {
+        let a = args(&build_command(
             Path::new("ffmpeg"),
-            &spec(Codec::H264, "veryfast", Output::Null),
+            &spec(Codec::H265, testsrc(), Output::Null),
+        ));
+        assert_eq!(
+            after(&a, "-x265-params").as_deref(),
+            Some("log-level=error")
         );
-        let args: Vec<String> = c
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert!(args.windows(2).any(|w| w == ["-progress", "pipe:1"]));
-        assert!(args.contains(&"-nostdin".to_string()));
-        assert!(args.contains(&"testsrc2=size=160x90:rate=10:duration=0.5".to_string()));
-        assert!(args.ends_with(&["-f".into(), "null".into(), "-".into()]));
-        let rtmp = build_command(
-            Path::new("ffmpeg"),
-            &spec(
-                Codec::H264,
-                "veryfast",
-                Output::Rtmp {
-                    url: "rtmp://127.0.0.1/live/k".into(),
-                },
-            ),
-        );
-        let args: Vec<String> = rtmp
-            .args
-            .iter()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        assert!(args.contains(&"-re".to_string()), "live output is paced");
-        assert!(args.ends_with(&["-f".into(), "flv".into(), "rtmp://127.0.0.1/live/k".into()]));
-    }
+        assert_eq!(after(&a, "-preset").as_deref(), Some("veryfast"));
+        assert_eq!(after(&a, "-maxrate").as_deref(), Some("200k"));
+        assert_eq!(after(&a, "-tag:v"), None);
 
-    fn ffmpeg_available() -> bool {
-        std::process::Command::new("ffmpeg")
-            .arg("-version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    }
-
-    /// Every codec's argv is accepted by the real FFmpeg, and the progress it
-    /// prints parses to the expected frame count.
-    #[test]
-    fn real_ffmpeg_accepts_every_codec_argv_and_its_progress_parses() {
-        assert!(
-            ffmpeg_available(),
-            "ffmpeg not found: sudo apt-get install -y ffmpeg"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        for (codec, preset, ext) in [
-            (Codec::H264, "veryfast", "mp4"),
-            (Codec::H265, "ultrafast", "mkv"),
-            (Codec::Vp9, "realtime", "webm"),
-            (Codec::Av1, "12", "mkv"),
+        for (preset, deadline, cpu) in [
+            ("realtime", "realtime", "8"),
+            ("good", "good", "4"),
+            ("best", "best", "0"),
         ] {
-            let out = dir.path().join(format!("out-{}.{ext}", codec.as_str()));
-            let s = spec(codec, preset, Output::File { path: out.clone() });
-            let c = build_command(Path::new("ffmpeg"), &s);
-            let o = std::process::Command::new(&c.program)
-                .args(&c.args)
-                .stdin(Stdio::null())
-                .output()
-                .expect("run ffmpeg");
-            assert!(
-                o.status.success(),
-                "{codec:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
+            let mut s = spec(Codec::Vp9, testsrc(), Output::Null);
+            s.encode.preset = preset.into();
+            let a = args(&build_command(Path::new("ffmpeg"), &s));
+            assert_eq!(after(&a, "-deadline").as_deref(), Some(deadline));
+            assert_eq!(after(&a, "-cpu-used").as_deref(), Some(cpu));
+            assert_eq!(after(&a, "-row-mt").as_deref(), Some("1"));
+            assert_eq!(after(&a, "-preset"), None);
+        }
+
+        let mut s = spec(Codec::Av1, testsrc(), Output::Null);
+        s.encode.preset = "7".into();
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        assert_eq!(after(&a, "-preset").as_deref(), Some("7"));
+        assert_eq!(after(&a, "-maxrate"), None);
+    }
+
+    #[test]
+    fn file_input_maps_scales_and_encodes_audio() {
+        let s = spec(
+            Codec::H264,
+            Input::File {
+                path: "/m/in put.mov".into(),
+            },
+            Output::File {
+                path: "/m/out.mp4".into(),
+            },
+        );
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        assert_eq!(after(&a, "-i").as_deref(), Some("/m/in put.mov"));
+        let maps: Vec<_> = a
+            .windows(2)
+            .filter(|w| w[0] == "-map")
+            .map(|w| w[1].clone())
+            .collect();
+        assert_eq!(maps, ["0:v:0", "0:a:0?"]);
+        assert_eq!(after(&a, "-vf").as_deref(), Some("scale=160:90"));
+        assert_eq!(after(&a, "-r").as_deref(), Some("10"));
+        assert_eq!(after(&a, "-c:a").as_deref(), Some("aac"));
+        assert_eq!(after(&a, "-b:a").as_deref(), Some("128k"));
+        assert!(!a.contains(&"-an".to_string()));
+        assert!(!a.contains(&"lavfi".to_string()));
+        assert!(a.contains(&"-y".to_string()));
+        assert_eq!(after(&a, "-movflags").as_deref(), Some("+faststart"));
+        assert_eq!(a.last().map(String::as_str), Some("/m/out.mp4"));
+        assert_eq!(
+            a[a.len() - 4..a.len() - 1],
+            ["mp4", "-movflags", "+faststart"]
+        );
+
+        let mut s = s;
+        s.encode.codec = Codec::Vp9;
+        s.output = Output::File {
+            path: "/m/out.webm".into(),
+        };
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        assert_eq!(after(&a, "-c:a").as_deref(), Some("libopus"));
+        assert_eq!(a[a.len() - 3..], ["-f", "webm", "/m/out.webm"]);
+        assert_eq!(after(&a, "-movflags"), None);
+    }
+
+    #[test]
+    fn container_follows_the_extension() {
+        for (ext, fmt) in [
+            ("mp4", "mp4"),
+            ("mkv", "matroska"),
+            ("MKV", "matroska"),
+            ("mov", "mov"),
+            ("ts", "mpegts"),
+            ("flv", "flv"),
+        ] {
+            let path = PathBuf::from(format!("/m/o.{ext}"));
+            let s = spec(Codec::H265, testsrc(), Output::File { path: path.clone() });
+            let a = args(&build_command(Path::new("ffmpeg"), &s));
+            assert_eq!(after(&a, "-f").as_deref(), Some("lavfi"));
+            let last_f = a.iter().rposition(|x| x == "-f").map(|i| a[i + 1].clone());
+            assert_eq!(last_f.as_deref(), Some(fmt), "{ext}");
+            assert_eq!(a.last().map(PathBuf::from), Some(path));
+            assert_eq!(a.iter().filter(|x| *x == "-y").count(), 1);
+            // hvc1 tagging only where Apple players look for it.
+            let tagged = after(&a, "-tag:v").is_some();
+            assert_eq!(tagged, matches!(fmt, "mp4" | "mov"), "{ext}");
+        }
+    }
+
+    #[test]
+    fn rtmp_output_is_paced_flv() {
+        for input in [
+            testsrc(),
+            Input::File {
+                path: "/m/in.mp4".into(),
+            },
+        ] {
+            let s = spec(
+                Codec::H264,
+                input,
+                Output::Rtmp {
+                    url: "rtmp://live.example/app/key".into(),
+                },
             );
+            let a = args(&build_command(Path::new("ffmpeg"), &s));
+            let re = a.iter().position(|x| x == "-re").expect("-re present");
+            let i = a.iter().position(|x| x == "-i").expect("-i present");
+            assert!(re < i, "-re must come before the input: {a:?}");
+            assert_eq!(
+                a[a.len() - 3..],
+                ["-f", "flv", "rtmp://live.example/app/key"]
+            );
+            assert!(!a.contains(&"-y".to_string()));
+        }
+        let a = args(&build_command(
+            Path::new("ffmpeg"),
+            &spec(Codec::H264, testsrc(), Output::Null),
+        ));
+        assert!(!a.contains(&"-re".to_string()));
+    }
+
+    #[test]
+    fn durations_are_plain_decimals() {
+        for (d, s) in [
+            (10.0, "10"),
+            (0.5, "0.5"),
+            (86_400.0, "86400"),
+            (1e-9, "0.000001"),
+            (1.234_567_89, "1.234568"),
+            (f64::NAN, "1"),
+        ] {
+            assert_eq!(format_duration(d), s, "{d}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn argv_from_any_valid_request_uses_only_validated_tokens(
+            w in 8u32..=3840, h in 8u32..=2160, fps in 1u32..=240,
+            codec in prop::sample::select(Codec::ALL.to_vec()),
+            d in 0.000_001f64..=86_400.0,
+            kbps in 1u32..=200_000,
+        ) {
+            let body = json!({
+                "input": {"type": "testsrc", "duration_s": d},
+                "output": {"type": "null"},
+                "width": (w * 2).max(64), "height": (h * 2).max(64), "fps": fps,
+                "codec": codec.as_str(), "bitrate": kbps,
+            });
+            let roots = MediaRoots::new(&[]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let s = parse_job_request(body.to_string().as_bytes(), &roots)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let a = args(&build_command(Path::new("ffmpeg"), &s));
+            let src = after(&a, "-i").unwrap_or_default();
+            let rest = src.strip_prefix("testsrc2=size=").unwrap_or("");
+            let ok = rest.split([':', 'x', '=']).all(|t| {
+                t.is_empty() || t == "rate" || t == "duration"
+                    || t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            });
+            prop_assert!(ok && !rest.is_empty(), "{}", src);
+            prop_assert_eq!(after(&a, "-b:v"), Some(format!("{kbps}k")));
+        }
+    }
+
+    // --- progress -------------------------------------------------------------
+
+    fn feed(p: &mut ProgressParser, text: &str) -> Vec<ProgressUpdate> {
+        text.lines().filter_map(|l| p.push_line(l)).collect()
+    }
+
+    /// Two blocks as FFmpeg 5.1 wrote them for `-f null`.
+    const NULL_OUTPUT: &str = "frame=1\nfps=0.00\nstream_0_0_q=0.0\nbitrate=N/A\ntotal_size=N/A\n\
+out_time_us=0\nout_time_ms=0\nout_time=00:00:00.000000\ndup_frames=0\ndrop_frames=0\nspeed=N/A\nprogress=continue\n\
+frame=15\nfps=0.00\nstream_0_0_q=-1.0\nbitrate=N/A\ntotal_size=N/A\nout_time_us=1300000\n\
+out_time_ms=1300000\nout_time=00:00:01.300000\ndup_frames=0\ndrop_frames=0\nspeed=  68x\nprogress=end\n";
+
+    #[test]
+    fn parses_ffmpeg_5_1_null_output() {
+        let mut p = ProgressParser::new(Some(2.6));
+        let ups = feed(&mut p, NULL_OUTPUT);
+        assert_eq!(ups.len(), 2);
+        assert!(!ups[0].end);
+        assert_eq!(ups[0].progress.frame, 1);
+        assert_eq!(ups[0].progress.speed, None);
+        assert_eq!(ups[0].progress.percent, Some(0.0));
+        let last = &ups[1];
+        assert!(last.end);
+        assert_eq!(
+            last.progress,
+            Progress {
+                frame: 15,
+                fps: 0.0,
+                speed: Some(68.0),
+                out_time_s: 1.3,
+                percent: Some(50.0),
+                bitrate_kbps: None,
+                total_size_bytes: None,
+            }
+        );
+        assert_eq!(p.current(), &last.progress);
+    }
+
+    #[test]
+    fn file_output_values() {
+        let mut p = ProgressParser::new(None);
+        let ups = feed(
+            &mut p,
+            "frame=240\nfps=59.94\nbitrate= 812.3kbits/s\ntotal_size=1048576\nout_time_us=4000000\nspeed=1.23x\nprogress=continue\n",
+        );
+        assert_eq!(ups.len(), 1);
+        let g = &ups[0].progress;
+        assert_eq!(g.frame, 240);
+        assert_eq!(g.fps, 59.94);
+        assert_eq!(g.bitrate_kbps, Some(812.3));
+        assert_eq!(g.total_size_bytes, Some(1_048_576));
+        assert_eq!(g.out_time_s, 4.0);
+        assert_eq!(g.speed, Some(1.23));
+        assert_eq!(g.percent, None);
+    }
+
+    #[test]
+    fn out_time_sources_in_order_of_preference() {
+        let cases = [
+            (
+                "out_time_us=2000000\nout_time_ms=9000000\nout_time=00:00:07.000000\n",
+                2.0,
+            ),
+            // out_time_ms holds microseconds on 5.1.
+            ("out_time_ms=1500000\nout_time=00:00:07.000000\n", 1.5),
+            ("out_time_us=N/A\nout_time_ms=2500000\n", 2.5),
+            ("out_time=01:02:03.500000\n", 3723.5),
+            (
+                "out_time_us=N/A\nout_time_ms=N/A\nout_time=00:00:04.25\n",
+                4.25,
+            ),
+        ];
+        for (block, want) in cases {
+            let mut p = ProgressParser::new(None);
+            let ups = feed(&mut p, &format!("{block}progress=continue\n"));
+            assert_eq!(ups.len(), 1);
+            assert_eq!(ups[0].progress.out_time_s, want, "{block}");
+        }
+    }
+
+    #[test]
+    fn negative_and_garbage_values_keep_the_last_good_state() {
+        let mut p = ProgressParser::new(Some(10.0));
+        feed(
+            &mut p,
+            "frame=50\nfps=25.0\nout_time_us=2000000\nbitrate=100.0kbits/s\ntotal_size=10\nspeed=1x\nprogress=continue\n",
+        );
+        let ups = feed(
+            &mut p,
+            "frame=-3\nfps=nan\nout_time_us=-9223372036854775807\nout_time_ms=-9223372036854775807\n\
+out_time=-577014:32:22.775808\nbitrate=garbage\ntotal_size=-1\nspeed=-2x\nnonsense\n=\nkey_only=\nnew_key=7\n\
+progress=continue\n",
+        );
+        let g = &ups[0].progress;
+        assert_eq!(g.frame, 50);
+        assert_eq!(g.fps, 25.0);
+        assert_eq!(g.out_time_s, 2.0);
+        assert_eq!(g.percent, Some(20.0));
+        // Optional fields say "unknown" rather than repeat a stale value.
+        assert_eq!(g.bitrate_kbps, None);
+        assert_eq!(g.total_size_bytes, None);
+        assert_eq!(g.speed, None);
+        for bad in [
+            "fps=inf",
+            "fps=-1",
+            "fps=1e400",
+            "frame=1.5",
+            "frame=+7",
+            "out_time=00:61:00.0",
+            "out_time=1:2",
+            "out_time=+1:00:00",
+        ] {
+            let mut q = p.clone();
+            let u = q
+                .push_line(bad)
+                .or_else(|| q.push_line("progress=continue"));
+            let g = u.map(|u| u.progress);
+            assert_eq!(
+                g.as_ref().map(|g| (g.frame, g.fps, g.out_time_s)),
+                Some((50, 25.0, 2.0)),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_markers() {
+        let mut p = ProgressParser::new(None);
+        assert_eq!(p.push_line("progress=paused"), None);
+        assert_eq!(p.push_line("progress"), None);
+        assert_eq!(p.push_line(""), None);
+        assert_eq!(p.push_line("progress=end\r").map(|u| u.end), Some(true));
+        assert_eq!(p.push_line("progress=continue").map(|u| u.end), Some(false));
+        assert_eq!(p.push_line(" progress = end ").map(|u| u.end), Some(true));
+    }
+
+    #[test]
+    fn percent_is_clamped_and_needs_a_known_duration() {
+        for (expected, out_us, want) in [
+            (Some(10.0), 5_000_000u64, Some(50.0)),
+            (Some(10.0), 12_000_000, Some(100.0)),
+            (Some(10.0), 0, Some(0.0)),
+            (None, 5_000_000, None),
+            (Some(0.0), 5_000_000, None),
+            (Some(-1.0), 5_000_000, None),
+            (Some(f64::NAN), 5_000_000, None),
+            (Some(f64::INFINITY), 5_000_000, None),
+        ] {
+            let mut p = ProgressParser::new(expected);
+            let ups = feed(&mut p, &format!("out_time_us={out_us}\nprogress=continue"));
+            assert_eq!(ups[0].progress.percent, want, "{expected:?} {out_us}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_input_never_panics_and_stays_sane(
+            lines in prop::collection::vec(
+                prop_oneof![
+                    "[ -~]{0,40}",
+                    (prop::sample::select(vec![
+                        "frame", "fps", "bitrate", "total_size", "out_time_us", "out_time_ms",
+                        "out_time", "speed", "progress", "dup_frames",
+                    ]), "[-0-9.:eEnaNAxkbits/ ]{0,24}")
+                        .prop_map(|(k, v)| format!("{k}={v}")),
+                    Just("progress=continue".to_string()),
+                    Just("progress=end".to_string()),
+                ],
+                0..64,
+            ),
+            expected in prop::option::of(any::<f64>()),
+        ) {
+            let mut p = ProgressParser::new(expected);
+            for l in &lines {
+                if let Some(u) = p.push_line(l) {
+                    let g = &u.progress;
+                    prop_assert!(g.fps.is_finite() && g.fps >= 0.0);
+                    prop_assert!(g.out_time_s.is_finite() && g.out_time_s >= 0.0);
+                    if let Some(pc) = g.percent { prop_assert!((0.0..=100.0).contains(&pc)); }
+                    if let Some(s) = g.speed { prop_assert!(s.is_finite() && s >= 0.0); }
+                    if let Some(b) = g.bitrate_kbps { prop_assert!(b.is_finite() && b >= 0.0); }
+                }
+            }
+        }
+    }
+
+    // --- real FFmpeg runs -------------------------------------------------------
+
+    fn ffmpeg() -> PathBuf {
+        std::env::var_os("FFMPEG").map_or_else(|| PathBuf::from("ffmpeg"), PathBuf::from)
+    }
+
+    fn ffprobe() -> PathBuf {
+        std::env::var_os("FFPROBE").map_or_else(|| PathBuf::from("ffprobe"), PathBuf::from)
+    }
+
+    struct Run {
+        status: std::process::ExitStatus,
+        stdout: String,
+        stderr: String,
+    }
+
+    /// Runs a command; a hang guard (not an assertion) kills it after two minutes.
+    async fn run(program: &Path, args: &[OsString]) -> Run {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("ffmpeg hung")
+            .expect("ffmpeg runs");
+        Run {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// `codec_name,codec_type[,width,height]` per stream.
+    async fn streams(path: &Path) -> Vec<String> {
+        let args: Vec<OsString> = [
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+            "-of",
+            "csv=p=0",
+            "-i",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([path.as_os_str().to_owned()])
+        .collect();
+        let r = run(&ffprobe(), &args).await;
+        assert!(r.status.success(), "ffprobe: {}", r.stderr);
+        // MPEG-TS lists its streams again under their program: keep each once.
+        let mut out: Vec<String> = Vec::new();
+        for l in r.stdout.lines().map(|l| l.trim_end_matches(',')) {
+            if !l.is_empty() && !out.iter().any(|o| o == l) {
+                out.push(l.to_string());
+            }
+        }
+        out
+    }
+
+    fn request(codec: &str, input: Value, output: Value) -> Value {
+        json!({
+            "scenario": "1080p30-h264",
+            "width": 160, "height": 90, "fps": 10, "codec": codec,
+            "input": input, "output": output,
+        })
+    }
+
+    fn parse_ok(v: &Value, roots: &MediaRoots) -> JobSpec {
+        parse_job_request(v.to_string().as_bytes(), roots).expect("valid request")
+    }
+
+    fn no_roots() -> MediaRoots {
+        MediaRoots::new(&[]).expect("roots")
+    }
+
+    #[tokio::test]
+    async fn every_encoder_runs_to_null_and_reports_progress() {
+        for codec in Codec::ALL {
+            let v = request(
+                codec.as_str(),
+                json!({"type": "testsrc", "duration_s": 0.5}),
+                json!({"type": "null"}),
+            );
+            let s = parse_ok(&v, &no_roots());
+            let cmd = build_command(&ffmpeg(), &s);
+            let r = run(&cmd.program, &cmd.args).await;
+            assert!(r.status.success(), "{codec:?}: {}", r.stderr);
             let mut p = ProgressParser::new(s.expected_duration_s());
-            let last = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .filter_map(|l| p.push_line(l))
-                .last()
-                .expect("progress blocks");
-            assert!(last.end);
-            assert_eq!(last.progress.frame, 5, "{codec:?}: 0.5 s at 10 fps");
-            assert_eq!(last.progress.percent, Some(100.0));
-            assert!(std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) > 0);
+            let ups = feed(&mut p, &r.stdout);
+            let last = ups.last().expect("progress blocks");
+            assert!(last.end, "{codec:?}: last block is progress=end");
+            assert!(ups[..ups.len() - 1].iter().all(|u| !u.end));
+            assert_eq!(last.progress.frame, 5, "{codec:?}");
+            assert!(
+                last.progress.out_time_s > 0.0,
+                "{codec:?}: {:?}",
+                last.progress
+            );
+            assert!(last.progress.percent.is_some_and(|p| p > 0.0));
+            // -f null has no size or bitrate.
+            assert_eq!(last.progress.total_size_bytes, None);
         }
     }
 
     #[tokio::test]
-    async fn probes_find_software_encoders_and_reject_unknown_ones() {
-        assert!(
-            ffmpeg_available(),
-            "ffmpeg not found: sudo apt-get install -y ffmpeg"
-        );
-        let found = probe_encoders(Path::new("ffmpeg"), &["libx264", "no_such_encoder"]).await;
-        assert_eq!(found, vec!["libx264".to_string()]);
+    async fn every_allowed_container_produces_a_playable_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = dir.path().join("d.mp4");
-        let s = spec(Codec::H264, "veryfast", Output::File { path: out.clone() });
-        let c = build_command(Path::new("ffmpeg"), &s);
-        let st = std::process::Command::new(&c.program)
-            .args(&c.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("ffmpeg");
-        assert!(st.success());
-        let d = probe_duration(Path::new("ffprobe"), &out)
+        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
+        let combos = [
+            ("h264", "mp4", "h264"),
+            ("h264", "mkv", "h264"),
+            ("h264", "mov", "h264"),
+            ("h264", "ts", "h264"),
+            ("h264", "flv", "h264"),
+            ("h265", "mp4", "hevc"),
+            ("h265", "mkv", "hevc"),
+            ("h265", "mov", "hevc"),
+            ("h265", "ts", "hevc"),
+            ("vp9", "mp4", "vp9"),
+            ("vp9", "mkv", "vp9"),
+            ("vp9", "webm", "vp9"),
+            ("av1", "mp4", "av1"),
+            ("av1", "mkv", "av1"),
+            ("av1", "webm", "av1"),
+        ];
+        for (codec, ext, probed) in combos {
+            let name = format!("{codec}.{ext}");
+            let v = request(
+                codec,
+                json!({"type": "testsrc", "duration_s": 0.5}),
+                json!({"type": "file", "path": name}),
+            );
+            let s = parse_ok(&v, &roots);
+            let cmd = build_command(&ffmpeg(), &s);
+            let r = run(&cmd.program, &cmd.args).await;
+            assert!(r.status.success(), "{name}: {}", r.stderr);
+            let last = feed(&mut ProgressParser::new(Some(0.5)), &r.stdout)
+                .pop()
+                .expect("progress");
+            assert!(
+                last.end && last.progress.total_size_bytes.is_some_and(|n| n > 0),
+                "{name}"
+            );
+            assert_eq!(
+                streams(&dir.path().join(&name)).await,
+                [format!("{probed},video,160,90")],
+                "{name}"
+            );
+        }
+    }
+
+    /// A 1 s source with audio, as users would upload.
+    async fn make_source(dir: &Path) -> PathBuf {
+        let src = dir.join("src.mkv");
+        let args: Vec<OsString> = [
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=176x144:rate=15:duration=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100:duration=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "flac",
+            "-y",
+        ]
+        .iter()
+        .map(OsString::from)
+        .chain([src.as_os_str().to_owned()])
+        .collect();
+        let r = run(&ffmpeg(), &args).await;
+        assert!(r.status.success(), "make source: {}", r.stderr);
+        src
+    }
+
+    #[tokio::test]
+    async fn file_input_is_scaled_and_keeps_audio() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        make_source(dir.path()).await;
+        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
+        for (codec, out, video, audio) in [
+            ("h264", "out.mp4", "h264", "aac"),
+            ("vp9", "out.webm", "vp9", "opus"),
+        ] {
+            let v = request(
+                codec,
+                json!({"type": "file", "path": "src.mkv"}),
+                json!({"type": "file", "path": out}),
+            );
+            let s = parse_ok(&v, &roots);
+            let cmd = build_command(&ffmpeg(), &s);
+            let r = run(&cmd.program, &cmd.args).await;
+            assert!(r.status.success(), "{out}: {}", r.stderr);
+            assert_eq!(
+                streams(&dir.path().join(out)).await,
+                [format!("{video},video,160,90"), format!("{audio},audio")],
+                "{out}"
+            );
+            let d = probe_duration(&ffprobe(), &dir.path().join(out))
+                .await
+                .expect("probe");
+            assert!(d.is_some_and(|d| (0.5..=1.5).contains(&d)), "{out}: {d:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn rtmp_argv_runs_when_pointed_at_a_file() {
+        // No RTMP server in tests: run the exact argv with the URL swapped for a
+        // file, which proves FFmpeg accepts -re, the encoder settings and FLV.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let v = request(
+            "h264",
+            json!({"type": "testsrc", "duration_s": 0.3}),
+            json!({"type": "rtmp", "url": "rtmp://127.0.0.1/live/key"}),
+        );
+        let s = parse_ok(&v, &no_roots());
+        let mut cmd = build_command(&ffmpeg(), &s);
+        let target = dir.path().join("stream.flv");
+        assert_eq!(
+            cmd.args
+                .last()
+                .map(|a| a.to_string_lossy().into_owned())
+                .as_deref(),
+            Some("rtmp://127.0.0.1/live/key")
+        );
+        if let Some(last) = cmd.args.last_mut() {
+            *last = target.as_os_str().to_owned();
+        }
+        let r = run(&cmd.program, &cmd.args).await;
+        assert!(r.status.success(), "{}", r.stderr);
+        assert_eq!(streams(&target).await, ["h264,video,160,90"]);
+    }
+
+    #[tokio::test]
+    async fn probe_duration_reads_files_and_reports_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = make_source(dir.path()).await;
+        let d = probe_duration(&ffprobe(), &src).await.expect("probe");
+        assert!(d.is_some_and(|d| (0.9..=1.1).contains(&d)), "{d:?}");
+
+        let junk = dir.path().join("junk.mp4");
+        std::fs::write(&junk, b"not media at all").expect("write");
+        assert!(probe_duration(&ffprobe(), &junk).await.is_err());
+        assert!(probe_duration(&ffprobe(), &dir.path().join("missing.mp4"))
             .await
-            .expect("ffprobe")
-            .expect("a duration");
-        assert!((d - 0.5).abs() < 0.15, "duration {d}");
-        let none = probe_duration(Path::new("ffprobe"), &dir.path().join("missing.mp4"))
+            .is_err());
+        assert!(probe_duration(&dir.path().join("no-ffprobe"), &src)
             .await
-            .expect("ffprobe runs");
-        assert_eq!(none, None);
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn probe_encoders_keeps_only_working_ones() {
+        let found = probe_encoders(
+            &ffmpeg(),
+            &[
+                "libx264",
+                "libx265",
+                "libvpx-vp9",
+                "libsvtav1",
+                "no_such_encoder",
+                "-h",
+                "libx264",
+                "a b",
+                "h264_nvenc",
+            ],
+        )
+        .await;
+        let base: Vec<&str> = found
+            .iter()
+            .map(String::as_str)
+            .filter(|n| *n != "h264_nvenc")
+            .collect();
+        assert_eq!(base, ["libx264", "libx265", "libvpx-vp9", "libsvtav1"]);
+        // h264_nvenc is listed by `ffmpeg -encoders` but needs a driver.
+        if !Path::new("/dev/nvidiactl").exists() {
+            assert!(!found.iter().any(|n| n == "h264_nvenc"), "{found:?}");
+        }
+        assert!(
+            probe_encoders(Path::new("/nonexistent/ffmpeg"), &["libx264"])
+                .await
+                .is_empty()
+        );
     }
 }

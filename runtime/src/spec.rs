@@ -1,144 +1,74 @@
-//! Job request parsing and validation (`POST /v1/jobs`), scenario presets,
-//! and media-root confinement. Every rejection names its field; nothing here
-//! stores anything.
+//! Parsing and validation of `POST /v1/jobs` bodies into a [`JobSpec`], and the
+//! scenario presets (`1080p60-h265`, ...).
+//!
+//! Everything a user sends is checked here before it can reach FFmpeg: numbers
+//! are range-checked, presets come from per-codec allow-lists, paths are
+//! confined to the configured media roots (symlinks resolved), and URLs are
+//! parsed. The FFmpeg argv is built only from the resulting [`JobSpec`].
 
 use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use crate::error::FieldError;
 use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Priority, ResourceLimits};
 
-/// The directories jobs may read from and write to (canonical paths).
-#[derive(Debug, Clone)]
-pub struct MediaRoots {
-    roots: Vec<PathBuf>,
+/// Stable error codes returned in [`FieldError::code`].
+pub mod codes {
+    /// The body is not JSON, or not a JSON object.
+    pub const INVALID_JSON: &str = "invalid_json";
+    /// A field that the API does not know (or not allowed in this variant).
+    pub const UNKNOWN_FIELD: &str = "unknown_field";
+    /// A required field is absent.
+    pub const MISSING_FIELD: &str = "missing_field";
+    /// A field has the wrong type or an out-of-range / disallowed value.
+    pub const INVALID_FIELD: &str = "invalid_field";
+    /// A path resolves (after symlinks) outside every media root.
+    pub const PATH_OUTSIDE_MEDIA_ROOT: &str = "path_outside_media_root";
+    /// An input file, or an output file's parent directory, does not exist.
+    pub const FILE_NOT_FOUND: &str = "file_not_found";
+    /// `scenario` names no preset.
+    pub const UNKNOWN_SCENARIO: &str = "unknown_scenario";
 }
 
-impl MediaRoots {
-    /// Canonicalizes every root; a missing root or a non-directory is an error.
-    pub fn new(roots: &[PathBuf]) -> std::io::Result<MediaRoots> {
-        let mut out = Vec::new();
-        for r in roots {
-            let c = r.canonicalize().map_err(|e| {
-                std::io::Error::new(e.kind(), format!("media root {}: {e}", r.display()))
-            })?;
-            if !c.is_dir() {
-                return Err(std::io::Error::other(format!(
-                    "media root {} is not a directory",
-                    r.display()
-                )));
-            }
-            out.push(c);
-        }
-        Ok(MediaRoots { roots: out })
-    }
+/// Width bounds (inclusive); must be even (yuv420p).
+pub const WIDTH_RANGE: (u32, u32) = (16, 7680);
+/// Height bounds (inclusive); must be even (yuv420p).
+pub const HEIGHT_RANGE: (u32, u32) = (16, 4320);
+/// SVT-AV1 refuses frames smaller than 64x64.
+pub const AV1_MIN_DIMENSION: u32 = 64;
+/// Frame-rate bounds (inclusive), whole frames per second.
+pub const FPS_RANGE: (u32, u32) = (1, 240);
+/// Video bitrate bounds in kbit/s (inclusive).
+pub const BITRATE_KBPS_RANGE: (u32, u32) = (1, 200_000);
+/// Longest `testsrc` input, in seconds.
+pub const MAX_TESTSRC_DURATION_S: f64 = 86_400.0;
+/// Largest accepted `max_retries`.
+pub const MAX_RETRIES: u32 = 10;
+/// `max_retries` when the request names none.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Longest accepted RTMP URL, in bytes.
+pub const MAX_URL_LEN: usize = 2048;
+/// Longest accepted path, in bytes.
+pub const MAX_PATH_LEN: usize = 4096;
 
-    pub fn roots(&self) -> &[PathBuf] {
-        &self.roots
-    }
+const X26X_PRESETS: &[&str] = &[
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+];
+const VP9_PRESETS: &[&str] = &["realtime", "good", "best"];
+const AV1_PRESETS: &[&str] = &[
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13",
+];
 
-    fn inside(&self, p: &Path) -> bool {
-        self.roots.iter().any(|r| p.starts_with(r))
-    }
-
-    /// A path with no `..`, no NUL, not empty.
-    fn check_shape(field: &str, raw: &str) -> Result<(), FieldError> {
-        if raw.is_empty() || raw.len() > 4096 || raw.contains('\0') {
-            return Err(FieldError::invalid(
-                field,
-                "path must be 1..=4096 bytes without NUL",
-            ));
-        }
-        if Path::new(raw)
-            .components()
-            .any(|c| matches!(c, Component::ParentDir))
-        {
-            return Err(FieldError::new(
-                "path_outside_media_root",
-                Some(field),
-                "path must not contain '..'",
-            ));
-        }
-        Ok(())
-    }
-
-    fn outside(field: &str, raw: &str) -> FieldError {
-        FieldError::new(
-            "path_outside_media_root",
-            Some(field),
-            format!("{raw:?} is not inside a configured media root"),
-        )
-    }
-
-    /// An existing regular file inside a root, symlinks resolved.
-    pub fn resolve_input(&self, field: &str, raw: &str) -> Result<PathBuf, FieldError> {
-        Self::check_shape(field, raw)?;
-        let candidates: Vec<PathBuf> = if Path::new(raw).is_absolute() {
-            vec![PathBuf::from(raw)]
-        } else {
-            self.roots.iter().map(|r| r.join(raw)).collect()
-        };
-        for c in candidates {
-            if let Ok(canon) = c.canonicalize() {
-                if !self.inside(&canon) {
-                    return Err(Self::outside(field, raw));
-                }
-                if !canon.is_file() {
-                    return Err(FieldError::invalid(field, "input is not a regular file"));
-                }
-                return Ok(canon);
-            }
-        }
-        if Path::new(raw).is_absolute() && !self.inside(Path::new(raw)) {
-            return Err(Self::outside(field, raw));
-        }
-        Err(FieldError::new(
-            "not_found",
-            Some(field),
-            format!("no file {raw:?} in the media roots"),
-        ))
-    }
-
-    /// A file to write: its parent exists inside a root; it is not a symlink.
-    pub fn resolve_output(&self, field: &str, raw: &str) -> Result<PathBuf, FieldError> {
-        Self::check_shape(field, raw)?;
-        let p = Path::new(raw);
-        let name = p
-            .file_name()
-            .ok_or_else(|| FieldError::invalid(field, "output path needs a file name"))?;
-        let joined = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.roots
-                .first()
-                .ok_or_else(|| Self::outside(field, raw))?
-                .join(p)
-        };
-        let parent = joined
-            .parent()
-            .and_then(|d| d.canonicalize().ok())
-            .ok_or_else(|| FieldError::invalid(field, "the output's directory does not exist"))?;
-        if !self.inside(&parent) {
-            return Err(Self::outside(field, raw));
-        }
-        let full = parent.join(name);
-        if let Ok(meta) = std::fs::symlink_metadata(&full) {
-            if meta.file_type().is_symlink() {
-                return Err(FieldError::invalid(field, "output must not be a symlink"));
-            }
-            if !meta.is_file() {
-                return Err(FieldError::invalid(
-                    field,
-                    "output exists and is not a file",
-                ));
-            }
-        }
-        Ok(full)
-    }
-}
-
+/// Resolution/rate parts of the scenario names: (name, width, height, fps).
 const RESOLUTIONS: [(&str, u32, u32, u32); 5] = [
     ("480p30", 854, 480, 30),
     ("720p30", 1280, 720, 30),
@@ -147,27 +77,27 @@ const RESOLUTIONS: [(&str, u32, u32, u32); 5] = [
     ("2160p30", 3840, 2160, 30),
 ];
 
-/// Bitrate (kbit/s) for a resolution, frame rate and codec: H.264 figures,
-/// scaled for the more efficient codecs.
-fn default_bitrate(width: u32, height: u32, fps: u32, codec: Codec) -> u32 {
-    let pixels = u64::from(width) * u64::from(height);
-    let h264_30 = match pixels {
-        p if p <= 640 * 360 => 800,
-        p if p <= 854 * 480 => 1500,
-        p if p <= 1280 * 720 => 3000,
-        p if p <= 1920 * 1080 => 5000,
-        p if p <= 2560 * 1440 => 9000,
-        _ => 16000,
-    };
-    let fps_scaled = if fps > 30 { h264_30 * 3 / 2 } else { h264_30 };
+/// Scenario bitrates in kbit/s, indexed like [`RESOLUTIONS`], per codec.
+fn scenario_bitrates(codec: Codec) -> [u32; 5] {
     match codec {
-        Codec::H264 => fps_scaled,
-        Codec::H265 | Codec::Av1 => fps_scaled * 6 / 10,
-        Codec::Vp9 => fps_scaled * 7 / 10,
+        Codec::H264 => [1500, 3000, 5000, 7500, 16000],
+        Codec::H265 => [900, 1800, 3000, 4500, 10000],
+        Codec::Vp9 => [1100, 2200, 3800, 5600, 12000],
+        Codec::Av1 => [800, 1600, 2700, 4000, 9000],
     }
 }
 
-fn default_preset(codec: Codec) -> &'static str {
+/// The encoder presets accepted for `codec`, fastest first for x264/x265 and vp9.
+pub fn presets(codec: Codec) -> &'static [&'static str] {
+    match codec {
+        Codec::H264 | Codec::H265 => X26X_PRESETS,
+        Codec::Vp9 => VP9_PRESETS,
+        Codec::Av1 => AV1_PRESETS,
+    }
+}
+
+/// The preset used when a request names none.
+pub fn default_preset(codec: Codec) -> &'static str {
     match codec {
         Codec::H264 | Codec::H265 => "veryfast",
         Codec::Vp9 => "realtime",
@@ -175,38 +105,42 @@ fn default_preset(codec: Codec) -> &'static str {
     }
 }
 
-fn preset_allowed(codec: Codec, preset: &str) -> bool {
-    const X26X: [&str; 9] = [
-        "ultrafast",
-        "superfast",
-        "veryfast",
-        "faster",
-        "fast",
-        "medium",
-        "slow",
-        "slower",
-        "veryslow",
-    ];
-    match codec {
-        Codec::H264 | Codec::H265 => X26X.contains(&preset),
-        Codec::Vp9 => ["realtime", "good", "best"].contains(&preset),
-        Codec::Av1 => preset.parse::<u8>().map(|n| n <= 13).unwrap_or(false) && preset.len() <= 2,
+/// The bitrate (kbit/s) used when a request names none: the scenario table for
+/// scenario shapes, otherwise scaled from 1080p30 by pixel count^0.75 and
+/// (fps/30)^0.6, times a per-codec efficiency factor, rounded to 100 kbit/s.
+pub fn default_bitrate_kbps(codec: Codec, width: u32, height: u32, fps: u32) -> u32 {
+    if let Some(i) = RESOLUTIONS
+        .iter()
+        .position(|&(_, w, h, f)| (w, h, f) == (width, height, fps))
+    {
+        return scenario_bitrates(codec)[i];
     }
+    let factor = match codec {
+        Codec::H264 => 1.0,
+        Codec::Vp9 => 0.75,
+        Codec::H265 => 0.6,
+        Codec::Av1 => 0.55,
+    };
+    let pixels = f64::from(width) * f64::from(height) / (1920.0 * 1080.0);
+    let kbps = 5000.0 * factor * pixels.powf(0.75) * (f64::from(fps) / 30.0).powf(0.6);
+    let rounded = (kbps / 100.0).round() * 100.0;
+    // `as` saturates on out-of-range floats; the clamp keeps it in the valid range.
+    (rounded as u32).clamp(100, BITRATE_KBPS_RANGE.1)
 }
 
-/// Every scenario preset name, e.g. `1080p60-h265`.
+/// Every scenario preset name, e.g. `"1080p60-h265"`.
 pub fn scenario_names() -> Vec<String> {
     RESOLUTIONS
         .iter()
-        .flat_map(|(r, ..)| {
+        .flat_map(|(res, ..)| {
             Codec::ALL
                 .iter()
-                .map(move |c| format!("{r}-{}", c.as_str()))
+                .map(move |codec| format!("{res}-{}", codec.as_str()))
         })
         .collect()
 }
 
-/// A preset name → its encode parameters.
+/// Resolve a preset name to encode parameters.
 pub fn scenario(name: &str) -> Option<EncodeParams> {
     let (res, codec) = name.split_once('-')?;
     let codec = Codec::ALL.into_iter().find(|c| c.as_str() == codec)?;
@@ -216,656 +150,1909 @@ pub fn scenario(name: &str) -> Option<EncodeParams> {
         height,
         fps,
         codec,
-        bitrate_kbps: default_bitrate(width, height, fps, codec),
+        bitrate_kbps: default_bitrate_kbps(codec, width, height, fps),
         preset: default_preset(codec).to_string(),
     })
 }
 
+/// The configured media roots, canonicalized. Every file a job reads or writes
+/// must resolve inside one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRoots {
+    roots: Vec<PathBuf>,
+}
+
+impl MediaRoots {
+    /// Canonicalizes each root; fails if one is missing or not a directory.
+    pub fn new(roots: &[PathBuf]) -> std::io::Result<MediaRoots> {
+        let mut out = Vec::with_capacity(roots.len());
+        for root in roots {
+            let canon = std::fs::canonicalize(root).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("media root {}: {e}", root.display()))
+            })?;
+            if !std::fs::metadata(&canon)?.is_dir() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    format!("media root {} is not a directory", root.display()),
+                ));
+            }
+            out.push(canon);
+        }
+        Ok(MediaRoots { roots: out })
+    }
+
+    /// The canonical roots, in configuration order.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.roots.iter().any(|r| path.starts_with(r))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw request shapes: what serde accepts before validation.
+
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
 struct RawRequest {
     scenario: Option<String>,
     input: Option<RawInput>,
     output: Option<RawOutput>,
-    priority: Option<Priority>,
-    width: Option<u32>,
-    height: Option<u32>,
-    fps: Option<u32>,
-    codec: Option<Codec>,
-    bitrate: Option<Value>,
+    priority: Option<String>,
+    width: Option<u64>,
+    height: Option<u64>,
+    fps: Option<u64>,
+    codec: Option<String>,
+    /// An integer (kbit/s) or a string like `"2500k"` / `"6M"`.
+    bitrate: Option<serde_json::Value>,
     preset: Option<String>,
-    resource_limits: Option<ResourceLimits>,
-    max_retries: Option<u32>,
+    resource_limits: Option<RawLimits>,
+    max_retries: Option<u64>,
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawInput {
-    Testsrc { duration_s: f64 },
-    File { path: String },
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawInput {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    duration_s: Option<f64>,
+    path: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-enum RawOutput {
-    Null,
-    File { path: String },
-    Rtmp { url: String },
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawOutput {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    path: Option<String>,
+    url: Option<String>,
 }
 
-fn join_path(path: &str, extra: &str) -> String {
-    if !extra.is_empty() && (path == extra || path.ends_with(&format!(".{extra}"))) {
-        return path.to_string();
-    }
-    match (path.is_empty() || path == ".", extra.is_empty()) {
-        (true, _) => extra.to_string(),
-        (false, true) => path.to_string(),
-        (false, false) => format!("{path}.{extra}"),
-    }
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawLimits {
+    max_cpu_percent: Option<u64>,
+    max_memory_mb: Option<u64>,
+    timeout_s: Option<u64>,
+    stall_timeout_s: Option<u64>,
 }
 
-/// Turn a serde error into a `FieldError` naming the offending field.
-fn serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
-    let path = err.path().to_string();
-    let inner = err.into_inner();
-    let msg = inner.to_string();
-    // Messages look like "unknown field `x`, expected one of ...".
-    let quoted = |prefix: &str| {
-        msg.strip_prefix(prefix)
-            .and_then(|r| r.split('`').next())
-            .map(str::to_string)
-    };
-    if let Some(f) = quoted("unknown field `") {
-        return FieldError::new(
-            "unknown_field",
-            Some(&join_path(&path, &f)),
-            format!("unknown field {f:?}"),
-        );
-    }
-    if let Some(f) = quoted("missing field `") {
-        return FieldError::new(
-            "missing_field",
-            Some(&join_path(&path, &f)),
-            format!("missing field {f:?}"),
-        );
-    }
-    if let Some(v) = quoted("unknown variant `") {
-        return FieldError::new(
-            "invalid_field",
-            Some(&join_path(&path, if path.is_empty() { "type" } else { "" })),
-            format!("unknown value {v:?}: {msg}"),
-        );
-    }
-    let field = if path.is_empty() || path == "." {
-        None
+// ---------------------------------------------------------------------------
+// Error helpers.
+
+fn invalid(field: &str, message: impl Into<String>) -> FieldError {
+    FieldError::invalid(field, message)
+}
+
+fn missing(field: &str) -> FieldError {
+    FieldError::new(
+        codes::MISSING_FIELD,
+        Some(field),
+        format!("`{field}` is required"),
+    )
+}
+
+fn not_allowed(field: &str, what: &str) -> FieldError {
+    FieldError::new(
+        codes::UNKNOWN_FIELD,
+        Some(field),
+        format!("`{field}` is not allowed with {what}"),
+    )
+}
+
+fn outside_roots(field: &str, path: &Path) -> FieldError {
+    FieldError::new(
+        codes::PATH_OUTSIDE_MEDIA_ROOT,
+        Some(field),
+        format!(
+            "`{field}` ({}) is not inside a configured media root",
+            path.display()
+        ),
+    )
+}
+
+fn join_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
     } else {
-        Some(path.as_str())
-    };
-    FieldError::new("invalid_field", field, msg.clone())
-}
-
-fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
-    field: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) -> Result<T, FieldError> {
-    if v < lo || v > hi {
-        return Err(FieldError::invalid(
-            field,
-            format!("{v} is outside {lo}..={hi}"),
-        ));
+        format!("{parent}.{name}")
     }
-    Ok(v)
 }
 
-fn parse_bitrate(v: &Value) -> Result<u32, FieldError> {
-    let bad = || {
-        FieldError::invalid(
-            "bitrate",
-            "bitrate is kbit/s as an integer, or a string like \"2500k\" or \"6M\"",
-        )
-    };
-    let kbps: u64 = match v {
-        Value::Number(n) => n.as_u64().ok_or_else(bad)?,
-        Value::String(s) => {
-            let s = s.trim();
-            let (num, mul) = if let Some(n) = s.strip_suffix(['k', 'K']) {
-                (n, 1)
-            } else if let Some(n) = s.strip_suffix(['m', 'M']) {
-                (n, 1000)
-            } else {
-                (s, 1)
-            };
-            let n: f64 = num.parse().map_err(|_| bad())?;
-            if !n.is_finite() || n <= 0.0 {
-                return Err(bad());
-            }
-            (n * mul as f64).round() as u64
+/// The name between the first pair of backticks of a serde message such as
+/// "unknown field `foo`, expected one of ...".
+fn backticked_name<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    let rest = message.strip_prefix(prefix)?;
+    // serde writes the name unescaped; the separators it appends are fixed.
+    ["`, expected", "`, there are no fields", "` at line", "`"]
+        .iter()
+        .find_map(|sep| rest.find(sep).map(|i| &rest[..i]))
+}
+
+fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    use serde_path_to_error::Segment;
+    let mut path = String::new();
+    for seg in err.path().iter() {
+        match seg {
+            Segment::Map { key } => path = join_path(&path, key),
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Enum { variant } => path = join_path(&path, variant),
+            Segment::Unknown => path = join_path(&path, "?"),
         }
-        _ => return Err(bad()),
-    };
-    Ok(in_range("bitrate", kbps, 1, 200_000)? as u32)
+    }
+    let inner = err.into_inner();
+    if !inner.is_data() {
+        return FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            format!("request body is not valid JSON: {inner}"),
+        );
+    }
+    let full = inner.to_string();
+    let suffix = format!(" at line {} column {}", inner.line(), inner.column());
+    let message = full.strip_suffix(&suffix).unwrap_or(&full);
+
+    if let Some(name) = backticked_name(message, "unknown field `") {
+        // The path already ends with the unknown key; the name parsed from the
+        // message is only a fallback.
+        let field = if path.is_empty() {
+            name.to_string()
+        } else {
+            path
+        };
+        return FieldError::new(
+            codes::UNKNOWN_FIELD,
+            Some(&field),
+            format!("unknown field `{field}`"),
+        );
+    }
+    if let Some(name) = backticked_name(message, "missing field `") {
+        return missing(&join_path(&path, name));
+    }
+    if let Some(name) = backticked_name(message, "duplicate field `") {
+        let field = if path.is_empty() {
+            name.to_string()
+        } else {
+            path
+        };
+        return invalid(&field, format!("duplicate field `{field}`"));
+    }
+    if path.is_empty() {
+        return FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            format!("request body must be a JSON object: {message}"),
+        );
+    }
+    invalid(&path, format!("`{path}`: {message}"))
 }
 
-fn check_limits(l: &ResourceLimits) -> Result<(), FieldError> {
-    if let Some(v) = l.max_cpu_percent {
-        in_range("resource_limits.max_cpu_percent", v, 1, 25_600)?;
-    }
-    if let Some(v) = l.max_memory_mb {
-        in_range("resource_limits.max_memory_mb", v, 16, 1_048_576)?;
-    }
-    if let Some(v) = l.timeout_s {
-        in_range("resource_limits.timeout_s", v, 1, 604_800)?;
-    }
-    if let Some(v) = l.stall_timeout_s {
-        in_range("resource_limits.stall_timeout_s", v, 1, 86_400)?;
+// ---------------------------------------------------------------------------
+// Parsing.
+
+/// Parse and validate a `POST /v1/jobs` body. Nothing is stored by this function.
+///
+/// Relative paths are resolved against the roots in order; the stored paths are
+/// canonical. Note that the file system may change between this check and the
+/// job's run (the worker runs FFmpeg on the canonical path it was given).
+pub fn parse_job_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, FieldError> {
+    check_object_shapes(body)?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw: RawRequest = serde_path_to_error::deserialize(&mut de).map_err(map_serde_error)?;
+    de.end().map_err(|e| {
+        FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    validate(raw, roots)
+}
+
+/// serde's derived structs also accept JSON arrays (fields by position); the
+/// API takes objects only. This pass also reports malformed JSON.
+fn check_object_shapes(body: &[u8]) -> Result<(), FieldError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            format!("request body is not valid JSON: {e}"),
+        )
+    })?;
+    let obj = value.as_object().ok_or_else(|| {
+        FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            "request body must be a JSON object",
+        )
+    })?;
+    for key in ["input", "output", "resource_limits"] {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
+            Some(_) => return Err(invalid(key, format!("`{key}` must be a JSON object"))),
+        }
     }
     Ok(())
 }
 
-fn check_rtmp(raw: &str) -> Result<String, FieldError> {
-    let f = "output.url";
-    if raw.len() > 2048 || raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(FieldError::invalid(
-            f,
-            "URL must be at most 2048 characters, without spaces or control characters",
-        ));
-    }
-    let u = url::Url::parse(raw).map_err(|e| FieldError::invalid(f, format!("not a URL: {e}")))?;
-    if !matches!(u.scheme(), "rtmp" | "rtmps") {
-        return Err(FieldError::invalid(
-            f,
-            "only rtmp:// and rtmps:// URLs are accepted",
-        ));
-    }
-    if u.host_str().map(str::is_empty).unwrap_or(true) {
-        return Err(FieldError::invalid(f, "URL needs a host"));
-    }
-    Ok(raw.to_string())
-}
-
-const OUTPUT_EXTENSIONS: [&str; 6] = ["mp4", "mkv", "mov", "webm", "ts", "flv"];
-
-/// Parse and validate a `POST /v1/jobs` body.
-pub fn parse_job_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, FieldError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        FieldError::new("invalid_json", None, format!("body is not valid JSON: {e}"))
-    })?;
-    if !value.is_object() {
-        return Err(FieldError::new(
-            "invalid_json",
-            None,
-            "body must be a JSON object",
-        ));
-    }
-    let raw: RawRequest = serde_path_to_error::deserialize(value).map_err(serde_error)?;
-
-    let mut encode = match raw.scenario.as_deref() {
-        Some(name) => scenario(name).ok_or_else(|| {
+fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> {
+    let base = match &raw.scenario {
+        Some(name) => Some(scenario(name).ok_or_else(|| {
             FieldError::new(
-                "unknown_scenario",
+                codes::UNKNOWN_SCENARIO,
                 Some("scenario"),
                 format!(
                     "unknown scenario {name:?}; known: {}",
                     scenario_names().join(", ")
                 ),
             )
-        })?,
-        None => {
-            let need = |v: Option<u32>, f: &str| {
-                v.ok_or_else(|| {
-                    FieldError::new(
-                        "missing_field",
-                        Some(f),
-                        format!("{f} is required without a scenario"),
-                    )
-                })
-            };
-            let width = need(raw.width, "width")?;
-            let height = need(raw.height, "height")?;
-            let fps = need(raw.fps, "fps")?;
-            let codec = raw.codec.ok_or_else(|| {
-                FieldError::new(
-                    "missing_field",
-                    Some("codec"),
-                    "codec is required without a scenario",
-                )
-            })?;
-            EncodeParams {
-                width,
-                height,
-                fps,
-                codec,
-                bitrate_kbps: 0,
-                preset: String::new(),
-            }
-        }
+        })?),
+        None => None,
     };
-    if let Some(c) = raw.codec {
-        if c != encode.codec {
-            encode.preset.clear();
-        }
-        encode.codec = c;
-    }
-    if let Some(w) = raw.width {
-        encode.width = w;
-    }
-    if let Some(h) = raw.height {
-        encode.height = h;
-    }
-    if let Some(f) = raw.fps {
-        encode.fps = f;
-    }
-    for (field, v, hi) in [
-        ("width", encode.width, 7680),
-        ("height", encode.height, 4320),
-    ] {
-        in_range(field, v, 16, hi)?;
-        if v % 2 != 0 {
-            return Err(FieldError::invalid(field, format!("{field} must be even")));
-        }
-    }
-    in_range("fps", encode.fps, 1, 240)?;
-    encode.bitrate_kbps = match &raw.bitrate {
-        Some(v) => parse_bitrate(v)?,
-        None if raw.scenario.is_some()
-            && raw.width.is_none()
-            && raw.height.is_none()
-            && raw.fps.is_none()
-            && encode.bitrate_kbps > 0 =>
-        {
-            encode.bitrate_kbps
-        }
-        None => default_bitrate(encode.width, encode.height, encode.fps, encode.codec),
+
+    let width = match raw.width {
+        Some(w) => check_dimension("width", w, WIDTH_RANGE)?,
+        None => base
+            .as_ref()
+            .map(|b| b.width)
+            .ok_or_else(|| missing("width"))?,
     };
-    match raw.preset {
-        Some(p) => {
-            if !preset_allowed(encode.codec, &p) {
-                return Err(FieldError::invalid(
-                    "preset",
-                    format!("preset {p:?} is not valid for {}", encode.codec.as_str()),
+    let height = match raw.height {
+        Some(h) => check_dimension("height", h, HEIGHT_RANGE)?,
+        None => base
+            .as_ref()
+            .map(|b| b.height)
+            .ok_or_else(|| missing("height"))?,
+    };
+    let fps = match raw.fps {
+        Some(f) => check_range("fps", f, FPS_RANGE)?,
+        None => base.as_ref().map(|b| b.fps).ok_or_else(|| missing("fps"))?,
+    };
+    let codec = match &raw.codec {
+        Some(c) => parse_codec(c)?,
+        None => base
+            .as_ref()
+            .map(|b| b.codec)
+            .ok_or_else(|| missing("codec"))?,
+    };
+    if codec == Codec::Av1 {
+        for (field, v) in [("width", width), ("height", height)] {
+            if v < AV1_MIN_DIMENSION {
+                return Err(invalid(
+                    field,
+                    format!("codec av1 (SVT-AV1) needs `{field}` >= {AV1_MIN_DIMENSION}"),
                 ));
             }
-            encode.preset = p;
         }
-        None => {
-            if !preset_allowed(encode.codec, &encode.preset) {
-                encode.preset = default_preset(encode.codec).to_string();
+    }
+    let bitrate_kbps = match &raw.bitrate {
+        Some(v) => parse_bitrate(v)?,
+        None => default_bitrate_kbps(codec, width, height, fps),
+    };
+    let preset = match &raw.preset {
+        Some(p) => {
+            if !presets(codec).contains(&p.as_str()) {
+                return Err(invalid(
+                    "preset",
+                    format!(
+                        "preset {p:?} is not valid for codec {}; allowed: {}",
+                        codec.as_str(),
+                        presets(codec).join(", ")
+                    ),
+                ));
             }
+            p.clone()
+        }
+        None => default_preset(codec).to_string(),
+    };
+    let encode = EncodeParams {
+        width,
+        height,
+        fps,
+        codec,
+        bitrate_kbps,
+        preset,
+    };
+
+    let input = parse_input(raw.input, roots)?;
+    let output = parse_output(raw.output, codec, roots)?;
+    if let (Input::File { path: i }, Output::File { path: o }) = (&input, &output) {
+        if i == o {
+            return Err(invalid(
+                "output.path",
+                "`output.path` must not be the input file",
+            ));
         }
     }
 
-    let input = match raw.input {
-        None => {
-            return Err(FieldError::new(
-                "missing_field",
-                Some("input"),
-                "input is required",
-            ))
-        }
-        Some(RawInput::Testsrc { duration_s }) => {
-            if !duration_s.is_finite() || duration_s <= 0.0 || duration_s > 86_400.0 {
-                return Err(FieldError::invalid(
-                    "input.duration_s",
-                    "duration_s must be in (0, 86400]",
-                ));
-            }
-            Input::Testsrc { duration_s }
-        }
-        Some(RawInput::File { path }) => Input::File {
-            path: roots.resolve_input("input.path", &path)?,
-        },
+    let priority = match &raw.priority {
+        Some(p) => Priority::ALL
+            .into_iter()
+            .find(|x| x.as_str() == p)
+            .ok_or_else(|| {
+                invalid(
+                    "priority",
+                    format!("priority {p:?} is not one of live, high, medium, low, batch"),
+                )
+            })?,
+        None => Priority::default(),
     };
-    let output = match raw.output {
-        None => {
-            return Err(FieldError::new(
-                "missing_field",
-                Some("output"),
-                "output is required",
-            ))
-        }
-        Some(RawOutput::Null) => Output::Null,
-        Some(RawOutput::Rtmp { url }) => Output::Rtmp {
-            url: check_rtmp(&url)?,
+
+    let resource_limits = match raw.resource_limits {
+        Some(l) => ResourceLimits {
+            max_cpu_percent: l
+                .max_cpu_percent
+                .map(|v| check_range("resource_limits.max_cpu_percent", v, (1, 25_600)))
+                .transpose()?,
+            max_memory_mb: l
+                .max_memory_mb
+                .map(|v| check_range_u64("resource_limits.max_memory_mb", v, (16, 1_048_576)))
+                .transpose()?,
+            timeout_s: l
+                .timeout_s
+                .map(|v| check_range_u64("resource_limits.timeout_s", v, (1, 604_800)))
+                .transpose()?,
+            stall_timeout_s: l
+                .stall_timeout_s
+                .map(|v| check_range_u64("resource_limits.stall_timeout_s", v, (1, 86_400)))
+                .transpose()?,
         },
-        Some(RawOutput::File { path }) => {
-            let full = roots.resolve_output("output.path", &path)?;
-            let ext = full
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase)
-                .unwrap_or_default();
-            if !OUTPUT_EXTENSIONS.contains(&ext.as_str()) {
-                return Err(FieldError::invalid(
-                    "output.path",
-                    format!("extension must be one of {}", OUTPUT_EXTENSIONS.join(", ")),
-                ));
-            }
-            if ext == "webm" && !matches!(encode.codec, Codec::Vp9 | Codec::Av1) {
-                return Err(FieldError::invalid(
-                    "output.path",
-                    "webm holds only vp9 or av1",
-                ));
-            }
-            if let Input::File { path: inp } = &input {
-                if *inp == full {
-                    return Err(FieldError::invalid(
-                        "output.path",
-                        "output must differ from the input",
-                    ));
-                }
-            }
-            Output::File { path: full }
-        }
+        None => ResourceLimits::default(),
     };
-    let resource_limits = raw.resource_limits.unwrap_or_default();
-    check_limits(&resource_limits)?;
-    let max_retries = in_range("max_retries", raw.max_retries.unwrap_or(3), 0, 10)?;
+
+    let max_retries = match raw.max_retries {
+        Some(r) => check_range("max_retries", r, (0, MAX_RETRIES))?,
+        None => DEFAULT_MAX_RETRIES,
+    };
+
     Ok(JobSpec {
         scenario: raw.scenario,
         encode,
         input,
         output,
-        priority: raw.priority.unwrap_or_default(),
+        priority,
         resource_limits,
         max_retries,
     })
+}
+
+fn check_range(field: &str, v: u64, (lo, hi): (u32, u32)) -> Result<u32, FieldError> {
+    match u32::try_from(v) {
+        Ok(x) if (lo..=hi).contains(&x) => Ok(x),
+        _ => Err(invalid(
+            field,
+            format!("`{field}` must be between {lo} and {hi}, got {v}"),
+        )),
+    }
+}
+
+fn check_range_u64(field: &str, v: u64, (lo, hi): (u64, u64)) -> Result<u64, FieldError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(invalid(
+            field,
+            format!("`{field}` must be between {lo} and {hi}, got {v}"),
+        ))
+    }
+}
+
+fn check_dimension(field: &str, v: u64, range: (u32, u32)) -> Result<u32, FieldError> {
+    let x = check_range(field, v, range)?;
+    if x % 2 != 0 {
+        return Err(invalid(field, format!("`{field}` must be even, got {x}")));
+    }
+    Ok(x)
+}
+
+fn parse_codec(s: &str) -> Result<Codec, FieldError> {
+    Codec::ALL
+        .into_iter()
+        .find(|c| c.as_str() == s)
+        .ok_or_else(|| {
+            invalid(
+                "codec",
+                format!("codec {s:?} is not one of h264, h265, vp9, av1"),
+            )
+        })
+}
+
+fn parse_bitrate(v: &serde_json::Value) -> Result<u32, FieldError> {
+    let (lo, hi) = BITRATE_KBPS_RANGE;
+    let bad = || {
+        invalid(
+            "bitrate",
+            format!(
+                "`bitrate` must be a whole number of kbit/s between {lo} and {hi}, \
+                 as an integer (3000) or a string like \"2500k\" or \"6M\""
+            ),
+        )
+    };
+    let kbps = match v {
+        serde_json::Value::Number(n) => n.as_u64().ok_or_else(bad)?,
+        serde_json::Value::String(s) => parse_bitrate_str(s).ok_or_else(bad)?,
+        _ => return Err(bad()),
+    };
+    u32::try_from(kbps)
+        .ok()
+        .filter(|k| (lo..=hi).contains(k))
+        .ok_or_else(bad)
+}
+
+/// `"2500k"` → 2500, `"6M"` → 6000, `"2.5M"` → 2500; only whole kbit/s.
+fn parse_bitrate_str(s: &str) -> Option<u64> {
+    let (num, mult_digits) = if let Some(n) = s.strip_suffix(['k', 'K']) {
+        (n, 0usize)
+    } else if let Some(n) = s.strip_suffix(['m', 'M']) {
+        (n, 3usize)
+    } else {
+        return None;
+    };
+    let (int, frac) = match num.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (num, ""),
+    };
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if int.is_empty() || int.len() > 9 || frac.len() > 9 || !digits(int) || !digits(frac) {
+        return None;
+    }
+    // Fraction digits beyond the multiplier's precision must be zero.
+    let (kept, dropped) = frac.split_at(frac.len().min(mult_digits));
+    if dropped.bytes().any(|b| b != b'0') {
+        return None;
+    }
+    let int: u64 = int.parse().ok()?;
+    let mut kbps = int.checked_mul(10u64.pow(mult_digits as u32))?;
+    if !kept.is_empty() {
+        let kept_val: u64 = kept.parse().ok()?;
+        kbps = kbps.checked_add(kept_val * 10u64.pow((mult_digits - kept.len()) as u32))?;
+    }
+    Some(kbps)
+}
+
+fn parse_input(raw: Option<RawInput>, roots: &MediaRoots) -> Result<Input, FieldError> {
+    let raw = raw.ok_or_else(|| missing("input"))?;
+    let kind = raw.kind.ok_or_else(|| missing("input.type"))?;
+    match kind.as_str() {
+        "testsrc" => {
+            if raw.path.is_some() {
+                return Err(not_allowed("input.path", "input type testsrc"));
+            }
+            let d = raw.duration_s.ok_or_else(|| missing("input.duration_s"))?;
+            if !(d.is_finite() && d > 0.0 && d <= MAX_TESTSRC_DURATION_S) {
+                return Err(invalid(
+                    "input.duration_s",
+                    format!(
+                        "`input.duration_s` must be > 0 and <= {MAX_TESTSRC_DURATION_S}, got {d}"
+                    ),
+                ));
+            }
+            Ok(Input::Testsrc { duration_s: d })
+        }
+        "file" => {
+            if raw.duration_s.is_some() {
+                return Err(not_allowed("input.duration_s", "input type file"));
+            }
+            let path = raw.path.ok_or_else(|| missing("input.path"))?;
+            Ok(Input::File {
+                path: resolve_input_path(&path, roots)?,
+            })
+        }
+        other => Err(invalid(
+            "input.type",
+            format!("input type {other:?} is not one of testsrc, file"),
+        )),
+    }
+}
+
+/// File extension → (FFmpeg muxer, codecs FFmpeg 5.1 can put in it).
+pub fn container_for_extension(ext: &str) -> Option<(&'static str, &'static [Codec])> {
+    use Codec::*;
+    Some(match ext.to_ascii_lowercase().as_str() {
+        "mp4" => ("mp4", &[H264, H265, Vp9, Av1]),
+        "mkv" => ("matroska", &[H264, H265, Vp9, Av1]),
+        "mov" => ("mov", &[H264, H265]),
+        "webm" => ("webm", &[Vp9, Av1]),
+        "ts" => ("mpegts", &[H264, H265]),
+        "flv" => ("flv", &[H264]),
+        _ => return None,
+    })
+}
+
+fn parse_output(
+    raw: Option<RawOutput>,
+    codec: Codec,
+    roots: &MediaRoots,
+) -> Result<Output, FieldError> {
+    let raw = raw.ok_or_else(|| missing("output"))?;
+    let kind = raw.kind.ok_or_else(|| missing("output.type"))?;
+    match kind.as_str() {
+        "null" => {
+            if raw.path.is_some() {
+                return Err(not_allowed("output.path", "output type null"));
+            }
+            if raw.url.is_some() {
+                return Err(not_allowed("output.url", "output type null"));
+            }
+            Ok(Output::Null)
+        }
+        "file" => {
+            if raw.url.is_some() {
+                return Err(not_allowed("output.url", "output type file"));
+            }
+            let path = raw.path.ok_or_else(|| missing("output.path"))?;
+            Ok(Output::File {
+                path: resolve_output_path(&path, codec, roots)?,
+            })
+        }
+        "rtmp" => {
+            if raw.path.is_some() {
+                return Err(not_allowed("output.path", "output type rtmp"));
+            }
+            let url = raw.url.ok_or_else(|| missing("output.url"))?;
+            let url = check_rtmp_url(&url)?;
+            if codec != Codec::H264 {
+                return Err(invalid(
+                    "output.url",
+                    format!(
+                        "rtmp output is FLV, which FFmpeg 5.1 supports only with codec h264 (got {})",
+                        codec.as_str()
+                    ),
+                ));
+            }
+            Ok(Output::Rtmp { url })
+        }
+        other => Err(invalid(
+            "output.type",
+            format!("output type {other:?} is not one of null, file, rtmp"),
+        )),
+    }
+}
+
+fn check_rtmp_url(s: &str) -> Result<String, FieldError> {
+    const F: &str = "output.url";
+    if s.len() > MAX_URL_LEN {
+        return Err(invalid(
+            F,
+            format!("`{F}` is longer than {MAX_URL_LEN} bytes"),
+        ));
+    }
+    // Checked on the raw string: the URL parser silently strips some of these.
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(
+            F,
+            format!("`{F}` must not contain whitespace or control characters"),
+        ));
+    }
+    let url = url::Url::parse(s).map_err(|e| invalid(F, format!("`{F}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "rtmp" | "rtmps") {
+        return Err(invalid(
+            F,
+            format!(
+                "`{F}` must use rtmp:// or rtmps://, got {}://",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(F, format!("`{F}` must name a host")));
+    }
+    Ok(s.to_string())
+}
+
+/// Syntax checks shared by input and output paths.
+fn check_path_syntax<'a>(field: &str, s: &'a str) -> Result<&'a Path, FieldError> {
+    if s.is_empty() {
+        return Err(invalid(field, format!("`{field}` must not be empty")));
+    }
+    if s.len() > MAX_PATH_LEN {
+        return Err(invalid(
+            field,
+            format!("`{field}` is longer than {MAX_PATH_LEN} bytes"),
+        ));
+    }
+    if s.contains('\0') {
+        return Err(invalid(field, format!("`{field}` must not contain NUL")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(
+            field,
+            format!("`{field}` must not contain control characters"),
+        ));
+    }
+    let p = Path::new(s);
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(
+            field,
+            format!("`{field}` must not contain a `..` component"),
+        ));
+    }
+    Ok(p)
+}
+
+/// Where a user path may live: itself if absolute (and lexically inside a
+/// root), else joined to each root in order.
+fn candidates(field: &str, p: &Path, roots: &MediaRoots) -> Result<Vec<PathBuf>, FieldError> {
+    if roots.roots().is_empty() {
+        return Err(FieldError::new(
+            codes::PATH_OUTSIDE_MEDIA_ROOT,
+            Some(field),
+            "no media roots are configured: file paths are not accepted",
+        ));
+    }
+    if p.is_absolute() {
+        if !roots.contains(p) {
+            return Err(outside_roots(field, p));
+        }
+        Ok(vec![p.to_path_buf()])
+    } else {
+        Ok(roots.roots().iter().map(|r| r.join(p)).collect())
+    }
+}
+
+fn resolve_input_path(s: &str, roots: &MediaRoots) -> Result<PathBuf, FieldError> {
+    const F: &str = "input.path";
+    let p = check_path_syntax(F, s)?;
+    let not_found = || {
+        FieldError::new(
+            codes::FILE_NOT_FOUND,
+            Some(F),
+            format!("input file {s:?} does not exist in any media root"),
+        )
+    };
+    let found = candidates(F, p, roots)?
+        .into_iter()
+        .find(|c| std::fs::metadata(c).is_ok())
+        .ok_or_else(not_found)?;
+    let canon = std::fs::canonicalize(&found).map_err(|_| not_found())?;
+    if !roots.contains(&canon) {
+        return Err(outside_roots(F, &canon));
+    }
+    let meta = std::fs::metadata(&canon).map_err(|_| not_found())?;
+    if !meta.is_file() {
+        return Err(invalid(F, format!("input {s:?} is not a regular file")));
+    }
+    Ok(canon)
+}
+
+fn resolve_output_path(s: &str, codec: Codec, roots: &MediaRoots) -> Result<PathBuf, FieldError> {
+    const F: &str = "output.path";
+    let p = check_path_syntax(F, s)?;
+    let name = p
+        .file_name()
+        .ok_or_else(|| invalid(F, format!("`{F}` must name a file")))?;
+    let ext = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("");
+    let (_, allowed) = container_for_extension(ext).ok_or_else(|| {
+        invalid(
+            F,
+            format!("`{F}` must end in .mp4, .mkv, .mov, .webm, .ts or .flv"),
+        )
+    })?;
+    if !allowed.contains(&codec) {
+        return Err(invalid(
+            F,
+            format!(
+                "a .{ext} file cannot hold codec {} (allowed: {})",
+                codec.as_str(),
+                allowed
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let parent = p.parent().unwrap_or_else(|| Path::new(""));
+    let not_found = || {
+        FieldError::new(
+            codes::FILE_NOT_FOUND,
+            Some(F),
+            format!("the directory of output {s:?} does not exist in any media root"),
+        )
+    };
+    let dir = candidates(F, parent, roots)?
+        .into_iter()
+        .find(|c| std::fs::metadata(c).is_ok_and(|m| m.is_dir()))
+        .ok_or_else(not_found)?;
+    let canon_dir = std::fs::canonicalize(&dir).map_err(|_| not_found())?;
+    if !roots.contains(&canon_dir) {
+        return Err(outside_roots(F, &canon_dir));
+    }
+    let target = canon_dir.join(name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            Err(invalid(F, format!("output {s:?} exists and is a symlink")))
+        }
+        Ok(m) if !m.is_file() => Err(invalid(
+            F,
+            format!("output {s:?} exists and is not a regular file"),
+        )),
+        Ok(_) => Ok(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
+        Err(e) => Err(invalid(F, format!("output {s:?} cannot be checked: {e}"))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
-    fn roots() -> (tempfile::TempDir, MediaRoots) {
-        let d = tempfile::tempdir().expect("tempdir");
-        let r = MediaRoots::new(&[d.path().to_path_buf()]).expect("roots");
-        (d, r)
+    fn no_roots() -> MediaRoots {
+        MediaRoots::new(&[]).expect("empty roots")
     }
 
-    fn parse(v: Value, r: &MediaRoots) -> Result<JobSpec, FieldError> {
-        parse_job_request(v.to_string().as_bytes(), r)
+    fn parse(v: &Value) -> Result<JobSpec, FieldError> {
+        parse_job_request(v.to_string().as_bytes(), &no_roots())
+    }
+
+    fn parse_in(v: &Value, roots: &MediaRoots) -> Result<JobSpec, FieldError> {
+        parse_job_request(v.to_string().as_bytes(), roots)
     }
 
     fn base() -> Value {
-        json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":10},"output":{"type":"null"}})
+        json!({
+            "scenario": "720p30-h264",
+            "input": {"type": "testsrc", "duration_s": 10},
+            "output": {"type": "null"}
+        })
     }
 
-    fn rejects(v: Value, r: &MediaRoots, code: &str, field: &str) {
-        let e = parse(v.clone(), r).expect_err(&format!("{v} should be rejected"));
-        assert_eq!(
-            (e.code.as_str(), e.field.as_deref()),
-            (code, Some(field)),
-            "{v}: {e:?}"
-        );
+    fn with(mut v: Value, key: &str, val: Value) -> Value {
+        v[key] = val;
+        v
+    }
+
+    #[track_caller]
+    fn assert_err(r: Result<JobSpec, FieldError>, code: &str, field: Option<&str>) -> FieldError {
+        match r {
+            Ok(spec) => panic!("expected {code} on {field:?}, got Ok({spec:?})"),
+            Err(e) => {
+                assert_eq!(e.code, code, "code of {e:?}");
+                assert_eq!(e.field.as_deref(), field, "field of {e:?}");
+                assert!(!e.message.is_empty());
+                e
+            }
+        }
+    }
+
+    // --- scenarios -------------------------------------------------------
+
+    #[test]
+    fn every_scenario_name_resolves() {
+        let names = scenario_names();
+        assert_eq!(names.len(), 20);
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 20);
+        for name in &names {
+            let p = scenario(name).unwrap_or_else(|| panic!("{name} does not resolve"));
+            assert!(name.ends_with(p.codec.as_str()), "{name}: {p:?}");
+            assert!(presets(p.codec).contains(&p.preset.as_str()));
+            assert!(p.width % 2 == 0 && p.height % 2 == 0);
+            assert!(p.bitrate_kbps >= 500 && p.bitrate_kbps <= 20_000, "{name}");
+            // And a request naming only the scenario gets exactly these params.
+            let spec = parse(&with(base(), "scenario", json!(name))).expect("valid");
+            assert_eq!(spec.encode, p);
+            assert_eq!(spec.scenario.as_deref(), Some(name.as_str()));
+        }
+        assert!(names.contains(&"1080p60-h265".to_string()));
     }
 
     #[test]
-    fn every_scenario_resolves_to_real_parameters() {
-        let names = scenario_names();
-        assert_eq!(names.len(), 20);
-        for n in &names {
-            let p = scenario(n).expect(n);
-            assert!(
-                p.width >= 854 && p.height >= 480 && p.bitrate_kbps > 0,
-                "{n}"
-            );
-        }
-        let p = scenario("1080p60-h265").expect("preset");
+    fn scenario_shapes_and_bitrates_are_sensible() {
+        let p = scenario("1080p60-h265").expect("exists");
         assert_eq!(
             (p.width, p.height, p.fps, p.codec),
             (1920, 1080, 60, Codec::H265)
         );
-        assert!(scenario("1080p60-h266").is_none());
-        assert!(scenario("999p30-h264").is_none());
-    }
-
-    #[test]
-    fn the_issue_example_parses_with_defaults() {
-        let (_d, r) = roots();
-        let mut v = base();
-        v["priority"] = json!("high");
-        let s = parse(v, &r).expect("valid");
-        assert_eq!(s.priority, Priority::High);
-        assert_eq!(s.max_retries, 3);
-        assert_eq!(s.encode.codec.encoder(), "libx264");
         assert_eq!(
-            (s.encode.width, s.encode.height, s.encode.fps),
-            (1280, 720, 30)
+            scenario("480p30-vp9").map(|p| (p.width, p.height)),
+            Some((854, 480))
         );
-        assert_eq!(s.input, Input::Testsrc { duration_s: 10.0 });
+        assert_eq!(
+            scenario("2160p30-av1").map(|p| (p.width, p.height)),
+            Some((3840, 2160))
+        );
+        assert_eq!(scenario("1080p30-h264").map(|p| p.bitrate_kbps), Some(5000));
+        let kbps = |n: &str| scenario(n).map(|p| p.bitrate_kbps).unwrap_or(0);
+        for res in ["480p30", "720p30", "1080p30", "1080p60", "2160p30"] {
+            let [h264, h265, vp9, av1] =
+                ["h264", "h265", "vp9", "av1"].map(|c| kbps(&format!("{res}-{c}")));
+            assert!(av1 < h265 && h265 < vp9 && vp9 < h264, "{res}");
+        }
+        for c in ["h264", "h265", "vp9", "av1"] {
+            let seq = ["480p30", "720p30", "1080p30", "1080p60", "2160p30"]
+                .map(|r| kbps(&format!("{r}-{c}")));
+            assert!(seq.windows(2).all(|w| w[0] < w[1]), "{c}: {seq:?}");
+        }
+        assert_eq!(
+            scenario("1080p60-vp9").map(|p| p.preset),
+            Some("realtime".into())
+        );
+        assert_eq!(scenario("1080p60-av1").map(|p| p.preset), Some("10".into()));
+        assert_eq!(
+            scenario("1080p60-h264").map(|p| p.preset),
+            Some("veryfast".into())
+        );
     }
 
     #[test]
-    fn explicit_fields_override_the_preset() {
-        let (_d, r) = roots();
-        let mut v = base();
-        v["width"] = json!(640);
-        v["height"] = json!(360);
-        v["fps"] = json!(25);
-        v["codec"] = json!("vp9");
-        v["bitrate"] = json!("2.5M");
-        v["preset"] = json!("good");
-        let s = parse(v, &r).expect("valid");
+    fn unknown_scenarios() {
+        for n in [
+            "",
+            "1080p60",
+            "1080p60-h266",
+            "1080p61-h264",
+            "-h264",
+            "1080p60-h264-x",
+        ] {
+            assert_eq!(scenario(n), None, "{n}");
+        }
+        assert_err(
+            parse(&with(base(), "scenario", json!("4320p30-h264"))),
+            codes::UNKNOWN_SCENARIO,
+            Some("scenario"),
+        );
+        assert_err(
+            parse(&with(base(), "scenario", json!(7))),
+            codes::INVALID_FIELD,
+            Some("scenario"),
+        );
+    }
+
+    #[test]
+    fn default_bitrate_outside_scenarios_scales() {
+        let b = |c, w, h, f| default_bitrate_kbps(c, w, h, f);
+        assert!(b(Codec::H264, 640, 360, 30) < b(Codec::H264, 1280, 720, 30));
+        assert!(b(Codec::H264, 1920, 1080, 120) > b(Codec::H264, 1920, 1080, 60));
+        assert!(b(Codec::Av1, 1000, 1000, 25) < b(Codec::H264, 1000, 1000, 25));
+        for c in Codec::ALL {
+            for (w, h, f) in [(16, 16, 1), (7680, 4320, 240), (160, 90, 10)] {
+                let k = b(c, w, h, f);
+                assert!(
+                    (100..=BITRATE_KBPS_RANGE.1).contains(&k),
+                    "{c:?} {w}x{h}@{f}: {k}"
+                );
+            }
+        }
+    }
+
+    // --- the documented example and overrides -----------------------------
+
+    #[test]
+    fn full_example_parses() {
+        let body = br#"{"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":10},"output":{"type":"null"},"priority":"high",
+ "width":1280,"height":720,"fps":30,"codec":"h264","bitrate":"3000k","preset":"veryfast",
+ "resource_limits":{"max_cpu_percent":50,"max_memory_mb":512,"timeout_s":60,"stall_timeout_s":30},
+ "max_retries":3}"#;
+        let spec = parse_job_request(body, &no_roots()).expect("valid");
         assert_eq!(
-            s.encode,
-            EncodeParams {
-                width: 640,
-                height: 360,
-                fps: 25,
-                codec: Codec::Vp9,
-                bitrate_kbps: 2500,
-                preset: "good".into()
+            spec,
+            JobSpec {
+                scenario: Some("720p30-h264".into()),
+                encode: EncodeParams {
+                    width: 1280,
+                    height: 720,
+                    fps: 30,
+                    codec: Codec::H264,
+                    bitrate_kbps: 3000,
+                    preset: "veryfast".into(),
+                },
+                input: Input::Testsrc { duration_s: 10.0 },
+                output: Output::Null,
+                priority: Priority::High,
+                resource_limits: ResourceLimits {
+                    max_cpu_percent: Some(50),
+                    max_memory_mb: Some(512),
+                    timeout_s: Some(60),
+                    stall_timeout_s: Some(30),
+                },
+                max_retries: 3,
             }
         );
-        let mut v = base();
-        v["bitrate"] = json!(1200);
-        assert_eq!(parse(v, &r).expect("valid").encode.bitrate_kbps, 1200);
     }
 
     #[test]
-    fn without_a_scenario_the_geometry_is_required() {
-        let (_d, r) = roots();
-        let v = json!({"input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"width":320,"height":240,"fps":30});
-        rejects(v, &r, "missing_field", "codec");
-        let v = json!({"input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"width":320,"height":240,"codec":"av1"});
-        rejects(v, &r, "missing_field", "fps");
-        let v = json!({"input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"width":320,"height":240,"fps":30,"codec":"av1"});
-        let s = parse(v, &r).expect("valid");
-        assert_eq!(s.encode.preset, "10");
+    fn defaults_apply() {
+        let spec = parse(&base()).expect("valid");
+        assert_eq!(spec.priority, Priority::Medium);
+        assert_eq!(spec.max_retries, DEFAULT_MAX_RETRIES);
+        assert_eq!(spec.resource_limits, ResourceLimits::default());
+        // Explicit nulls mean "absent".
+        let spec2 = parse(&with(
+            with(base(), "priority", Value::Null),
+            "width",
+            Value::Null,
+        ))
+        .expect("valid");
+        assert_eq!(spec2, spec);
     }
 
     #[test]
-    fn unknown_fields_are_named_at_any_depth() {
-        let (_d, r) = roots();
-        let mut v = base();
-        v["bogus"] = json!(1);
-        rejects(v, &r, "unknown_field", "bogus");
-        let mut v = base();
-        v["resource_limits"] = json!({"foo": 1});
-        rejects(v, &r, "unknown_field", "resource_limits.foo");
-        let mut v = base();
-        v["input"]["extra"] = json!(true);
-        rejects(v, &r, "unknown_field", "input.extra");
-    }
-
-    #[test]
-    fn out_of_range_and_wrong_types_name_their_field() {
-        let (_d, r) = roots();
-        for (k, val, field) in [
-            ("width", json!(15), "width"),
-            ("width", json!(641), "width"),
-            ("height", json!(5000), "height"),
-            ("fps", json!(0), "fps"),
-            ("fps", json!("thirty"), "fps"),
-            ("bitrate", json!("fast"), "bitrate"),
-            ("bitrate", json!(0), "bitrate"),
-            ("preset", json!("ludicrous"), "preset"),
-            ("max_retries", json!(11), "max_retries"),
-            ("priority", json!("urgent"), "priority"),
-            ("scenario", json!(7), "scenario"),
-        ] {
-            let mut v = base();
-            v[k] = val;
-            let e = parse(v.clone(), &r).expect_err(&v.to_string());
-            assert_eq!(e.field.as_deref(), Some(field), "{v}: {e:?}");
-        }
+    fn explicit_fields_override_the_scenario() {
+        let mut v = with(base(), "scenario", json!("1080p60-h265"));
         for (k, val) in [
-            ("max_cpu_percent", 0),
-            ("max_memory_mb", 1),
-            ("timeout_s", 0),
-            ("stall_timeout_s", 100_000),
+            ("width", json!(1280)),
+            ("height", json!(720)),
+            ("fps", json!(25)),
+            ("codec", json!("h264")),
+            ("bitrate", json!("2500k")),
+            ("preset", json!("fast")),
         ] {
-            let mut v = base();
-            v["resource_limits"] = json!({k: val});
-            rejects(v, &r, "invalid_field", &format!("resource_limits.{k}"));
+            v[k] = val;
         }
-        let mut v = base();
-        v["input"]["duration_s"] = json!(-1);
-        rejects(v, &r, "invalid_field", "input.duration_s");
-        let mut v = base();
-        v["input"] = json!({"type":"webcam"});
-        let e = parse(v, &r).expect_err("unknown input type");
-        assert_eq!(e.field.as_deref(), Some("input.type"));
-        rejects(
-            json!({"scenario":"nope","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"}}),
-            &r,
-            "unknown_scenario",
-            "scenario",
-        );
+        let e = parse(&v).expect("valid").encode;
         assert_eq!(
-            parse_job_request(b"{not json", &r)
-                .expect_err("bad json")
-                .code,
-            "invalid_json"
-        );
-        assert_eq!(
-            parse_job_request(b"[1,2]", &r).expect_err("array").code,
-            "invalid_json"
+            e,
+            EncodeParams {
+                width: 1280,
+                height: 720,
+                fps: 25,
+                codec: Codec::H264,
+                bitrate_kbps: 2500,
+                preset: "fast".into()
+            }
         );
     }
 
     #[test]
-    fn rtmp_urls_are_checked() {
-        let (_d, r) = roots();
-        for ok in [
-            "rtmp://127.0.0.1/live/key",
-            "rtmps://example.com:443/app/stream",
+    fn a_codec_override_takes_that_codecs_defaults() {
+        let v = with(
+            with(base(), "scenario", json!("1080p30-h264")),
+            "codec",
+            json!("vp9"),
+        );
+        let e = parse(&v).expect("valid").encode;
+        assert_eq!(e.codec, Codec::Vp9);
+        assert_eq!(e.preset, "realtime");
+        assert_eq!(
+            Some(e.bitrate_kbps),
+            scenario("1080p30-vp9").map(|p| p.bitrate_kbps)
+        );
+        // A resolution override re-derives the default bitrate too.
+        let v = with(
+            with(base(), "scenario", json!("1080p30-h264")),
+            "fps",
+            json!(60),
+        );
+        let e = parse(&v).expect("valid").encode;
+        assert_eq!(
+            Some(e.bitrate_kbps),
+            scenario("1080p60-h264").map(|p| p.bitrate_kbps)
+        );
+    }
+
+    #[test]
+    fn without_scenario_the_shape_is_required() {
+        let full = json!({
+            "input": {"type": "testsrc", "duration_s": 1},
+            "output": {"type": "null"},
+            "width": 640, "height": 360, "fps": 24, "codec": "av1"
+        });
+        let e = parse(&full).expect("valid").encode;
+        assert_eq!(e.preset, "10");
+        assert_eq!(
+            e.bitrate_kbps,
+            default_bitrate_kbps(Codec::Av1, 640, 360, 24)
+        );
+        for field in ["width", "height", "fps", "codec"] {
+            let mut v = full.clone();
+            v.as_object_mut().map(|o| o.remove(field));
+            assert_err(parse(&v), codes::MISSING_FIELD, Some(field));
+        }
+    }
+
+    // --- encode ranges ----------------------------------------------------
+
+    #[test]
+    fn dimension_rules() {
+        for (field, ok, bad) in [
+            (
+                "width",
+                vec![16, 854, 7680],
+                vec![json!(14), json!(7682), json!(855), json!(0)],
+            ),
+            (
+                "height",
+                vec![16, 480, 4320],
+                vec![json!(14), json!(4322), json!(481)],
+            ),
         ] {
-            let mut v = base();
-            v["output"] = json!({"type":"rtmp","url": ok});
-            assert!(parse(v, &r).is_ok(), "{ok}");
+            for v in ok {
+                let spec = parse(&with(base(), field, json!(v))).expect("valid");
+                let got = if field == "width" {
+                    spec.encode.width
+                } else {
+                    spec.encode.height
+                };
+                assert_eq!(got, v);
+            }
+            for v in bad.into_iter().chain([
+                json!(-2),
+                json!(640.0),
+                json!("640"),
+                json!(true),
+                json!(1u64 << 40),
+                json!([640]),
+            ]) {
+                assert_err(
+                    parse(&with(base(), field, v)),
+                    codes::INVALID_FIELD,
+                    Some(field),
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fps_rules() {
+        for ok in [1, 30, 240] {
+            assert_eq!(
+                parse(&with(base(), "fps", json!(ok))).map(|s| s.encode.fps),
+                Ok(ok)
+            );
+        }
+        for bad in [json!(0), json!(241), json!(29.97), json!(-30)] {
+            assert_err(
+                parse(&with(base(), "fps", bad)),
+                codes::INVALID_FIELD,
+                Some("fps"),
+            );
+        }
+    }
+
+    #[test]
+    fn codec_rules() {
+        for c in Codec::ALL {
+            let v = with(base(), "codec", json!(c.as_str()));
+            assert_eq!(parse(&v).map(|s| s.encode.codec), Ok(c));
+        }
+        for bad in [json!("H264"), json!("mpeg2"), json!(""), json!(264)] {
+            assert_err(
+                parse(&with(base(), "codec", bad)),
+                codes::INVALID_FIELD,
+                Some("codec"),
+            );
+        }
+    }
+
+    #[test]
+    fn av1_needs_64_pixels() {
+        let v = with(with(base(), "codec", json!("av1")), "width", json!(62));
+        assert_err(parse(&v), codes::INVALID_FIELD, Some("width"));
+        let v = with(with(base(), "codec", json!("av1")), "height", json!(32));
+        assert_err(parse(&v), codes::INVALID_FIELD, Some("height"));
+        let v = with(
+            with(with(base(), "codec", json!("av1")), "height", json!(64)),
+            "width",
+            json!(64),
+        );
+        assert!(parse(&v).is_ok());
+        // Other codecs go down to 16.
+        let v = with(with(base(), "width", json!(16)), "height", json!(16));
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn bitrate_rules() {
+        for (val, kbps) in [
+            (json!(3000), 3000),
+            (json!(1), 1),
+            (json!(200_000), 200_000),
+            (json!("2500k"), 2500),
+            (json!("2500K"), 2500),
+            (json!("6M"), 6000),
+            (json!("2.5M"), 2500),
+            (json!("0.001M"), 1),
+            (json!("200M"), 200_000),
+            (json!("1500.000k"), 1500),
+        ] {
+            let got = parse(&with(base(), "bitrate", val.clone())).map(|s| s.encode.bitrate_kbps);
+            assert_eq!(got, Ok(kbps), "{val}");
         }
         for bad in [
-            "http://x/y",
-            "rtmp:///nohost",
-            "rtmp://h/a b",
-            "file:///etc/passwd",
-            "rtmp://h/\u{1}",
+            json!(0),
+            json!(200_001),
+            json!(-5),
+            json!(2500.5),
+            json!(true),
+            json!("2500"),
+            json!("0k"),
+            json!("1.5k"),
+            json!("0.0015M"),
+            json!("201M"),
+            json!("k"),
+            json!(".5M"),
+            json!("-5k"),
+            json!("+5k"),
+            json!("5 k"),
+            json!("1e3k"),
+            json!("2500kb"),
+            json!("99999999999999999999k"),
+            json!(""),
+            json!({"kbps": 5}),
         ] {
-            let mut v = base();
-            v["output"] = json!({"type":"rtmp","url": bad});
-            rejects(v, &r, "invalid_field", "output.url");
+            assert_err(
+                parse(&with(base(), "bitrate", bad)),
+                codes::INVALID_FIELD,
+                Some("bitrate"),
+            );
         }
     }
 
     #[test]
-    fn paths_stay_inside_the_media_roots() {
-        let (d, r) = roots();
-        std::fs::write(d.path().join("in.mp4"), b"x").expect("write");
-        std::fs::create_dir(d.path().join("sub")).expect("mkdir");
-        let outside = tempfile::NamedTempFile::new().expect("tmp");
-        std::os::unix::fs::symlink(outside.path(), d.path().join("link.mp4")).expect("symlink");
-        std::os::unix::fs::symlink(outside.path(), d.path().join("outlink.mp4")).expect("symlink");
+    fn preset_rules() {
+        let ok = [
+            ("h264", "ultrafast"),
+            ("h264", "veryslow"),
+            ("h265", "medium"),
+            ("vp9", "good"),
+            ("vp9", "best"),
+            ("av1", "0"),
+            ("av1", "13"),
+        ];
+        for (codec, preset) in ok {
+            let v = with(with(base(), "codec", json!(codec)), "preset", json!(preset));
+            assert_eq!(parse(&v).map(|s| s.encode.preset), Ok(preset.to_string()));
+        }
+        let bad = [
+            ("h264", json!("placebo")),
+            ("h265", json!("realtime")),
+            ("vp9", json!("veryfast")),
+            ("av1", json!("14")),
+            ("av1", json!("07")),
+            ("av1", json!("-1")),
+            ("av1", json!(10)),
+            ("h264", json!("veryfast; rm -rf /")),
+        ];
+        for (codec, preset) in bad {
+            let v = with(with(base(), "codec", json!(codec)), "preset", preset);
+            assert_err(parse(&v), codes::INVALID_FIELD, Some("preset"));
+        }
+        // A scenario's preset is replaced when the codec changes and no preset is given.
+        let v = with(
+            with(base(), "codec", json!("av1")),
+            "preset",
+            json!("veryfast"),
+        );
+        assert_err(parse(&v), codes::INVALID_FIELD, Some("preset"));
+    }
 
-        let mut v = base();
-        v["input"] = json!({"type":"file","path":"in.mp4"});
-        v["output"] = json!({"type":"file","path":"sub/out.mkv"});
-        let s = parse(v, &r).expect("valid");
-        let root = d.path().canonicalize().expect("canon");
-        assert_eq!(
-            s.input,
-            Input::File {
-                path: root.join("in.mp4")
+    // --- input / output shapes ------------------------------------------
+
+    #[test]
+    fn testsrc_duration_rules() {
+        let inp = |d: Value| with(base(), "input", json!({"type": "testsrc", "duration_s": d}));
+        for (d, want) in [
+            (json!(0.5), 0.5),
+            (json!(86_400), 86_400.0),
+            (json!(1e-3), 1e-3),
+        ] {
+            assert_eq!(
+                parse(&inp(d)).map(|s| s.input),
+                Ok(Input::Testsrc { duration_s: want })
+            );
+        }
+        for bad in [json!(0), json!(-1), json!(86_400.001), json!(1e300)] {
+            assert_err(
+                parse(&inp(bad)),
+                codes::INVALID_FIELD,
+                Some("input.duration_s"),
+            );
+        }
+        for bad in [json!("10"), json!(null_value()), json!([1])] {
+            let r = parse(&inp(bad.clone()));
+            if bad.is_null() {
+                assert_err(r, codes::MISSING_FIELD, Some("input.duration_s"));
+            } else {
+                assert_err(r, codes::INVALID_FIELD, Some("input.duration_s"));
             }
+        }
+        let v = with(base(), "input", json!({"type": "testsrc"}));
+        assert_err(parse(&v), codes::MISSING_FIELD, Some("input.duration_s"));
+        let v = with(
+            base(),
+            "input",
+            json!({"type": "testsrc", "duration_s": 1, "path": "a.mp4"}),
+        );
+        assert_err(parse(&v), codes::UNKNOWN_FIELD, Some("input.path"));
+    }
+
+    fn null_value() -> Value {
+        Value::Null
+    }
+
+    #[test]
+    fn input_shape_rules() {
+        let mut v = base();
+        v.as_object_mut().map(|o| o.remove("input"));
+        assert_err(parse(&v), codes::MISSING_FIELD, Some("input"));
+        assert_err(
+            parse(&with(base(), "input", json!({"duration_s": 1}))),
+            codes::MISSING_FIELD,
+            Some("input.type"),
+        );
+        assert_err(
+            parse(&with(base(), "input", json!({"type": "webcam"}))),
+            codes::INVALID_FIELD,
+            Some("input.type"),
+        );
+        assert_err(
+            parse(&with(base(), "input", json!("testsrc"))),
+            codes::INVALID_FIELD,
+            Some("input"),
+        );
+        assert_err(
+            parse(&with(base(), "input", json!({"type": "file"}))),
+            codes::MISSING_FIELD,
+            Some("input.path"),
+        );
+        assert_err(
+            parse(&with(
+                base(),
+                "input",
+                json!({"type": "file", "path": "a.mp4", "duration_s": 3}),
+            )),
+            codes::UNKNOWN_FIELD,
+            Some("input.duration_s"),
+        );
+        // No roots configured: no file is acceptable.
+        assert_err(
+            parse(&with(
+                base(),
+                "input",
+                json!({"type": "file", "path": "a.mp4"}),
+            )),
+            codes::PATH_OUTSIDE_MEDIA_ROOT,
+            Some("input.path"),
+        );
+    }
+
+    #[test]
+    fn output_shape_rules() {
+        let mut v = base();
+        v.as_object_mut().map(|o| o.remove("output"));
+        assert_err(parse(&v), codes::MISSING_FIELD, Some("output"));
+        let out = |o: Value| with(base(), "output", o);
+        assert_err(
+            parse(&out(json!({}))),
+            codes::MISSING_FIELD,
+            Some("output.type"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "srt"}))),
+            codes::INVALID_FIELD,
+            Some("output.type"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "null", "path": "x.mp4"}))),
+            codes::UNKNOWN_FIELD,
+            Some("output.path"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "null", "url": "rtmp://h/a"}))),
+            codes::UNKNOWN_FIELD,
+            Some("output.url"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "file", "url": "rtmp://h/a"}))),
+            codes::UNKNOWN_FIELD,
+            Some("output.url"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "file"}))),
+            codes::MISSING_FIELD,
+            Some("output.path"),
+        );
+        assert_err(
+            parse(&out(json!({"type": "rtmp"}))),
+            codes::MISSING_FIELD,
+            Some("output.url"),
+        );
+        assert_err(
+            parse(&out(
+                json!({"type": "rtmp", "url": "rtmp://h/a", "path": "x.flv"}),
+            )),
+            codes::UNKNOWN_FIELD,
+            Some("output.path"),
+        );
+    }
+
+    #[test]
+    fn rtmp_url_rules() {
+        let out = |url: &str| with(base(), "output", json!({"type": "rtmp", "url": url}));
+        for ok in [
+            "rtmp://live.example.com/app/streamkey",
+            "rtmps://live.example.com:443/app/key?token=abc",
+            "rtmp://127.0.0.1:1935/live/x",
+            "rtmp://user:pass@[::1]/live/x",
+        ] {
+            assert_eq!(
+                parse(&out(ok)).map(|s| s.output),
+                Ok(Output::Rtmp {
+                    url: ok.to_string()
+                }),
+                "{ok}"
+            );
+        }
+        let long = format!("rtmp://h/{}", "a".repeat(MAX_URL_LEN));
+        for bad in [
+            "http://example.com/live",
+            "file:///etc/passwd",
+            "rtmp:///app/key",
+            "rtmp:app",
+            "rtmp://",
+            "not a url",
+            "rtmp://host/app live=1",
+            "rtmp://host/app\tkey",
+            "rtmp://host/app\nkey",
+            "rtmp://host/app\u{7f}",
+            " rtmp://host/app",
+            "",
+            long.as_str(),
+        ] {
+            assert_err(parse(&out(bad)), codes::INVALID_FIELD, Some("output.url"));
+        }
+        // FLV in FFmpeg 5.1 carries h264 only.
+        for codec in ["h265", "vp9", "av1"] {
+            let v = with(out("rtmp://h/app/k"), "codec", json!(codec));
+            assert_err(parse(&v), codes::INVALID_FIELD, Some("output.url"));
+        }
+    }
+
+    #[test]
+    fn priority_and_retries() {
+        for p in Priority::ALL {
+            let v = with(base(), "priority", json!(p.as_str()));
+            assert_eq!(parse(&v).map(|s| s.priority), Ok(p));
+        }
+        for bad in [json!("urgent"), json!("HIGH"), json!(1)] {
+            assert_err(
+                parse(&with(base(), "priority", bad)),
+                codes::INVALID_FIELD,
+                Some("priority"),
+            );
+        }
+        for ok in [0, 10] {
+            assert_eq!(
+                parse(&with(base(), "max_retries", json!(ok))).map(|s| s.max_retries),
+                Ok(ok)
+            );
+        }
+        for bad in [json!(11), json!(-1), json!("3"), json!(1.5)] {
+            assert_err(
+                parse(&with(base(), "max_retries", bad)),
+                codes::INVALID_FIELD,
+                Some("max_retries"),
+            );
+        }
+    }
+
+    #[test]
+    fn resource_limit_rules() {
+        let cases: [(&str, u64, u64); 4] = [
+            ("max_cpu_percent", 1, 25_600),
+            ("max_memory_mb", 16, 1_048_576),
+            ("timeout_s", 1, 604_800),
+            ("stall_timeout_s", 1, 86_400),
+        ];
+        for (name, lo, hi) in cases {
+            let field = format!("resource_limits.{name}");
+            for ok in [lo, hi] {
+                let v = with(base(), "resource_limits", json!({ name: ok }));
+                let l = parse(&v).expect("valid").resource_limits;
+                let got = match name {
+                    "max_cpu_percent" => l.max_cpu_percent.map(u64::from),
+                    "max_memory_mb" => l.max_memory_mb,
+                    "timeout_s" => l.timeout_s,
+                    _ => l.stall_timeout_s,
+                };
+                assert_eq!(got, Some(ok), "{field}");
+            }
+            for bad in [
+                json!(lo - 1),
+                json!(hi + 1),
+                json!(-1),
+                json!("10"),
+                json!(1.5),
+            ] {
+                let v = with(base(), "resource_limits", json!({ name: bad }));
+                assert_err(parse(&v), codes::INVALID_FIELD, Some(&field));
+            }
+        }
+        let v = with(base(), "resource_limits", json!({}));
+        assert_eq!(
+            parse(&v).map(|s| s.resource_limits),
+            Ok(ResourceLimits::default())
+        );
+        let v = with(base(), "resource_limits", json!(5));
+        assert_err(parse(&v), codes::INVALID_FIELD, Some("resource_limits"));
+    }
+
+    // --- JSON-level errors -------------------------------------------------
+
+    #[test]
+    fn unknown_fields_at_any_level_name_the_full_path() {
+        let cases = [
+            (with(base(), "foo", json!(1)), "foo"),
+            (
+                with(base(), "resource_limits", json!({"timeout_s": 5, "foo": 1})),
+                "resource_limits.foo",
+            ),
+            (
+                with(
+                    base(),
+                    "input",
+                    json!({"type": "testsrc", "duration_s": 1, "loop": true}),
+                ),
+                "input.loop",
+            ),
+            (
+                with(base(), "output", json!({"type": "null", "format": "mp4"})),
+                "output.format",
+            ),
+            (
+                with(base(), "weird`name, expected", json!(1)),
+                "weird`name, expected",
+            ),
+        ];
+        for (v, field) in cases {
+            let e = assert_err(parse(&v), codes::UNKNOWN_FIELD, Some(field));
+            assert!(e.message.contains(field), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_json_is_reported_without_a_field() {
+        for body in [
+            &b""[..],
+            b"{",
+            b"{\"scenario\": }",
+            b"[]",
+            b"42",
+            b"null",
+            b"\"x\"",
+            b"{} trailing",
+            b"{}{}",
+            b"\xff\xfe",
+            b"{\"width\": 1e999}",
+            br#"["720p30-h264", {"type": "testsrc", "duration_s": 1}, {"type": "null"}]"#,
+        ] {
+            let r = parse_job_request(body, &no_roots());
+            assert_err(r, codes::INVALID_JSON, None);
+        }
+    }
+
+    #[test]
+    fn nested_objects_given_as_arrays_are_rejected() {
+        for key in ["input", "output", "resource_limits"] {
+            let v = with(base(), key, json!(["testsrc", 1]));
+            assert_err(parse(&v), codes::INVALID_FIELD, Some(key));
+        }
+    }
+
+    #[test]
+    fn duplicate_fields_are_rejected() {
+        let body = br#"{"scenario":"720p30-h264","scenario":"1080p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"}}"#;
+        assert_err(
+            parse_job_request(body, &no_roots()),
+            codes::INVALID_FIELD,
+            Some("scenario"),
+        );
+    }
+
+    #[test]
+    fn a_missing_body_field_set_is_reported_first_as_missing() {
+        assert_err(
+            parse_job_request(b"{}", &no_roots()),
+            codes::MISSING_FIELD,
+            Some("width"),
+        );
+    }
+
+    // --- paths ------------------------------------------------------------
+
+    struct Fixture {
+        root: tempfile::TempDir,
+        outside: tempfile::TempDir,
+        roots: MediaRoots,
+    }
+
+    fn fixture() -> Fixture {
+        let root = tempfile::tempdir().expect("tempdir");
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(root.path().join("in.mp4"), b"x").expect("write");
+        std::fs::create_dir(root.path().join("sub")).expect("mkdir");
+        std::fs::write(root.path().join("sub/clip.mkv"), b"x").expect("write");
+        std::fs::write(outside.path().join("secret.mp4"), b"x").expect("write");
+        let roots = MediaRoots::new(&[root.path().to_path_buf()]).expect("roots");
+        Fixture {
+            root,
+            outside,
+            roots,
+        }
+    }
+
+    impl Fixture {
+        fn canon(&self, rel: &str) -> PathBuf {
+            std::fs::canonicalize(self.root.path())
+                .expect("canon")
+                .join(rel)
+        }
+    }
+
+    fn file_in(path: &str) -> Value {
+        with(base(), "input", json!({"type": "file", "path": path}))
+    }
+
+    fn file_out(v: Value, path: &str) -> Value {
+        with(v, "output", json!({"type": "file", "path": path}))
+    }
+
+    #[test]
+    fn media_roots_are_canonical_and_must_be_dirs() {
+        let f = fixture();
+        let link = f.outside.path().join("link-to-root");
+        std::os::unix::fs::symlink(f.root.path(), &link).expect("symlink");
+        let roots = MediaRoots::new(&[link]).expect("roots");
+        assert_eq!(
+            roots.roots(),
+            &[f.canon("")].map(|p| p.components().collect::<PathBuf>())
+        );
+        assert!(MediaRoots::new(&[f.root.path().join("missing")]).is_err());
+        assert!(MediaRoots::new(&[f.root.path().join("in.mp4")]).is_err());
+    }
+
+    #[test]
+    fn input_files_resolve_inside_roots() {
+        let f = fixture();
+        for (given, rel) in [
+            ("in.mp4".to_string(), "in.mp4"),
+            ("./sub/clip.mkv".to_string(), "sub/clip.mkv"),
+            (f.root.path().join("in.mp4").display().to_string(), "in.mp4"),
+        ] {
+            let spec = parse_in(&file_in(&given), &f.roots).expect("valid");
+            assert_eq!(spec.input, Input::File { path: f.canon(rel) }, "{given}");
+            assert_eq!(spec.expected_duration_s(), None);
+        }
+    }
+
+    #[test]
+    fn input_path_rejections() {
+        let f = fixture();
+        let secret = f.outside.path().join("secret.mp4").display().to_string();
+        let cases = [
+            (secret.as_str(), codes::PATH_OUTSIDE_MEDIA_ROOT),
+            ("../secret.mp4", codes::INVALID_FIELD),
+            ("sub/../in.mp4", codes::INVALID_FIELD),
+            ("in\0.mp4", codes::INVALID_FIELD),
+            ("in\n.mp4", codes::INVALID_FIELD),
+            ("", codes::INVALID_FIELD),
+            ("missing.mp4", codes::FILE_NOT_FOUND),
+            ("sub", codes::INVALID_FIELD),
+        ];
+        for (p, code) in cases {
+            assert_err(parse_in(&file_in(p), &f.roots), code, Some("input.path"));
+        }
+        let long = "a/".repeat(MAX_PATH_LEN);
+        assert_err(
+            parse_in(&file_in(&long), &f.roots),
+            codes::INVALID_FIELD,
+            Some("input.path"),
+        );
+    }
+
+    #[test]
+    fn a_symlink_inside_a_root_pointing_outside_is_rejected() {
+        let f = fixture();
+        let secret = f.outside.path().join("secret.mp4");
+        std::os::unix::fs::symlink(&secret, f.root.path().join("escape.mp4")).expect("symlink");
+        assert_err(
+            parse_in(&file_in("escape.mp4"), &f.roots),
+            codes::PATH_OUTSIDE_MEDIA_ROOT,
+            Some("input.path"),
+        );
+        // A directory symlink escaping the root, used as a path prefix.
+        std::os::unix::fs::symlink(f.outside.path(), f.root.path().join("outdir"))
+            .expect("symlink");
+        assert_err(
+            parse_in(&file_in("outdir/secret.mp4"), &f.roots),
+            codes::PATH_OUTSIDE_MEDIA_ROOT,
+            Some("input.path"),
+        );
+        // A symlink that stays inside resolves to its target.
+        std::os::unix::fs::symlink(
+            f.root.path().join("in.mp4"),
+            f.root.path().join("alias.mp4"),
+        )
+        .expect("symlink");
+        assert_eq!(
+            parse_in(&file_in("alias.mp4"), &f.roots).map(|s| s.input),
+            Ok(Input::File {
+                path: f.canon("in.mp4")
+            })
+        );
+    }
+
+    #[test]
+    fn relative_paths_try_roots_in_order() {
+        let a = tempfile::tempdir().expect("tempdir");
+        let b = tempfile::tempdir().expect("tempdir");
+        std::fs::write(a.path().join("both.mp4"), b"a").expect("write");
+        std::fs::write(b.path().join("both.mp4"), b"b").expect("write");
+        std::fs::write(b.path().join("only_b.mp4"), b"b").expect("write");
+        let roots = MediaRoots::new(&[a.path().into(), b.path().into()]).expect("roots");
+        let canon =
+            |d: &tempfile::TempDir, n: &str| std::fs::canonicalize(d.path().join(n)).expect("c");
+        assert_eq!(
+            parse_in(&file_in("both.mp4"), &roots).map(|s| s.input),
+            Ok(Input::File {
+                path: canon(&a, "both.mp4")
+            })
         );
         assert_eq!(
-            s.output,
-            Output::File {
-                path: root.join("sub/out.mkv")
+            parse_in(&file_in("only_b.mp4"), &roots).map(|s| s.input),
+            Ok(Input::File {
+                path: canon(&b, "only_b.mp4")
+            })
+        );
+        // Output: the first root whose directory exists.
+        let v = file_out(base(), "new.mkv");
+        assert_eq!(
+            parse_in(&v, &roots).map(|s| s.output),
+            Ok(Output::File {
+                path: std::fs::canonicalize(a.path()).expect("c").join("new.mkv")
+            })
+        );
+    }
+
+    #[test]
+    fn output_files_resolve_inside_roots() {
+        let f = fixture();
+        let abs = f.root.path().join("sub/out.mp4").display().to_string();
+        for (given, rel) in [
+            ("out.mp4", "out.mp4"),
+            ("sub/out.mkv", "sub/out.mkv"),
+            ("./x.MOV", "x.MOV"),
+            ("in.mp4.ts", "in.mp4.ts"),
+            ("sub/clip.mkv", "sub/clip.mkv"), // an existing regular file is overwritten
+            (abs.as_str(), "sub/out.mp4"),
+        ] {
+            let spec = parse_in(&file_out(base(), given), &f.roots).expect("valid");
+            assert_eq!(spec.output, Output::File { path: f.canon(rel) }, "{given}");
+        }
+    }
+
+    #[test]
+    fn output_path_rejections() {
+        let f = fixture();
+        std::os::unix::fs::symlink(f.outside.path(), f.root.path().join("outdir"))
+            .expect("symlink");
+        std::os::unix::fs::symlink(
+            f.outside.path().join("new.mp4"),
+            f.root.path().join("dangling.mp4"),
+        )
+        .expect("symlink");
+        std::os::unix::fs::symlink(
+            f.root.path().join("in.mp4"),
+            f.root.path().join("alias.mp4"),
+        )
+        .expect("symlink");
+        std::fs::create_dir(f.root.path().join("dir.mp4")).expect("mkdir");
+        let outside_abs = f.outside.path().join("x.mp4").display().to_string();
+        let cases = [
+            ("outdir/x.mp4", codes::PATH_OUTSIDE_MEDIA_ROOT),
+            (outside_abs.as_str(), codes::PATH_OUTSIDE_MEDIA_ROOT),
+            ("dangling.mp4", codes::INVALID_FIELD),
+            ("alias.mp4", codes::INVALID_FIELD),
+            ("dir.mp4", codes::INVALID_FIELD),
+            ("nodir/x.mp4", codes::FILE_NOT_FOUND),
+            ("../x.mp4", codes::INVALID_FIELD),
+            ("x.avi", codes::INVALID_FIELD),
+            ("x", codes::INVALID_FIELD),
+            ("x.webm", codes::INVALID_FIELD), // h264 in webm
+            ("/", codes::INVALID_FIELD),
+            ("x\0.mp4", codes::INVALID_FIELD),
+        ];
+        for (p, code) in cases {
+            assert_err(
+                parse_in(&file_out(base(), p), &f.roots),
+                code,
+                Some("output.path"),
+            );
+        }
+        // The output may not overwrite the input.
+        let v = file_out(file_in("in.mp4"), "./in.mp4");
+        assert_err(
+            parse_in(&v, &f.roots),
+            codes::INVALID_FIELD,
+            Some("output.path"),
+        );
+    }
+
+    #[test]
+    fn containers_accept_only_codecs_ffmpeg_can_mux() {
+        let f = fixture();
+        let ok = [
+            ("h264", "mp4"),
+            ("h264", "mkv"),
+            ("h264", "mov"),
+            ("h264", "ts"),
+            ("h264", "flv"),
+            ("h265", "mp4"),
+            ("h265", "mkv"),
+            ("h265", "mov"),
+            ("h265", "ts"),
+            ("vp9", "mp4"),
+            ("vp9", "mkv"),
+            ("vp9", "webm"),
+            ("av1", "mp4"),
+            ("av1", "mkv"),
+            ("av1", "webm"),
+        ];
+        for codec in ["h264", "h265", "vp9", "av1"] {
+            for ext in ["mp4", "mkv", "mov", "webm", "ts", "flv"] {
+                let v = with(file_out(base(), &format!("o.{ext}")), "codec", json!(codec));
+                let r = parse_in(&v, &f.roots);
+                if ok.contains(&(codec, ext)) {
+                    assert!(r.is_ok(), "{codec} in {ext}: {r:?}");
+                } else {
+                    assert_err(r, codes::INVALID_FIELD, Some("output.path"));
+                }
             }
-        );
+        }
+    }
 
-        let input = |p: &str| {
-            let mut v = base();
-            v["input"] = json!({"type":"file","path": p});
-            v
-        };
-        rejects(
-            input("../in.mp4"),
-            &r,
-            "path_outside_media_root",
-            "input.path",
-        );
-        rejects(
-            input("link.mp4"),
-            &r,
-            "path_outside_media_root",
-            "input.path",
-        );
-        rejects(
-            input(outside.path().to_str().expect("utf8")),
-            &r,
-            "path_outside_media_root",
-            "input.path",
-        );
-        rejects(input("missing.mp4"), &r, "not_found", "input.path");
-        rejects(input("sub"), &r, "invalid_field", "input.path");
-        rejects(input("a\u{0}b"), &r, "invalid_field", "input.path");
+    // --- properties ---------------------------------------------------------
 
-        let output = |p: &str| {
-            let mut v = base();
-            v["output"] = json!({"type":"file","path": p});
-            v
-        };
-        rejects(
-            output("../out.mp4"),
-            &r,
-            "path_outside_media_root",
-            "output.path",
-        );
-        rejects(
-            output("/tmp/elsewhere.mp4"),
-            &r,
-            "path_outside_media_root",
-            "output.path",
-        );
-        rejects(output("outlink.mp4"), &r, "invalid_field", "output.path");
-        rejects(output("nodir/out.mp4"), &r, "invalid_field", "output.path");
-        rejects(output("out.exe"), &r, "invalid_field", "output.path");
-        rejects(output("out.webm"), &r, "invalid_field", "output.path");
-        let mut v = base();
-        v["input"] = json!({"type":"file","path":"in.mp4"});
-        v["output"] = json!({"type":"file","path":"in.mp4"});
-        rejects(v, &r, "invalid_field", "output.path");
+    fn json_value() -> impl Strategy<Value = Value> {
+        let keys = prop::sample::select(vec![
+            "scenario",
+            "input",
+            "output",
+            "type",
+            "path",
+            "url",
+            "duration_s",
+            "width",
+            "height",
+            "fps",
+            "codec",
+            "bitrate",
+            "preset",
+            "priority",
+            "resource_limits",
+            "max_cpu_percent",
+            "timeout_s",
+            "max_retries",
+            "zzz",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            "[ -~]{0,12}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "testsrc",
+                "file",
+                "null",
+                "rtmp",
+                "h264",
+                "av1",
+                "1080p60-h265",
+                "6M",
+                "../x",
+                "rtmp://h/a",
+                "in.mp4",
+                "x.webm",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((keys.clone(), inner), 0..8).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+                }),
+            ]
+        })
     }
 
     proptest! {
         #[test]
-        fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let d = tempfile::tempdir().expect("tempdir");
-            let r = MediaRoots::new(&[d.path().to_path_buf()]).expect("roots");
-            let _ = parse_job_request(&body, &r);
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = parse_job_request(&body, &no_roots());
         }
 
         #[test]
-        fn arbitrary_json_values_never_panic(w in any::<i64>(), d in any::<f64>(), s in ".{0,40}") {
-            let d0 = tempfile::tempdir().expect("tempdir");
-            let r = MediaRoots::new(&[d0.path().to_path_buf()]).expect("roots");
-            let v = json!({"scenario": s, "width": w, "input": {"type":"testsrc","duration_s": d}, "output": {"type":"file","path": s}});
-            let _ = parse(v, &r);
+        fn arbitrary_json_never_panics(v in json_value()) {
+            let f = fixture_light();
+            let r = parse_job_request(v.to_string().as_bytes(), &f);
+            if let Err(e) = r {
+                prop_assert!(!e.code.is_empty() && !e.message.is_empty());
+            }
         }
+
+        #[test]
+        fn valid_shapes_round_trip(
+            w in 8u32..=3840, h in 8u32..=2160, fps in 1u32..=240,
+            codec in prop::sample::select(Codec::ALL.to_vec()),
+            kbps in 1u32..=200_000,
+            d in 0.001f64..=86_400.0,
+        ) {
+            let (w, h) = (w * 2, h * 2);
+            let v = json!({
+                "input": {"type": "testsrc", "duration_s": d},
+                "output": {"type": "null"},
+                "width": w, "height": h, "fps": fps, "codec": codec.as_str(), "bitrate": format!("{kbps}k"),
+            });
+            let spec = parse(&v);
+            if codec == Codec::Av1 && (w < 64 || h < 64) {
+                prop_assert!(spec.is_err());
+            } else {
+                let spec = spec.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(spec.encode.width, w);
+                prop_assert_eq!(spec.encode.height, h);
+                prop_assert_eq!(spec.encode.fps, fps);
+                prop_assert_eq!(spec.encode.bitrate_kbps, kbps);
+                // serde_json's default float parsing may be off by an ulp.
+                match spec.input {
+                    Input::Testsrc { duration_s } => prop_assert!((duration_s - d).abs() <= d * 1e-12),
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+
+        #[test]
+        fn bitrate_strings_round_trip(kbps in 1u64..=200_000) {
+            prop_assert_eq!(parse_bitrate_str(&format!("{kbps}k")), Some(kbps));
+            let m = format!("{}.{:03}M", kbps / 1000, kbps % 1000);
+            prop_assert_eq!(parse_bitrate_str(&m), Some(kbps));
+        }
+    }
+
+    /// Roots for the property test: one shared temp dir with an input file.
+    fn fixture_light() -> MediaRoots {
+        use std::sync::OnceLock;
+        static DIR: OnceLock<Option<(tempfile::TempDir, MediaRoots)>> = OnceLock::new();
+        DIR.get_or_init(|| {
+            let d = tempfile::tempdir().ok()?;
+            std::fs::write(d.path().join("in.mp4"), b"x").ok()?;
+            let roots = MediaRoots::new(&[d.path().to_path_buf()]).ok()?;
+            Some((d, roots))
+        })
+        .as_ref()
+        .map_or_else(no_roots, |(_, r)| r.clone())
     }
 }
