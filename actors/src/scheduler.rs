@@ -267,7 +267,7 @@ impl SchedulerState {
         }
     }
 
-    async fn from_worker(
+    async fn on_worker_message(
         &mut self,
         node_id: NodeId,
         msg: ToMaster,
@@ -495,7 +495,7 @@ impl Actor for SchedulerActor {
             }
             SchedulerMsg::FromWorker { node_id, msg } => {
                 let finished = matches!(msg, ToMaster::Finished { .. });
-                state.from_worker(node_id, msg).await?;
+                state.on_worker_message(node_id, msg).await?;
                 if finished {
                     state.dispatch(&myself).await?;
                 }
