@@ -298,6 +298,15 @@ pub fn finish(
     };
     let to = transition(job.state, event)?;
     close_attempt(job, now, outcome);
+    if to == JobState::Succeeded {
+        // The last progress block reports the last frame's timestamp, one
+        // frame short of the end; a job that succeeded is all done.
+        if let Some(p) = job.progress.as_mut() {
+            if p.percent.is_some() {
+                p.percent = Some(100.0);
+            }
+        }
+    }
     job.state = to;
     job.result = result;
     job.failure = failure;
@@ -544,6 +553,33 @@ mod tests {
                 assert_eq!(transition(from, event).ok(), expected, "{from:?} {event:?}");
             }
         }
+    }
+
+    #[test]
+    fn success_completes_known_progress_but_failure_keeps_it() {
+        let p = |pct| crate::model::Progress {
+            frame: 57,
+            out_time_s: 1.9,
+            percent: pct,
+            ..Default::default()
+        };
+        let run = |pct: Option<f64>, outcome: Outcome| {
+            let mut j = job(3);
+            assign(&mut j, &"n1".to_string(), 1, 2_000).expect("assign");
+            start(&mut j, 1, crate::model::Isolation::None, 2_100).expect("start");
+            progress(&mut j, 1, p(pct), 2_200).expect("progress");
+            finish(&mut j, 1, outcome, 2_300, &P, 0.5).expect("finish");
+            j.progress.and_then(|p| p.percent)
+        };
+        let ok = Outcome::Succeeded {
+            result: JobResult::default(),
+        };
+        let failed = Outcome::Failed {
+            failure: Failure::new(FailureReason::FfmpegError, "boom"),
+        };
+        assert_eq!(run(Some(95.0), ok.clone()), Some(100.0));
+        assert_eq!(run(None, ok), None, "unknown length stays unknown");
+        assert_eq!(run(Some(95.0), failed), Some(95.0));
     }
 
     #[test]
