@@ -131,3 +131,24 @@ fn startup_sweep_kills_and_removes_leftover_job_cgroups() {
     );
     let _ = survivor.kill();
 }
+
+#[test]
+fn sigterm_stops_cleanly_leaving_no_process_or_cgroup_and_the_job_reruns() {
+    let _g = serial();
+    let mut node = Node::start("sigterm", NodeOpts::default());
+    let id = node.submit(long_job(8.0));
+    node.wait_state(&id, &["running"], LONG);
+    let pids = wait_for("ffmpeg pids", Duration::from_secs(10), || {
+        let p = node.job_pids(&id);
+        (!p.is_empty()).then_some(p)
+    });
+    let status = node.terminate().expect("node was running");
+    assert!(status.success(), "clean exit on SIGTERM: {status}\n{}", node.log());
+    assert!(pids.iter().all(|p| !pid_alive(*p)), "ffmpeg stopped with the node");
+    let left = cgroup_dirs(&node.cgroup_parent);
+    assert!(left.is_empty(), "no cgroup left after a clean stop: {left:?}");
+    node.restart();
+    let job = node.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "the interrupted attempt was requeued: {job}");
+}

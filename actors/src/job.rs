@@ -185,6 +185,7 @@ impl Actor for JobActor {
         let spec = SpawnSpec {
             program: cmd.program,
             args: cmd.args,
+            env: cmd.env,
             nice: args.nice,
             cgroup_procs: state
                 .cgroup

@@ -81,8 +81,16 @@ pub struct NodeState {
 impl Drop for NodeState {
     fn drop(&mut self) {
         self.reader.abort();
+        // ractor does not stop children with their supervisor. `post_stop`
+        // stops them and waits; this covers the paths that skip it (a panic).
+        for r in self.running.values() {
+            r.actor.stop(Some("node stopped".into()));
+        }
     }
 }
+
+/// How long a stopping node waits for its JobActors to clean up.
+const STOP_CHILDREN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct NodeActor;
 
@@ -301,6 +309,18 @@ impl Actor for NodeActor {
                 }
             }
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        _state: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Every JobActor's state is dropped: its process group killed, its cgroup removed.
+        myself
+            .stop_children_and_wait(Some("node stopping".into()), Some(STOP_CHILDREN_TIMEOUT))
+            .await;
         Ok(())
     }
 

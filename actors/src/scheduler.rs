@@ -107,6 +107,19 @@ pub struct SchedulerState {
     admin_restarts: RestartIntensity,
 }
 
+impl Drop for SchedulerState {
+    fn drop(&mut self) {
+        // ractor does not stop children with their supervisor; this covers a
+        // scheduler that panicked (post_stop handles the orderly stop).
+        if let Some(a) = &self.admin {
+            a.stop(Some("scheduler stopped".into()));
+        }
+        for n in self.nodes.values() {
+            n.link.stop(Some("scheduler stopped".into()));
+        }
+    }
+}
+
 pub struct SchedulerActor;
 
 fn queued(job: &Job) -> QueuedJob {
@@ -533,6 +546,22 @@ impl Actor for SchedulerActor {
                 }
             },
         }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Children first, so the lost-node path does not run for links we close.
+        state.admin_args = None;
+        myself
+            .stop_children_and_wait(
+                Some("scheduler stopping".into()),
+                Some(Duration::from_secs(10)),
+            )
+            .await;
         Ok(())
     }
 

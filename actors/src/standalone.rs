@@ -52,7 +52,35 @@ pub struct Standalone {
     pub scheduler: ActorRef<SchedulerMsg>,
     pub node: ActorRef<NodeMsg>,
     pub http: SocketAddr,
+    /// Completes when the scheduler stops.
     pub scheduler_done: JoinHandle<()>,
+    /// The node's cgroups (its parent is removed on [`Standalone::shutdown`]).
+    pub cgroups: Arc<CgroupManager>,
+}
+
+/// How long shutdown waits for each tree to stop.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Standalone {
+    /// Orderly stop: the worker tree first (its jobs are killed and their
+    /// cgroups removed; they are requeued on the next start), then the
+    /// master tree, then the node's now empty cgroup parent.
+    pub async fn shutdown(self) {
+        let _ = self
+            .node
+            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let _ = self
+            .scheduler
+            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
+            .await;
+        let cgroups = self.cgroups.clone();
+        match tokio::task::spawn_blocking(move || cgroups.remove_parent()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "node cgroup parent not removed"),
+            Err(e) => tracing::warn!(error = %e, "cgroup cleanup task failed"),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,7 +169,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
                 slots: cfg.slots,
                 ffmpeg: cfg.ffmpeg.clone(),
                 ffprobe: cfg.ffprobe.clone(),
-                cgroups,
+                cgroups: cgroups.clone(),
                 nice: cfg.nice,
                 kill_grace: cfg.kill_grace,
                 encoders,
@@ -178,5 +206,6 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         node,
         http,
         scheduler_done,
+        cgroups,
     })
 }

@@ -16,20 +16,22 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         anyhow::bail!("--duration must be between 0.5 and 600 seconds");
     }
     ffmpeg_check::ensure_installed()?;
+    // Kept after the demo so its output file can be played.
     let dir = tempfile::Builder::new()
         .prefix("ffrtmp-demo-")
         .tempdir()
-        .context("creating a temporary data dir")?;
-    flags.data_dir = dir.path().to_path_buf();
+        .context("creating a temporary data dir")?
+        .keep();
+    flags.data_dir = dir.as_path().to_path_buf();
     flags.http = "127.0.0.1:0".parse()?;
-    flags.cgroup_parent = format!("ffrtmp-demo-{}", std::process::id());
+    flags.cgroup_parent = "ffrtmp-demo".to_string();
     let cfg = crate::standalone_config(&flags)?;
     let media = cfg.media_roots[0].clone();
     let node = standalone::start(cfg).await?;
     let base = format!("http://{}", node.http);
     println!(
         "ffrtmp demo: standalone node on {base} (data in {})",
-        dir.path().display()
+        dir.as_path().display()
     );
 
     let jobs = [
@@ -157,11 +159,13 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         );
     }
     println!();
-    println!("Output file: {}", media.join("demo-720p.mp4").display());
+    println!(
+        "Output file: {} (play it with ffplay; remove {} when done)",
+        media.join("demo-720p.mp4").display(),
+        dir.display()
+    );
     println!("Energy per job (joules) arrives with the PowerSamplerActor; this build reports n/a.");
-    println!("Metrics were served at {base}/metrics. The demo's data dir is removed on exit.");
-    node.node.stop(None);
-    node.scheduler.stop(None);
+    node.shutdown().await;
     if failed > 0 {
         anyhow::bail!("{failed} sample job(s) did not succeed");
     }

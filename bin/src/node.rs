@@ -79,9 +79,10 @@ struct NodeFlags {
     kill_grace_s: f64,
 }
 
-fn init_logging() {
+/// Logs go to stderr; `FFRTMP_LOG` (an env-filter) overrides the default level.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FFRTMP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -133,15 +134,15 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
             }
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut node = node;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
                 _ = term.recv() => tracing::info!("SIGTERM; stopping"),
-                _ = node.scheduler_done => anyhow::bail!("the scheduler stopped"),
+                _ = &mut node.scheduler_done => anyhow::bail!("the scheduler stopped"),
             }
-            // Stopping the worker tree kills its jobs (their actors' state is dropped);
-            // they are requeued as new attempts on the next start.
-            node.node.stop(Some("shutdown".into()));
-            node.scheduler.stop(Some("shutdown".into()));
+            // Running jobs are killed (their cgroups removed) and requeued as
+            // new attempts on the next start.
+            node.shutdown().await;
             Ok(())
         }
     }
@@ -149,7 +150,12 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    // The demo draws progress bars on the terminal: only warnings interrupt them.
+    init_logging(if cli.command.is_some() {
+        "warn"
+    } else {
+        "info"
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

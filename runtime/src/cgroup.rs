@@ -799,6 +799,7 @@ mod tests {
             args: vec!["-c".into(), "sleep 100 & sleep 100".into()],
             nice: 0,
             cgroup_procs: job.procs_files(),
+            env: Vec::new(),
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         let start = Instant::now();
@@ -836,6 +837,7 @@ mod tests {
             args: vec!["100".into()],
             nice: 0,
             cgroup_procs: job.procs_files(),
+            env: Vec::new(),
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         assert_eq!(job.pids(), vec![sp.guard.pid()]);

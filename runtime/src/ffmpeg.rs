@@ -18,6 +18,8 @@ pub struct FfmpegCommand {
     pub program: PathBuf,
     /// Arguments after the program name.
     pub args: Vec<OsString>,
+    /// Environment for the child (it gets nothing else but `PATH`).
+    pub env: Vec<(OsString, OsString)>,
 }
 
 impl FfmpegCommand {
@@ -202,9 +204,16 @@ pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
             args.push(url.into());
         }
     }
+    // SVT-AV1 writes `Svt[info]` lines to stderr whatever -loglevel says;
+    // level 1 keeps its errors only, so the stderr tail stays useful.
+    let mut env: Vec<(OsString, OsString)> = vec![("LC_ALL".into(), "C".into())];
+    if spec.encode.codec == Codec::Av1 {
+        env.push(("SVT_LOG".into(), "1".into()));
+    }
     FfmpegCommand {
         program: ffmpeg.to_path_buf(),
         args,
+        env,
     }
 }
 

@@ -42,6 +42,9 @@ pub struct SpawnSpec {
     /// `cgroup.procs` files the child joins before exec (from
     /// [`JobCgroup::procs_files`](crate::cgroup::JobCgroup::procs_files)).
     pub cgroup_procs: Vec<CString>,
+    /// The child's whole environment besides `PATH`, which it inherits. The
+    /// rest of the parent's environment (API keys among it) is not passed on.
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// A running child and the guard that owns its process group.
@@ -142,8 +145,14 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
         args,
         nice,
         cgroup_procs,
+        env,
     } = spec;
     let mut cmd = Command::new(&program);
+    cmd.env_clear();
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    cmd.envs(env);
     cmd.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -500,6 +509,7 @@ mod tests {
             args: vec![],
             nice: 0,
             cgroup_procs: vec![],
+            env: Vec::new(),
         };
         is_send(&spawn(spec));
         fn waits_are_send(child: &mut Child, guard: &ProcessGuard) {

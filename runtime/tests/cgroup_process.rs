@@ -56,6 +56,7 @@ fn spec(program: &str, args: &[&str], procs: Vec<CString>) -> SpawnSpec {
         args: args.iter().map(OsString::from).collect(),
         nice: 10,
         cgroup_procs: procs,
+        env: Vec::new(),
     }
 }
 
@@ -150,6 +151,20 @@ async fn spawn_sets_group_and_nice_without_cgroup() {
     assert_eq!(f[1].parse::<u32>().unwrap(), std::process::id());
     assert_eq!(f[2].parse::<i32>().unwrap(), pid, "own process group");
     assert_eq!(f[16], "10", "nice");
+}
+
+#[tokio::test]
+async fn child_gets_only_path_and_the_given_environment() {
+    // cargo sets this for the test process; the child must not inherit it.
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    let mut sp_spec = spec("/usr/bin/env", &[], Vec::new());
+    sp_spec.env = vec![("SVT_LOG".into(), "1".into())];
+    let mut sp = process::spawn(sp_spec).await.unwrap();
+    let out = stdout_of(&mut sp).await;
+    let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+    names.sort();
+    assert_eq!(names, vec!["PATH", "SVT_LOG"], "{out}");
+    assert!(out.contains("SVT_LOG=1"));
 }
 
 #[tokio::test]
