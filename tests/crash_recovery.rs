@@ -143,12 +143,25 @@ fn sigterm_stops_cleanly_leaving_no_process_or_cgroup_and_the_job_reruns() {
         (!p.is_empty()).then_some(p)
     });
     let status = node.terminate().expect("node was running");
-    assert!(status.success(), "clean exit on SIGTERM: {status}\n{}", node.log());
-    assert!(pids.iter().all(|p| !pid_alive(*p)), "ffmpeg stopped with the node");
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        node.log()
+    );
+    assert!(
+        pids.iter().all(|p| !pid_alive(*p)),
+        "ffmpeg stopped with the node"
+    );
     let left = cgroup_dirs(&node.cgroup_parent);
-    assert!(left.is_empty(), "no cgroup left after a clean stop: {left:?}");
+    assert!(
+        left.is_empty(),
+        "no cgroup left after a clean stop: {left:?}"
+    );
     node.restart();
     let job = node.wait_state(&id, &["succeeded", "failed"], LONG);
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["attempt"], 2, "the interrupted attempt was requeued: {job}");
+    assert_eq!(
+        job["attempt"], 2,
+        "the interrupted attempt was requeued: {job}"
+    );
 }

@@ -95,6 +95,18 @@ const STOP_CHILDREN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NodeActor;
 
 impl NodeState {
+    /// The attempt ended here without FFmpeg being at fault: a transient
+    /// `worker_crash`, so the master retries it while attempts remain.
+    async fn report_crash(&self, job_id: JobId, token: u64, why: String) {
+        let failure = Failure::new(FailureReason::WorkerCrash, why);
+        self.send(ToMaster::Finished {
+            job_id,
+            token,
+            outcome: Outcome::Transient { failure },
+        })
+        .await;
+    }
+
     async fn send(&self, msg: ToMaster) {
         match wire::encode(&msg) {
             Ok(frame) => {
@@ -197,13 +209,8 @@ impl Actor for NodeActor {
                     return Ok(());
                 }
                 if state.running.len() as u32 >= state.config.slots {
-                    let failure = Failure::new(FailureReason::WorkerCrash, "no free slot on node");
                     state
-                        .send(ToMaster::Finished {
-                            job_id: a.job_id,
-                            token: a.token,
-                            outcome: Outcome::Transient { failure },
-                        })
+                        .report_crash(a.job_id, a.token, "no free slot on node".into())
                         .await;
                     return Ok(());
                 }
@@ -232,16 +239,8 @@ impl Actor for NodeActor {
                         state.running.insert(job_id, Running { token, actor });
                     }
                     Err(e) => {
-                        let failure = Failure::new(
-                            FailureReason::WorkerCrash,
-                            format!("job actor failed to start: {e}"),
-                        );
                         state
-                            .send(ToMaster::Finished {
-                                job_id,
-                                token,
-                                outcome: Outcome::Transient { failure },
-                            })
+                            .report_crash(job_id, token, format!("job actor failed to start: {e}"))
                             .await;
                     }
                 }
@@ -343,14 +342,7 @@ impl Actor for NodeActor {
         if let Some((job_id, token)) = state.by_actor.remove(&cell.get_id()) {
             state.running.remove(&job_id);
             tracing::error!(job = %job_id, "{why}");
-            let failure = Failure::new(FailureReason::WorkerCrash, why);
-            state
-                .send(ToMaster::Finished {
-                    job_id,
-                    token,
-                    outcome: Outcome::Transient { failure },
-                })
-                .await;
+            state.report_crash(job_id, token, why).await;
         }
         Ok(())
     }

@@ -245,7 +245,11 @@ impl SchedulerState {
         let Some(entry) = self.nodes.remove(node_id) else {
             return Ok(());
         };
-        tracing::warn!(node = %node_id, jobs = entry.running.len(), "node lost: {why}");
+        if entry.running.is_empty() {
+            tracing::info!(node = %node_id, "node gone: {why}");
+        } else {
+            tracing::warn!(node = %node_id, jobs = entry.running.len(), "node lost: {why}");
+        }
         for job_id in entry.running {
             let Some(mut job) = self.store.get(&job_id)? else {
                 continue;

@@ -419,3 +419,25 @@ impl Job {
         self.spec.max_retries.saturating_add(1)
     }
 }
+
+/// A small valid spec for unit tests across the crate (640x360 H.264,
+/// 1 s of testsrc to `-f null`); tests adjust the fields they care about.
+#[cfg(test)]
+pub(crate) fn test_spec() -> JobSpec {
+    JobSpec {
+        scenario: None,
+        encode: EncodeParams {
+            width: 640,
+            height: 360,
+            fps: 30,
+            codec: Codec::H264,
+            bitrate_kbps: 800,
+            preset: "veryfast".into(),
+        },
+        input: Input::Testsrc { duration_s: 1.0 },
+        output: Output::Null,
+        priority: Priority::Medium,
+        resource_limits: ResourceLimits::default(),
+        max_retries: 3,
+    }
+}

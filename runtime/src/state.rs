@@ -483,9 +483,7 @@ pub fn check_invariants(job: &Job) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        Codec, EncodeParams, Input, JobResult, JobSpec, Output, Priority, ResourceLimits,
-    };
+    use crate::model::{JobResult, JobSpec};
     use proptest::prelude::*;
 
     const LEGAL: [(JobState, JobEvent, JobState); 13] = {
@@ -510,20 +508,8 @@ mod tests {
 
     fn spec(max_retries: u32) -> JobSpec {
         JobSpec {
-            scenario: None,
-            encode: EncodeParams {
-                width: 640,
-                height: 360,
-                fps: 30,
-                codec: Codec::H264,
-                bitrate_kbps: 800,
-                preset: "veryfast".into(),
-            },
-            input: Input::Testsrc { duration_s: 1.0 },
-            output: Output::Null,
-            priority: Priority::Medium,
-            resource_limits: ResourceLimits::default(),
             max_retries,
+            ..crate::model::test_spec()
         }
     }
 

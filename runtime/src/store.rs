@@ -502,27 +502,15 @@ fn decode_job(id: &str, bytes: &[u8]) -> Result<Job, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, ResourceLimits};
+    use crate::model::JobSpec;
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
 
     fn spec(priority: Priority) -> JobSpec {
         JobSpec {
-            scenario: Some("360p30-h264".into()),
-            encode: EncodeParams {
-                width: 640,
-                height: 360,
-                fps: 30,
-                codec: Codec::H264,
-                bitrate_kbps: 800,
-                preset: "veryfast".into(),
-            },
-            input: Input::Testsrc { duration_s: 1.0 },
-            output: Output::Null,
             priority,
-            resource_limits: ResourceLimits::default(),
-            max_retries: 3,
+            ..crate::model::test_spec()
         }
     }
 
