@@ -35,18 +35,17 @@ fn job_runs_to_success_with_progress_and_results() {
         .len();
     assert_eq!(bytes, on_disk);
     assert!(r["output_bitrate_kbps"].as_f64().unwrap_or(0.0) > 0.0);
-    assert!(
-        r["cpu_s"].as_f64().unwrap_or(0.0) > 0.0,
-        "cpu from the cgroup: {r}"
-    );
-    assert!(
-        r["peak_memory_bytes"].as_u64().unwrap_or(0) > 0,
-        "peak memory from the cgroup: {r}"
-    );
-    assert_eq!(
-        job["isolation"], "cgroup-v1",
-        "this machine mounts cgroup v1"
-    );
+    assert_eq!(job["isolation"], host_isolation());
+    if host_isolation() != "none" {
+        assert!(
+            r["cpu_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "cpu from the cgroup: {r}"
+        );
+        assert!(
+            r["peak_memory_bytes"].as_u64().unwrap_or(0) > 0,
+            "peak memory from the cgroup: {r}"
+        );
+    }
     assert_eq!(job["progress"]["percent"], 100.0, "{job}");
     assert_eq!(job["attempt"], 1);
     assert!(
@@ -186,22 +185,22 @@ fn cpu_quota_of_half_a_core_holds_on_a_cpu_bound_encode() {
     body["resource_limits"] = json!({"max_cpu_percent": 50, "max_memory_mb": 1024});
     let id = node.submit(body);
     let running = node.wait_state(&id, &["running"], LONG);
-    assert_eq!(running["isolation"], "cgroup-v1");
+    assert_eq!(running["isolation"], host_isolation());
+    if host_isolation() == "none" {
+        // Without cgroups there is no quota to show; the job must say so.
+        return;
+    }
     // The limits are in the kernel's files for this job's cgroup.
     let dirs = wait_for("the job's cgroup", Duration::from_secs(10), || {
         let d = node.job_cgroups(&id);
         (!d.is_empty()).then_some(d)
     });
-    let quota = dirs
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.join("cpu.cfs_quota_us")).ok())
-        .expect("cpu.cfs_quota_us");
-    assert_eq!(quota.trim(), "50000", "50% of a 100 ms period");
-    let mem = dirs
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
-        .expect("memory.limit_in_bytes");
-    assert_eq!(mem.trim(), (1024u64 * 1024 * 1024).to_string());
+    assert_eq!(
+        cpu_quota(&dirs),
+        Some((50_000, 100_000)),
+        "50% of a 100 ms period"
+    );
+    assert_eq!(memory_limit(&dirs), Some(1024 * 1024 * 1024));
     // Let it run a few seconds under the quota, then read what the cgroup measured.
     let job = node.wait_state(
         &id,

@@ -22,6 +22,46 @@ pub fn serial() -> MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The isolation this host gives jobs: `cgroup-v2` on a unified hierarchy,
+/// `cgroup-v1` otherwise, `none` where we may not create cgroups (not root).
+pub fn host_isolation() -> &'static str {
+    if !nix::unistd::geteuid().is_root() {
+        return "none";
+    }
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "cgroup-v2"
+    } else {
+        "cgroup-v1"
+    }
+}
+
+/// A job cgroup's CPU quota as (quota_us, period_us), from v1 or v2 files.
+pub fn cpu_quota(dirs: &[PathBuf]) -> Option<(u64, u64)> {
+    for d in dirs {
+        if let (Ok(q), Ok(p)) = (
+            std::fs::read_to_string(d.join("cpu.cfs_quota_us")),
+            std::fs::read_to_string(d.join("cpu.cfs_period_us")),
+        ) {
+            return Some((q.trim().parse().ok()?, p.trim().parse().ok()?));
+        }
+        if let Ok(max) = std::fs::read_to_string(d.join("cpu.max")) {
+            let mut it = max.split_whitespace();
+            return Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?));
+        }
+    }
+    None
+}
+
+/// A job cgroup's memory limit in bytes, from v1 or v2 files.
+pub fn memory_limit(dirs: &[PathBuf]) -> Option<u64> {
+    dirs.iter().find_map(|d| {
+        std::fs::read_to_string(d.join("memory.limit_in_bytes"))
+            .or_else(|_| std::fs::read_to_string(d.join("memory.max")))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    })
+}
+
 pub fn require_ffmpeg() {
     let ok = Command::new("ffmpeg")
         .arg("-version")
