@@ -521,3 +521,62 @@ fn api_key_body_limit_health_and_metrics() {
     let (_, page) = node.get("/v1/jobs");
     assert_eq!(page["jobs"].as_array().map(|a| a.len()), Some(1));
 }
+
+#[test]
+fn file_input_is_probed_for_its_duration_and_transcoded_with_audio() {
+    let _g = serial();
+    let node = Node::start("file-input", NodeOpts::default());
+    // A 2 s clip with a tone, made by the test in the node's media root.
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=2",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(node.media.join("clip.mp4"))
+        .status()
+        .expect("make the input clip");
+    assert!(status.success());
+    let id = node.submit(json!({
+        "scenario": "480p30-vp9", "width": 160, "height": 120,
+        "input": {"type": "file", "path": "clip.mp4"},
+        "output": {"type": "file", "path": "clip-small.webm"}
+    }));
+    let job = node.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(
+        job["progress"]["percent"], 100.0,
+        "percent against the probed duration: {job}"
+    );
+    let out = node.media.join("clip-small.webm");
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .expect("ffprobe the output");
+    let streams = String::from_utf8_lossy(&probe.stdout);
+    assert!(streams.contains("vp9,video,160,120"), "{streams}");
+    assert!(
+        streams.contains("opus,audio"),
+        "audio carried into webm as opus: {streams}"
+    );
+}
