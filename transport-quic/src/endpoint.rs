@@ -1,0 +1,421 @@
+//! quinn endpoints, transport timers, and the versioned handshake.
+//!
+//! A worker opens one bidirectional stream per connection and sends a
+//! [`HelloEnvelope`]; the master answers with a [`HelloReply`]. Both types'
+//! layouts are frozen: they carry the protocol version *outside* the
+//! version-specific payload, so two versions can always tell each other why
+//! they disagree. After an accepted hello the same stream carries the
+//! [`wire`](ffrtmp_runtime::wire) messages as frames.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::{Decode, Encode};
+use ffrtmp_runtime::wire::{self, ToMaster, PROTOCOL_VERSION};
+use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
+
+use crate::frame::{self, FrameError, MAX_FRAME_BYTES};
+use crate::tls::{ALPN, ALPN_JOIN};
+
+/// Application close codes.
+pub mod close {
+    use quinn::VarInt;
+    pub const NORMAL: VarInt = VarInt::from_u32(0);
+    pub const NO_CLIENT_CERT: VarInt = VarInt::from_u32(1);
+    pub const VERSION_MISMATCH: VarInt = VarInt::from_u32(2);
+    pub const BAD_HELLO: VarInt = VarInt::from_u32(3);
+    pub const IDENTITY_MISMATCH: VarInt = VarInt::from_u32(4);
+    pub const MALFORMED_FRAME: VarInt = VarInt::from_u32(5);
+}
+
+/// How long either side waits for the other's hello.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Hello frames are small.
+const MAX_HELLO_BYTES: usize = 64 * 1024;
+
+/// QUIC liveness timers, set on both ends (the effective idle timeout is the
+/// smaller of the two). A killed peer is seen after about `idle_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timers {
+    pub keep_alive: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for Timers {
+    /// 2 s idle with 500 ms keep-alives: a SIGKILLed worker is declared lost
+    /// within about 2.25 s; a busy one keeps sending keep-alives from the
+    /// runtime's network task, which encoding does not starve (FFmpeg runs
+    /// at nice 10).
+    fn default() -> Self {
+        Timers {
+            keep_alive: Duration::from_millis(500),
+            idle_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid timers: {0}")]
+    Timers(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    #[error("connection: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("malformed handshake: {0}")]
+    Malformed(String),
+    #[error("refused by the master: {0}")]
+    Refused(String),
+    #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
+    VersionMismatch { ours: u32, theirs: u32 },
+    #[error("timed out waiting for the handshake")]
+    Timeout,
+    #[error("the client presented no cluster certificate")]
+    NoClientCertificate,
+    #[error("node id {claimed:?} does not match its certificate ({certified:?})")]
+    IdentityMismatch { claimed: String, certified: String },
+}
+
+/// The first frame from a worker. Frozen layout.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct HelloEnvelope {
+    pub protocol_version: u32,
+    /// bincode of `wire::ToMaster::Hello` in that protocol version.
+    pub hello: Vec<u8>,
+}
+
+/// The master's answer. Frozen layout.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct HelloReply {
+    pub protocol_version: u32,
+    pub accepted: bool,
+    pub reason: String,
+}
+
+fn bincode_cfg() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_HELLO_BYTES>()
+}
+
+fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
+    bincode::encode_to_vec(v, bincode_cfg()).map_err(|e| TransportError::Malformed(e.to_string()))
+}
+
+fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
+    let (v, used) =
+        bincode::decode_from_slice(b, bincode_cfg()).map_err(|e| TransportError::Malformed(e.to_string()))?;
+    if used != b.len() {
+        return Err(TransportError::Malformed("trailing bytes".into()));
+    }
+    Ok(v)
+}
+
+fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+    let idle = quinn::IdleTimeout::try_from(t.idle_timeout).map_err(|e| TransportError::Timers(e.to_string()))?;
+    if t.keep_alive.is_zero() || t.keep_alive >= t.idle_timeout {
+        return Err(TransportError::Timers(
+            "keep_alive must be positive and shorter than idle_timeout".into(),
+        ));
+    }
+    let mut cfg = quinn::TransportConfig::default();
+    cfg.keep_alive_interval(Some(t.keep_alive)).max_idle_timeout(Some(idle));
+    Ok(Arc::new(cfg))
+}
+
+/// Endpoint config with a stable stateless-reset key and a keyed
+/// connection-ID generator, both derived from `node_secret`: a restarted
+/// node answers packets for its old connections with a valid stateless
+/// reset, so its peer learns at once instead of after the idle timeout.
+fn endpoint_config(node_secret: &[u8; 32]) -> EndpointConfig {
+    let reset = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, node_secret);
+    let mut cfg = EndpointConfig::new(Arc::new(reset));
+    let tag = ring::hmac::sign(
+        &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, node_secret),
+        b"ffrtmp connection-id key",
+    );
+    let mut k = [0u8; 8];
+    k.copy_from_slice(&tag.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(k);
+    cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    cfg
+}
+
+/// The master's listening endpoint.
+pub fn server_endpoint(
+    addr: SocketAddr,
+    tls: rustls::ServerConfig,
+    timers: Timers,
+    node_secret: &[u8; 32],
+) -> Result<Endpoint, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(transport(timers)?);
+    let socket = std::net::UdpSocket::bind(addr)?;
+    Ok(Endpoint::new(
+        endpoint_config(node_secret),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
+/// A client endpoint (workers), bound to `bind` (use port 0).
+pub fn client_endpoint(bind: SocketAddr, node_secret: &[u8; 32]) -> Result<Endpoint, TransportError> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    Ok(Endpoint::new(
+        endpoint_config(node_secret),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )?)
+}
+
+fn client(tls: rustls::ClientConfig, timers: Timers) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+    cfg.transport_config(transport(timers)?);
+    Ok(cfg)
+}
+
+/// An established, handshaken link: one connection, one stream pair.
+pub struct Link {
+    pub connection: Connection,
+    pub send: SendStream,
+    pub recv: RecvStream,
+}
+
+/// The reason a peer gave when it closed the connection, if it did.
+fn refusal(e: &quinn::ConnectionError) -> Option<String> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => Some(String::from_utf8_lossy(&c.reason).into_owned()),
+        quinn::ConnectionError::ConnectionClosed(c) => Some(String::from_utf8_lossy(&c.reason).into_owned()),
+        _ => None,
+    }
+}
+
+/// Worker side: connect to the master as `server_name`, send `hello`
+/// (a `ToMaster::Hello`), and wait for acceptance.
+///
+/// A master that refuses our certificate lets the TLS handshake finish and
+/// closes right after: that close is reported as [`TransportError::Refused`].
+pub async fn connect(
+    endpoint: &Endpoint,
+    master: SocketAddr,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    timers: Timers,
+    hello: &ToMaster,
+) -> Result<Link, TransportError> {
+    connect_versioned(endpoint, master, server_name, tls, timers, PROTOCOL_VERSION, hello).await
+}
+
+/// [`connect`] announcing an explicit protocol version (tests of the
+/// mismatch path use this).
+pub async fn connect_versioned(
+    endpoint: &Endpoint,
+    master: SocketAddr,
+    server_name: &str,
+    tls: rustls::ClientConfig,
+    timers: Timers,
+    protocol_version: u32,
+    hello: &ToMaster,
+) -> Result<Link, TransportError> {
+    let connection = endpoint
+        .connect_with(client(tls, timers)?, master, server_name)?
+        .await
+        .map_err(|e| match refusal(&e) {
+            Some(r) => TransportError::Refused(r),
+            None => TransportError::Connection(e),
+        })?;
+    let io = async {
+        let (mut send, mut recv) = connection.open_bi().await?;
+        let env = HelloEnvelope {
+            protocol_version,
+            hello: wire::encode(hello).map_err(|e| TransportError::Malformed(e.to_string()))?,
+        };
+        frame::write_frame(&mut send, &enc(&env)?).await?;
+        let reply = frame::read_frame(&mut recv, MAX_HELLO_BYTES).await?;
+        Ok::<_, TransportError>((send, recv, reply))
+    };
+    let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, io).await;
+    let (send, recv, reply) = match outcome {
+        Err(_) => return Err(TransportError::Timeout),
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            // The master may have closed the connection with its reason.
+            if let Some(reason) = connection.close_reason().as_ref().and_then(refusal) {
+                return Err(TransportError::Refused(reason));
+            }
+            return Err(e);
+        }
+    };
+    let Some(reply) = reply else {
+        let reason = connection
+            .close_reason()
+            .as_ref()
+            .and_then(refusal)
+            .unwrap_or_else(|| "the master closed the stream without answering".into());
+        return Err(TransportError::Refused(reason));
+    };
+    let reply: HelloReply = dec(&reply)?;
+    if reply.protocol_version != protocol_version {
+        return Err(TransportError::VersionMismatch {
+            ours: protocol_version,
+            theirs: reply.protocol_version,
+        });
+    }
+    if !reply.accepted {
+        return Err(TransportError::Refused(reply.reason));
+    }
+    Ok(Link {
+        connection,
+        send,
+        recv,
+    })
+}
+
+/// What the master accepted.
+pub enum Accepted {
+    /// A worker with a cluster certificate whose hello was accepted.
+    Node {
+        link: Link,
+        /// The node id from its certificate, equal to the one in `hello`.
+        node_id: String,
+        /// The `ToMaster::Hello` it sent.
+        hello: ToMaster,
+    },
+    /// A worker asking to join: the caller checks its request and answers
+    /// on `link`.
+    Join { link: Link },
+}
+
+fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// The verified client certificate chain's end entity, if any.
+fn peer_cert(conn: &Connection) -> Option<rustls::pki_types::CertificateDer<'static>> {
+    let certs = conn
+        .peer_identity()?
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    certs.first().cloned()
+}
+
+async fn refuse(link: &mut Link, code: VarInt, reason: &str) {
+    let reply = HelloReply {
+        protocol_version: PROTOCOL_VERSION,
+        accepted: false,
+        reason: reason.to_string(),
+    };
+    if let Ok(bytes) = enc(&reply) {
+        let _ = frame::write_frame(&mut link.send, &bytes).await;
+        let _ = link.send.finish();
+        // Give the reply a moment to leave before the close overtakes it.
+        let _ = tokio::time::timeout(Duration::from_millis(500), link.send.stopped()).await;
+    }
+    link.connection.close(code, reason.as_bytes());
+}
+
+/// Master side: finish the TLS handshake of `incoming`, then the hello.
+/// `node_id_of` maps a verified client certificate (DER) to its node id.
+/// Every refusal closes the connection with a code and a reason the worker
+/// can print.
+pub async fn accept(
+    incoming: quinn::Incoming,
+    node_id_of: impl Fn(&[u8]) -> Option<String>,
+) -> Result<Accepted, TransportError> {
+    let connection = incoming.await?;
+    let protocol = alpn(&connection);
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connection.accept_bi())
+        .await
+        .map_err(|_| TransportError::Timeout)??;
+    let mut link = Link {
+        connection,
+        send: stream.0,
+        recv: stream.1,
+    };
+    if protocol.as_deref() == Some(ALPN_JOIN) {
+        return Ok(Accepted::Join { link });
+    }
+    if protocol.as_deref() != Some(ALPN) {
+        link.connection.close(close::BAD_HELLO, b"unknown ALPN");
+        return Err(TransportError::Malformed("unknown ALPN".into()));
+    }
+    let Some(cert) = peer_cert(&link.connection) else {
+        let why = "a cluster client certificate is required (join with a token first)";
+        refuse(&mut link, close::NO_CLIENT_CERT, why).await;
+        return Err(TransportError::NoClientCertificate);
+    };
+    let certified = node_id_of(cert.as_ref()).unwrap_or_default();
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read_frame(&mut link.recv, MAX_HELLO_BYTES))
+        .await
+        .map_err(|_| TransportError::Timeout)?;
+    let env: HelloEnvelope = match first.map_err(TransportError::from).and_then(|f| {
+        f.ok_or_else(|| TransportError::Malformed("no hello".into()))
+            .and_then(|b| dec(&b))
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            refuse(&mut link, close::BAD_HELLO, &format!("malformed hello: {e}")).await;
+            return Err(e);
+        }
+    };
+    if env.protocol_version != PROTOCOL_VERSION {
+        let why = format!(
+            "protocol version {} is not supported: this master speaks {PROTOCOL_VERSION}",
+            env.protocol_version
+        );
+        refuse(&mut link, close::VERSION_MISMATCH, &why).await;
+        return Err(TransportError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs: env.protocol_version,
+        });
+    }
+    let hello: ToMaster = match wire::decode(&env.hello) {
+        Ok(h @ ToMaster::Hello { .. }) => h,
+        Ok(_) | Err(_) => {
+            refuse(&mut link, close::BAD_HELLO, "the first message must be a hello").await;
+            return Err(TransportError::Malformed("first message not a hello".into()));
+        }
+    };
+    let ToMaster::Hello { node_id, .. } = &hello else {
+        return Err(TransportError::Malformed("first message not a hello".into()));
+    };
+    if *node_id != certified {
+        let why = format!("node id {node_id:?} does not match its certificate ({certified:?})");
+        refuse(&mut link, close::IDENTITY_MISMATCH, &why).await;
+        return Err(TransportError::IdentityMismatch {
+            claimed: node_id.clone(),
+            certified,
+        });
+    }
+    let reply = HelloReply {
+        protocol_version: PROTOCOL_VERSION,
+        accepted: true,
+        reason: String::new(),
+    };
+    frame::write_frame(&mut link.send, &enc(&reply)?).await?;
+    let node_id = node_id.clone();
+    Ok(Accepted::Node {
+        link,
+        node_id,
+        hello,
+    })
+}
+
+/// Read one wire frame from a link's stream (None: the peer finished it).
+pub async fn recv_frame(recv: &mut RecvStream) -> Result<Option<Vec<u8>>, FrameError> {
+    frame::read_frame(recv, MAX_FRAME_BYTES).await
+}

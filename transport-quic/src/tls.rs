@@ -1,0 +1,204 @@
+//! rustls configurations for the cluster: TLS 1.3 only, the ring provider
+//! passed explicitly (never a process-default provider), mutual TLS against
+//! the cluster CA.
+//!
+//! One listener serves two ALPNs:
+//! - [`ALPN`] (`ffrtmp/1`): the cluster protocol. The client must present a
+//!   certificate signed by the cluster CA.
+//! - [`ALPN_JOIN`] (`ffrtmp-join/1`): a worker with a join token but no
+//!   certificate yet asks for one. It authenticates the master by the CA
+//!   fingerprint in its token ([`join_client_config`]).
+//!
+//! rustls picks its client-certificate policy before ALPN is known, so the
+//! server *allows* an unauthenticated client and the accept path refuses a
+//! `ffrtmp/1` connection without a verified certificate (quinn's `connect()`
+//! succeeds first and the refusal follows as a connection close).
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+/// ALPN of the cluster protocol.
+pub const ALPN: &[u8] = b"ffrtmp/1";
+/// ALPN of the join exchange (token → node certificate).
+pub const ALPN_JOIN: &[u8] = b"ffrtmp-join/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{what}: no PEM certificate found")]
+    NoCertificate { what: &'static str },
+    #[error("{what}: bad PEM: {err}")]
+    Pem { what: &'static str, err: String },
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("client verifier: {0}")]
+    Verifier(String),
+}
+
+/// The only crypto provider ffrtmp uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            what,
+            err: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { what });
+    }
+    Ok(certs)
+}
+
+fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
+        what: "private key",
+        err: e.to_string(),
+    })
+}
+
+fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for c in certs("CA certificate", ca_pem)? {
+        store.add(c)?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Lowercase hex SHA-256 of a certificate's DER.
+pub fn fingerprint_der(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The master's server config. Its chain carries the CA certificate too, so
+/// a joining worker can check it against the fingerprint in its token.
+pub fn server_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+    let mut chain = certs("master certificate", cert_pem)?;
+    chain.extend(certs("CA certificate", ca_pem)?);
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key(key_pem)?)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec(), ALPN_JOIN.to_vec()];
+    Ok(cfg)
+}
+
+/// A node's client config: its certificate, the cluster CA as the only root.
+pub fn client_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<ClientConfig, TlsError> {
+    let mut cfg = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots(ca_pem)?)
+        .with_client_auth_cert(certs("node certificate", cert_pem)?, key(key_pem)?)?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(cfg)
+}
+
+/// A joining worker's config: no client certificate; the master must present
+/// a chain whose CA has `ca_fingerprint` and that validates under it.
+pub fn join_client_config(ca_fingerprint: &str) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = PinnedCaVerifier {
+        fingerprint: ca_fingerprint.to_ascii_lowercase(),
+        provider: provider.clone(),
+    };
+    let mut cfg = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![ALPN_JOIN.to_vec()];
+    Ok(cfg)
+}
+
+/// Accepts a server chain only if one of its certificates is the pinned CA
+/// and the end entity validates under that CA alone (normal WebPKI checks:
+/// signature, validity, name).
+#[derive(Debug)]
+struct PinnedCaVerifier {
+    fingerprint: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| fingerprint_der(c.as_ref()) == self.fingerprint)
+            .ok_or_else(|| {
+                rustls::Error::General("the master's CA does not match the join token".into())
+            })?;
+        let mut store = RootCertStore::empty();
+        store.add(ca.clone().into_owned())?;
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The subject common name of a DER certificate: a node's id in its cluster
+/// certificate. `None` if the certificate does not parse or has no CN.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
