@@ -2,3 +2,4 @@
 //! into a link (frames in, frames out).
 //!
 //! - [`pki`]: the cluster CA, node certificates, join tokens, files on disk.
+pub mod pki;
