@@ -110,8 +110,8 @@ fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
 }
 
 fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
-    let (v, used) =
-        bincode::decode_from_slice(b, bincode_cfg()).map_err(|e| TransportError::Malformed(e.to_string()))?;
+    let (v, used) = bincode::decode_from_slice(b, bincode_cfg())
+        .map_err(|e| TransportError::Malformed(e.to_string()))?;
     if used != b.len() {
         return Err(TransportError::Malformed("trailing bytes".into()));
     }
@@ -119,14 +119,16 @@ fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
 }
 
 fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
-    let idle = quinn::IdleTimeout::try_from(t.idle_timeout).map_err(|e| TransportError::Timers(e.to_string()))?;
+    let idle = quinn::IdleTimeout::try_from(t.idle_timeout)
+        .map_err(|e| TransportError::Timers(e.to_string()))?;
     if t.keep_alive.is_zero() || t.keep_alive >= t.idle_timeout {
         return Err(TransportError::Timers(
             "keep_alive must be positive and shorter than idle_timeout".into(),
         ));
     }
     let mut cfg = quinn::TransportConfig::default();
-    cfg.keep_alive_interval(Some(t.keep_alive)).max_idle_timeout(Some(idle));
+    cfg.keep_alive_interval(Some(t.keep_alive))
+        .max_idle_timeout(Some(idle));
     Ok(Arc::new(cfg))
 }
 
@@ -144,7 +146,9 @@ fn endpoint_config(node_secret: &[u8; 32]) -> EndpointConfig {
     let mut k = [0u8; 8];
     k.copy_from_slice(&tag.as_ref()[..8]);
     let cid_key = u64::from_le_bytes(k);
-    cfg.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+    cfg.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     cfg
 }
 
@@ -155,7 +159,8 @@ pub fn server_endpoint(
     timers: Timers,
     node_secret: &[u8; 32],
 ) -> Result<Endpoint, TransportError> {
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(transport(timers)?);
     let socket = std::net::UdpSocket::bind(addr)?;
@@ -168,7 +173,10 @@ pub fn server_endpoint(
 }
 
 /// A client endpoint (workers), bound to `bind` (use port 0).
-pub fn client_endpoint(bind: SocketAddr, node_secret: &[u8; 32]) -> Result<Endpoint, TransportError> {
+pub fn client_endpoint(
+    bind: SocketAddr,
+    node_secret: &[u8; 32],
+) -> Result<Endpoint, TransportError> {
     let socket = std::net::UdpSocket::bind(bind)?;
     Ok(Endpoint::new(
         endpoint_config(node_secret),
@@ -178,8 +186,12 @@ pub fn client_endpoint(bind: SocketAddr, node_secret: &[u8; 32]) -> Result<Endpo
     )?)
 }
 
-fn client(tls: rustls::ClientConfig, timers: Timers) -> Result<quinn::ClientConfig, TransportError> {
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| TransportError::Tls(e.to_string()))?;
+fn client(
+    tls: rustls::ClientConfig,
+    timers: Timers,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TransportError::Tls(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(transport(timers)?);
     Ok(cfg)
@@ -195,8 +207,12 @@ pub struct Link {
 /// The reason a peer gave when it closed the connection, if it did.
 fn refusal(e: &quinn::ConnectionError) -> Option<String> {
     match e {
-        quinn::ConnectionError::ApplicationClosed(c) => Some(String::from_utf8_lossy(&c.reason).into_owned()),
-        quinn::ConnectionError::ConnectionClosed(c) => Some(String::from_utf8_lossy(&c.reason).into_owned()),
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            Some(String::from_utf8_lossy(&c.reason).into_owned())
+        }
         _ => None,
     }
 }
@@ -214,7 +230,16 @@ pub async fn connect(
     timers: Timers,
     hello: &ToMaster,
 ) -> Result<Link, TransportError> {
-    connect_versioned(endpoint, master, server_name, tls, timers, PROTOCOL_VERSION, hello).await
+    connect_versioned(
+        endpoint,
+        master,
+        server_name,
+        tls,
+        timers,
+        PROTOCOL_VERSION,
+        hello,
+    )
+    .await
 }
 
 /// [`connect`] announcing an explicit protocol version (tests of the
@@ -359,16 +384,24 @@ pub async fn accept(
         return Err(TransportError::NoClientCertificate);
     };
     let certified = node_id_of(cert.as_ref()).unwrap_or_default();
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, frame::read_frame(&mut link.recv, MAX_HELLO_BYTES))
-        .await
-        .map_err(|_| TransportError::Timeout)?;
+    let first = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        frame::read_frame(&mut link.recv, MAX_HELLO_BYTES),
+    )
+    .await
+    .map_err(|_| TransportError::Timeout)?;
     let env: HelloEnvelope = match first.map_err(TransportError::from).and_then(|f| {
         f.ok_or_else(|| TransportError::Malformed("no hello".into()))
             .and_then(|b| dec(&b))
     }) {
         Ok(e) => e,
         Err(e) => {
-            refuse(&mut link, close::BAD_HELLO, &format!("malformed hello: {e}")).await;
+            refuse(
+                &mut link,
+                close::BAD_HELLO,
+                &format!("malformed hello: {e}"),
+            )
+            .await;
             return Err(e);
         }
     };
@@ -386,12 +419,21 @@ pub async fn accept(
     let hello: ToMaster = match wire::decode(&env.hello) {
         Ok(h @ ToMaster::Hello { .. }) => h,
         Ok(_) | Err(_) => {
-            refuse(&mut link, close::BAD_HELLO, "the first message must be a hello").await;
-            return Err(TransportError::Malformed("first message not a hello".into()));
+            refuse(
+                &mut link,
+                close::BAD_HELLO,
+                "the first message must be a hello",
+            )
+            .await;
+            return Err(TransportError::Malformed(
+                "first message not a hello".into(),
+            ));
         }
     };
     let ToMaster::Hello { node_id, .. } = &hello else {
-        return Err(TransportError::Malformed("first message not a hello".into()));
+        return Err(TransportError::Malformed(
+            "first message not a hello".into(),
+        ));
     };
     if *node_id != certified {
         let why = format!("node id {node_id:?} does not match its certificate ({certified:?})");

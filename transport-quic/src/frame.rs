@@ -20,11 +20,15 @@ pub enum FrameError {
 }
 
 /// Write one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    payload: &[u8],
+) -> Result<(), FrameError> {
     if payload.len() > MAX_FRAME_BYTES {
         return Err(FrameError::TooLarge(payload.len(), MAX_FRAME_BYTES));
     }
-    let len = u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge(payload.len(), MAX_FRAME_BYTES))?;
+    let len = u32::try_from(payload.len())
+        .map_err(|_| FrameError::TooLarge(payload.len(), MAX_FRAME_BYTES))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(payload).await?;
     Ok(())
@@ -45,14 +49,20 @@ async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::
 
 /// Read one frame of at most `max` bytes. `Ok(None)`: the stream ended
 /// cleanly between frames.
-pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<Option<Vec<u8>>, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut header = [0u8; 4];
     let got = read_full(r, &mut header).await?;
     if got == 0 {
         return Ok(None);
     }
     if got < header.len() {
-        return Err(FrameError::Truncated { got, want: header.len() });
+        return Err(FrameError::Truncated {
+            got,
+            want: header.len(),
+        });
     }
     let len = u32::from_be_bytes(header) as usize;
     if len > max {
@@ -86,8 +96,14 @@ mod tests {
             }
             let mut r = &buf[..];
             assert_eq!(read_frame(&mut r, 4096).await.expect("1"), Some(vec![]));
-            assert_eq!(read_frame(&mut r, 4096).await.expect("2"), Some(b"a".to_vec()));
-            assert_eq!(read_frame(&mut r, 4096).await.expect("3"), Some(vec![7u8; 1000]));
+            assert_eq!(
+                read_frame(&mut r, 4096).await.expect("2"),
+                Some(b"a".to_vec())
+            );
+            assert_eq!(
+                read_frame(&mut r, 4096).await.expect("3"),
+                Some(vec![7u8; 1000])
+            );
             assert_eq!(read_frame(&mut r, 4096).await.expect("eof"), None);
         });
     }

@@ -1,6 +1,7 @@
 //! ffrtmp's QUIC transport. No actors: the actors crate turns a connection
 //! into a link (frames in, frames out).
 //!
+//! - [`pki`]: the cluster CA, node certificates, join tokens, files on disk.
 //! - [`tls`]: rustls configs (ring provider only, TLS 1.3, mutual TLS, ALPN).
 //! - [`frame`]: length-prefixed frames with a maximum size.
 //! - [`endpoint`]: quinn endpoints, liveness timers, stable reset keys, and
@@ -8,4 +9,5 @@
 
 pub mod endpoint;
 pub mod frame;
+pub mod pki;
 pub mod tls;

@@ -74,18 +74,13 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
-/// Lowercase hex SHA-256 of a certificate's DER.
-pub fn fingerprint_der(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 /// The master's server config. Its chain carries the CA certificate too, so
 /// a joining worker can check it against the fingerprint in its token.
-pub fn server_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
         .allow_unauthenticated()
@@ -102,7 +97,11 @@ pub fn server_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<Serv
 }
 
 /// A node's client config: its certificate, the cluster CA as the only root.
-pub fn client_config(cert_pem: &str, key_pem: &str, ca_pem: &str) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+) -> Result<ClientConfig, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(ca_pem)?)
@@ -146,17 +145,15 @@ impl ServerCertVerifier for PinnedCaVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| fingerprint_der(c.as_ref()) == self.fingerprint)
-            .ok_or_else(|| {
-                rustls::Error::General("the master's CA does not match the join token".into())
-            })?;
+        let ca = crate::pki::find_pinned_ca(intermediates, &self.fingerprint).ok_or_else(|| {
+            rustls::Error::General("the master's CA does not match the join token".into())
+        })?;
         let mut store = RootCertStore::empty();
         store.add(ca.clone().into_owned())?;
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(store), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         inner.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)
     }
 
@@ -193,12 +190,4 @@ impl ServerCertVerifier for PinnedCaVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// The subject common name of a DER certificate: a node's id in its cluster
-/// certificate. `None` if the certificate does not parse or has no CN.
-pub fn common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
 }

@@ -41,15 +41,20 @@ impl Cluster {
     fn master(&self) -> (SocketAddr, mpsc::Receiver<Result<Accepted, TransportError>>) {
         let id = pki::master_identity(&self.pki).expect("master identity");
         let cfg = tls::server_config(&id.cert_pem, &id.key_pem, &id.ca_pem).expect("server tls");
-        let ep = endpoint::server_endpoint("127.0.0.1:0".parse().expect("addr"), cfg, Timers::default(), &SECRET)
-            .expect("server endpoint");
+        let ep = endpoint::server_endpoint(
+            "127.0.0.1:0".parse().expect("addr"),
+            cfg,
+            Timers::default(),
+            &SECRET,
+        )
+        .expect("server endpoint");
         let addr = ep.local_addr().expect("local addr");
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             while let Some(incoming) = ep.accept().await {
                 let tx = tx.clone();
                 tokio::spawn(async move {
-                    let r = endpoint::accept(incoming, tls::common_name).await;
+                    let r = endpoint::accept(incoming, pki::node_id_of_cert).await;
                     let _ = tx.send(r).await;
                 });
             }
@@ -72,10 +77,13 @@ fn hello(node_id: &str) -> ToMaster {
 }
 
 fn client_ep() -> quinn::Endpoint {
-    endpoint::client_endpoint("127.0.0.1:0".parse().expect("addr"), &[9; 32]).expect("client endpoint")
+    endpoint::client_endpoint("127.0.0.1:0".parse().expect("addr"), &[9; 32])
+        .expect("client endpoint")
 }
 
-async fn next(rx: &mut mpsc::Receiver<Result<Accepted, TransportError>>) -> Result<Accepted, TransportError> {
+async fn next(
+    rx: &mut mpsc::Receiver<Result<Accepted, TransportError>>,
+) -> Result<Accepted, TransportError> {
     tokio::time::timeout(Duration::from_secs(15), rx.recv())
         .await
         .expect("the master saw the connection")
@@ -87,24 +95,54 @@ async fn mutual_tls_hello_and_frames_both_ways() {
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
     let node = c.node("node-a");
-    let tls_cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let tls_cfg =
+        tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
     let ep = client_ep();
-    let mut link = endpoint::connect(&ep, addr, MASTER_SERVER_NAME, tls_cfg, Timers::default(), &hello("node-a"))
-        .await
-        .expect("accepted");
-    let Accepted::Node { mut link: m, node_id, hello: h } = next(&mut rx).await.expect("node accepted") else {
+    let mut link = endpoint::connect(
+        &ep,
+        addr,
+        MASTER_SERVER_NAME,
+        tls_cfg,
+        Timers::default(),
+        &hello("node-a"),
+    )
+    .await
+    .expect("accepted");
+    let Accepted::Node {
+        link: mut m,
+        node_id,
+        hello: h,
+    } = next(&mut rx).await.expect("node accepted")
+    else {
         panic!("expected a node");
     };
     assert_eq!(node_id, "node-a");
     assert_eq!(h, hello("node-a"));
     // Master → worker and back, as wire frames.
-    let msg = ToWorker::Cancel { job_id: "j1".into(), token: 4 };
-    frame::write_frame(&mut m.send, &wire::encode(&msg).expect("encode")).await.expect("send");
-    let got = endpoint::recv_frame(&mut link.recv).await.expect("recv").expect("a frame");
+    let msg = ToWorker::Cancel {
+        job_id: "j1".into(),
+        token: 4,
+    };
+    frame::write_frame(&mut m.send, &wire::encode(&msg).expect("encode"))
+        .await
+        .expect("send");
+    let got = endpoint::recv_frame(&mut link.recv)
+        .await
+        .expect("recv")
+        .expect("a frame");
     assert_eq!(wire::decode::<ToWorker>(&got).expect("decode"), msg);
-    let back = ToMaster::Started { job_id: "j1".into(), token: 4, isolation: ffrtmp_runtime::model::Isolation::None };
-    frame::write_frame(&mut link.send, &wire::encode(&back).expect("encode")).await.expect("send");
-    let got = endpoint::recv_frame(&mut m.recv).await.expect("recv").expect("a frame");
+    let back = ToMaster::Started {
+        job_id: "j1".into(),
+        token: 4,
+        isolation: ffrtmp_runtime::model::Isolation::None,
+    };
+    frame::write_frame(&mut link.send, &wire::encode(&back).expect("encode"))
+        .await
+        .expect("send");
+    let got = endpoint::recv_frame(&mut m.recv)
+        .await
+        .expect("recv")
+        .expect("a frame");
     assert_eq!(wire::decode::<ToMaster>(&got).expect("decode"), back);
 }
 
@@ -123,15 +161,25 @@ async fn a_client_without_a_certificate_is_refused_after_connect_succeeds() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
-    let err = endpoint::connect(&client_ep(), addr, MASTER_SERVER_NAME, cfg, Timers::default(), &hello("node-x"))
-        .await
-        .err()
-        .expect("refused");
+    let err = endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello("node-x"),
+    )
+    .await
+    .err()
+    .expect("refused");
     match &err {
         TransportError::Refused(r) => assert!(r.contains("certificate"), "{r}"),
         other => panic!("expected a refusal, got {other}"),
     }
-    assert!(matches!(next(&mut rx).await, Err(TransportError::NoClientCertificate)));
+    assert!(matches!(
+        next(&mut rx).await,
+        Err(TransportError::NoClientCertificate)
+    ));
 }
 
 #[tokio::test]
@@ -142,8 +190,17 @@ async fn a_certificate_from_another_ca_is_refused() {
     let stranger = other.node("node-s");
     // It trusts our CA (to get that far) but its own cert is from another CA.
     let ca = CertificateAuthority::load(&c.pki).expect("ca");
-    let cfg = tls::client_config(&stranger.cert_pem, &stranger.key_pem, ca.cert_pem()).expect("client tls");
-    let res = endpoint::connect(&client_ep(), addr, MASTER_SERVER_NAME, cfg, Timers::default(), &hello("node-s")).await;
+    let cfg = tls::client_config(&stranger.cert_pem, &stranger.key_pem, ca.cert_pem())
+        .expect("client tls");
+    let res = endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello("node-s"),
+    )
+    .await;
     assert!(res.is_err(), "a foreign certificate must not get in");
     assert!(next(&mut rx).await.is_err(), "the master refused it too");
 }
@@ -154,17 +211,27 @@ async fn a_protocol_version_mismatch_is_refused_with_a_clear_error_on_both_sides
     let (addr, mut rx) = c.master();
     let node = c.node("node-v");
     let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
-    let err = endpoint::connect_versioned(&client_ep(), addr, MASTER_SERVER_NAME, cfg, Timers::default(), 99, &hello("node-v"))
-        .await
-        .err()
-        .expect("refused");
+    let err = endpoint::connect_versioned(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        99,
+        &hello("node-v"),
+    )
+    .await
+    .err()
+    .expect("refused");
     assert!(
         matches!(err, TransportError::VersionMismatch { ours: 99, theirs } if theirs == PROTOCOL_VERSION),
         "{err}"
     );
     assert!(err.to_string().contains("we speak 99"), "{err}");
     match next(&mut rx).await {
-        Err(TransportError::VersionMismatch { ours, theirs: 99 }) => assert_eq!(ours, PROTOCOL_VERSION),
+        Err(TransportError::VersionMismatch { ours, theirs: 99 }) => {
+            assert_eq!(ours, PROTOCOL_VERSION)
+        }
         Err(e) => panic!("master: wrong error {e}"),
         Ok(_) => panic!("master accepted a mismatched version"),
     }
@@ -176,12 +243,25 @@ async fn a_node_cannot_claim_another_nodes_id() {
     let (addr, mut rx) = c.master();
     let node = c.node("node-a");
     let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
-    let err = endpoint::connect(&client_ep(), addr, MASTER_SERVER_NAME, cfg, Timers::default(), &hello("node-b"))
-        .await
-        .err()
-        .expect("refused");
-    assert!(matches!(&err, TransportError::Refused(r) if r.contains("does not match")), "{err}");
-    assert!(matches!(next(&mut rx).await, Err(TransportError::IdentityMismatch { .. })));
+    let err = endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello("node-b"),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, TransportError::Refused(r) if r.contains("does not match")),
+        "{err}"
+    );
+    assert!(matches!(
+        next(&mut rx).await,
+        Err(TransportError::IdentityMismatch { .. })
+    ));
 }
 
 #[tokio::test]
@@ -217,7 +297,10 @@ async fn a_joining_worker_pins_the_master_by_ca_fingerprint() {
         )
         .expect("connect")
         .await;
-    assert!(res.is_err(), "a master whose CA does not match the token is not trusted");
+    assert!(
+        res.is_err(),
+        "a master whose CA does not match the token is not trusted"
+    );
 }
 
 #[test]
@@ -229,7 +312,10 @@ fn timers_must_leave_room_for_keep_alives() {
         keep_alive: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(2),
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     let _g = rt.enter();
     assert!(matches!(
         endpoint::server_endpoint("127.0.0.1:0".parse().expect("addr"), cfg, bad, &SECRET),
