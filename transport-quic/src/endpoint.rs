@@ -118,7 +118,7 @@ fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
     Ok(v)
 }
 
-fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
+pub(crate) fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
     let idle = quinn::IdleTimeout::try_from(t.idle_timeout)
         .map_err(|e| TransportError::Timers(e.to_string()))?;
     if t.keep_alive.is_zero() || t.keep_alive >= t.idle_timeout {

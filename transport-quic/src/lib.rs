@@ -6,8 +6,12 @@
 //! - [`frame`]: length-prefixed frames with a maximum size.
 //! - [`endpoint`]: quinn endpoints, liveness timers, stable reset keys, and
 //!   the versioned handshake.
+//! - [`join`]: a token and a CSR in, a node certificate out.
+//! - [`bridge`]: a handshaken link as two channels of frames.
 
+pub mod bridge;
 pub mod endpoint;
 pub mod frame;
+pub mod join;
 pub mod pki;
 pub mod tls;

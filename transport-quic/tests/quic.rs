@@ -322,3 +322,131 @@ fn timers_must_leave_room_for_keep_alives() {
         Err(TransportError::Timers(_))
     ));
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Serve whatever the master accepts next: answer joins, hand back nodes.
+async fn serve_next(
+    c: &Cluster,
+    rx: &mut mpsc::Receiver<Result<Accepted, TransportError>>,
+) -> Result<Option<Accepted>, TransportError> {
+    match next(rx).await? {
+        Accepted::Join { link } => {
+            ffrtmp_transport_quic::join::serve_join(link, &c.pki, now_ms()).await?;
+            Ok(None)
+        }
+        node => Ok(Some(node)),
+    }
+}
+
+#[tokio::test]
+async fn a_worker_joins_with_a_token_then_connects_with_its_certificate() {
+    let c = Cluster::new();
+    let (addr, mut rx) = c.master();
+    let token = pki::create_join_token(&c.pki, Duration::from_secs(3600), now_ms())
+        .expect("token")
+        .to_string_token();
+    let ep = client_ep();
+    let join = ffrtmp_transport_quic::join::join(&ep, addr, &token, "node-j", Timers::default());
+    let (identity, served) = tokio::join!(join, serve_next(&c, &mut rx));
+    let identity = identity.expect("joined");
+    assert!(matches!(served, Ok(None)), "the master answered the join");
+    assert_eq!(identity.node_id().expect("cn"), "node-j");
+    // Kept on disk, it is all a restart needs: no token.
+    let data = tempfile::tempdir().expect("data dir");
+    identity.save(data.path()).expect("save");
+    let loaded = NodeIdentity::load(data.path())
+        .expect("load")
+        .expect("present");
+    let cfg = tls::client_config(&loaded.cert_pem, &loaded.key_pem, &loaded.ca_pem).expect("tls");
+    let h = hello("node-j");
+    let connect = endpoint::connect(&ep, addr, MASTER_SERVER_NAME, cfg, Timers::default(), &h);
+    let (link, accepted) = tokio::join!(connect, serve_next(&c, &mut rx));
+    link.expect("connected with the issued certificate");
+    match accepted {
+        Ok(Some(Accepted::Node { node_id, .. })) => assert_eq!(node_id, "node-j"),
+        _ => panic!("the master accepted the node"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_or_expired_token_is_refused_without_details() {
+    let c = Cluster::new();
+    let (addr, mut rx) = c.master();
+    let good = pki::create_join_token(&c.pki, Duration::from_secs(3600), now_ms()).expect("token");
+    let mut wrong = good.clone();
+    wrong.secret = "A".repeat(good.secret.len());
+    let expired =
+        pki::create_join_token(&c.pki, Duration::from_millis(1), now_ms() - 10_000).expect("token");
+    for token in [wrong, expired] {
+        let ep = client_ep();
+        let token = token.to_string_token();
+        let join =
+            ffrtmp_transport_quic::join::join(&ep, addr, &token, "node-k", Timers::default());
+        let (res, served) = tokio::join!(join, serve_next(&c, &mut rx));
+        match res {
+            Err(TransportError::Refused(r)) => assert_eq!(r, "token rejected"),
+            Err(e) => panic!("expected a refusal, got {e}"),
+            Ok(_) => panic!("a bad token got a certificate"),
+        }
+        assert!(served.is_err(), "the master refused it too");
+    }
+}
+
+#[tokio::test]
+async fn the_bridge_carries_frames_and_a_malformed_frame_closes_the_link() {
+    let c = Cluster::new();
+    let (addr, mut rx) = c.master();
+    let node = c.node("node-b");
+    let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let ep = client_ep();
+    let mut worker = endpoint::connect(
+        &ep,
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello("node-b"),
+    )
+    .await
+    .expect("accepted");
+    let Ok(Accepted::Node { link, hello: h, .. }) = next(&mut rx).await else {
+        panic!("expected a node");
+    };
+    let first = wire::encode(&h).expect("encode");
+    let (to_worker, mut from_worker) =
+        ffrtmp_transport_quic::bridge::bridge(link, vec![first.clone()]);
+    // The hello comes first, then what the worker sends.
+    assert_eq!(from_worker.recv().await, Some(first));
+    frame::write_frame(&mut worker.send, b"progress")
+        .await
+        .expect("send");
+    assert_eq!(from_worker.recv().await.as_deref(), Some(&b"progress"[..]));
+    to_worker.send(b"assign".to_vec()).await.expect("send");
+    let got = endpoint::recv_frame(&mut worker.recv).await.expect("recv");
+    assert_eq!(got.as_deref(), Some(&b"assign"[..]));
+    // A hostile peer announces a frame over the maximum: the master's side
+    // closes the connection (with a reason) and its receiver ends.
+    worker
+        .send
+        .write_all(&u32::MAX.to_be_bytes())
+        .await
+        .expect("write");
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while from_worker.recv().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the master's link ended");
+    let reason = tokio::time::timeout(Duration::from_secs(10), worker.connection.closed())
+        .await
+        .expect("the worker saw the close");
+    assert!(
+        matches!(&reason, quinn::ConnectionError::ApplicationClosed(c) if c.error_code == endpoint::close::MALFORMED_FRAME),
+        "{reason}"
+    );
+}
