@@ -34,6 +34,31 @@ enum Command {
         #[arg(long, default_value_t = 6.0)]
         duration: f64,
     },
+    /// The cluster PKI: the CA, the master's certificate, join tokens.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Create the cluster CA and the master's certificate in DIR (refuses to overwrite).
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Extra DNS name or IP address for the master's certificate (repeatable).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// Print a one-line token a worker joins with (reusable until it expires).
+    JoinToken {
+        #[arg(long)]
+        dir: PathBuf,
+        /// How long the token is valid, in hours.
+        #[arg(long, default_value_t = 24)]
+        ttl_hours: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -148,6 +173,35 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
     }
 }
 
+fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {
+    use ffrtmp_transport_quic::pki;
+    match cmd {
+        PkiCommand::Init { dir, sans } => {
+            pki::init(&dir, &sans).with_context(|| format!("pki init in {}", dir.display()))?;
+            let ca = pki::CertificateAuthority::load(&dir)?;
+            println!(
+                "cluster CA and master certificate written to {}",
+                dir.display()
+            );
+            println!("CA fingerprint (sha256): {}", ca.fingerprint());
+            Ok(())
+        }
+        PkiCommand::JoinToken { dir, ttl_hours } => {
+            if ttl_hours == 0 || ttl_hours > 24 * 365 {
+                anyhow::bail!("--ttl-hours must be between 1 and 8760");
+            }
+            let token = pki::create_join_token(
+                &dir,
+                Duration::from_secs(ttl_hours * 3600),
+                ffrtmp_actors::now_ms(),
+            )
+            .with_context(|| format!("creating a join token in {}", dir.display()))?;
+            println!("{}", token.to_string_token());
+            Ok(())
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo draws progress bars on the terminal: only warnings interrupt them.
@@ -163,6 +217,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         match cli.command {
             Some(Command::Demo { duration }) => demo::run(cli.node, duration).await,
+            Some(Command::Pki { command }) => run_pki(command),
             None => run_node(cli.node).await,
         }
     })
