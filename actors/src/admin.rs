@@ -59,8 +59,8 @@ pub struct AdminArgs {
     pub metrics: Option<PrometheusHandle>,
     /// Filled in by the scheduler that supervises this actor.
     pub scheduler: Option<ActorRef<SchedulerMsg>>,
-    /// Test-only hook: the local worker, to inject a JobActor panic.
-    #[cfg(feature = "fault-injection")]
+    /// The local worker, for the test-only panic hook (used only when the
+    /// `fault-injection` feature is compiled in).
     pub fault_node: Option<ActorRef<crate::node::NodeMsg>>,
 }
 

@@ -12,6 +12,7 @@
 //! [`node::NodeActor`] linked under its own supervisor.
 
 pub mod admin;
+pub mod cluster;
 pub mod events;
 pub mod job;
 pub mod link;

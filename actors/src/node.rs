@@ -119,6 +119,22 @@ impl NodeState {
     }
 }
 
+/// The hello a worker opens its link with: whoever establishes the link
+/// sends it (the QUIC handshake carries it; the in-process link sends it as
+/// its first frame), so the master sees the same first message either way.
+pub fn hello(config: &NodeConfig) -> ToMaster {
+    ToMaster::Hello {
+        node_id: config.node_id.clone(),
+        protocol_version: PROTOCOL_VERSION,
+        slots: config.slots,
+        capabilities: Capabilities {
+            encoders: config.encoders.clone(),
+            cores: cores(),
+            memory_bytes: memory_bytes(),
+        },
+    }
+}
+
 /// The number of CPU cores this process may use.
 pub fn cores() -> u32 {
     std::thread::available_parallelism()
@@ -181,18 +197,6 @@ impl Actor for NodeActor {
             running: HashMap::new(),
             by_actor: HashMap::new(),
         };
-        state
-            .send(ToMaster::Hello {
-                node_id: state.config.node_id.clone(),
-                protocol_version: PROTOCOL_VERSION,
-                slots: state.config.slots,
-                capabilities: Capabilities {
-                    encoders: state.config.encoders.clone(),
-                    cores: cores(),
-                    memory_bytes: memory_bytes(),
-                },
-            })
-            .await;
         Ok(state)
     }
 

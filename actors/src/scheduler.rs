@@ -42,6 +42,10 @@ pub struct SchedulerArgs {
     pub retry: RetryPolicy,
     /// The HTTP API to run under this scheduler, if any.
     pub admin: Option<AdminArgs>,
+    /// How long a lost node's attempts wait before they may run elsewhere:
+    /// long enough that the node has stopped them itself (docs/PROTOCOL.md).
+    /// Zero in standalone, where the worker dies with the master.
+    pub lost_requeue_delay: Duration,
 }
 
 /// What a cancel request did.
@@ -105,6 +109,7 @@ pub struct SchedulerState {
     admin_args: Option<AdminArgs>,
     admin: Option<ActorRef<crate::admin::AdminMsg>>,
     admin_restarts: RestartIntensity,
+    lost_requeue_delay: Duration,
 }
 
 impl Drop for SchedulerState {
@@ -261,14 +266,15 @@ impl SchedulerState {
                 FailureReason::NodeLost,
                 format!("node {node_id} lost: {why}"),
             );
-            match state::lose(
-                &mut job,
-                failure,
-                now_ms(),
-                &self.retry,
-                rand::random::<f64>(),
-            ) {
+            let now = now_ms();
+            match state::lose(&mut job, failure, now, &self.retry, rand::random::<f64>()) {
                 Ok(applied) => {
+                    if matches!(applied, Applied::Requeued { .. }) {
+                        // Fencing by time: the node may still be running it
+                        // until its own link-loss kill has certainly happened.
+                        let fence = now + self.lost_requeue_delay.as_millis() as u64;
+                        job.not_before_ms = Some(job.not_before_ms.unwrap_or(0).max(fence));
+                    }
                     self.store.put_durable(&job).await?;
                     self.after_applied(&job, &applied);
                 }
@@ -386,6 +392,7 @@ impl Actor for SchedulerActor {
                 a
             }),
             admin: None,
+            lost_requeue_delay: args.lost_requeue_delay,
             admin_restarts: RestartIntensity::new(
                 ADMIN_MAX_RESTARTS,
                 ADMIN_RESTART_WINDOW.as_millis() as u64,

@@ -13,6 +13,7 @@ use ffrtmp_runtime::model::Codec;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
 use ffrtmp_runtime::store::Store;
+use ffrtmp_runtime::wire;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::task::JoinHandle;
@@ -123,6 +124,7 @@ pub async fn spawn_master(
     events: JobEvents,
     retry: RetryPolicy,
     admin: Option<AdminArgs>,
+    lost_requeue_delay: Duration,
     supervisor: Option<ActorCell>,
 ) -> Result<(ActorRef<SchedulerMsg>, JoinHandle<()>), StartError> {
     let args = SchedulerArgs {
@@ -130,6 +132,7 @@ pub async fn spawn_master(
         events,
         retry,
         admin,
+        lost_requeue_delay,
     };
     let spawned = match supervisor {
         Some(sup) => Actor::spawn_linked(None, SchedulerActor, args, sup).await,
@@ -160,20 +163,29 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     let encoders = probe_encoders(&cfg.ffmpeg).await;
     tracing::info!(?encoders, "encoders that passed a test encode");
     let (master_end, worker_end) = link::in_process_pair();
+    let config = NodeConfig {
+        node_id: node_id.clone(),
+        slots: cfg.slots,
+        ffmpeg: cfg.ffmpeg.clone(),
+        ffprobe: cfg.ffprobe.clone(),
+        cgroups: cgroups.clone(),
+        nice: cfg.nice,
+        kill_grace: cfg.kill_grace,
+        encoders,
+    };
+    // The in-process link's "handshake": the hello is its first frame.
+    let hello =
+        wire::encode(&crate::node::hello(&config)).map_err(|e| StartError::Spawn(e.to_string()))?;
+    worker_end
+        .tx
+        .send(hello)
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
     let (node, _) = Actor::spawn(
         Some(format!("ffrtmp-node-{node_id}")),
         NodeActor,
         NodeArgs {
-            config: NodeConfig {
-                node_id: node_id.clone(),
-                slots: cfg.slots,
-                ffmpeg: cfg.ffmpeg.clone(),
-                ffprobe: cfg.ffprobe.clone(),
-                cgroups: cgroups.clone(),
-                nice: cfg.nice,
-                kill_grace: cfg.kill_grace,
-                encoders,
-            },
+            config,
             link: worker_end,
         },
     )
@@ -189,11 +201,10 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         max_body_bytes: cfg.max_body_bytes,
         metrics: cfg.metrics.clone(),
         scheduler: None,
-        #[cfg(feature = "fault-injection")]
         fault_node: Some(node.clone()),
     };
     let (scheduler, scheduler_done) =
-        spawn_master(store, events, cfg.retry, Some(admin), None).await?;
+        spawn_master(store, events, cfg.retry, Some(admin), Duration::ZERO, None).await?;
     scheduler
         .cast(SchedulerMsg::AttachLink(master_end))
         .map_err(|e| StartError::Spawn(e.to_string()))?;

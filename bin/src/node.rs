@@ -65,6 +65,10 @@ enum PkiCommand {
 enum Role {
     /// Master and worker in one process, linked by the same messages a cluster uses.
     Standalone,
+    /// Scheduler and HTTP API; workers connect over QUIC (needs --pki).
+    Master,
+    /// Runs jobs for a master (needs --master, and --join-token the first time).
+    Worker,
 }
 
 #[derive(clap::Args, Debug)]
@@ -96,6 +100,27 @@ struct NodeFlags {
     /// cgroup under which this node creates one cgroup per job.
     #[arg(long, default_value = "ffrtmp", env = "FFRTMP_CGROUP_PARENT")]
     cgroup_parent: String,
+    /// master: the cluster PKI directory (`ffrtmp-node pki init --dir DIR`).
+    #[arg(long, env = "FFRTMP_PKI")]
+    pki: Option<PathBuf>,
+    /// master: QUIC address workers connect to.
+    #[arg(long, default_value = "127.0.0.1:7400", env = "FFRTMP_LISTEN")]
+    listen: SocketAddr,
+    /// master: once QUIC listens, write its address to this file (useful with `--listen 127.0.0.1:0`).
+    #[arg(long, env = "FFRTMP_LISTEN_ADDR_FILE")]
+    listen_addr_file: Option<PathBuf>,
+    /// worker: the master's QUIC address.
+    #[arg(long, env = "FFRTMP_MASTER")]
+    master: Option<SocketAddr>,
+    /// worker: token from `ffrtmp-node pki join-token`; needed only until the worker has its certificate.
+    #[arg(long, env = "FFRTMP_JOIN_TOKEN", hide_env_values = true)]
+    join_token: Option<String>,
+    /// QUIC keep-alive interval, in milliseconds (both ends).
+    #[arg(long, default_value_t = 300, env = "FFRTMP_KEEP_ALIVE_MS")]
+    keep_alive_ms: u64,
+    /// QUIC idle timeout, in milliseconds (both ends; the smaller wins).
+    #[arg(long, default_value_t = 1500, env = "FFRTMP_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: u64,
     /// Once the HTTP API listens, write its address to this file (useful with `--http 127.0.0.1:0`).
     #[arg(long, env = "FFRTMP_HTTP_ADDR_FILE")]
     http_addr_file: Option<PathBuf>,
@@ -144,25 +169,42 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
     })
 }
 
+/// Write an address to a file atomically (write, then rename).
+fn write_addr_file(path: &std::path::Path, addr: SocketAddr) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, addr.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn timers(f: &NodeFlags) -> ffrtmp_transport_quic::endpoint::Timers {
+    ffrtmp_transport_quic::endpoint::Timers {
+        keep_alive: Duration::from_millis(f.keep_alive_ms),
+        idle_timeout: Duration::from_millis(f.idle_timeout_ms),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM; stopping"),
+    }
+    Ok(())
+}
+
 async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
     match flags.role {
         Role::Standalone => {
             let cfg = standalone_config(&flags)?;
-            let node = standalone::start(cfg).await?;
+            let mut node = standalone::start(cfg).await?;
             tracing::info!(http = %node.http, "standalone node ready");
             if let Some(path) = &flags.http_addr_file {
-                // Write then rename, so a reader never sees a partial address.
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, node.http.to_string())
-                    .and_then(|()| std::fs::rename(&tmp, path))
-                    .with_context(|| format!("writing {}", path.display()))?;
+                write_addr_file(path, node.http)?;
             }
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-            let mut node = node;
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; stopping"),
-                _ = term.recv() => tracing::info!("SIGTERM; stopping"),
+                r = stop_signal() => r?,
                 _ = &mut node.scheduler_done => anyhow::bail!("the scheduler stopped"),
             }
             // Running jobs are killed (their cgroups removed) and requeued as
@@ -170,7 +212,123 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
             node.shutdown().await;
             Ok(())
         }
+        Role::Master => run_master(flags).await,
+        Role::Worker => run_worker(flags).await,
     }
+}
+
+async fn run_master(flags: NodeFlags) -> anyhow::Result<()> {
+    use ffrtmp_actors::{admin::AdminArgs, cluster, events::JobEvents, scheduler::SchedulerMsg};
+    let pki_dir = flags.pki.clone().context(
+        "--role master needs --pki DIR (create it with: ffrtmp-node pki init --dir DIR)",
+    )?;
+    let cfg = standalone_config(&flags)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let roots = ffrtmp_runtime::spec::MediaRoots::new(&cfg.media_roots)?;
+    let store = ffrtmp_runtime::store::Store::open(&cfg.data_dir.join("master.sled"))?;
+    let events = JobEvents::default();
+    let timers = timers(&flags);
+    let secret = cluster::node_secret(&cfg.data_dir)?;
+    let endpoint = cluster::master_endpoint(flags.listen, &pki_dir, timers, &secret)
+        .map_err(|e| anyhow::anyhow!("QUIC listener on {}: {e}", flags.listen))?;
+    let quic_addr = endpoint.local_addr()?;
+    let admin = AdminArgs {
+        bind: cfg.http,
+        store: store.clone(),
+        events: events.clone(),
+        media_roots: std::sync::Arc::new(roots),
+        api_key: cfg.api_key.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        metrics: cfg.metrics.clone(),
+        scheduler: None,
+        fault_node: None,
+    };
+    let delay = cluster::lost_requeue_delay(timers, cfg.kill_grace);
+    let (scheduler, mut done) =
+        standalone::spawn_master(store, events, cfg.retry, Some(admin), delay, None).await?;
+    let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+        .ok()
+        .flatten()
+        .context("the HTTP API did not come up")?;
+    let accept = cluster::spawn_accept_loop(endpoint.clone(), scheduler.clone(), pki_dir);
+    tracing::info!(%http, quic = %quic_addr, requeue_delay = ?delay, "master ready");
+    if let Some(path) = &flags.http_addr_file {
+        write_addr_file(path, http)?;
+    }
+    if let Some(path) = &flags.listen_addr_file {
+        write_addr_file(path, quic_addr)?;
+    }
+    tokio::select! {
+        r = stop_signal() => r?,
+        _ = &mut done => anyhow::bail!("the scheduler stopped"),
+    }
+    accept.abort();
+    endpoint.close(
+        ffrtmp_transport_quic::endpoint::close::NORMAL,
+        b"master stopping",
+    );
+    let _ = scheduler
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20)))
+        .await;
+    Ok(())
+}
+
+async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
+    use ffrtmp_actors::{cluster, node::NodeConfig};
+    let master = flags
+        .master
+        .context("--role worker needs --master HOST:PORT")?;
+    let cfg = standalone_config(&flags)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let node_id = standalone::node_id(&cfg.data_dir)?;
+    let cgroups = std::sync::Arc::new(ffrtmp_runtime::cgroup::CgroupManager::detect(&format!(
+        "{}/{}",
+        cfg.cgroup_parent, node_id
+    )));
+    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
+    let encoders = standalone::probe_encoders(&cfg.ffmpeg).await;
+    tracing::info!(?encoders, "encoders that passed a test encode");
+    let config = NodeConfig {
+        node_id,
+        slots: cfg.slots,
+        ffmpeg: cfg.ffmpeg.clone(),
+        ffprobe: cfg.ffprobe.clone(),
+        cgroups: cgroups.clone(),
+        nice: cfg.nice,
+        kill_grace: cfg.kill_grace,
+        encoders,
+    };
+    let net = cluster::WorkerNet {
+        master,
+        data_dir: cfg.data_dir.clone(),
+        join_token: flags.join_token.clone().filter(|t| !t.is_empty()),
+        timers: timers(&flags),
+        reconnect: ffrtmp_runtime::retry::RetryPolicy {
+            base_ms: 200,
+            max_ms: 5_000,
+        },
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(cluster::run_worker(net, config, stop_rx));
+    tokio::pin!(worker);
+    tokio::select! {
+        r = stop_signal() => r?,
+        r = &mut worker => {
+            return match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(anyhow::anyhow!("worker task failed: {e}")),
+            };
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = worker.await;
+    if let Err(e) = cgroups.remove_parent() {
+        tracing::warn!(error = %e, "node cgroup parent not removed");
+    }
+    Ok(())
 }
 
 fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {

@@ -1,0 +1,256 @@
+//! The cluster's edges: the master's QUIC accept loop and the worker's
+//! connector. Both hand the actors a [`LinkEnd`], the same kind of link the
+//! in-process standalone uses, so `NodeLink` and `NodeActor` do not know
+//! which transport they are on.
+//!
+//! Fencing without a separate lease (docs/PROTOCOL.md): a worker's
+//! `NodeActor` stops when its link drops, killing its jobs; the master stops
+//! sending on a connection it has timed out, so a worker loses its link at
+//! most two idle timeouts after the master last heard from it. The master
+//! holds a lost node's attempts back for [`lost_requeue_delay`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ffrtmp_runtime::retry::RetryPolicy;
+use ffrtmp_runtime::wire;
+use ffrtmp_transport_quic::endpoint::{self, Accepted, Timers, TransportError};
+use ffrtmp_transport_quic::pki::{self, NodeIdentity, MASTER_SERVER_NAME};
+use ffrtmp_transport_quic::{bridge, join, tls};
+use ractor::{Actor, ActorRef};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::link::LinkEnd;
+use crate::node::{NodeActor, NodeArgs, NodeConfig};
+use crate::scheduler::SchedulerMsg;
+
+/// Margin added on top of the worker's worst-case stop time.
+pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
+
+/// How long the master holds a lost node's attempts: the worker notices the
+/// loss at most two idle timeouts after the master last heard from it, then
+/// needs `kill_grace` to kill its jobs.
+pub fn lost_requeue_delay(timers: Timers, worker_kill_grace: Duration) -> Duration {
+    timers.idle_timeout * 2 + worker_kill_grace + FENCE_MARGIN
+}
+
+/// A per-node secret (32 bytes, mode 0600 in the data dir) from which the
+/// QUIC stateless-reset key and connection-ID key are derived.
+pub fn node_secret(data_dir: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("node.secret");
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(secret);
+        }
+        return Err(std::io::Error::other(format!(
+            "{} is not 32 bytes",
+            path.display()
+        )));
+    }
+    let secret: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(&secret)?;
+    f.sync_all()?;
+    Ok(secret)
+}
+
+/// The master's listening endpoint, from its identity in `pki_dir`.
+pub fn master_endpoint(
+    listen: SocketAddr,
+    pki_dir: &Path,
+    timers: Timers,
+    secret: &[u8; 32],
+) -> Result<quinn::Endpoint, String> {
+    let id = pki::master_identity(pki_dir).map_err(|e| e.to_string())?;
+    let tls =
+        tls::server_config(&id.cert_pem, &id.key_pem, &id.ca_pem).map_err(|e| e.to_string())?;
+    endpoint::server_endpoint(listen, tls, timers, secret).map_err(|e| e.to_string())
+}
+
+/// Accept workers for ever: each accepted node becomes a `NodeLink` under
+/// the scheduler (its hello re-delivered as the first frame); joins get a
+/// certificate when their token checks out.
+pub fn spawn_accept_loop(
+    endpoint: quinn::Endpoint,
+    scheduler: ActorRef<SchedulerMsg>,
+    pki_dir: PathBuf,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(incoming) = endpoint.accept().await {
+            let scheduler = scheduler.clone();
+            let pki_dir = pki_dir.clone();
+            tokio::spawn(async move {
+                let remote = incoming.remote_address();
+                match endpoint::accept(incoming, pki::node_id_of_cert).await {
+                    Ok(Accepted::Node {
+                        link,
+                        node_id,
+                        hello,
+                    }) => {
+                        let first = match wire::encode(&hello) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                tracing::error!(error = %e, "cannot re-encode a hello");
+                                return;
+                            }
+                        };
+                        tracing::info!(node = %node_id, %remote, "worker connected");
+                        let (tx, rx) = bridge::bridge(link, vec![first]);
+                        if scheduler
+                            .cast(SchedulerMsg::AttachLink(LinkEnd { tx, rx }))
+                            .is_err()
+                        {
+                            tracing::error!("scheduler gone; dropping a worker link");
+                        }
+                    }
+                    Ok(Accepted::Join { link }) => {
+                        if let Err(e) = join::serve_join(link, &pki_dir, crate::now_ms()).await {
+                            tracing::warn!(%remote, error = %e, "join refused");
+                        }
+                    }
+                    Err(e) => tracing::warn!(%remote, error = %e, "connection refused"),
+                }
+            });
+        }
+    })
+}
+
+/// How a worker reaches its master.
+#[derive(Clone)]
+pub struct WorkerNet {
+    pub master: SocketAddr,
+    pub data_dir: PathBuf,
+    pub join_token: Option<String>,
+    pub timers: Timers,
+    pub reconnect: RetryPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("no node certificate in {0} and no --join-token to get one")]
+    NotJoined(PathBuf),
+    #[error("identity: {0}")]
+    Identity(String),
+    #[error("the master refused this worker for good: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// This worker's identity: from its data dir, or obtained with the join token.
+async fn identity(
+    net: &WorkerNet,
+    endpoint: &quinn::Endpoint,
+    node_id: &str,
+) -> Result<NodeIdentity, WorkerError> {
+    if let Some(id) =
+        NodeIdentity::load(&net.data_dir).map_err(|e| WorkerError::Identity(e.to_string()))?
+    {
+        return Ok(id);
+    }
+    let token = net
+        .join_token
+        .as_deref()
+        .ok_or_else(|| WorkerError::NotJoined(net.data_dir.clone()))?;
+    let mut attempt = 0u32;
+    loop {
+        match join::join(endpoint, net.master, token, node_id, net.timers).await {
+            Ok(id) => {
+                id.save(&net.data_dir)
+                    .map_err(|e| WorkerError::Identity(e.to_string()))?;
+                tracing::info!(node = node_id, "joined the cluster; certificate saved");
+                return Ok(id);
+            }
+            Err(TransportError::Refused(r)) => return Err(WorkerError::Refused(r)),
+            Err(e) => {
+                attempt += 1;
+                let wait = net.reconnect.delay_ms(attempt, rand::random::<f64>());
+                tracing::warn!(error = %e, "join failed; retrying in {wait} ms");
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+}
+
+/// Run a worker until `shutdown` turns true: connect, run a `NodeActor` over
+/// the link, and when the link drops (the node has then killed its jobs)
+/// reconnect with exponential backoff and jitter.
+pub async fn run_worker(
+    net: WorkerNet,
+    mut config: NodeConfig,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    let secret = node_secret(&net.data_dir)?;
+    let bind: SocketAddr = if net.master.is_ipv6() {
+        "[::]:0".parse().map_err(std::io::Error::other)?
+    } else {
+        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
+    };
+    let endpoint = endpoint::client_endpoint(bind, &secret)
+        .map_err(|e| WorkerError::Identity(e.to_string()))?;
+    let id = tokio::select! {
+        id = identity(&net, &endpoint, &config.node_id) => id?,
+        _ = shutdown.changed() => return Ok(()),
+    };
+    config.node_id = id
+        .node_id()
+        .map_err(|e| WorkerError::Identity(e.to_string()))?;
+    let mut attempt = 0u32;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let tls_cfg = tls::client_config(&id.cert_pem, &id.key_pem, &id.ca_pem)
+            .map_err(|e| WorkerError::Identity(e.to_string()))?;
+        let hello = crate::node::hello(&config);
+        let connected = tokio::select! {
+            r = endpoint::connect(&endpoint, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, &hello) => r,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match connected {
+            Ok(link) => {
+                attempt = 0;
+                tracing::info!(master = %net.master, node = %config.node_id, "connected to the master");
+                let (tx, rx) = bridge::bridge(link, vec![]);
+                let (node, done) = Actor::spawn(
+                    Some(format!("ffrtmp-node-{}", config.node_id)),
+                    NodeActor,
+                    NodeArgs {
+                        config: config.clone(),
+                        link: LinkEnd { tx, rx },
+                    },
+                )
+                .await
+                .map_err(|e| WorkerError::Identity(e.to_string()))?;
+                tokio::select! {
+                    _ = done => tracing::warn!("link to the master lost; reconnecting"),
+                    _ = shutdown.changed() => {
+                        let _ = node.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20))).await;
+                        return Ok(());
+                    }
+                }
+            }
+            Err(
+                e @ (TransportError::VersionMismatch { .. }
+                | TransportError::IdentityMismatch { .. }),
+            ) => {
+                return Err(WorkerError::Refused(e.to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot reach the master"),
+        }
+        attempt += 1;
+        let wait = net.reconnect.delay_ms(attempt, rand::random::<f64>());
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,405 @@
+//! A real cluster on loopback: `ffrtmp-node --role master` and two
+//! `--role worker` processes joined by token over QUIC with mutual TLS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// One `ffrtmp-node` process of the cluster, cleaned up by pid and by the
+/// cgroup parent it was given.
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    cgroup_parent: String,
+}
+
+impl Proc {
+    fn spawn(name: &str, dir: &Path, args: Vec<String>) -> Proc {
+        let cgroup_parent = format!("ffrtmp-test-{}-{name}", std::process::id());
+        let mut p = Proc {
+            name: name.into(),
+            args,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            cgroup_parent,
+        };
+        p.start();
+        p
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .args([
+                "--cgroup-parent",
+                &self.cgroup_parent,
+                "--kill-grace-s",
+                "1",
+            ])
+            .env("FFRTMP_LOG", "info")
+            .env_remove("FFRTMP_API_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ffrtmp-node");
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        cleanup_cgroups(&self.cgroup_parent);
+        if std::thread::panicking() {
+            eprintln!("--- {} log ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+fn read_addr(path: &Path, who: &mut Proc) -> String {
+    wait_for(
+        &format!("{} address", who.name),
+        Duration::from_secs(60),
+        || {
+            if let Some(c) = who.child.as_mut() {
+                if let Ok(Some(s)) = c.try_wait() {
+                    panic!("{} exited early: {s}\n{}", who.name, who.log());
+                }
+            }
+            std::fs::read_to_string(path).ok().filter(|s| !s.is_empty())
+        },
+    )
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    /// Held so the master process lives (and is killed) with the cluster.
+    _master: Proc,
+    workers: Vec<Proc>,
+    base: String,
+    quic: String,
+    token: String,
+    slots: u32,
+    http: reqwest::blocking::Client,
+}
+
+impl Cluster {
+    fn start(workers: usize) -> Cluster {
+        Cluster::start_with(workers, 1)
+    }
+
+    fn start_with(workers: usize, slots: u32) -> Cluster {
+        require_ffmpeg();
+        let dir = tempfile::Builder::new()
+            .prefix("ffrtmp-cluster-")
+            .tempdir()
+            .expect("tempdir");
+        let pki = dir.path().join("pki");
+        let ok = Command::new(BIN)
+            .args(["pki", "init", "--dir"])
+            .arg(&pki)
+            .output()
+            .expect("pki init");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        let out = Command::new(BIN)
+            .args(["pki", "join-token", "--dir"])
+            .arg(&pki)
+            .output()
+            .expect("token");
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let media = dir.path().join("media");
+        std::fs::create_dir_all(&media).expect("media");
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        let mut master = Proc::spawn(
+            "master",
+            dir.path(),
+            vec![
+                "--role".into(),
+                "master".into(),
+                "--pki".into(),
+                s(&pki),
+                "--data-dir".into(),
+                s(&dir.path().join("m")),
+                "--media-root".into(),
+                s(&media),
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+                "--listen-addr-file".into(),
+                s(&dir.path().join("quic.addr")),
+                "--http".into(),
+                "127.0.0.1:0".into(),
+                "--http-addr-file".into(),
+                s(&dir.path().join("http.addr")),
+            ],
+        );
+        let base = format!(
+            "http://{}",
+            read_addr(&dir.path().join("http.addr"), &mut master)
+        );
+        let quic = read_addr(&dir.path().join("quic.addr"), &mut master);
+        let mut c = Cluster {
+            dir,
+            _master: master,
+            workers: Vec::new(),
+            base,
+            quic,
+            token,
+            slots,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("client"),
+        };
+        for i in 0..workers {
+            c.add_worker(i, true);
+        }
+        c.wait_nodes(workers);
+        c
+    }
+
+    fn worker_args(&self, i: usize, with_token: bool) -> Vec<String> {
+        let mut a = vec![
+            "--role".into(),
+            "worker".into(),
+            "--master".into(),
+            self.quic.clone(),
+            "--data-dir".into(),
+            self.dir
+                .path()
+                .join(format!("w{i}"))
+                .to_string_lossy()
+                .into_owned(),
+            "--media-root".into(),
+            self.dir.path().join("media").to_string_lossy().into_owned(),
+            "--slots".into(),
+            self.slots.to_string(),
+        ];
+        if with_token {
+            a.extend(["--join-token".into(), self.token.clone()]);
+        }
+        a
+    }
+
+    fn add_worker(&mut self, i: usize, with_token: bool) {
+        let args = self.worker_args(i, with_token);
+        let p = Proc::spawn(&format!("w{i}"), self.dir.path(), args);
+        self.workers.push(p);
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .expect("GET")
+            .json()
+            .unwrap_or(Value::Null)
+    }
+
+    fn nodes(&self) -> Vec<Value> {
+        self.get("/v1/nodes")["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn wait_nodes(&self, n: usize) -> Vec<Value> {
+        wait_for(
+            &format!("{n} connected workers"),
+            Duration::from_secs(60),
+            || {
+                let nodes = self.nodes();
+                (nodes.len() == n).then_some(nodes)
+            },
+        )
+    }
+
+    fn submit(&self, body: Value) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .json(&body)
+            .send()
+            .expect("POST");
+        assert_eq!(r.status().as_u16(), 201);
+        r.json::<Value>().expect("job")["id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    }
+
+    fn wait_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        wait_for(&format!("job {id} in {states:?}"), timeout, || {
+            let job = self.get(&format!("/v1/jobs/{id}"));
+            states
+                .contains(&job["state"].as_str().unwrap_or(""))
+                .then_some(job)
+        })
+    }
+}
+
+#[test]
+fn jobs_spread_over_two_workers_and_all_succeed() {
+    let _g = serial();
+    let c = Cluster::start(2);
+    let nodes = c.nodes();
+    for n in &nodes {
+        assert!(
+            n["capabilities"]["encoders"]
+                .as_array()
+                .map(|e| e.iter().any(|x| x == "libx264"))
+                .unwrap_or(false),
+            "{n}"
+        );
+    }
+    let ids: Vec<String> = (0..4).map(|_| c.submit(small_job(1.5))).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for id in &ids {
+        let job = c.wait_state(id, &["succeeded", "failed"], LONG);
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["attempt"], 1);
+        used.insert(job["node"].as_str().unwrap_or("").to_string());
+    }
+    assert_eq!(used.len(), 2, "both workers ran jobs: {used:?}");
+}
+
+#[test]
+fn sigkill_of_a_worker_mid_job_the_job_completes_on_the_other() {
+    let _g = serial();
+    let mut c = Cluster::start(2);
+    let id = c.submit(long_job(6.0));
+    let running = c.wait_state(&id, &["running"], LONG);
+    let victim_node = running["node"].as_str().expect("node").to_string();
+    // Which worker process is it? The one whose data dir holds that node id.
+    let idx = (0..c.workers.len())
+        .find(|i| {
+            std::fs::read_to_string(c.dir.path().join(format!("w{i}/node_id")))
+                .map(|s| s.trim() == victim_node)
+                .unwrap_or(false)
+        })
+        .expect("the victim's worker");
+    let pids = wait_for("ffmpeg pids", Duration::from_secs(10), || {
+        let p: Vec<i32> = cgroup_dirs(&c.workers[idx].cgroup_parent)
+            .iter()
+            .filter(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().contains(&id))
+                    .unwrap_or(false)
+            })
+            .flat_map(|d| read_pids(d))
+            .collect();
+        (!p.is_empty()).then_some(p)
+    });
+    let t0 = Instant::now();
+    c.workers[idx].kill9();
+    wait_for(
+        "the killed worker's ffmpeg to die",
+        Duration::from_secs(5),
+        || pids.iter().all(|p| !pid_alive(*p)).then_some(()),
+    );
+    wait_for(
+        "the node to be declared lost",
+        Duration::from_secs(10),
+        || (!c.nodes().iter().any(|n| n["id"] == victim_node.as_str())).then_some(()),
+    );
+    let detected = t0.elapsed();
+    println!("worker SIGKILL → node declared lost after {detected:?}");
+    assert!(
+        detected < Duration::from_millis(2500),
+        "declared lost within 2.5 s, took {detected:?}"
+    );
+    let job = c.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_ne!(job["node"], victim_node.as_str(), "ran on the other worker");
+    assert_eq!(
+        job["attempts"][0]["outcome"]["failure"]["reason"], "node_lost",
+        "{job}"
+    );
+    println!(
+        "job finished on the other worker {:?} after the kill",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn a_restarted_worker_reconnects_without_a_token() {
+    let _g = serial();
+    let mut c = Cluster::start(1);
+    let before = c.nodes()[0]["id"].clone();
+    c.workers[0].kill9();
+    wait_for("the node to go", Duration::from_secs(10), || {
+        c.nodes().is_empty().then_some(())
+    });
+    c.workers.clear();
+    c.add_worker(0, false);
+    let nodes = c.wait_nodes(1);
+    assert_eq!(nodes[0]["id"], before, "same node id, from its certificate");
+    let id = c.submit(small_job(0.5));
+    assert_eq!(
+        c.wait_state(&id, &["succeeded", "failed"], LONG)["state"],
+        "succeeded"
+    );
+}
+
+#[test]
+fn a_worker_with_every_core_encoding_is_never_declared_lost() {
+    let _g = serial();
+    let c = Cluster::start_with(1, 2);
+    let node = c.nodes()[0]["id"].clone();
+    // Two CPU-bound encodes on this 2-core machine: every core busy.
+    let ids: Vec<String> = (0..2).map(|_| c.submit(long_job(15.0))).collect();
+    let mut samples = 0;
+    wait_for("both encodes to finish", Duration::from_secs(180), || {
+        let nodes = c.nodes();
+        assert!(
+            nodes.iter().any(|n| n["id"] == node),
+            "the busy worker was declared lost: {nodes:?}"
+        );
+        samples += 1;
+        ids.iter()
+            .all(|id| {
+                let st = c.get(&format!("/v1/jobs/{id}"))["state"].clone();
+                st == "succeeded" || st == "failed"
+            })
+            .then_some(())
+    });
+    for id in &ids {
+        let job = c.get(&format!("/v1/jobs/{id}"));
+        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_eq!(job["attempt"], 1, "never requeued: {job}");
+    }
+    assert!(
+        samples > 20,
+        "the node list was checked throughout ({samples} samples)"
+    );
+}
