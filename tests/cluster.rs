@@ -106,6 +106,7 @@ struct Cluster {
     quic: String,
     token: String,
     slots: u32,
+    worker_extra: Vec<String>,
     http: reqwest::blocking::Client,
 }
 
@@ -115,6 +116,10 @@ impl Cluster {
     }
 
     fn start_with(workers: usize, slots: u32) -> Cluster {
+        Cluster::start_full(workers, slots, Vec::new())
+    }
+
+    fn start_full(workers: usize, slots: u32, worker_extra: Vec<String>) -> Cluster {
         require_ffmpeg();
         let dir = tempfile::Builder::new()
             .prefix("ffrtmp-cluster-")
@@ -175,6 +180,7 @@ impl Cluster {
             quic,
             token,
             slots,
+            worker_extra,
             http: reqwest::blocking::Client::builder()
                 .timeout(Duration::from_secs(20))
                 .build()
@@ -188,7 +194,16 @@ impl Cluster {
     }
 
     fn worker_args(&self, i: usize, with_token: bool) -> Vec<String> {
-        let mut a = vec![
+        let mut a = self.base_worker_args(i);
+        a.extend(self.worker_extra.iter().cloned());
+        if with_token {
+            a.extend(["--join-token".into(), self.token.clone()]);
+        }
+        a
+    }
+
+    fn base_worker_args(&self, i: usize) -> Vec<String> {
+        let a = vec![
             "--role".into(),
             "worker".into(),
             "--master".into(),
@@ -204,9 +219,6 @@ impl Cluster {
             "--slots".into(),
             self.slots.to_string(),
         ];
-        if with_token {
-            a.extend(["--join-token".into(), self.token.clone()]);
-        }
         a
     }
 
@@ -402,4 +414,28 @@ fn a_worker_with_every_core_encoding_is_never_declared_lost() {
         samples > 20,
         "the node list was checked throughout ({samples} samples)"
     );
+}
+
+#[test]
+fn a_job_no_node_can_run_waits_without_blocking_the_jobs_behind_it() {
+    let _g = serial();
+    let c = Cluster::start_full(1, 1, vec!["--encoders".into(), "libx264".into()]);
+    let enc = c.nodes()[0]["capabilities"]["encoders"].clone();
+    assert_eq!(
+        enc,
+        serde_json::json!(["libx264"]),
+        "the node advertises only what it may run"
+    );
+    let mut h265 = small_job(0.5);
+    h265["codec"] = serde_json::json!("h265");
+    h265["priority"] = serde_json::json!("live");
+    let stuck = c.submit(h265);
+    let mut later = small_job(0.5);
+    later["priority"] = serde_json::json!("batch");
+    let runnable = c.submit(later);
+    let done = c.wait_state(&runnable, &["succeeded", "failed"], LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let waiting = c.get(&format!("/v1/jobs/{stuck}"));
+    assert_eq!(waiting["state"], "queued", "nobody can run h265: {waiting}");
+    assert_eq!(waiting["attempt"], 0);
 }

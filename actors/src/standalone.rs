@@ -41,6 +41,8 @@ pub struct StandaloneConfig {
     pub kill_grace: Duration,
     pub retry: RetryPolicy,
     pub metrics: Option<PrometheusHandle>,
+    /// Advertise only these encoders (of those that pass a test encode).
+    pub encoder_allowlist: Option<Vec<String>>,
 }
 
 /// Default slots: half the cores, at least one.
@@ -111,9 +113,14 @@ pub fn node_id(data_dir: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Encoders that pass a real test encode on this machine.
-pub async fn probe_encoders(ffmpeg_path: &Path) -> Vec<String> {
-    let candidates: Vec<&str> = Codec::ALL.iter().map(|c| c.encoder()).collect();
+/// Encoders that pass a real test encode on this machine, limited to
+/// `allow` when given.
+pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Vec<String> {
+    let candidates: Vec<&str> = Codec::ALL
+        .iter()
+        .map(|c| c.encoder())
+        .filter(|e| allow.is_none_or(|a| a.iter().any(|x| x == e)))
+        .collect();
     ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
 }
 
@@ -160,7 +167,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         cfg.cgroup_parent, node_id
     )));
     tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = probe_encoders(&cfg.ffmpeg).await;
+    let encoders = probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
     tracing::info!(?encoders, "encoders that passed a test encode");
     let (master_end, worker_end) = link::in_process_pair();
     let config = NodeConfig {

@@ -100,6 +100,10 @@ struct NodeFlags {
     /// cgroup under which this node creates one cgroup per job.
     #[arg(long, default_value = "ffrtmp", env = "FFRTMP_CGROUP_PARENT")]
     cgroup_parent: String,
+    /// Advertise only these encoders (comma-separated; default: every one that passes a test encode).
+    #[arg(long, env = "FFRTMP_ENCODERS", value_delimiter = ',',
+          value_parser = ["libx264", "libx265", "libvpx-vp9", "libsvtav1"])]
+    encoders: Option<Vec<String>>,
     /// master: the cluster PKI directory (`ffrtmp-node pki init --dir DIR`).
     #[arg(long, env = "FFRTMP_PKI")]
     pki: Option<PathBuf>,
@@ -166,6 +170,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         kill_grace: Duration::from_secs_f64(f.kill_grace_s),
         retry: RetryPolicy::default(),
         metrics: ffrtmp_actors::metrics::install_prometheus(),
+        encoder_allowlist: f.encoders.clone(),
     })
 }
 
@@ -288,7 +293,7 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
         cfg.cgroup_parent, node_id
     )));
     tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = standalone::probe_encoders(&cfg.ffmpeg).await;
+    let encoders = standalone::probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
     tracing::info!(?encoders, "encoders that passed a test encode");
     let config = NodeConfig {
         node_id,
