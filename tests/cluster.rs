@@ -70,6 +70,22 @@ impl Proc {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Wait for the process to exit on its own.
+    fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let c = self.child.as_mut().expect("running");
+        let status = wait_for(&format!("{} to exit", self.name), timeout, || {
+            c.try_wait().ok().flatten()
+        });
+        self.child = None;
+        status
+    }
 }
 
 impl Drop for Proc {
@@ -223,7 +239,12 @@ impl Cluster {
     }
 
     fn add_worker(&mut self, i: usize, with_token: bool) {
-        let args = self.worker_args(i, with_token);
+        self.add_worker_with(i, with_token, &[]);
+    }
+
+    fn add_worker_with(&mut self, i: usize, with_token: bool, extra: &[&str]) {
+        let mut args = self.worker_args(i, with_token);
+        args.extend(extra.iter().map(|s| s.to_string()));
         let p = Proc::spawn(&format!("w{i}"), self.dir.path(), args);
         self.workers.push(p);
     }
@@ -438,4 +459,79 @@ fn a_job_no_node_can_run_waits_without_blocking_the_jobs_behind_it() {
     let waiting = c.get(&format!("/v1/jobs/{stuck}"));
     assert_eq!(waiting["state"], "queued", "nobody can run h265: {waiting}");
     assert_eq!(waiting["attempt"], 0);
+}
+
+#[test]
+fn drain_via_the_api_finishes_running_jobs_takes_no_new_ones_then_the_worker_leaves() {
+    let _g = serial();
+    let mut c = Cluster::start(1);
+    let node = c.nodes()[0]["id"].as_str().expect("id").to_string();
+    let running = c.submit(long_job(4.0));
+    c.wait_state(&running, &["running"], LONG);
+    let r = c
+        .http
+        .post(format!("{}/v1/nodes/{node}/drain?deadline_s=120", c.base))
+        .send()
+        .expect("drain");
+    assert_eq!(r.status().as_u16(), 202);
+    let body: Value = r.json().expect("node");
+    assert_eq!(body["draining"], true, "{body}");
+    assert_eq!(c.nodes()[0]["draining"], true, "visible in /v1/nodes");
+    let later = c.submit(small_job(0.5));
+    let job = c.wait_state(&running, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "the running job finished: {job}");
+    assert_eq!(job["attempt"], 1);
+    let status = c.workers[0].wait_exit(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "the drained worker left cleanly: {status}"
+    );
+    wait_for("the node to leave", Duration::from_secs(10), || {
+        c.nodes().is_empty().then_some(())
+    });
+    assert_eq!(
+        c.get(&format!("/v1/jobs/{later}"))["state"],
+        "queued",
+        "nothing new went to the draining node"
+    );
+    // A fresh worker picks the waiting job up.
+    c.add_worker(1, true);
+    assert_eq!(
+        c.wait_state(&later, &["succeeded", "failed"], LONG)["state"],
+        "succeeded"
+    );
+    let r = c
+        .http
+        .post(format!("{}/v1/nodes/no-such-node/drain", c.base))
+        .send()
+        .expect("drain");
+    assert_eq!(r.status().as_u16(), 404);
+}
+
+#[test]
+fn sigterm_drains_and_a_job_past_the_deadline_is_handed_back() {
+    let _g = serial();
+    let mut c = Cluster::start(0);
+    c.add_worker_with(0, true, &["--drain-deadline-s", "1"]);
+    c.wait_nodes(1);
+    let id = c.submit(long_job(30.0));
+    c.wait_state(&id, &["running"], LONG);
+    c.workers[0].signal(nix::sys::signal::Signal::SIGTERM);
+    let status = c.workers[0].wait_exit(Duration::from_secs(30));
+    assert!(
+        status.success(),
+        "clean exit after the drain deadline: {status}"
+    );
+    let job = c.wait_state(&id, &["queued"], Duration::from_secs(10));
+    assert_eq!(
+        job["attempts"][0]["outcome"]["outcome"], "transient",
+        "{job}"
+    );
+    assert_eq!(
+        job["attempts"][0]["outcome"]["failure"]["reason"], "worker_crash",
+        "{job}"
+    );
+    c.add_worker(1, true);
+    let job = c.wait_state(&id, &["running"], LONG);
+    assert_eq!(job["attempt"], 2, "handed back and run again: {job}");
 }

@@ -223,6 +223,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{id}/drain", post(drain))
         .route("/metrics", get(metrics_text));
     #[cfg(feature = "fault-injection")]
     let protected = protected.route("/v1/debug/jobs/{id}/panic", post(inject_panic));
@@ -416,6 +417,58 @@ async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<serde_json::Value>
     )
     .map_err(ApiError::internal)?;
     Ok(Json(json!({ "nodes": nodes })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrainQuery {
+    deadline_s: Option<u64>,
+}
+
+/// Longest drain deadline accepted, and the default.
+const MAX_DRAIN_DEADLINE_S: u64 = 24 * 3600;
+const DEFAULT_DRAIN_DEADLINE_S: u64 = 600;
+
+/// `POST /v1/nodes/{id}/drain?deadline_s=N`: the node takes no new jobs,
+/// finishes its running ones within N seconds (then they are requeued), and
+/// leaves. `202` with the node, `404` if no such node is connected.
+async fn drain(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    query: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            FieldError::new("invalid_query", None, e.body_text()),
+        )
+    })?;
+    let deadline_s = q.deadline_s.unwrap_or(DEFAULT_DRAIN_DEADLINE_S);
+    if deadline_s > MAX_DRAIN_DEADLINE_S {
+        return Err(ApiError::field(
+            StatusCode::BAD_REQUEST,
+            FieldError::invalid(
+                "deadline_s",
+                format!("deadline_s must be 0..={MAX_DRAIN_DEADLINE_S}"),
+            ),
+        ));
+    }
+    let node = ractor::call_t!(
+        api.scheduler,
+        SchedulerMsg::Drain,
+        SCHEDULER_CALL_TIMEOUT.as_millis() as u64,
+        id.clone(),
+        Duration::from_secs(deadline_s)
+    )
+    .map_err(ApiError::internal)?;
+    match node {
+        Some(n) => Ok((StatusCode::ACCEPTED, Json(n)).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no connected node {id}"),
+        )),
+    }
 }
 
 async fn metrics_text(State(api): State<Arc<Api>>) -> Response {

@@ -131,6 +131,8 @@ pub struct WorkerNet {
     pub join_token: Option<String>,
     pub timers: Timers,
     pub reconnect: RetryPolicy,
+    /// On shutdown (SIGTERM) the node drains: running jobs get this long.
+    pub drain_deadline: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,8 +187,8 @@ async fn identity(
 /// reconnect with exponential backoff and jitter.
 pub async fn run_worker(
     net: WorkerNet,
-    mut config: NodeConfig,
-    mut shutdown: watch::Receiver<bool>,
+    config: NodeConfig,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let secret = node_secret(&net.data_dir)?;
     let bind: SocketAddr = if net.master.is_ipv6() {
@@ -196,8 +198,20 @@ pub async fn run_worker(
     };
     let endpoint = endpoint::client_endpoint(bind, &secret)
         .map_err(|e| WorkerError::Identity(e.to_string()))?;
+    let result = worker_sessions(&net, config, shutdown, &endpoint).await;
+    // Let the last link finish sending (results of a drain) before we go.
+    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
+    result
+}
+
+async fn worker_sessions(
+    net: &WorkerNet,
+    mut config: NodeConfig,
+    mut shutdown: watch::Receiver<bool>,
+    ep: &quinn::Endpoint,
+) -> Result<(), WorkerError> {
     let id = tokio::select! {
-        id = identity(&net, &endpoint, &config.node_id) => id?,
+        id = identity(net, ep, &config.node_id) => id?,
         _ = shutdown.changed() => return Ok(()),
     };
     config.node_id = id
@@ -212,7 +226,7 @@ pub async fn run_worker(
             .map_err(|e| WorkerError::Identity(e.to_string()))?;
         let hello = crate::node::hello(&config);
         let connected = tokio::select! {
-            r = endpoint::connect(&endpoint, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, &hello) => r,
+            r = endpoint::connect(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, &hello) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         match connected {
@@ -230,10 +244,23 @@ pub async fn run_worker(
                 )
                 .await
                 .map_err(|e| WorkerError::Identity(e.to_string()))?;
+                tokio::pin!(done);
                 tokio::select! {
-                    _ = done => tracing::warn!("link to the master lost; reconnecting"),
+                    _ = &mut done => {
+                        if config.drained.load(std::sync::atomic::Ordering::SeqCst) {
+                            tracing::info!("drained; leaving the cluster");
+                            return Ok(());
+                        }
+                        tracing::warn!("link to the master lost; reconnecting");
+                    }
                     _ = shutdown.changed() => {
-                        let _ = node.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20))).await;
+                        // Shutdown drains: finish (or, at the deadline, hand
+                        // back) the running jobs, then leave.
+                        let _ = node.cast(crate::node::NodeMsg::Drain { deadline: net.drain_deadline });
+                        let bound = net.drain_deadline + Duration::from_secs(30);
+                        if tokio::time::timeout(bound, &mut done).await.is_err() {
+                            let _ = node.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20))).await;
+                        }
                         return Ok(());
                     }
                 }

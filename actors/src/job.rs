@@ -54,6 +54,7 @@ enum KillReason {
     Cancel,
     Timeout,
     Stall,
+    Drain,
 }
 
 pub enum JobMsg {
@@ -61,6 +62,8 @@ pub enum JobMsg {
     /// The process was reaped (after its output was drained).
     Exited(std::process::ExitStatus),
     Cancel,
+    /// The node's drain deadline passed: stop, to be retried elsewhere.
+    DrainStop,
     Timeout,
     StallCheck,
     /// Grace period after SIGTERM is over.
@@ -293,6 +296,7 @@ impl Actor for JobActor {
                 });
             }
             JobMsg::Cancel => begin_kill(&myself, state, KillReason::Cancel),
+            JobMsg::DrainStop => begin_kill(&myself, state, KillReason::Drain),
             JobMsg::Timeout => begin_kill(&myself, state, KillReason::Timeout),
             JobMsg::StallCheck => {
                 if let Some(limit) = state.stall_timeout {
@@ -364,6 +368,14 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
         Some(KillReason::Timeout) => {
             return Outcome::TimedOut {
                 failure: failure(FailureReason::Timeout, "timeout_s expired".into()),
+            }
+        }
+        Some(KillReason::Drain) => {
+            return Outcome::Transient {
+                failure: failure(
+                    FailureReason::WorkerCrash,
+                    "stopped at its node's drain deadline".into(),
+                ),
             }
         }
         Some(KillReason::Stall) => {

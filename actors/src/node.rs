@@ -35,6 +35,9 @@ pub struct NodeConfig {
     pub kill_grace: Duration,
     /// Encoders this node advertises (already probed by a real encode).
     pub encoders: Vec<String>,
+    /// Set when the node stopped because it finished draining: its owner
+    /// should leave rather than reconnect.
+    pub drained: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct NodeArgs {
@@ -60,6 +63,11 @@ pub enum NodeMsg {
         token: u64,
         outcome: Outcome,
     },
+    /// Drain: take no new jobs, let the running ones finish for at most
+    /// `deadline`, then stop them (reported transient) and stop the node.
+    Drain { deadline: Duration },
+    /// The drain deadline passed.
+    DrainDeadline,
     /// Test-only: make the JobActor of `job_id` panic.
     #[cfg(feature = "fault-injection")]
     InjectJobPanic(JobId),
@@ -76,6 +84,7 @@ pub struct NodeState {
     reader: JoinHandle<()>,
     running: HashMap<JobId, Running>,
     by_actor: HashMap<ActorId, (JobId, u64)>,
+    draining: bool,
 }
 
 impl Drop for NodeState {
@@ -95,6 +104,26 @@ const STOP_CHILDREN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct NodeActor;
 
 impl NodeState {
+    async fn begin_drain(&mut self, myself: &ActorRef<NodeMsg>, deadline: Duration) {
+        if self.draining {
+            return;
+        }
+        self.draining = true;
+        tracing::info!(jobs = self.running.len(), ?deadline, "draining");
+        self.send(ToMaster::Draining).await;
+        myself.send_after(deadline, || NodeMsg::DrainDeadline);
+        self.stop_if_drained(myself);
+    }
+
+    fn stop_if_drained(&self, myself: &ActorRef<NodeMsg>) {
+        if self.draining && self.running.is_empty() {
+            self.config
+                .drained
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            myself.stop(Some("drained".into()));
+        }
+    }
+
     /// The attempt ended here without FFmpeg being at fault: a transient
     /// `worker_crash`, so the master retries it while attempts remain.
     async fn report_crash(&self, job_id: JobId, token: u64, why: String) {
@@ -196,6 +225,7 @@ impl Actor for NodeActor {
             reader,
             running: HashMap::new(),
             by_actor: HashMap::new(),
+            draining: false,
         };
         Ok(state)
     }
@@ -210,6 +240,12 @@ impl Actor for NodeActor {
             NodeMsg::Inbound(ToWorker::Assign(a)) => {
                 if state.running.contains_key(&a.job_id) {
                     tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
+                    return Ok(());
+                }
+                if state.draining {
+                    state
+                        .report_crash(a.job_id, a.token, "node is draining".into())
+                        .await;
                     return Ok(());
                 }
                 if state.running.len() as u32 >= state.config.slots {
@@ -258,6 +294,17 @@ impl Actor for NodeActor {
                     _ => tracing::debug!(job = %job_id, token, "cancel for no running attempt"),
                 }
             }
+            NodeMsg::Inbound(ToWorker::Drain { deadline_ms }) => {
+                state
+                    .begin_drain(&myself, Duration::from_millis(deadline_ms))
+                    .await;
+            }
+            NodeMsg::Drain { deadline } => state.begin_drain(&myself, deadline).await,
+            NodeMsg::DrainDeadline => {
+                for r in state.running.values() {
+                    let _ = r.actor.cast(JobMsg::DrainStop);
+                }
+            }
             NodeMsg::JobStarted {
                 job_id,
                 token,
@@ -303,7 +350,8 @@ impl Actor for NodeActor {
                         token,
                         outcome,
                     })
-                    .await
+                    .await;
+                state.stop_if_drained(&myself);
             }
             #[cfg(feature = "fault-injection")]
             NodeMsg::InjectJobPanic(job_id) => {

@@ -16,7 +16,13 @@ use crate::scheduler::SchedulerMsg;
 pub enum NodeLinkMsg {
     Inbound(ToMaster),
     Outbound(ToWorker),
+    /// The link ended (with why). Handled in order, after every inbound
+    /// message before it.
+    Closed(String),
 }
+
+/// How long a closing link waits for the scheduler to catch up.
+const SYNC_TIMEOUT_MS: u64 = 5_000;
 
 pub struct NodeLinkArgs {
     pub link: LinkEnd,
@@ -74,7 +80,7 @@ impl Actor for NodeLink {
                     }
                 }
             }
-            me.stop(Some(reason));
+            let _ = me.cast(NodeLinkMsg::Closed(reason));
         });
         Ok(NodeLinkState {
             tx,
@@ -124,6 +130,14 @@ impl Actor for NodeLink {
                     myself.stop(Some("worker spoke before its hello".into()));
                 }
             },
+            NodeLinkMsg::Closed(reason) => {
+                // ractor delivers our termination to the scheduler ahead of
+                // ordinary messages. Wait until it has processed everything
+                // we forwarded (a worker's last results), so the lost-node
+                // path that our termination starts never overtakes them.
+                let _ = ractor::call_t!(state.scheduler, SchedulerMsg::Sync, SYNC_TIMEOUT_MS);
+                myself.stop(Some(reason));
+            }
             NodeLinkMsg::Outbound(msg) => {
                 let frame = wire::encode(&msg)?;
                 if state.tx.send(frame).await.is_err() {

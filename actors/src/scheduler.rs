@@ -86,6 +86,11 @@ pub enum SchedulerMsg {
     /// A retry backoff may have elapsed.
     Wake,
     Nodes(RpcReplyPort<Vec<NodeInfo>>),
+    /// Drain a node: no new assignments; it finishes its jobs within the
+    /// deadline and leaves. `None` if no such node is connected.
+    Drain(NodeId, Duration, RpcReplyPort<Option<NodeInfo>>),
+    /// Replies once every message queued before it has been handled.
+    Sync(RpcReplyPort<()>),
     /// The local address of the HTTP API, once it is listening.
     HttpAddr(RpcReplyPort<Option<std::net::SocketAddr>>),
 }
@@ -96,6 +101,18 @@ struct NodeEntry {
     capabilities: Capabilities,
     running: HashSet<JobId>,
     draining: bool,
+}
+
+fn node_info(id: &NodeId, n: &NodeEntry) -> NodeInfo {
+    let mut running: Vec<JobId> = n.running.iter().cloned().collect();
+    running.sort();
+    NodeInfo {
+        id: id.clone(),
+        slots: n.slots,
+        running,
+        capabilities: n.capabilities.clone(),
+        draining: n.draining,
+    }
 }
 
 pub struct SchedulerState {
@@ -298,6 +315,13 @@ impl SchedulerState {
         let now = now_ms();
         let (job_id, token) = match &msg {
             ToMaster::Hello { .. } => return Ok(()),
+            ToMaster::Draining => {
+                if let Some(n) = self.nodes.get_mut(&node_id) {
+                    n.draining = true;
+                    tracing::info!(node = %node_id, "node is draining");
+                }
+                return Ok(());
+            }
             ToMaster::Started { job_id, token, .. }
             | ToMaster::Progress { job_id, token, .. }
             | ToMaster::Finished { job_id, token, .. } => (job_id.clone(), *token),
@@ -308,7 +332,7 @@ impl SchedulerState {
             return Ok(());
         };
         let result = match msg {
-            ToMaster::Hello { .. } => return Ok(()),
+            ToMaster::Hello { .. } | ToMaster::Draining => return Ok(()),
             ToMaster::Started { isolation, .. } => {
                 state::start(&mut job, token, isolation, now).map(|()| None)
             }
@@ -528,22 +552,26 @@ impl Actor for SchedulerActor {
                 state.wake_at = None;
                 state.dispatch(&myself).await?;
             }
+            SchedulerMsg::Sync(reply) => {
+                let _ = reply.send(());
+            }
+            SchedulerMsg::Drain(node_id, deadline, reply) => {
+                let info = match state.nodes.get_mut(&node_id) {
+                    Some(n) => {
+                        n.draining = true;
+                        let _ = n.link.cast(NodeLinkMsg::Outbound(ToWorker::Drain {
+                            deadline_ms: deadline.as_millis() as u64,
+                        }));
+                        tracing::info!(node = %node_id, ?deadline, "drain requested");
+                        Some(node_info(&node_id, n))
+                    }
+                    None => None,
+                };
+                let _ = reply.send(info);
+            }
             SchedulerMsg::Nodes(reply) => {
-                let mut nodes: Vec<NodeInfo> = state
-                    .nodes
-                    .iter()
-                    .map(|(id, n)| {
-                        let mut running: Vec<JobId> = n.running.iter().cloned().collect();
-                        running.sort();
-                        NodeInfo {
-                            id: id.clone(),
-                            slots: n.slots,
-                            running,
-                            capabilities: n.capabilities.clone(),
-                            draining: n.draining,
-                        }
-                    })
-                    .collect();
+                let mut nodes: Vec<NodeInfo> =
+                    state.nodes.iter().map(|(id, n)| node_info(id, n)).collect();
                 nodes.sort_by(|a, b| a.id.cmp(&b.id));
                 let _ = reply.send(nodes);
             }

@@ -179,6 +179,7 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         nice: cfg.nice,
         kill_grace: cfg.kill_grace,
         encoders,
+        drained: Default::default(),
     };
     // The in-process link's "handshake": the hello is its first frame.
     let hello =

@@ -119,6 +119,9 @@ struct NodeFlags {
     /// worker: token from `ffrtmp-node pki join-token`; needed only until the worker has its certificate.
     #[arg(long, env = "FFRTMP_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
+    /// worker: on SIGTERM the worker drains: running jobs get this many seconds, then are handed back.
+    #[arg(long, default_value_t = 600, env = "FFRTMP_DRAIN_DEADLINE_S")]
+    drain_deadline_s: u64,
     /// QUIC keep-alive interval, in milliseconds (both ends).
     #[arg(long, default_value_t = 300, env = "FFRTMP_KEEP_ALIVE_MS")]
     keep_alive_ms: u64,
@@ -304,6 +307,7 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
         nice: cfg.nice,
         kill_grace: cfg.kill_grace,
         encoders,
+        drained: Default::default(),
     };
     let net = cluster::WorkerNet {
         master,
@@ -314,6 +318,7 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
             base_ms: 200,
             max_ms: 5_000,
         },
+        drain_deadline: Duration::from_secs(flags.drain_deadline_s),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(cluster::run_worker(net, config, stop_rx));
@@ -321,6 +326,8 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
     tokio::select! {
         r = stop_signal() => r?,
         r = &mut worker => {
+            // The worker left on its own (drained) or gave up.
+            remove_cgroup_parent(&cgroups);
             return match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e.into()),
@@ -328,12 +335,17 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
             };
         }
     }
+    // SIGTERM: the worker drains, then leaves.
     let _ = stop_tx.send(true);
     let _ = worker.await;
+    remove_cgroup_parent(&cgroups);
+    Ok(())
+}
+
+fn remove_cgroup_parent(cgroups: &ffrtmp_runtime::cgroup::CgroupManager) {
     if let Err(e) = cgroups.remove_parent() {
         tracing::warn!(error = %e, "node cgroup parent not removed");
     }
-    Ok(())
 }
 
 fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {

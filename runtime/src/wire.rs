@@ -52,6 +52,11 @@ pub enum ToWorker {
         job_id: JobId,
         token: u64,
     },
+    /// Take no new jobs; finish the running ones within `deadline_ms`
+    /// (then stop them as transient failures) and leave.
+    Drain {
+        deadline_ms: u64,
+    },
 }
 
 /// Worker → master. Every message about a job carries its fencing token.
@@ -78,6 +83,8 @@ pub enum ToMaster {
         token: u64,
         outcome: Outcome,
     },
+    /// The worker is draining (asked to, or on SIGTERM): assign it nothing.
+    Draining,
 }
 
 /// Errors decoding a message: malformed input is rejected, never a panic.

@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use crate::endpoint::{close, recv_frame, Link};
 use crate::frame;
 
+/// How long a closing link waits for its last frames to be acknowledged.
+const FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Frames in flight per direction before a sender waits.
 pub const BRIDGE_CAPACITY: usize = 1024;
 
@@ -61,7 +64,11 @@ pub fn bridge(link: Link, first: Vec<Vec<u8>>) -> (mpsc::Sender<Vec<u8>>, mpsc::
                 break;
             }
         }
-        let _ = send.finish();
+        // Let the last frames (a worker's final results) reach the peer
+        // before the close, which would discard unacknowledged data.
+        if send.finish().is_ok() {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
+        }
         connection.close(close::NORMAL, b"link closed");
     });
     (out_tx, in_rx)
