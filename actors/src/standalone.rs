@@ -124,6 +124,29 @@ pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Vec
     ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
 }
 
+/// A worker's node configuration from the shared flags: its cgroup manager
+/// (`<cgroup_parent>/<node_id>`) and the encoders that pass a test encode.
+pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig {
+    let cgroups = Arc::new(CgroupManager::detect(&format!(
+        "{}/{}",
+        cfg.cgroup_parent, node_id
+    )));
+    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
+    let encoders = probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
+    tracing::info!(?encoders, "encoders that passed a test encode");
+    NodeConfig {
+        node_id,
+        slots: cfg.slots,
+        ffmpeg: cfg.ffmpeg.clone(),
+        ffprobe: cfg.ffprobe.clone(),
+        cgroups,
+        nice: cfg.nice,
+        kill_grace: cfg.kill_grace,
+        encoders,
+        drained: Default::default(),
+    }
+}
+
 /// Spawn the master tree (scheduler + HTTP API), optionally linked under an
 /// embedding application's supervisor.
 pub async fn spawn_master(
@@ -162,25 +185,9 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
 
     // The worker first: its start-up sweep must run before any old attempt
     // is requeued.
-    let cgroups = Arc::new(CgroupManager::detect(&format!(
-        "{}/{}",
-        cfg.cgroup_parent, node_id
-    )));
-    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
-    tracing::info!(?encoders, "encoders that passed a test encode");
+    let config = node_config(&cfg, node_id.clone()).await;
+    let cgroups = config.cgroups.clone();
     let (master_end, worker_end) = link::in_process_pair();
-    let config = NodeConfig {
-        node_id: node_id.clone(),
-        slots: cfg.slots,
-        ffmpeg: cfg.ffmpeg.clone(),
-        ffprobe: cfg.ffprobe.clone(),
-        cgroups: cgroups.clone(),
-        nice: cfg.nice,
-        kill_grace: cfg.kill_grace,
-        encoders,
-        drained: Default::default(),
-    };
     // The in-process link's "handshake": the hello is its first frame.
     let hello =
         wire::encode(&crate::node::hello(&config)).map_err(|e| StartError::Spawn(e.to_string()))?;

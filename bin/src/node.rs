@@ -283,7 +283,7 @@ async fn run_master(flags: NodeFlags) -> anyhow::Result<()> {
 }
 
 async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
-    use ffrtmp_actors::{cluster, node::NodeConfig};
+    use ffrtmp_actors::cluster;
     let master = flags
         .master
         .context("--role worker needs --master HOST:PORT")?;
@@ -291,24 +291,8 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let node_id = standalone::node_id(&cfg.data_dir)?;
-    let cgroups = std::sync::Arc::new(ffrtmp_runtime::cgroup::CgroupManager::detect(&format!(
-        "{}/{}",
-        cfg.cgroup_parent, node_id
-    )));
-    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = standalone::probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
-    tracing::info!(?encoders, "encoders that passed a test encode");
-    let config = NodeConfig {
-        node_id,
-        slots: cfg.slots,
-        ffmpeg: cfg.ffmpeg.clone(),
-        ffprobe: cfg.ffprobe.clone(),
-        cgroups: cgroups.clone(),
-        nice: cfg.nice,
-        kill_grace: cfg.kill_grace,
-        encoders,
-        drained: Default::default(),
-    };
+    let config = standalone::node_config(&cfg, node_id).await;
+    let cgroups = config.cgroups.clone();
     let net = cluster::WorkerNet {
         master,
         data_dir: cfg.data_dir.clone(),
