@@ -126,25 +126,10 @@ pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Codec, EncodeParams, Input, Output, Priority, ResourceLimits};
+    use crate::model::{Input, Output};
 
     fn spec() -> JobSpec {
-        JobSpec {
-            scenario: Some("720p30-h264".into()),
-            encode: EncodeParams {
-                width: 1280,
-                height: 720,
-                fps: 30,
-                codec: Codec::H264,
-                bitrate_kbps: 3000,
-                preset: "veryfast".into(),
-            },
-            input: Input::Testsrc { duration_s: 2.0 },
-            output: Output::Null,
-            priority: Priority::High,
-            resource_limits: ResourceLimits::default(),
-            max_retries: 3,
-        }
+        crate::model::test_spec()
     }
 
     #[test]
