@@ -70,8 +70,7 @@ pub fn master_endpoint(
     secret: &[u8; 32],
 ) -> Result<quinn::Endpoint, String> {
     let id = pki::master_identity(pki_dir).map_err(|e| e.to_string())?;
-    let tls =
-        tls::server_config(&id.cert_pem, &id.key_pem, &id.ca_pem).map_err(|e| e.to_string())?;
+    let tls = tls::server_config(&id).map_err(|e| e.to_string())?;
     endpoint::server_endpoint(listen, tls, timers, secret).map_err(|e| e.to_string())
 }
 
@@ -222,8 +221,7 @@ async fn worker_sessions(
         if *shutdown.borrow() {
             return Ok(());
         }
-        let tls_cfg = tls::client_config(&id.cert_pem, &id.key_pem, &id.ca_pem)
-            .map_err(|e| WorkerError::Identity(e.to_string()))?;
+        let tls_cfg = tls::client_config(&id).map_err(|e| WorkerError::Identity(e.to_string()))?;
         let hello = crate::node::hello(&config);
         let connected = tokio::select! {
             r = endpoint::connect(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, &hello) => r,

@@ -19,10 +19,11 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::pki::{NodeIdentity, PkiError};
 
 /// ALPN of the cluster protocol.
 pub const ALPN: &[u8] = b"ffrtmp/1";
@@ -31,10 +32,8 @@ pub const ALPN_JOIN: &[u8] = b"ffrtmp-join/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{what}: no PEM certificate found")]
-    NoCertificate { what: &'static str },
-    #[error("{what}: bad PEM: {err}")]
-    Pem { what: &'static str, err: String },
+    #[error("identity: {0}")]
+    Identity(#[from] PkiError),
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
     #[error("client verifier: {0}")]
@@ -46,66 +45,32 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn certs(what: &'static str, pem: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            what,
-            err: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate { what });
-    }
-    Ok(certs)
-}
-
-fn key(pem: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| TlsError::Pem {
-        what: "private key",
-        err: e.to_string(),
-    })
-}
-
-fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, TlsError> {
-    let mut store = RootCertStore::empty();
-    for c in certs("CA certificate", ca_pem)? {
-        store.add(c)?;
-    }
-    Ok(Arc::new(store))
-}
-
-/// The master's server config. Its chain carries the CA certificate too, so
-/// a joining worker can check it against the fingerprint in its token.
-pub fn server_config(
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<ServerConfig, TlsError> {
+/// The master's server config, from its identity. The chain it presents
+/// carries the CA certificate too ([`NodeIdentity::cert_chain`]), so a
+/// joining worker can check it against the fingerprint in its token.
+pub fn server_config(master: &NodeIdentity) -> Result<ServerConfig, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| TlsError::Verifier(e.to_string()))?;
-    let mut chain = certs("master certificate", cert_pem)?;
-    chain.extend(certs("CA certificate", ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(master.root_store()?),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| TlsError::Verifier(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key(key_pem)?)?;
+        .with_single_cert(master.cert_chain()?, master.private_key()?)?;
     cfg.alpn_protocols = vec![ALPN.to_vec(), ALPN_JOIN.to_vec()];
     Ok(cfg)
 }
 
 /// A node's client config: its certificate, the cluster CA as the only root.
-pub fn client_config(
-    cert_pem: &str,
-    key_pem: &str,
-    ca_pem: &str,
-) -> Result<ClientConfig, TlsError> {
+pub fn client_config(node: &NodeIdentity) -> Result<ClientConfig, TlsError> {
     let mut cfg = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?)
-        .with_client_auth_cert(certs("node certificate", cert_pem)?, key(key_pem)?)?;
+        .with_root_certificates(node.root_store()?)
+        .with_client_auth_cert(node.cert_chain()?, node.private_key()?)?;
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(cfg)
 }

@@ -40,7 +40,7 @@ impl Cluster {
     /// A master that accepts connections and reports each result.
     fn master(&self) -> (SocketAddr, mpsc::Receiver<Result<Accepted, TransportError>>) {
         let id = pki::master_identity(&self.pki).expect("master identity");
-        let cfg = tls::server_config(&id.cert_pem, &id.key_pem, &id.ca_pem).expect("server tls");
+        let cfg = tls::server_config(&id).expect("server tls");
         let ep = endpoint::server_endpoint(
             "127.0.0.1:0".parse().expect("addr"),
             cfg,
@@ -95,8 +95,7 @@ async fn mutual_tls_hello_and_frames_both_ways() {
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
     let node = c.node("node-a");
-    let tls_cfg =
-        tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let tls_cfg = tls::client_config(&node).expect("client tls");
     let ep = client_ep();
     let mut link = endpoint::connect(
         &ep,
@@ -190,8 +189,11 @@ async fn a_certificate_from_another_ca_is_refused() {
     let stranger = other.node("node-s");
     // It trusts our CA (to get that far) but its own cert is from another CA.
     let ca = CertificateAuthority::load(&c.pki).expect("ca");
-    let cfg = tls::client_config(&stranger.cert_pem, &stranger.key_pem, ca.cert_pem())
-        .expect("client tls");
+    let mixed = NodeIdentity {
+        ca_pem: ca.cert_pem().to_string(),
+        ..stranger
+    };
+    let cfg = tls::client_config(&mixed).expect("client tls");
     let res = endpoint::connect(
         &client_ep(),
         addr,
@@ -210,7 +212,7 @@ async fn a_protocol_version_mismatch_is_refused_with_a_clear_error_on_both_sides
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
     let node = c.node("node-v");
-    let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let cfg = tls::client_config(&node).expect("client tls");
     let err = endpoint::connect_versioned(
         &client_ep(),
         addr,
@@ -242,7 +244,7 @@ async fn a_node_cannot_claim_another_nodes_id() {
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
     let node = c.node("node-a");
-    let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let cfg = tls::client_config(&node).expect("client tls");
     let err = endpoint::connect(
         &client_ep(),
         addr,
@@ -307,7 +309,7 @@ async fn a_joining_worker_pins_the_master_by_ca_fingerprint() {
 fn timers_must_leave_room_for_keep_alives() {
     let c = Cluster::new();
     let id = pki::master_identity(&c.pki).expect("master identity");
-    let cfg = tls::server_config(&id.cert_pem, &id.key_pem, &id.ca_pem).expect("server tls");
+    let cfg = tls::server_config(&id).expect("server tls");
     let bad = Timers {
         keep_alive: Duration::from_secs(3),
         idle_timeout: Duration::from_secs(2),
@@ -363,7 +365,7 @@ async fn a_worker_joins_with_a_token_then_connects_with_its_certificate() {
     let loaded = NodeIdentity::load(data.path())
         .expect("load")
         .expect("present");
-    let cfg = tls::client_config(&loaded.cert_pem, &loaded.key_pem, &loaded.ca_pem).expect("tls");
+    let cfg = tls::client_config(&loaded).expect("tls");
     let h = hello("node-j");
     let connect = endpoint::connect(&ep, addr, MASTER_SERVER_NAME, cfg, Timers::default(), &h);
     let (link, accepted) = tokio::join!(connect, serve_next(&c, &mut rx));
@@ -403,7 +405,7 @@ async fn the_bridge_carries_frames_and_a_malformed_frame_closes_the_link() {
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
     let node = c.node("node-b");
-    let cfg = tls::client_config(&node.cert_pem, &node.key_pem, &node.ca_pem).expect("client tls");
+    let cfg = tls::client_config(&node).expect("client tls");
     let ep = client_ep();
     let mut worker = endpoint::connect(
         &ep,
