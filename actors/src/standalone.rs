@@ -171,6 +171,60 @@ pub async fn spawn_master(
     spawned.map_err(|e| StartError::Spawn(e.to_string()))
 }
 
+/// A running master tree.
+pub struct MasterTree {
+    pub scheduler: ActorRef<SchedulerMsg>,
+    /// Where the HTTP API listens.
+    pub http: SocketAddr,
+    /// Completes when the scheduler stops.
+    pub done: JoinHandle<()>,
+}
+
+/// The master tree from the shared config: the job store in the data dir,
+/// the scheduler, and its HTTP API over the media roots. `fault_node` is the
+/// local worker of a standalone node (for the test-only panic hook).
+pub async fn start_master(
+    cfg: &StandaloneConfig,
+    lost_requeue_delay: Duration,
+    fault_node: Option<ActorRef<NodeMsg>>,
+) -> Result<MasterTree, StartError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
+    let store = Store::open(&cfg.data_dir.join("master.sled"))
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    let events = JobEvents::default();
+    let admin = AdminArgs {
+        bind: cfg.http,
+        store: store.clone(),
+        events: events.clone(),
+        media_roots: Arc::new(roots),
+        api_key: cfg.api_key.clone(),
+        max_body_bytes: cfg.max_body_bytes,
+        metrics: cfg.metrics.clone(),
+        scheduler: None,
+        fault_node,
+    };
+    let (scheduler, done) = spawn_master(
+        store,
+        events,
+        cfg.retry,
+        Some(admin),
+        lost_requeue_delay,
+        None,
+    )
+    .await?;
+    let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+        .ok()
+        .flatten()
+        .ok_or(StartError::Http)?;
+    Ok(MasterTree {
+        scheduler,
+        http,
+        done,
+    })
+}
+
 /// Start a standalone node: the master tree and one worker tree over an
 /// in-process link carrying the same encoded messages as the cluster link.
 pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
@@ -178,10 +232,6 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
     let node_id =
         node_id(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
-    let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
-    let store = Store::open(&cfg.data_dir.join("master.sled"))
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    let events = JobEvents::default();
 
     // The worker first: its start-up sweep must run before any old attempt
     // is requeued.
@@ -207,31 +257,22 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     .await
     .map_err(|e| StartError::Spawn(e.to_string()))?;
 
-    let admin = AdminArgs {
-        bind: cfg.http,
-        store: store.clone(),
-        events: events.clone(),
-        media_roots: Arc::new(roots),
-        api_key: cfg.api_key.clone(),
-        max_body_bytes: cfg.max_body_bytes,
-        metrics: cfg.metrics.clone(),
-        scheduler: None,
-        fault_node: Some(node.clone()),
+    let master = match start_master(&cfg, Duration::ZERO, Some(node.clone())).await {
+        Ok(m) => m,
+        Err(e) => {
+            node.stop(Some("master failed to start".into()));
+            return Err(e);
+        }
     };
-    let (scheduler, scheduler_done) =
-        spawn_master(store, events, cfg.retry, Some(admin), Duration::ZERO, None).await?;
-    scheduler
+    master
+        .scheduler
         .cast(SchedulerMsg::AttachLink(master_end))
         .map_err(|e| StartError::Spawn(e.to_string()))?;
-    let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
-        .ok()
-        .flatten()
-        .ok_or(StartError::Http)?;
     Ok(Standalone {
-        scheduler,
+        scheduler: master.scheduler,
         node,
-        http,
-        scheduler_done,
+        http: master.http,
+        scheduler_done: master.done,
         cgroups,
     })
 }

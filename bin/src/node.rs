@@ -226,39 +226,24 @@ async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
 }
 
 async fn run_master(flags: NodeFlags) -> anyhow::Result<()> {
-    use ffrtmp_actors::{admin::AdminArgs, cluster, events::JobEvents, scheduler::SchedulerMsg};
+    use ffrtmp_actors::cluster;
     let pki_dir = flags.pki.clone().context(
         "--role master needs --pki DIR (create it with: ffrtmp-node pki init --dir DIR)",
     )?;
     let cfg = standalone_config(&flags)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
-    let roots = ffrtmp_runtime::spec::MediaRoots::new(&cfg.media_roots)?;
-    let store = ffrtmp_runtime::store::Store::open(&cfg.data_dir.join("master.sled"))?;
-    let events = JobEvents::default();
     let timers = timers(&flags);
     let secret = cluster::node_secret(&cfg.data_dir)?;
     let endpoint = cluster::master_endpoint(flags.listen, &pki_dir, timers, &secret)
         .map_err(|e| anyhow::anyhow!("QUIC listener on {}: {e}", flags.listen))?;
     let quic_addr = endpoint.local_addr()?;
-    let admin = AdminArgs {
-        bind: cfg.http,
-        store: store.clone(),
-        events: events.clone(),
-        media_roots: std::sync::Arc::new(roots),
-        api_key: cfg.api_key.clone(),
-        max_body_bytes: cfg.max_body_bytes,
-        metrics: cfg.metrics.clone(),
-        scheduler: None,
-        fault_node: None,
-    };
     let delay = cluster::lost_requeue_delay(timers, cfg.kill_grace);
-    let (scheduler, mut done) =
-        standalone::spawn_master(store, events, cfg.retry, Some(admin), delay, None).await?;
-    let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
-        .ok()
-        .flatten()
-        .context("the HTTP API did not come up")?;
+    let standalone::MasterTree {
+        scheduler,
+        http,
+        mut done,
+    } = standalone::start_master(&cfg, delay, None).await?;
     let accept = cluster::spawn_accept_loop(endpoint.clone(), scheduler.clone(), pki_dir);
     tracing::info!(%http, quic = %quic_addr, requeue_delay = ?delay, "master ready");
     if let Some(path) = &flags.http_addr_file {
