@@ -113,7 +113,7 @@ impl JobActor {
     }
 }
 
-/// Started: tell the node (and through it the master).
+/// Report the attempt's outcome to the node, exactly once.
 fn report(state: &mut JobState, outcome: Outcome) {
     if state.reported {
         return;
