@@ -122,6 +122,23 @@ pub fn spawn_accept_loop(
     })
 }
 
+/// The protocol version this worker announces: [`wire::PROTOCOL_VERSION`],
+/// except in test builds (feature `fault-injection`) run with
+/// `FFRTMP_FAULT_INJECTION` set and `FFRTMP_FAULT_PROTOCOL_VERSION=N`, so a
+/// test can start a real worker that speaks another version.
+fn protocol_version() -> u32 {
+    #[cfg(feature = "fault-injection")]
+    if std::env::var_os("FFRTMP_FAULT_INJECTION").is_some() {
+        if let Some(v) = std::env::var("FFRTMP_FAULT_PROTOCOL_VERSION")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return v;
+        }
+    }
+    wire::PROTOCOL_VERSION
+}
+
 /// How a worker reaches its master.
 #[derive(Clone)]
 pub struct WorkerNet {
@@ -223,8 +240,9 @@ async fn worker_sessions(
         }
         let tls_cfg = tls::client_config(&id).map_err(|e| WorkerError::Identity(e.to_string()))?;
         let hello = crate::node::hello(&config);
+        let version = protocol_version();
         let connected = tokio::select! {
-            r = endpoint::connect(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, &hello) => r,
+            r = endpoint::connect_versioned(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, version, &hello) => r,
             _ = shutdown.changed() => return Ok(()),
         };
         match connected {
