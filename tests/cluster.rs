@@ -362,7 +362,13 @@ fn sigkill_of_a_worker_mid_job_the_job_completes_on_the_other() {
     wait_for(
         "the node to be declared lost",
         Duration::from_secs(10),
-        || (!c.nodes().iter().any(|n| n["id"] == victim_node.as_str())).then_some(()),
+        || {
+            // Still listed while its attempt is fenced, but not connected.
+            (!c.nodes()
+                .iter()
+                .any(|n| n["id"] == victim_node.as_str() && n["connected"] == true))
+            .then_some(())
+        },
     );
     let detected = t0.elapsed();
     println!("worker SIGKILL → node declared lost after {detected:?}");

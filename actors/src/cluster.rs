@@ -1,40 +1,30 @@
 //! The cluster's edges: the master's QUIC accept loop and the worker's
 //! connector. Both hand the actors a [`LinkEnd`], the same kind of link the
-//! in-process standalone uses, so `NodeLink` and `NodeActor` do not know
-//! which transport they are on.
+//! in-process tests use, so `NodeLink` and `NodeActor` do not know which
+//! transport they are on.
 //!
-//! Fencing without a separate lease (docs/PROTOCOL.md): a worker's
-//! `NodeActor` stops when its link drops, killing its jobs; the master stops
-//! sending on a connection it has timed out, so a worker loses its link at
-//! most two idle timeouts after the master last heard from it. The master
-//! holds a lost node's attempts back for [`lost_requeue_delay`].
+//! A worker's `NodeActor` outlives its links: [`maintain_link`] reconnects
+//! (exponential backoff with jitter) and hands each new link to the same
+//! node, whose jobs keep running for as long as its lease lasts
+//! (docs/PROTOCOL.md, "Leases").
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::wire;
 use ffrtmp_transport_quic::endpoint::{self, Accepted, Timers, TransportError};
 use ffrtmp_transport_quic::pki::{self, NodeIdentity, MASTER_SERVER_NAME};
 use ffrtmp_transport_quic::{bridge, join, tls};
 use ractor::{Actor, ActorRef};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::link::LinkEnd;
-use crate::node::{NodeActor, NodeArgs, NodeConfig};
+use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
 use crate::scheduler::SchedulerMsg;
-
-/// Margin added on top of the worker's worst-case stop time.
-pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
-
-/// How long the master holds a lost node's attempts: the worker notices the
-/// loss at most two idle timeouts after the master last heard from it, then
-/// needs `kill_grace` to kill its jobs.
-pub fn lost_requeue_delay(timers: Timers, worker_kill_grace: Duration) -> Duration {
-    timers.idle_timeout * 2 + worker_kill_grace + FENCE_MARGIN
-}
 
 /// A per-node secret (32 bytes, mode 0600 in the data dir) from which the
 /// QUIC stateless-reset key and connection-ID key are derived.
@@ -159,6 +149,10 @@ pub enum WorkerError {
     Identity(String),
     #[error("the master refused this worker for good: {0}")]
     Refused(String),
+    #[error("outbox: {0}")]
+    Outbox(String),
+    #[error("the node stopped: {0}")]
+    NodeStopped(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -198,93 +192,135 @@ async fn identity(
     }
 }
 
-/// Run a worker until `shutdown` turns true: connect, run a `NodeActor` over
-/// the link, and when the link drops (the node has then killed its jobs)
-/// reconnect with exponential backoff and jitter.
-pub async fn run_worker(
-    net: WorkerNet,
-    config: NodeConfig,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), WorkerError> {
-    let secret = node_secret(&net.data_dir)?;
-    let bind: SocketAddr = if net.master.is_ipv6() {
+/// The outbox of a worker whose data dir is `data_dir`.
+pub fn open_outbox(data_dir: &Path) -> Result<Outbox, WorkerError> {
+    Outbox::open(&data_dir.join("outbox.sled")).map_err(|e| WorkerError::Outbox(e.to_string()))
+}
+
+/// A QUIC client endpoint for a worker, keyed by its node secret.
+pub fn worker_endpoint(
+    master: SocketAddr,
+    secret: &[u8; 32],
+) -> Result<quinn::Endpoint, WorkerError> {
+    let bind: SocketAddr = if master.is_ipv6() {
         "[::]:0".parse().map_err(std::io::Error::other)?
     } else {
         "0.0.0.0:0".parse().map_err(std::io::Error::other)?
     };
-    let endpoint = endpoint::client_endpoint(bind, &secret)
-        .map_err(|e| WorkerError::Identity(e.to_string()))?;
-    let result = worker_sessions(&net, config, shutdown, &endpoint).await;
-    // Let the last link finish sending (results of a drain) before we go.
-    let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
-    result
+    endpoint::client_endpoint(bind, secret).map_err(|e| WorkerError::Identity(e.to_string()))
 }
 
-async fn worker_sessions(
-    net: &WorkerNet,
+/// Run a worker until `shutdown` turns true: get an identity (joining with
+/// the token the first time), start the `NodeActor`, and keep it linked to
+/// the master ([`maintain_link`]).
+pub async fn run_worker(
+    net: WorkerNet,
     mut config: NodeConfig,
     mut shutdown: watch::Receiver<bool>,
-    ep: &quinn::Endpoint,
 ) -> Result<(), WorkerError> {
+    let secret = node_secret(&net.data_dir)?;
+    let ep = worker_endpoint(net.master, &secret)?;
     let id = tokio::select! {
-        id = identity(net, ep, &config.node_id) => id?,
+        id = identity(&net, &ep, &config.node_id) => id?,
         _ = shutdown.changed() => return Ok(()),
     };
     config.node_id = id
         .node_id()
         .map_err(|e| WorkerError::Identity(e.to_string()))?;
+    let outbox = open_outbox(&net.data_dir)?;
+    let (node, done) = Actor::spawn(
+        Some(format!("ffrtmp-node-{}", config.node_id)),
+        NodeActor,
+        NodeArgs {
+            config: config.clone(),
+            outbox,
+        },
+    )
+    .await
+    .map_err(|e| WorkerError::NodeStopped(e.to_string()))?;
+    let result = maintain_link(&net, &ep, &id, &config, node, done, shutdown).await;
+    // Let the last link finish sending (results of a drain) before we go.
+    let _ = tokio::time::timeout(Duration::from_secs(5), ep.wait_idle()).await;
+    result
+}
+
+/// Keep `node` linked to the master, reconnecting as needed, until it
+/// stops: drained (after `shutdown` turns true it drains, and links are
+/// still kept so its last results get out), or refused by the master for
+/// good.
+pub async fn maintain_link(
+    net: &WorkerNet,
+    ep: &quinn::Endpoint,
+    id: &NodeIdentity,
+    config: &NodeConfig,
+    node: ActorRef<NodeMsg>,
+    done: JoinHandle<()>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), WorkerError> {
+    tokio::pin!(done);
+    let drained = || config.drained.load(std::sync::atomic::Ordering::SeqCst);
+    // Set once shutdown began: past it, the node is stopped outright.
+    let mut bound: Option<tokio::time::Instant> = None;
     let mut attempt = 0u32;
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
+        if bound.is_none() && *shutdown.borrow() {
+            let _ = node.cast(NodeMsg::Drain {
+                deadline: net.drain_deadline,
+            });
+            bound = Some(tokio::time::Instant::now() + net.drain_deadline + DRAIN_SLACK);
         }
-        let tls_cfg = tls::client_config(&id).map_err(|e| WorkerError::Identity(e.to_string()))?;
-        let hello = crate::node::hello(&config);
+        let until = bound;
+        let give_up = async move {
+            match until {
+                Some(b) => tokio::time::sleep_until(b).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(give_up);
+        let Ok(hello) = ractor::call_t!(node, NodeMsg::Hello, 10_000) else {
+            // The node stopped (drained, or failed) while its link went down.
+            return node_ended(drained());
+        };
+        let tls_cfg = tls::client_config(id).map_err(|e| WorkerError::Identity(e.to_string()))?;
         let version = protocol_version();
         let connected = tokio::select! {
             r = endpoint::connect_versioned(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, version, &hello) => r,
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed(), if bound.is_none() => continue,
+            _ = &mut done => return node_ended(drained()),
+            _ = &mut give_up => return stop_now(&node).await,
         };
         match connected {
             Ok(link) => {
                 attempt = 0;
                 tracing::info!(master = %net.master, node = %config.node_id, "connected to the master");
                 let (tx, rx) = bridge::bridge(link, vec![]);
-                let (node, done) = Actor::spawn(
-                    Some(format!("ffrtmp-node-{}", config.node_id)),
-                    NodeActor,
-                    NodeArgs {
-                        config: config.clone(),
-                        link: LinkEnd { tx, rx },
-                    },
-                )
-                .await
-                .map_err(|e| WorkerError::Identity(e.to_string()))?;
-                tokio::pin!(done);
+                let (down, link_down) = oneshot::channel();
+                node.cast(NodeMsg::LinkUp {
+                    link: LinkEnd { tx, rx },
+                    down,
+                })
+                .map_err(|e| WorkerError::NodeStopped(e.to_string()))?;
                 tokio::select! {
-                    _ = &mut done => {
-                        if config.drained.load(std::sync::atomic::Ordering::SeqCst) {
-                            tracing::info!("drained; leaving the cluster");
-                            return Ok(());
+                    _ = link_down => tracing::warn!("link to the master lost; reconnecting"),
+                    _ = &mut done => return node_ended(drained()),
+                    _ = shutdown.changed(), if bound.is_none() => {
+                        // Drain over this same link (it is still up).
+                        let _ = node.cast(NodeMsg::Drain { deadline: net.drain_deadline });
+                        let b = tokio::time::Instant::now() + net.drain_deadline + DRAIN_SLACK;
+                        tokio::select! {
+                            _ = &mut done => return node_ended(drained()),
+                            _ = tokio::time::sleep_until(b) => return stop_now(&node).await,
                         }
-                        tracing::warn!("link to the master lost; reconnecting");
                     }
-                    _ = shutdown.changed() => {
-                        // Shutdown drains: finish (or, at the deadline, hand
-                        // back) the running jobs, then leave.
-                        let _ = node.cast(crate::node::NodeMsg::Drain { deadline: net.drain_deadline });
-                        let bound = net.drain_deadline + Duration::from_secs(30);
-                        if tokio::time::timeout(bound, &mut done).await.is_err() {
-                            let _ = node.stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20))).await;
-                        }
-                        return Ok(());
-                    }
+                    _ = &mut give_up => return stop_now(&node).await,
                 }
+                continue;
             }
             Err(
                 e @ (TransportError::VersionMismatch { .. }
                 | TransportError::IdentityMismatch { .. }),
             ) => {
+                stop_now(&node).await?;
                 return Err(WorkerError::Refused(e.to_string()));
             }
             Err(e) => tracing::warn!(error = %e, "cannot reach the master"),
@@ -293,7 +329,31 @@ async fn worker_sessions(
         let wait = net.reconnect.delay_ms(attempt, rand::random::<f64>());
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed(), if bound.is_none() => {}
+            _ = &mut done => return node_ended(drained()),
+            _ = &mut give_up => return stop_now(&node).await,
         }
     }
+}
+
+/// How long past its drain deadline a shutting-down worker waits for its
+/// last results to be acknowledged.
+const DRAIN_SLACK: Duration = Duration::from_secs(30);
+
+fn node_ended(drained: bool) -> Result<(), WorkerError> {
+    if drained {
+        tracing::info!("drained; leaving the cluster");
+        Ok(())
+    } else {
+        Err(WorkerError::NodeStopped("the node actor stopped".into()))
+    }
+}
+
+/// Stop the node outright (its jobs are killed; unacknowledged results stay
+/// in the outbox for the next start).
+async fn stop_now(node: &ActorRef<NodeMsg>) -> Result<(), WorkerError> {
+    let _ = node
+        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20)))
+        .await;
+    Ok(())
 }

@@ -46,6 +46,8 @@ pub struct JobArgs {
     pub nice: i32,
     /// SIGTERM → SIGKILL grace period for cancel and timeout.
     pub kill_grace: Duration,
+    /// Time left on the node's lease: the process must be dead by then.
+    pub lease: Option<Duration>,
 }
 
 /// Why we are killing the process; decides how its exit is classified.
@@ -55,6 +57,7 @@ enum KillReason {
     Timeout,
     Stall,
     Drain,
+    LeaseExpired,
 }
 
 pub enum JobMsg {
@@ -68,6 +71,10 @@ pub enum JobMsg {
     StallCheck,
     /// Grace period after SIGTERM is over.
     Escalate,
+    /// The node's lease was renewed: this much time is left on it.
+    RenewLease(Duration),
+    /// The node's lease is about to end: stop (the job is retried elsewhere).
+    LeaseExpired,
     /// Test-only: make this actor panic mid-job.
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -297,6 +304,8 @@ impl Actor for JobActor {
             }
             JobMsg::Cancel => begin_kill(&myself, state, KillReason::Cancel),
             JobMsg::DrainStop => begin_kill(&myself, state, KillReason::Drain),
+            JobMsg::LeaseExpired => begin_kill(&myself, state, KillReason::LeaseExpired),
+            JobMsg::RenewLease(_remaining) => {}
             JobMsg::Timeout => begin_kill(&myself, state, KillReason::Timeout),
             JobMsg::StallCheck => {
                 if let Some(limit) = state.stall_timeout {
@@ -375,6 +384,14 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 failure: failure(
                     FailureReason::WorkerCrash,
                     "stopped at its node's drain deadline".into(),
+                ),
+            }
+        }
+        Some(KillReason::LeaseExpired) => {
+            return Outcome::Transient {
+                failure: failure(
+                    FailureReason::WorkerCrash,
+                    "the node's lease with the master expired".into(),
                 ),
             }
         }

@@ -1,12 +1,25 @@
-//! `NodeActor`: the root of a worker's tree. Holds the link to the master,
+//! `NodeActor`: the root of a worker's tree. Holds the link to the master
+//! (replaced on every reconnection), the lease, and the outbox, and
 //! supervises one `JobActor` per running attempt.
+//!
+//! Links come and go; the node and its jobs outlive them, for as long as the
+//! lease lasts (docs/PROTOCOL.md, "Leases"). The owner (the worker's
+//! connector, or standalone) asks for a [`NodeMsg::Hello`] and hands each new
+//! link over with [`NodeMsg::LinkUp`]. While linked, the node pings every
+//! [`PING_INTERVAL_MS`]; each `Pong` extends the lease and is passed on to
+//! every job's guard process. One kill grace before the lease ends, the node
+//! stops its jobs; the guards SIGKILL whatever is left when it ends, even if
+//! this process is frozen.
+//!
+//! Every `Finished` goes to the on-disk outbox before it is sent, and leaves
+//! it when the master acknowledges it; on each new link the outbox is sent
+//! again.
 //!
 //! Restart policy (DESIGN.md §3): a `JobActor` is never restarted in place.
 //! When one stops without having reported (it panicked, or its `pre_start`
 //! failed), the node reports the attempt to the master as a transient
 //! `worker_crash`, and the master decides whether to retry (a new attempt,
-//! new token, new actor). The node itself carries on; only the loss of its
-//! link to the master stops it.
+//! new token, new actor).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,14 +27,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
 use ffrtmp_runtime::model::{Failure, FailureReason, Isolation, JobId, NodeId, Outcome, Progress};
-use ffrtmp_runtime::wire::{self, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION};
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::mpsc;
+use ffrtmp_runtime::outbox::Outbox;
+use ffrtmp_runtime::wire::{
+    self, Assignment, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION,
+};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::job::{JobActor, JobArgs, JobMsg};
 use crate::link::LinkEnd;
+use crate::mono_ms;
 
 /// How a worker node is set up.
 #[derive(Clone)]
@@ -42,12 +62,26 @@ pub struct NodeConfig {
 
 pub struct NodeArgs {
     pub config: NodeConfig,
-    pub link: LinkEnd,
+    /// Results not yet acknowledged by the master (on disk).
+    pub outbox: Outbox,
 }
 
 pub enum NodeMsg {
-    /// A frame from the master.
-    Inbound(ToWorker),
+    /// A new link to the master, whose handshake carried the hello from
+    /// [`NodeMsg::Hello`]. `down` is dropped when the node is done with it.
+    LinkUp {
+        link: LinkEnd,
+        down: oneshot::Sender<()>,
+    },
+    /// The link of generation `gen` ended.
+    LinkDown(u64),
+    /// A frame from the master on the link of generation `gen`.
+    Inbound(u64, ToWorker),
+    /// The hello for the next link: identity, capabilities, and the attempts
+    /// this node holds (running, and finished but unacknowledged).
+    Hello(RpcReplyPort<ToMaster>),
+    /// Periodic: ping, and stop the jobs when the lease runs out.
+    Tick,
     JobStarted {
         job_id: JobId,
         token: u64,
@@ -76,12 +110,36 @@ pub enum NodeMsg {
 struct Running {
     token: u64,
     actor: ActorRef<JobMsg>,
+    /// Set once FFmpeg started (resent on every new link, in case the
+    /// `Started` was lost with the old one).
+    isolation: Option<Isolation>,
+}
+
+struct CurrentLink {
+    gen: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    reader: JoinHandle<()>,
+    _down: oneshot::Sender<()>,
+}
+
+impl Drop for CurrentLink {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 pub struct NodeState {
     config: NodeConfig,
-    to_master: mpsc::Sender<Vec<u8>>,
-    reader: JoinHandle<()>,
+    outbox: Outbox,
+    link: Option<CurrentLink>,
+    next_gen: u64,
+    lease: WorkerLease,
+    /// The jobs were told to stop because the lease ran out (reset on renewal).
+    lease_stop_sent: bool,
+    last_ping_ms: Option<u64>,
+    last_resend_ms: u64,
+    /// Assignments that arrived before this link's first `Pong`.
+    pending: Vec<Assignment>,
     running: HashMap<JobId, Running>,
     by_actor: HashMap<ActorId, (JobId, u64)>,
     draining: bool,
@@ -89,7 +147,6 @@ pub struct NodeState {
 
 impl Drop for NodeState {
     fn drop(&mut self) {
-        self.reader.abort();
         // ractor does not stop children with their supervisor. `post_stop`
         // stops them and waits; this covers the paths that skip it (a panic).
         for r in self.running.values() {
@@ -100,10 +157,19 @@ impl Drop for NodeState {
 
 /// How long a stopping node waits for its JobActors to clean up.
 const STOP_CHILDREN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the node looks at its lease.
+const TICK: Duration = Duration::from_millis(100);
+/// Unacknowledged results are sent again this often while linked (the
+/// master acknowledges duplicates and applies each result once).
+const OUTBOX_RESEND: Duration = Duration::from_secs(5);
 
 pub struct NodeActor;
 
 impl NodeState {
+    fn grace_ms(&self) -> u64 {
+        self.config.kill_grace.as_millis() as u64
+    }
+
     async fn begin_drain(&mut self, myself: &ActorRef<NodeMsg>, deadline: Duration) {
         if self.draining {
             return;
@@ -111,12 +177,17 @@ impl NodeState {
         self.draining = true;
         tracing::info!(jobs = self.running.len(), ?deadline, "draining");
         self.send(ToMaster::Draining).await;
+        for a in std::mem::take(&mut self.pending) {
+            self.report_crash(a.job_id, a.token, "node is draining".into())
+                .await;
+        }
         myself.send_after(deadline, || NodeMsg::DrainDeadline);
         self.stop_if_drained(myself);
     }
 
+    /// A drained node stops once nothing runs and every result is acknowledged.
     fn stop_if_drained(&self, myself: &ActorRef<NodeMsg>) {
-        if self.draining && self.running.is_empty() {
+        if self.draining && self.running.is_empty() && self.outbox.is_empty() {
             self.config
                 .drained
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -126,24 +197,258 @@ impl NodeState {
 
     /// The attempt ended here without FFmpeg being at fault: a transient
     /// `worker_crash`, so the master retries it while attempts remain.
-    async fn report_crash(&self, job_id: JobId, token: u64, why: String) {
+    async fn report_crash(&mut self, job_id: JobId, token: u64, why: String) {
         let failure = Failure::new(FailureReason::WorkerCrash, why);
-        self.send(ToMaster::Finished {
-            job_id,
-            token,
-            outcome: Outcome::Transient { failure },
-        })
-        .await;
+        self.finished(job_id, token, Outcome::Transient { failure })
+            .await;
     }
 
-    async fn send(&self, msg: ToMaster) {
+    /// Into the outbox (durably), then to the master if linked.
+    async fn finished(&mut self, job_id: JobId, token: u64, outcome: Outcome) {
+        let attempt = AttemptRef {
+            job_id: job_id.clone(),
+            token,
+        };
+        let frame = match wire::encode(&ToMaster::Finished {
+            job_id,
+            token,
+            outcome,
+        }) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a result");
+                return;
+            }
+        };
+        if let Err(e) = self.outbox.put(&attempt, frame.clone()).await {
+            // Still send it: the master may well get it; only a later
+            // resend is lost.
+            tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox");
+        }
+        self.send_frame(frame).await;
+    }
+
+    async fn send(&mut self, msg: ToMaster) {
         match wire::encode(&msg) {
-            Ok(frame) => {
-                if self.to_master.send(frame).await.is_err() {
-                    tracing::warn!("link to master closed; message dropped");
+            Ok(frame) => self.send_frame(frame).await,
+            Err(e) => tracing::error!(error = %e, "cannot encode message to master"),
+        }
+    }
+
+    /// Sends on the current link without waiting: the node must keep
+    /// ticking (its lease) even if the link is stuck. Without a link, or with
+    /// a full one, the frame is dropped; results are in the outbox and are
+    /// resent ([`OUTBOX_RESEND`], and on every new link).
+    async fn send_frame(&mut self, frame: Vec<u8>) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        match link.tx.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("link to master is full; message dropped");
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::warn!("link to master closed; message dropped");
+                self.link = None;
+            }
+        }
+    }
+
+    async fn resend_outbox(&mut self) {
+        match self.outbox.pending() {
+            Ok(frames) => {
+                for (_, frame) in frames {
+                    self.send_frame(frame).await;
                 }
             }
-            Err(e) => tracing::error!(error = %e, "cannot encode message to master"),
+            Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
+        }
+    }
+
+    fn attempts(&self) -> Vec<AttemptRef> {
+        let mut v: Vec<AttemptRef> = self
+            .running
+            .iter()
+            .map(|(job_id, r)| AttemptRef {
+                job_id: job_id.clone(),
+                token: r.token,
+            })
+            .collect();
+        v.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+        v
+    }
+
+    async fn on_pong(&mut self, myself: &ActorRef<NodeMsg>, sent_ms: u64, lease_ms: u64) {
+        let now = mono_ms();
+        if let Some(until) = self.lease.on_pong(sent_ms, lease_ms, now) {
+            let remaining = Duration::from_millis(until.saturating_sub(now));
+            self.lease_stop_sent = false;
+            for r in self.running.values() {
+                let _ = r.actor.cast(JobMsg::RenewLease(remaining));
+            }
+        }
+        if self.lease.can_start(now, self.grace_ms()) {
+            for a in std::mem::take(&mut self.pending) {
+                self.assign(myself, a).await;
+            }
+        }
+    }
+
+    async fn assign(&mut self, myself: &ActorRef<NodeMsg>, a: Assignment) {
+        if self.running.contains_key(&a.job_id) {
+            tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
+            return;
+        }
+        if self.draining {
+            self.report_crash(a.job_id, a.token, "node is draining".into())
+                .await;
+            return;
+        }
+        if self.running.len() as u32 >= self.config.slots {
+            self.report_crash(a.job_id, a.token, "no free slot on node".into())
+                .await;
+            return;
+        }
+        let now = mono_ms();
+        if !self.lease.can_start(now, self.grace_ms()) {
+            // Before the first Pong of this link: start once it arrives.
+            self.pending.push(a);
+            return;
+        }
+        let lease = self.lease.remaining(now).map(Duration::from_millis);
+        let (job_id, token) = (a.job_id.clone(), a.token);
+        let args = JobArgs {
+            assignment: a,
+            node: myself.clone(),
+            ffmpeg: self.config.ffmpeg.clone(),
+            ffprobe: self.config.ffprobe.clone(),
+            cgroups: self.config.cgroups.clone(),
+            nice: self.config.nice,
+            kill_grace: self.config.kill_grace,
+            lease,
+        };
+        match Actor::spawn_linked(
+            Some(JobActor::name(&job_id, token)),
+            JobActor,
+            args,
+            myself.get_cell(),
+        )
+        .await
+        {
+            Ok((actor, _)) => {
+                self.by_actor
+                    .insert(actor.get_id(), (job_id.clone(), token));
+                self.running.insert(
+                    job_id,
+                    Running {
+                        token,
+                        actor,
+                        isolation: None,
+                    },
+                );
+            }
+            Err(e) => {
+                self.report_crash(job_id, token, format!("job actor failed to start: {e}"))
+                    .await;
+            }
+        }
+    }
+
+    async fn link_up(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        link: LinkEnd,
+        down: oneshot::Sender<()>,
+    ) {
+        let LinkEnd { tx, mut rx } = link;
+        self.next_gen += 1;
+        let gen = self.next_gen;
+        let me = myself.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                match wire::decode::<ToWorker>(&frame) {
+                    Ok(msg) => {
+                        if me.cast(NodeMsg::Inbound(gen, msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "malformed frame from master; closing link");
+                        break;
+                    }
+                }
+            }
+            let _ = me.cast(NodeMsg::LinkDown(gen));
+        });
+        self.link = Some(CurrentLink {
+            gen,
+            tx,
+            reader,
+            _down: down,
+        });
+        self.pending.clear();
+        tracing::info!(gen, running = self.running.len(), "linked to the master");
+        // Renew at once, then resend every unacknowledged result.
+        self.ping().await;
+        let started: Vec<ToMaster> = self
+            .running
+            .iter()
+            .filter_map(|(job_id, r)| {
+                r.isolation.map(|isolation| ToMaster::Started {
+                    job_id: job_id.clone(),
+                    token: r.token,
+                    isolation,
+                })
+            })
+            .collect();
+        for msg in started {
+            self.send(msg).await;
+        }
+        if !self.outbox.is_empty() {
+            tracing::info!("resending the outbox");
+        }
+        self.resend_outbox().await;
+        self.last_resend_ms = mono_ms();
+        if self.draining {
+            self.send(ToMaster::Draining).await;
+        }
+    }
+
+    async fn ping(&mut self) {
+        let now = mono_ms();
+        self.last_ping_ms = Some(now);
+        self.send(ToMaster::Ping { sent_ms: now }).await;
+    }
+
+    async fn tick(&mut self) {
+        let now = mono_ms();
+        if self.link.is_some()
+            && self
+                .last_ping_ms
+                .is_none_or(|t| now.saturating_sub(t) >= PING_INTERVAL_MS)
+        {
+            self.ping().await;
+        }
+        if self.link.is_some()
+            && !self.outbox.is_empty()
+            && now.saturating_sub(self.last_resend_ms) >= OUTBOX_RESEND.as_millis() as u64
+        {
+            self.last_resend_ms = now;
+            self.resend_outbox().await;
+        }
+        if !self.running.is_empty()
+            && !self.lease_stop_sent
+            && self.lease.must_stop(now, self.grace_ms())
+        {
+            self.lease_stop_sent = true;
+            tracing::warn!(
+                jobs = self.running.len(),
+                "the lease with the master runs out: stopping every job"
+            );
+            for r in self.running.values() {
+                let _ = r.actor.cast(JobMsg::LeaseExpired);
+            }
         }
     }
 }
@@ -151,6 +456,7 @@ impl NodeState {
 /// The hello a worker opens its link with: whoever establishes the link
 /// sends it (the QUIC handshake carries it; the in-process link sends it as
 /// its first frame), so the master sees the same first message either way.
+/// `running` and `unacked` are empty here; [`NodeMsg::Hello`] fills them.
 pub fn hello(config: &NodeConfig) -> ToMaster {
     ToMaster::Hello {
         node_id: config.node_id.clone(),
@@ -161,6 +467,8 @@ pub fn hello(config: &NodeConfig) -> ToMaster {
             cores: cores(),
             memory_bytes: memory_bytes(),
         },
+        running: Vec::new(),
+        unacked: Vec::new(),
     }
 }
 
@@ -187,8 +495,7 @@ impl Actor for NodeActor {
         myself: ActorRef<NodeMsg>,
         args: NodeArgs,
     ) -> Result<NodeState, ActorProcessingErr> {
-        let NodeArgs { config, link } = args;
-        let LinkEnd { tx, mut rx } = link;
+        let NodeArgs { config, outbox } = args;
 
         // Anything left from an earlier run of this node dies now.
         let cgroups = config.cgroups.clone();
@@ -200,34 +507,21 @@ impl Actor for NodeActor {
                 "start-up sweep cleaned leftovers of an earlier run"
             );
         }
-
-        let me = myself.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                match wire::decode::<ToWorker>(&frame) {
-                    Ok(msg) => {
-                        if me.cast(NodeMsg::Inbound(msg)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "malformed frame from master; closing link");
-                        break;
-                    }
-                }
-            }
-            me.stop(Some("link to master closed".into()));
-        });
-
-        let state = NodeState {
+        myself.send_interval(TICK, || NodeMsg::Tick);
+        Ok(NodeState {
             config,
-            to_master: tx,
-            reader,
+            outbox,
+            link: None,
+            next_gen: 0,
+            lease: WorkerLease::default(),
+            lease_stop_sent: false,
+            last_ping_ms: None,
+            last_resend_ms: 0,
+            pending: Vec::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),
             draining: false,
-        };
-        Ok(state)
+        })
     }
 
     async fn handle(
@@ -237,68 +531,68 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::Inbound(ToWorker::Assign(a)) => {
-                if state.running.contains_key(&a.job_id) {
-                    tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
+            NodeMsg::LinkUp { link, down } => state.link_up(&myself, link, down).await,
+            NodeMsg::LinkDown(gen) => {
+                if state.link.as_ref().is_some_and(|l| l.gen == gen) {
+                    state.link = None;
+                    state.pending.clear();
+                    let left = state.lease.remaining(mono_ms()).unwrap_or(0);
+                    tracing::warn!(
+                        jobs = state.running.len(),
+                        lease_left_ms = left,
+                        "link to the master lost; jobs keep running while the lease lasts"
+                    );
+                }
+            }
+            NodeMsg::Inbound(gen, msg) => {
+                if state.link.as_ref().is_none_or(|l| l.gen != gen) {
+                    tracing::debug!(gen, "frame from an old link ignored");
                     return Ok(());
                 }
-                if state.draining {
-                    state
-                        .report_crash(a.job_id, a.token, "node is draining".into())
-                        .await;
-                    return Ok(());
-                }
-                if state.running.len() as u32 >= state.config.slots {
-                    state
-                        .report_crash(a.job_id, a.token, "no free slot on node".into())
-                        .await;
-                    return Ok(());
-                }
-                let (job_id, token) = (a.job_id.clone(), a.token);
-                let args = JobArgs {
-                    assignment: a,
-                    node: myself.clone(),
-                    ffmpeg: state.config.ffmpeg.clone(),
-                    ffprobe: state.config.ffprobe.clone(),
-                    cgroups: state.config.cgroups.clone(),
-                    nice: state.config.nice,
-                    kill_grace: state.config.kill_grace,
-                };
-                match Actor::spawn_linked(
-                    Some(JobActor::name(&job_id, token)),
-                    JobActor,
-                    args,
-                    myself.get_cell(),
-                )
-                .await
-                {
-                    Ok((actor, _)) => {
-                        state
-                            .by_actor
-                            .insert(actor.get_id(), (job_id.clone(), token));
-                        state.running.insert(job_id, Running { token, actor });
+                match msg {
+                    ToWorker::Assign(a) => state.assign(&myself, a).await,
+                    ToWorker::Cancel { job_id, token } | ToWorker::Kill { job_id, token } => {
+                        match state.running.get(&job_id) {
+                            Some(r) if r.token == token => {
+                                let _ = r.actor.cast(JobMsg::Cancel);
+                            }
+                            _ => {
+                                tracing::debug!(job = %job_id, token, "cancel for no running attempt")
+                            }
+                        }
                     }
-                    Err(e) => {
+                    ToWorker::Drain { deadline_ms } => {
                         state
-                            .report_crash(job_id, token, format!("job actor failed to start: {e}"))
+                            .begin_drain(&myself, Duration::from_millis(deadline_ms))
                             .await;
                     }
-                }
-            }
-            NodeMsg::Inbound(ToWorker::Cancel { job_id, token })
-            | NodeMsg::Inbound(ToWorker::Kill { job_id, token }) => {
-                match state.running.get(&job_id) {
-                    Some(r) if r.token == token => {
-                        let _ = r.actor.cast(JobMsg::Cancel);
+                    ToWorker::Pong { sent_ms, lease_ms } => {
+                        state.on_pong(&myself, sent_ms, lease_ms).await
                     }
-                    _ => tracing::debug!(job = %job_id, token, "cancel for no running attempt"),
+                    ToWorker::Ack(attempt) => {
+                        if let Err(e) = state.outbox.remove(&attempt) {
+                            tracing::error!(job = %attempt.job_id, error = %e, "cannot clear the outbox");
+                        }
+                        state.stop_if_drained(&myself);
+                    }
                 }
             }
-            NodeMsg::Inbound(ToWorker::Drain { deadline_ms }) => {
-                state
-                    .begin_drain(&myself, Duration::from_millis(deadline_ms))
-                    .await;
+            NodeMsg::Hello(reply) => {
+                let mut h = hello(&state.config);
+                if let ToMaster::Hello {
+                    running, unacked, ..
+                } = &mut h
+                {
+                    *running = state.attempts();
+                    *unacked = state
+                        .outbox
+                        .pending()
+                        .map(|p| p.into_iter().map(|(a, _)| a).collect())
+                        .unwrap_or_default();
+                }
+                let _ = reply.send(h);
             }
+            NodeMsg::Tick => state.tick().await,
             NodeMsg::Drain { deadline } => state.begin_drain(&myself, deadline).await,
             NodeMsg::DrainDeadline => {
                 for r in state.running.values() {
@@ -310,6 +604,11 @@ impl Actor for NodeActor {
                 token,
                 isolation,
             } => {
+                if let Some(r) = state.running.get_mut(&job_id) {
+                    if r.token == token {
+                        r.isolation = Some(isolation);
+                    }
+                }
                 state
                     .send(ToMaster::Started {
                         job_id,
@@ -336,21 +635,12 @@ impl Actor for NodeActor {
                 token,
                 outcome,
             } => {
-                if let Some(r) = state.running.get(&job_id) {
-                    if r.token == token {
-                        let r = state.running.remove(&job_id);
-                        if let Some(r) = r {
-                            state.by_actor.remove(&r.actor.get_id());
-                        }
+                if state.running.get(&job_id).is_some_and(|r| r.token == token) {
+                    if let Some(r) = state.running.remove(&job_id) {
+                        state.by_actor.remove(&r.actor.get_id());
                     }
                 }
-                state
-                    .send(ToMaster::Finished {
-                        job_id,
-                        token,
-                        outcome,
-                    })
-                    .await;
+                state.finished(job_id, token, outcome).await;
                 state.stop_if_drained(&myself);
             }
             #[cfg(feature = "fault-injection")]

@@ -3,9 +3,16 @@
 //! Spawned linked under `SchedulerActor` for each link. It forwards frames in
 //! both directions and ends when its link ends, so the scheduler learns of a
 //! lost worker as a supervision event, not by polling.
+//!
+//! It answers the worker's lease `Ping`s itself, and records when it last
+//! heard from the worker (`last_heard`, shared with the scheduler), from
+//! which the scheduler fences the node's attempts once the link is gone.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ffrtmp_runtime::model::NodeId;
-use ffrtmp_runtime::wire::{self, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION};
+use ffrtmp_runtime::wire::{self, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -27,6 +34,8 @@ const SYNC_TIMEOUT_MS: u64 = 5_000;
 pub struct NodeLinkArgs {
     pub link: LinkEnd,
     pub scheduler: ActorRef<SchedulerMsg>,
+    /// The lease granted with every `Pong`.
+    pub lease_ms: u64,
 }
 
 pub struct NodeLinkState {
@@ -34,6 +43,8 @@ pub struct NodeLinkState {
     reader: JoinHandle<()>,
     scheduler: ActorRef<SchedulerMsg>,
     node_id: Option<NodeId>,
+    lease_ms: u64,
+    last_heard: Arc<AtomicU64>,
 }
 
 impl Drop for NodeLinkState {
@@ -50,6 +61,12 @@ pub struct NodeHello {
     pub node_id: NodeId,
     pub slots: u32,
     pub capabilities: Capabilities,
+    /// Attempts the worker runs now.
+    pub running: Vec<AttemptRef>,
+    /// Attempts whose result waits in the worker's outbox.
+    pub unacked: Vec<AttemptRef>,
+    /// When this link last heard from the worker ([`crate::mono_ms`]).
+    pub last_heard: Arc<AtomicU64>,
 }
 
 impl Actor for NodeLink {
@@ -64,9 +81,12 @@ impl Actor for NodeLink {
     ) -> Result<NodeLinkState, ActorProcessingErr> {
         let LinkEnd { tx, mut rx } = args.link;
         let me = myself.clone();
+        let last_heard = Arc::new(AtomicU64::new(crate::mono_ms()));
+        let heard = last_heard.clone();
         let reader = tokio::spawn(async move {
             let mut reason = "link closed".to_string();
             while let Some(frame) = rx.recv().await {
+                heard.fetch_max(crate::mono_ms(), Ordering::AcqRel);
                 match wire::decode::<ToMaster>(&frame) {
                     Ok(msg) => {
                         if me.cast(NodeLinkMsg::Inbound(msg)).is_err() {
@@ -87,6 +107,8 @@ impl Actor for NodeLink {
             reader,
             scheduler: args.scheduler,
             node_id: None,
+            lease_ms: args.lease_ms,
+            last_heard,
         })
     }
 
@@ -102,6 +124,8 @@ impl Actor for NodeLink {
                 protocol_version,
                 slots,
                 capabilities,
+                running,
+                unacked,
             }) => {
                 if protocol_version != PROTOCOL_VERSION {
                     let why = format!(
@@ -117,9 +141,23 @@ impl Actor for NodeLink {
                         node_id,
                         slots,
                         capabilities,
+                        running,
+                        unacked,
+                        last_heard: state.last_heard.clone(),
                     },
                     link: myself.clone(),
                 })?;
+            }
+            NodeLinkMsg::Inbound(ToMaster::Ping { sent_ms }) => {
+                // Answered here, on the live link only: renewal needs the
+                // worker's ping to have arrived (docs/PROTOCOL.md, "Leases").
+                let pong = ToWorker::Pong {
+                    sent_ms,
+                    lease_ms: state.lease_ms,
+                };
+                if state.tx.send(wire::encode(&pong)?).await.is_err() {
+                    myself.stop(Some("link closed".into()));
+                }
             }
             NodeLinkMsg::Inbound(msg) => match &state.node_id {
                 Some(node_id) => state.scheduler.cast(SchedulerMsg::FromWorker {

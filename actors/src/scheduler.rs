@@ -6,23 +6,28 @@
 //! Restart policy:
 //! - `NodeLink`: never restarted by the master; a link is re-created only
 //!   when its worker connects again. Its end (clean or failed) starts the
-//!   lost-node path: the node's attempts become `lost` and are requeued as new
-//!   attempts while attempts remain.
+//!   lost-node path: the node's attempts are *fenced* until the worker's
+//!   lease has certainly run out ([`lease::fence_deadline`]), then become
+//!   `lost` and are requeued as new attempts while attempts remain. If the
+//!   worker comes back within the fence and reports them, they are adopted
+//!   and nothing reruns (docs/PROTOCOL.md, "Leases").
 //! - `AdminActor`: restarted with the same arguments, at most
 //!   [`ADMIN_MAX_RESTARTS`] times in [`ADMIN_RESTART_WINDOW`]; beyond that the
 //!   scheduler stops itself (escalates to whoever supervises it).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ffrtmp_runtime::lease;
 use ffrtmp_runtime::model::{Failure, FailureReason, Job, JobId, JobState, NodeId, Outcome};
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
 use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
 use ffrtmp_runtime::store::Store;
 use ffrtmp_runtime::supervision::RestartIntensity;
-use ffrtmp_runtime::wire::{Capabilities, ToMaster, ToWorker};
+use ffrtmp_runtime::wire::{AttemptRef, Capabilities, ToMaster, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::Serialize;
 
@@ -31,7 +36,7 @@ use crate::events::{JobEvents, UpdateKind};
 use crate::link::LinkEnd;
 use crate::metrics as m;
 use crate::node_link::{NodeHello, NodeLink, NodeLinkArgs, NodeLinkMsg};
-use crate::now_ms;
+use crate::{mono_ms, now_ms};
 
 pub const ADMIN_MAX_RESTARTS: u32 = 3;
 pub const ADMIN_RESTART_WINDOW: Duration = Duration::from_secs(60);
@@ -42,10 +47,10 @@ pub struct SchedulerArgs {
     pub retry: RetryPolicy,
     /// The HTTP API to run under this scheduler, if any.
     pub admin: Option<AdminArgs>,
-    /// How long a lost node's attempts wait before they may run elsewhere:
-    /// long enough that the node has stopped them itself (docs/PROTOCOL.md).
-    /// Zero in standalone, where the worker dies with the master.
-    pub lost_requeue_delay: Duration,
+    /// The lease granted to workers with every `Pong`: a worker stops its
+    /// jobs when it runs out, and a silent node's attempts are held back
+    /// until then (docs/PROTOCOL.md, "Leases").
+    pub lease: Duration,
 }
 
 /// What a cancel request did.
@@ -67,6 +72,10 @@ pub struct NodeInfo {
     pub running: Vec<JobId>,
     pub capabilities: Capabilities,
     pub draining: bool,
+    /// False for a node that is gone but whose attempts are fenced: they
+    /// may still run there until its lease ends, or be adopted when it
+    /// reconnects.
+    pub connected: bool,
 }
 
 pub enum SchedulerMsg {
@@ -93,6 +102,8 @@ pub enum SchedulerMsg {
     Sync(RpcReplyPort<()>),
     /// The local address of the HTTP API, once it is listening.
     HttpAddr(RpcReplyPort<Option<std::net::SocketAddr>>),
+    /// A fence may have expired.
+    Fence,
 }
 
 struct NodeEntry {
@@ -101,6 +112,17 @@ struct NodeEntry {
     capabilities: Capabilities,
     running: HashSet<JobId>,
     draining: bool,
+    /// When the link last heard from the node ([`mono_ms`]).
+    last_heard: Arc<AtomicU64>,
+}
+
+/// An attempt that may still run on a node the master cannot reach.
+#[derive(Debug, Clone)]
+struct Fenced {
+    node: NodeId,
+    token: u64,
+    /// [`mono_ms`] after which it certainly does not.
+    until_ms: u64,
 }
 
 fn node_info(id: &NodeId, n: &NodeEntry) -> NodeInfo {
@@ -112,6 +134,7 @@ fn node_info(id: &NodeId, n: &NodeEntry) -> NodeInfo {
         running,
         capabilities: n.capabilities.clone(),
         draining: n.draining,
+        connected: true,
     }
 }
 
@@ -126,7 +149,11 @@ pub struct SchedulerState {
     admin_args: Option<AdminArgs>,
     admin: Option<ActorRef<crate::admin::AdminMsg>>,
     admin_restarts: RestartIntensity,
-    lost_requeue_delay: Duration,
+    lease_ms: u64,
+    fenced: HashMap<JobId, Fenced>,
+    fence_timer_at: Option<u64>,
+    /// Until then, a lease from the previous run may be outstanding.
+    recovery_until_ms: Option<u64>,
 }
 
 impl Drop for SchedulerState {
@@ -262,41 +289,205 @@ impl SchedulerState {
         Ok(())
     }
 
-    /// Node lost: every attempt it held is lost; requeue while attempts remain.
-    async fn lose_node(&mut self, node_id: &NodeId, why: &str) -> Result<(), ActorProcessingErr> {
+    /// Node lost: its attempts are fenced until its lease has certainly run
+    /// out, counted from when its link last heard from it.
+    fn lose_node(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        node_id: &NodeId,
+        why: &str,
+    ) -> Result<(), ActorProcessingErr> {
         let Some(entry) = self.nodes.remove(node_id) else {
             return Ok(());
         };
+        let last_heard = entry.last_heard.load(Ordering::Acquire);
+        let until_ms = lease::fence_deadline(last_heard, self.lease_ms);
         if entry.running.is_empty() {
             tracing::info!(node = %node_id, "node gone: {why}");
         } else {
-            tracing::warn!(node = %node_id, jobs = entry.running.len(), "node lost: {why}");
+            tracing::warn!(
+                node = %node_id,
+                jobs = entry.running.len(),
+                fence_s = until_ms.saturating_sub(mono_ms()) as f64 / 1000.0,
+                "node lost: {why}; its attempts are held until its lease has run out"
+            );
         }
         for job_id in entry.running {
-            let Some(mut job) = self.store.get(&job_id)? else {
+            let Some(job) = self.store.get(&job_id)? else {
                 continue;
             };
             if job.node.as_deref() != Some(node_id.as_str()) || job.state.is_terminal() {
                 continue;
             }
-            let failure = Failure::new(
-                FailureReason::NodeLost,
-                format!("node {node_id} lost: {why}"),
+            self.fenced.insert(
+                job_id,
+                Fenced {
+                    node: node_id.clone(),
+                    token: job.token,
+                    until_ms,
+                },
             );
-            let now = now_ms();
-            match state::lose(&mut job, failure, now, &self.retry, rand::random::<f64>()) {
-                Ok(applied) => {
-                    if matches!(applied, Applied::Requeued { .. }) {
-                        // Fencing by time: the node may still be running it
-                        // until its own link-loss kill has certainly happened.
-                        let fence = now + self.lost_requeue_delay.as_millis() as u64;
-                        job.not_before_ms = Some(job.not_before_ms.unwrap_or(0).max(fence));
-                    }
-                    self.store.put_durable(&job).await?;
-                    self.after_applied(&job, &applied);
-                }
-                Err(e) => tracing::error!(job = %job_id, error = ?e, "cannot mark lost"),
+        }
+        self.arm_fence_timer(myself);
+        Ok(())
+    }
+
+    fn arm_fence_timer(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        let now = mono_ms();
+        let next = self
+            .fenced
+            .values()
+            .map(|f| f.until_ms)
+            .chain(self.recovery_until_ms)
+            .min();
+        if let Some(at) = next {
+            if self.fence_timer_at.is_none_or(|t| at < t || t <= now) {
+                self.fence_timer_at = Some(at);
+                myself.send_after(Duration::from_millis(at.saturating_sub(now)), || {
+                    SchedulerMsg::Fence
+                });
             }
+        }
+    }
+
+    /// Requeue every fenced attempt whose fence has passed.
+    async fn expire_fences(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = mono_ms();
+        self.fence_timer_at = None;
+        let expired: Vec<(JobId, Fenced)> = self
+            .fenced
+            .iter()
+            .filter(|(_, f)| f.until_ms <= now)
+            .map(|(j, f)| (j.clone(), f.clone()))
+            .collect();
+        for (job_id, f) in expired {
+            self.fenced.remove(&job_id);
+            let why = format!("node {} lost and its lease ran out", f.node);
+            self.requeue_attempt(&job_id, f.token, &f.node, &why)
+                .await?;
+        }
+        if self.recovery_until_ms.is_some_and(|t| t <= now) {
+            // Leases granted by the previous run have all ended.
+            self.recovery_until_ms = None;
+            self.store.set_granted_lease(self.lease_ms)?;
+        }
+        self.arm_fence_timer(myself);
+        Ok(())
+    }
+
+    /// The attempt `token` of `job_id` no longer runs on `node`: `lost`, and
+    /// requeued as a new attempt while attempts remain.
+    async fn requeue_attempt(
+        &mut self,
+        job_id: &JobId,
+        token: u64,
+        node: &NodeId,
+        why: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(mut job) = self.store.get(job_id)? else {
+            return Ok(());
+        };
+        if job.token != token
+            || job.node.as_deref() != Some(node.as_str())
+            || job.state.is_terminal()
+        {
+            return Ok(());
+        }
+        let failure = Failure::new(FailureReason::NodeLost, why);
+        match state::lose(
+            &mut job,
+            failure,
+            now_ms(),
+            &self.retry,
+            rand::random::<f64>(),
+        ) {
+            Ok(applied) => {
+                self.store.put_durable(&job).await?;
+                tracing::info!(job = %job_id, state = job.state.as_str(), "attempt lost: {why}");
+                self.after_applied(&job, &applied);
+            }
+            Err(e) => tracing::error!(job = %job_id, error = ?e, "cannot mark lost"),
+        }
+        Ok(())
+    }
+
+    /// A node said hello: compare what it holds with what we believe it
+    /// holds, adopt what still runs, requeue what it does not have.
+    async fn node_up(
+        &mut self,
+        hello: NodeHello,
+        link: ActorRef<NodeLinkMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let node_id = hello.node_id.clone();
+        let mut candidates: HashSet<JobId> = HashSet::new();
+        if let Some(old) = self.nodes.remove(&node_id) {
+            // The same node again on a new link: the old link is dead.
+            old.link.stop(Some("replaced by a new link".into()));
+            candidates.extend(old.running);
+        }
+        candidates.extend(
+            self.fenced
+                .iter()
+                .filter(|(_, f)| f.node == node_id)
+                .map(|(j, _)| j.clone()),
+        );
+        let mut believed = Vec::new();
+        for job_id in &candidates {
+            if let Some(job) = self.store.get(job_id)? {
+                if job.node.as_deref() == Some(node_id.as_str())
+                    && matches!(job.state, JobState::Assigned | JobState::Running)
+                {
+                    believed.push(AttemptRef {
+                        job_id: job.id.clone(),
+                        token: job.token,
+                    });
+                }
+            }
+        }
+        let r = lease::reconcile(&believed, &hello.running, &hello.unacked);
+        let mut running = HashSet::new();
+        for a in r.adopt.iter().chain(&r.awaiting_result) {
+            self.fenced.remove(&a.job_id);
+            running.insert(a.job_id.clone());
+        }
+        if !r.adopt.is_empty() {
+            tracing::info!(node = %node_id, jobs = ?r.adopt.iter().map(|a| &a.job_id).collect::<Vec<_>>(), "adopted running attempts");
+        }
+        for a in &r.requeue {
+            self.fenced.remove(&a.job_id);
+            self.requeue_attempt(
+                &a.job_id,
+                a.token,
+                &node_id,
+                "its node came back without it",
+            )
+            .await?;
+        }
+        tracing::info!(node = %node_id, slots = hello.slots, encoders = ?hello.capabilities.encoders, "node up");
+        self.by_link.insert(link.get_id(), node_id.clone());
+        self.nodes.insert(
+            node_id.clone(),
+            NodeEntry {
+                link,
+                slots: hello.slots,
+                capabilities: hello.capabilities,
+                running,
+                draining: false,
+                last_heard: hello.last_heard,
+            },
+        );
+        for a in r.kill {
+            tracing::warn!(job = %a.job_id, node = %node_id, token = a.token, "node runs an attempt that is not current: killing it");
+            self.tell(
+                &node_id,
+                ToWorker::Kill {
+                    job_id: a.job_id,
+                    token: a.token,
+                },
+            );
         }
         Ok(())
     }
@@ -314,7 +505,7 @@ impl SchedulerState {
     ) -> Result<(), ActorProcessingErr> {
         let now = now_ms();
         let (job_id, token) = match &msg {
-            ToMaster::Hello { .. } => return Ok(()),
+            ToMaster::Hello { .. } | ToMaster::Ping { .. } => return Ok(()),
             ToMaster::Draining => {
                 if let Some(n) = self.nodes.get_mut(&node_id) {
                     n.draining = true;
@@ -326,13 +517,27 @@ impl SchedulerState {
             | ToMaster::Progress { job_id, token, .. }
             | ToMaster::Finished { job_id, token, .. } => (job_id.clone(), *token),
         };
+        let is_result = matches!(msg, ToMaster::Finished { .. });
+        let ack = AttemptRef {
+            job_id: job_id.clone(),
+            token,
+        };
         let Some(mut job) = self.store.get(&job_id)? else {
-            tracing::warn!(job = %job_id, node = %node_id, "worker reported an unknown job; telling it to kill");
-            self.tell(&node_id, ToWorker::Kill { job_id, token });
+            if is_result {
+                tracing::warn!(job = %job_id, node = %node_id, "result for an unknown job dropped");
+                self.tell(&node_id, ToWorker::Ack(ack));
+            } else {
+                tracing::warn!(job = %job_id, node = %node_id, "worker reported an unknown job; telling it to kill");
+                self.tell(&node_id, ToWorker::Kill { job_id, token });
+            }
             return Ok(());
         };
         let result = match msg {
-            ToMaster::Hello { .. } | ToMaster::Draining => return Ok(()),
+            ToMaster::Hello { .. } | ToMaster::Ping { .. } | ToMaster::Draining => return Ok(()),
+            // Resent on every new link in case the first one was lost.
+            ToMaster::Started { .. } if job.state == JobState::Running && job.token == token => {
+                return Ok(())
+            }
             ToMaster::Started { isolation, .. } => {
                 state::start(&mut job, token, isolation, now).map(|()| None)
             }
@@ -369,6 +574,11 @@ impl SchedulerState {
                     self.publish(UpdateKind::State, &job);
                 }
             }
+            // A result for an attempt that is over (applied before: this is
+            // a resend from the outbox) only needs its acknowledgement.
+            Err(e) if is_result => {
+                tracing::info!(job = %job_id, node = %node_id, token, error = %e, "result not applied (a resend, or a fenced attempt); acknowledged");
+            }
             Err(JobOpError::StaleToken { current, got }) => {
                 tracing::warn!(job = %job_id, node = %node_id, current, got, "stale token: telling the worker to kill that attempt");
                 self.tell(&node_id, ToWorker::Kill { job_id, token });
@@ -376,6 +586,10 @@ impl SchedulerState {
             Err(e) => {
                 tracing::warn!(job = %job_id, node = %node_id, error = ?e, "ignored worker message");
             }
+        }
+        if is_result {
+            // Only now, with the outcome durable: the worker may forget it.
+            self.tell(&node_id, ToWorker::Ack(ack));
         }
         Ok(())
     }
@@ -416,44 +630,60 @@ impl Actor for SchedulerActor {
                 a
             }),
             admin: None,
-            lost_requeue_delay: args.lost_requeue_delay,
+            lease_ms: (args.lease.as_millis() as u64)
+                .clamp(lease::MIN_LEASE_MS, lease::MAX_LEASE_MS),
+            fenced: HashMap::new(),
+            fence_timer_at: None,
+            recovery_until_ms: None,
             admin_restarts: RestartIntensity::new(
                 ADMIN_MAX_RESTARTS,
                 ADMIN_RESTART_WINDOW.as_millis() as u64,
             ),
         };
-        // Recovery. Queued jobs go back in the queue. Attempts that were
-        // assigned or running when the previous master stopped are lost: in
-        // standalone their worker (this process) died with it, and its
-        // start-up sweep has killed what was left. They are requeued as new
-        // attempts while attempts remain.
+        // Recovery. Queued jobs go back in the queue; `lost` (a crash
+        // between losing and requeueing) is finished off. Attempts that were
+        // assigned or running are fenced: their workers keep them while their
+        // lease lasts and report them when they reconnect (then they are
+        // adopted). The previous run may have granted a longer lease.
         for job in state.store.in_states(&[JobState::Queued])? {
             state.queue.push(queued(&job));
         }
-        let interrupted =
-            state
-                .store
-                .in_states(&[JobState::Assigned, JobState::Running, JobState::Lost])?;
-        for mut job in interrupted {
-            let failure = Failure::new(
-                FailureReason::WorkerCrash,
-                "the node restarted while this attempt was in flight",
-            );
-            match state::lose(
-                &mut job,
-                failure,
-                now_ms(),
-                &state.retry,
-                rand::random::<f64>(),
-            ) {
-                Ok(applied) => {
-                    state.store.put_durable(&job).await?;
-                    tracing::info!(job = %job.id, state = job.state.as_str(), "recovered interrupted attempt");
-                    state.after_applied(&job, &applied);
-                }
-                Err(e) => tracing::error!(job = %job.id, error = ?e, "cannot recover job"),
+        let granted = state
+            .store
+            .granted_lease()?
+            .unwrap_or(0)
+            .max(state.lease_ms);
+        state.store.set_granted_lease(granted)?;
+        let until_ms = lease::fence_deadline(mono_ms(), granted);
+        state.recovery_until_ms = Some(until_ms);
+        for job in state
+            .store
+            .in_states(&[JobState::Assigned, JobState::Running])?
+        {
+            if let Some(node) = &job.node {
+                tracing::info!(job = %job.id, node = %node, "attempt in flight at start-up: waiting for its node");
+                state.fenced.insert(
+                    job.id.clone(),
+                    Fenced {
+                        node: node.clone(),
+                        token: job.token,
+                        until_ms,
+                    },
+                );
             }
         }
+        for job in state.store.in_states(&[JobState::Lost])? {
+            let node = job.node.clone().unwrap_or_default();
+            state
+                .requeue_attempt(
+                    &job.id,
+                    job.token,
+                    &node,
+                    "interrupted while being requeued",
+                )
+                .await?;
+        }
+        state.arm_fence_timer(&myself);
         state.gauges();
         Ok(state)
     }
@@ -514,31 +744,12 @@ impl Actor for SchedulerActor {
                 let args = NodeLinkArgs {
                     link,
                     scheduler: myself.clone(),
+                    lease_ms: state.lease_ms,
                 };
                 Actor::spawn_linked(None, NodeLink, args, myself.get_cell()).await?;
             }
             SchedulerMsg::NodeUp { hello, link } => {
-                if let Some(old) = state.nodes.get(&hello.node_id) {
-                    // The same node again on a new link: the old link is dead.
-                    old.link.stop(Some("replaced by a new link".into()));
-                }
-                tracing::info!(node = %hello.node_id, slots = hello.slots, encoders = ?hello.capabilities.encoders, "node up");
-                state.by_link.insert(link.get_id(), hello.node_id.clone());
-                let running = state
-                    .nodes
-                    .remove(&hello.node_id)
-                    .map(|n| n.running)
-                    .unwrap_or_default();
-                state.nodes.insert(
-                    hello.node_id,
-                    NodeEntry {
-                        link,
-                        slots: hello.slots,
-                        capabilities: hello.capabilities,
-                        running,
-                        draining: false,
-                    },
-                );
+                state.node_up(hello, link).await?;
                 state.dispatch(&myself).await?;
             }
             SchedulerMsg::FromWorker { node_id, msg } => {
@@ -547,6 +758,10 @@ impl Actor for SchedulerActor {
                 if finished {
                     state.dispatch(&myself).await?;
                 }
+            }
+            SchedulerMsg::Fence => {
+                state.expire_fences(&myself).await?;
+                state.dispatch(&myself).await?;
             }
             SchedulerMsg::Wake => {
                 state.wake_at = None;
@@ -572,6 +787,24 @@ impl Actor for SchedulerActor {
             SchedulerMsg::Nodes(reply) => {
                 let mut nodes: Vec<NodeInfo> =
                     state.nodes.iter().map(|(id, n)| node_info(id, n)).collect();
+                // Nodes that are gone but may still run fenced attempts.
+                let mut gone: HashMap<&NodeId, Vec<JobId>> = HashMap::new();
+                for (job_id, f) in &state.fenced {
+                    if !state.nodes.contains_key(&f.node) {
+                        gone.entry(&f.node).or_default().push(job_id.clone());
+                    }
+                }
+                for (id, mut running) in gone {
+                    running.sort();
+                    nodes.push(NodeInfo {
+                        id: id.clone(),
+                        slots: 0,
+                        running,
+                        capabilities: Capabilities::default(),
+                        draining: false,
+                        connected: false,
+                    });
+                }
                 nodes.sort_by(|a, b| a.id.cmp(&b.id));
                 let _ = reply.send(nodes);
             }
@@ -627,7 +860,7 @@ impl Actor for SchedulerActor {
                 .map(|n| n.link.get_id() == id)
                 .unwrap_or(false);
             if current {
-                state.lose_node(&node_id, &why).await?;
+                state.lose_node(&myself, &node_id, &why)?;
                 state.dispatch(&myself).await?;
             }
             return Ok(());

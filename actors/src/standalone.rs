@@ -1,6 +1,12 @@
 //! Bootstrap of a master tree and a worker tree in one process
 //! (`ffrtmp-node --role standalone`), and the building blocks an embedding
 //! application uses to do the same under its own supervisor.
+//!
+//! Standalone is a one-node cluster: the worker reaches the master over a
+//! loopback QUIC connection with mutual TLS (a private CA in
+//! `<data-dir>/pki`, created on first start), with leases, outbox and
+//! reconnection exactly as in a cluster, so the default single-machine path
+//! runs the cluster code.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,14 +19,16 @@ use ffrtmp_runtime::model::Codec;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
 use ffrtmp_runtime::store::Store;
-use ffrtmp_runtime::wire;
+use ffrtmp_transport_quic::endpoint::Timers;
+use ffrtmp_transport_quic::pki::{self, CertificateAuthority, NodeIdentity};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorCell, ActorRef};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminArgs;
+use crate::cluster::{self, WorkerNet};
 use crate::events::JobEvents;
-use crate::link;
 use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
 use crate::scheduler::{SchedulerActor, SchedulerArgs, SchedulerMsg};
 
@@ -40,6 +48,8 @@ pub struct StandaloneConfig {
     pub nice: i32,
     pub kill_grace: Duration,
     pub retry: RetryPolicy,
+    /// The lease the master grants its workers (docs/PROTOCOL.md, "Leases").
+    pub lease: Duration,
     pub metrics: Option<PrometheusHandle>,
     /// Advertise only these encoders (of those that pass a test encode).
     pub encoder_allowlist: Option<Vec<String>>,
@@ -59,6 +69,12 @@ pub struct Standalone {
     pub scheduler_done: JoinHandle<()>,
     /// The node's cgroups (its parent is removed on [`Standalone::shutdown`]).
     pub cgroups: Arc<CgroupManager>,
+    /// The master's loopback QUIC address.
+    pub quic: SocketAddr,
+    master_endpoint: quinn::Endpoint,
+    accept: JoinHandle<()>,
+    link: JoinHandle<()>,
+    _stop: watch::Sender<bool>,
 }
 
 /// How long shutdown waits for each tree to stop.
@@ -73,6 +89,12 @@ impl Standalone {
             .node
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
             .await;
+        self.link.abort();
+        self.accept.abort();
+        self.master_endpoint.close(
+            ffrtmp_transport_quic::endpoint::close::NORMAL,
+            b"standalone stopping",
+        );
         let _ = self
             .scheduler
             .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
@@ -98,6 +120,10 @@ pub enum StartError {
     Spawn(String),
     #[error("the HTTP API did not come up")]
     Http,
+    #[error("pki: {0}")]
+    Pki(String),
+    #[error("QUIC: {0}")]
+    Quic(String),
 }
 
 /// A node id stable across restarts: created once in the data dir.
@@ -154,7 +180,7 @@ pub async fn spawn_master(
     events: JobEvents,
     retry: RetryPolicy,
     admin: Option<AdminArgs>,
-    lost_requeue_delay: Duration,
+    lease: Duration,
     supervisor: Option<ActorCell>,
 ) -> Result<(ActorRef<SchedulerMsg>, JoinHandle<()>), StartError> {
     let args = SchedulerArgs {
@@ -162,7 +188,7 @@ pub async fn spawn_master(
         events,
         retry,
         admin,
-        lost_requeue_delay,
+        lease,
     };
     let spawned = match supervisor {
         Some(sup) => Actor::spawn_linked(None, SchedulerActor, args, sup).await,
@@ -185,7 +211,6 @@ pub struct MasterTree {
 /// local worker of a standalone node (for the test-only panic hook).
 pub async fn start_master(
     cfg: &StandaloneConfig,
-    lost_requeue_delay: Duration,
     fault_node: Option<ActorRef<NodeMsg>>,
 ) -> Result<MasterTree, StartError> {
     std::fs::create_dir_all(&cfg.data_dir)
@@ -205,15 +230,8 @@ pub async fn start_master(
         scheduler: None,
         fault_node,
     };
-    let (scheduler, done) = spawn_master(
-        store,
-        events,
-        cfg.retry,
-        Some(admin),
-        lost_requeue_delay,
-        None,
-    )
-    .await?;
+    let (scheduler, done) =
+        spawn_master(store, events, cfg.retry, Some(admin), cfg.lease, None).await?;
     let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
         .ok()
         .flatten()
@@ -225,54 +243,121 @@ pub async fn start_master(
     })
 }
 
-/// Start a standalone node: the master tree and one worker tree over an
-/// in-process link carrying the same encoded messages as the cluster link.
+/// The local worker's identity: loaded from the data dir, or issued by the
+/// standalone node's own CA (`<data-dir>/pki`, created on first use).
+pub fn local_identity(data_dir: &Path, node_id: &str) -> Result<NodeIdentity, StartError> {
+    let err = |e: pki::PkiError| StartError::Pki(e.to_string());
+    if let Some(id) = NodeIdentity::load(data_dir).map_err(err)? {
+        return Ok(id);
+    }
+    let pki_dir = data_dir.join("pki");
+    let ca = match CertificateAuthority::load(&pki_dir) {
+        Ok(ca) => ca,
+        Err(_) => {
+            pki::init(&pki_dir, &[]).map_err(err)?;
+            CertificateAuthority::load(&pki_dir).map_err(err)?
+        }
+    };
+    let (key_pem, csr_pem) = pki::new_key_and_csr(node_id).map_err(err)?;
+    let cert_pem = ca.issue_node_cert(node_id, &csr_pem).map_err(err)?;
+    let id = NodeIdentity {
+        cert_pem,
+        key_pem,
+        ca_pem: ca.cert_pem().to_string(),
+    };
+    id.save(data_dir).map_err(err)?;
+    Ok(id)
+}
+
+/// Start a standalone node: the master tree, listening for QUIC on
+/// loopback only, and one worker tree linked to it over that connection.
 pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
     let node_id =
         node_id(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let identity = local_identity(&cfg.data_dir, &node_id)?;
 
     // The worker first: its start-up sweep must run before any old attempt
     // is requeued.
     let config = node_config(&cfg, node_id.clone()).await;
     let cgroups = config.cgroups.clone();
-    let (master_end, worker_end) = link::in_process_pair();
-    // The in-process link's "handshake": the hello is its first frame.
-    let hello =
-        wire::encode(&crate::node::hello(&config)).map_err(|e| StartError::Spawn(e.to_string()))?;
-    worker_end
-        .tx
-        .send(hello)
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
-    let (node, _) = Actor::spawn(
+    let outbox =
+        cluster::open_outbox(&cfg.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
+    let (node, node_done) = Actor::spawn(
         Some(format!("ffrtmp-node-{node_id}")),
         NodeActor,
         NodeArgs {
-            config,
-            link: worker_end,
+            config: config.clone(),
+            outbox,
         },
     )
     .await
     .map_err(|e| StartError::Spawn(e.to_string()))?;
 
-    let master = match start_master(&cfg, Duration::ZERO, Some(node.clone())).await {
+    let master = match start_master(&cfg, Some(node.clone())).await {
         Ok(m) => m,
         Err(e) => {
             node.stop(Some("master failed to start".into()));
             return Err(e);
         }
     };
-    master
-        .scheduler
-        .cast(SchedulerMsg::AttachLink(master_end))
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
+    let quic_err = |e: String| StartError::Quic(e);
+    let secret = cluster::node_secret(&cfg.data_dir).map_err(|e| quic_err(e.to_string()))?;
+    let timers = Timers::default();
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let master_endpoint =
+        cluster::master_endpoint(loopback, &cfg.data_dir.join("pki"), timers, &secret)
+            .map_err(quic_err)?;
+    let quic = master_endpoint
+        .local_addr()
+        .map_err(|e| quic_err(e.to_string()))?;
+    let accept = cluster::spawn_accept_loop(
+        master_endpoint.clone(),
+        master.scheduler.clone(),
+        cfg.data_dir.join("pki"),
+    );
+    let worker_endpoint =
+        cluster::worker_endpoint(quic, &secret).map_err(|e| quic_err(e.to_string()))?;
+    let net = WorkerNet {
+        master: quic,
+        data_dir: cfg.data_dir.clone(),
+        join_token: None,
+        timers,
+        reconnect: RetryPolicy {
+            base_ms: 50,
+            max_ms: 1_000,
+        },
+        drain_deadline: Duration::ZERO,
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let link_node = node.clone();
+    let link = tokio::spawn(async move {
+        let r = cluster::maintain_link(
+            &net,
+            &worker_endpoint,
+            &identity,
+            &config,
+            link_node,
+            node_done,
+            stop_rx,
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "standalone link ended");
+        }
+    });
+    tracing::info!(%quic, "standalone: worker linked to the master over loopback QUIC");
     Ok(Standalone {
         scheduler: master.scheduler,
         node,
         http: master.http,
         scheduler_done: master.done,
         cgroups,
+        quic,
+        master_endpoint,
+        accept,
+        link,
+        _stop: stop,
     })
 }

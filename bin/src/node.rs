@@ -134,6 +134,11 @@ struct NodeFlags {
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     #[arg(long, default_value_t = 2.0, env = "FFRTMP_KILL_GRACE_S")]
     kill_grace_s: f64,
+    /// master, standalone: the lease granted to workers, in milliseconds. A worker that cannot
+    /// renew it stops its jobs; a lost worker's jobs move elsewhere only after it has run out.
+    #[arg(long, default_value_t = ffrtmp_runtime::lease::DEFAULT_LEASE_MS, env = "FFRTMP_LEASE_MS",
+          value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
+    lease_ms: u64,
 }
 
 /// Logs go to stderr; `FFRTMP_LOG` (an env-filter) overrides the default level.
@@ -159,6 +164,13 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
     if !(0.0..=600.0).contains(&f.kill_grace_s) {
         anyhow::bail!("--kill-grace-s must be between 0 and 600");
     }
+    if f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
+        anyhow::bail!(
+            "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
+            f.kill_grace_s,
+            f.lease_ms
+        );
+    }
     Ok(StandaloneConfig {
         data_dir: f.data_dir.clone(),
         http: f.http,
@@ -172,6 +184,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         nice: 10,
         kill_grace: Duration::from_secs_f64(f.kill_grace_s),
         retry: RetryPolicy::default(),
+        lease: Duration::from_millis(f.lease_ms),
         metrics: ffrtmp_actors::metrics::install_prometheus(),
         encoder_allowlist: f.encoders.clone(),
     })
@@ -238,14 +251,13 @@ async fn run_master(flags: NodeFlags) -> anyhow::Result<()> {
     let endpoint = cluster::master_endpoint(flags.listen, &pki_dir, timers, &secret)
         .map_err(|e| anyhow::anyhow!("QUIC listener on {}: {e}", flags.listen))?;
     let quic_addr = endpoint.local_addr()?;
-    let delay = cluster::lost_requeue_delay(timers, cfg.kill_grace);
     let standalone::MasterTree {
         scheduler,
         http,
         mut done,
-    } = standalone::start_master(&cfg, delay, None).await?;
+    } = standalone::start_master(&cfg, None).await?;
     let accept = cluster::spawn_accept_loop(endpoint.clone(), scheduler.clone(), pki_dir);
-    tracing::info!(%http, quic = %quic_addr, requeue_delay = ?delay, "master ready");
+    tracing::info!(%http, quic = %quic_addr, lease = ?cfg.lease, "master ready");
     if let Some(path) = &flags.http_addr_file {
         write_addr_file(path, http)?;
     }
@@ -285,7 +297,7 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
         timers: timers(&flags),
         reconnect: ffrtmp_runtime::retry::RetryPolicy {
             base_ms: 200,
-            max_ms: 5_000,
+            max_ms: 2_000,
         },
         drain_deadline: Duration::from_secs(flags.drain_deadline_s),
     };

@@ -9,7 +9,9 @@
 pub mod cgroup;
 pub mod error;
 pub mod ffmpeg;
+pub mod lease;
 pub mod model;
+pub mod outbox;
 pub mod process;
 pub mod retry;
 pub mod sched;

@@ -240,6 +240,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
+const LEASE_KEY: &[u8] = b"meta/granted_lease_ms";
+
 impl Store {
     /// Open (or create) the store in `dir` and start its flusher thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
@@ -285,6 +287,26 @@ impl Store {
     /// generator with [`Store::next_seq`]); never 0, which means "unassigned".
     pub fn next_token(&self) -> Result<u64, StoreError> {
         Ok(self.inner.db.generate_id()?.saturating_add(1))
+    }
+
+    /// The longest lease the previous run of this master may still have
+    /// outstanding (see [`Store::set_granted_lease`]).
+    pub fn granted_lease(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .db
+            .get(LEASE_KEY)?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(u64::from_be_bytes))
+    }
+
+    /// Record (durably) the longest lease workers may hold from this master,
+    /// so a restart with a shorter `--lease-ms` still waits out the longer
+    /// leases granted before it.
+    pub fn set_granted_lease(&self, lease_ms: u64) -> Result<(), StoreError> {
+        self.inner.db.insert(LEASE_KEY, &lease_ms.to_be_bytes())?;
+        self.inner.db.flush()?;
+        Ok(())
     }
 
     /// Write a job (record and indexes, atomically) and wait until it is

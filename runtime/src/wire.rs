@@ -14,7 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::model::{Isolation, JobId, JobSpec, NodeId, Outcome, Progress};
 
 /// Bumped on any incompatible change to these types.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: round-trip leases (`Ping`/`Pong`), the worker's outbox (`Ack`), and a
+/// hello that reports the attempts the worker holds.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Upper bound on one encoded message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -38,6 +41,13 @@ pub struct Capabilities {
     pub memory_bytes: u64,
 }
 
+/// One attempt of one job, as the fencing token names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub struct AttemptRef {
+    pub job_id: JobId,
+    pub token: u64,
+}
+
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub enum ToWorker {
@@ -57,6 +67,15 @@ pub enum ToWorker {
     Drain {
         deadline_ms: u64,
     },
+    /// Answer to [`ToMaster::Ping`]: the worker's lease now runs until its
+    /// own `sent_ms` plus `lease_ms` (docs/PROTOCOL.md, "Leases").
+    Pong {
+        sent_ms: u64,
+        lease_ms: u64,
+    },
+    /// The master has durably applied (or already had) this `Finished`: the
+    /// worker may drop it from its outbox.
+    Ack(AttemptRef),
 }
 
 /// Worker → master. Every message about a job carries its fencing token.
@@ -67,7 +86,15 @@ pub enum ToMaster {
         protocol_version: u32,
         slots: u32,
         capabilities: Capabilities,
+        /// Attempts whose FFmpeg runs on this worker now (a reconnecting
+        /// worker's; empty for a fresh process).
+        running: Vec<AttemptRef>,
+        /// Attempts whose `Finished` sits in the worker's outbox, not yet
+        /// acknowledged; they follow the hello.
+        unacked: Vec<AttemptRef>,
     },
+    /// Lease renewal request; `sent_ms` is the worker's monotonic clock.
+    Ping { sent_ms: u64 },
     Started {
         job_id: JobId,
         token: u64,

@@ -73,6 +73,8 @@ fn hello(node_id: &str) -> ToMaster {
             cores: 2,
             memory_bytes: 1 << 30,
         },
+        running: Vec::new(),
+        unacked: Vec::new(),
     }
 }
 
