@@ -20,6 +20,8 @@ struct Proc {
     log: PathBuf,
     child: Option<Child>,
     cgroup_parent: String,
+    /// Extra environment for the process (fault injection).
+    env: Vec<(String, String)>,
 }
 
 impl Proc {
@@ -31,6 +33,7 @@ impl Proc {
             log: dir.join(format!("{name}.log")),
             child: None,
             cgroup_parent,
+            env: Vec::new(),
         };
         p.start();
         p
@@ -52,6 +55,7 @@ impl Proc {
             ])
             .env("FFRTMP_LOG", "info")
             .env_remove("FFRTMP_API_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -540,4 +544,479 @@ fn sigterm_drains_and_a_job_past_the_deadline_is_handed_back() {
     c.add_worker(1, true);
     let job = c.wait_state(&id, &["running"], LONG);
     assert_eq!(job["attempt"], 2, "handed back and run again: {job}");
+}
+
+// ---------------------------------------------------------------------------
+// Refusals: the real master keeps out workers that speak another protocol
+// version, hold a certificate from another CA, present no certificate, or
+// join with a bad token. Each test checks both processes' logs and that the
+// refused worker never shows up in /v1/nodes.
+
+/// Log text without the ANSI colour codes tracing writes.
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ params letter
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The lines of `log` that contain every one of `needles`.
+fn lines_with(log: &str, needles: &[&str]) -> Vec<String> {
+    plain(log)
+        .lines()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The whole words of `line` that are numbers ("99," counts; a timestamp
+/// or an address does not).
+fn numbers_in(line: &str) -> Vec<u64> {
+    line.split_whitespace()
+        .filter_map(|w| {
+            w.trim_matches(|c: char| !c.is_ascii_alphanumeric())
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+/// A worker that advertises only libx264 test-encodes one encoder at start-up,
+/// not four: it starts faster.
+fn libx264_only() -> Vec<String> {
+    vec!["--encoders".into(), "libx264".into()]
+}
+
+impl Proc {
+    fn spawn_with_env(name: &str, dir: &Path, args: Vec<String>, env: &[(&str, &str)]) -> Proc {
+        let cgroup_parent = format!("ffrtmp-test-{}-{name}", std::process::id());
+        let mut p = Proc {
+            name: name.into(),
+            args,
+            log: dir.join(format!("{name}.log")),
+            child: None,
+            cgroup_parent,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        p.start();
+        p
+    }
+
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .map(|c| matches!(c.try_wait(), Ok(None)))
+            .unwrap_or(false)
+    }
+}
+
+impl Cluster {
+    fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+
+    fn master_log(&self) -> String {
+        self._master.log()
+    }
+
+    /// Wait for worker `idx` to exit by itself, checking on every poll that
+    /// the master never lists a node.
+    fn wait_refused_exit(&mut self, idx: usize, timeout: Duration) -> std::process::ExitStatus {
+        let name = self.workers[idx].name.clone();
+        let status = wait_for(&format!("{name} to exit"), timeout, || {
+            let nodes = self.nodes();
+            assert!(nodes.is_empty(), "a refused worker was listed: {nodes:?}");
+            self.workers[idx]
+                .child
+                .as_mut()
+                .expect("running")
+                .try_wait()
+                .ok()
+                .flatten()
+        });
+        self.workers[idx].child = None;
+        status
+    }
+}
+
+/// A second master on its own PKI in `dir`: (process, HTTP base, QUIC address).
+fn spawn_master(dir: &Path, name: &str, pki: &Path) -> (Proc, String, String) {
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let media = dir.join("media");
+    std::fs::create_dir_all(&media).expect("media");
+    let mut m = Proc::spawn(
+        name,
+        dir,
+        vec![
+            "--role".into(),
+            "master".into(),
+            "--pki".into(),
+            s(pki),
+            "--data-dir".into(),
+            s(&dir.join(format!("{name}-data"))),
+            "--media-root".into(),
+            s(&media),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--listen-addr-file".into(),
+            s(&dir.join(format!("{name}-quic.addr"))),
+            "--http".into(),
+            "127.0.0.1:0".into(),
+            "--http-addr-file".into(),
+            s(&dir.join(format!("{name}-http.addr"))),
+        ],
+    );
+    let http = read_addr(&dir.join(format!("{name}-http.addr")), &mut m);
+    let quic = read_addr(&dir.join(format!("{name}-quic.addr")), &mut m);
+    (m, format!("http://{http}"), quic)
+}
+
+fn run_pki(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(BIN)
+        .arg("pki")
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .expect("ffrtmp-node pki");
+    assert!(
+        out.status.success(),
+        "pki {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_worker_speaking_another_protocol_version_is_refused_and_exits() {
+    let _g = serial();
+    let v = ffrtmp_runtime::wire::PROTOCOL_VERSION;
+    assert_ne!(v, 99, "the test needs a version the master does not speak");
+    let mut c = Cluster::start_full(0, 1, libx264_only());
+    // Joins with a token in the same run (that works: joining is not
+    // versioned), then announces version 99 in its hello.
+    let args = c.worker_args(0, true);
+    let w = Proc::spawn_with_env(
+        "w0-v99",
+        c.dir.path(),
+        args,
+        &[
+            ("FFRTMP_FAULT_INJECTION", "1"),
+            ("FFRTMP_FAULT_PROTOCOL_VERSION", "99"),
+        ],
+    );
+    c.workers.push(w);
+    let status = c.wait_refused_exit(0, Duration::from_secs(90));
+    assert!(
+        !status.success(),
+        "the refused worker exits non-zero: {status}"
+    );
+    assert!(
+        c.nodes().is_empty(),
+        "never listed, after exit: {:?}",
+        c.nodes()
+    );
+    assert!(
+        c.dir.path().join("w0/node.pem").is_file(),
+        "it had joined: the refusal came at the hello"
+    );
+
+    let wlog = c.workers[0].log();
+    let fatal = lines_with(&wlog, &["refused this worker for good", "protocol version"]);
+    assert_eq!(
+        fatal.len(),
+        1,
+        "one fatal line in the worker's log:\n{wlog}"
+    );
+    let nums = numbers_in(&fatal[0]);
+    assert!(
+        nums.contains(&99) && nums.contains(&u64::from(v)),
+        "the worker names both versions: {}",
+        fatal[0]
+    );
+    println!("worker: {}", fatal[0]);
+
+    let mlog = c.master_log();
+    let refused = lines_with(&mlog, &["connection refused", "protocol version"]);
+    assert!(!refused.is_empty(), "the master logs the refusal:\n{mlog}");
+    for line in &refused {
+        let nums = numbers_in(line);
+        assert!(
+            nums.contains(&99) && nums.contains(&u64::from(v)),
+            "the master names both versions: {line}"
+        );
+    }
+    println!("master: {}", refused[0]);
+    assert!(
+        lines_with(&mlog, &["worker connected"]).is_empty(),
+        "the master never attached it"
+    );
+
+    // Control: the same data dir (same certificate) speaking the right
+    // version gets in, so what kept it out was the version.
+    c.workers.clear();
+    c.add_worker(0, false);
+    let nodes = c.wait_nodes(1);
+    let id = std::fs::read_to_string(c.dir.path().join("w0/node_id")).expect("node id");
+    assert_eq!(nodes[0]["id"], id.trim());
+}
+
+#[test]
+fn a_worker_with_a_certificate_from_another_ca_is_refused() {
+    let _g = serial();
+    let c = Cluster::start_full(0, 1, libx264_only());
+    let dir = c.dir.path().to_path_buf();
+    // Another, unrelated cluster: its own CA, its own master.
+    let other = dir.join("other");
+    run_pki(&["init"], &other);
+    let other_token = run_pki(&["join-token"], &other);
+    let (mut other_master, other_base, other_quic) = spawn_master(&dir, "other-master", &other);
+    let data = dir.join("stranger");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let worker_args = |master: &str| -> Vec<String> {
+        let mut a = vec![
+            "--role".into(),
+            "worker".into(),
+            "--master".into(),
+            master.into(),
+            "--data-dir".into(),
+            s(&data),
+            "--media-root".into(),
+            s(&dir.join("media")),
+            "--slots".into(),
+            "1".into(),
+        ];
+        a.extend(libx264_only());
+        a
+    };
+    let mut args = worker_args(&other_quic);
+    args.extend(["--join-token".into(), other_token]);
+    let mut joined = Proc::spawn("stranger-join", &dir, args);
+    let id = wait_for(
+        "the stranger in the other cluster",
+        Duration::from_secs(60),
+        || {
+            let nodes: Value = c
+                .http
+                .get(format!("{other_base}/v1/nodes"))
+                .send()
+                .ok()?
+                .json()
+                .ok()?;
+            nodes["nodes"][0]["id"].as_str().map(str::to_string)
+        },
+    );
+    joined.kill9();
+    other_master.kill9();
+    let ca = std::fs::read(data.join("ca.pem")).expect("the worker kept ca.pem");
+    assert_eq!(ca, std::fs::read(other.join("ca.pem")).expect("other ca"));
+    assert_ne!(ca, std::fs::read(c.pki().join("ca.pem")).expect("our ca"));
+    assert!(data.join("node.pem").is_file() && data.join("node.key").is_file());
+
+    // 1. The same data dir against the real master: the worker's TLS stack
+    // rejects the master's certificate (not from the CA it pinned), says so,
+    // and keeps retrying.
+    let mut w = Proc::spawn("stranger", &dir, worker_args(&c.quic));
+    let untrusted = "the master's certificate does not validate under this node's cluster CA";
+    let wlines = wait_for(
+        "the worker to refuse the master twice",
+        Duration::from_secs(60),
+        || {
+            assert!(w.running(), "the worker keeps retrying:\n{}", w.log());
+            assert!(c.nodes().is_empty(), "listed: {:?}", c.nodes());
+            let l = lines_with(&w.log(), &[untrusted, "UnknownIssuer"]);
+            (l.len() >= 2).then_some(l)
+        },
+    );
+    let mlines = wait_for(
+        "the master to log the aborted handshake",
+        Duration::from_secs(10),
+        || {
+            let l = lines_with(
+                &c.master_log(),
+                &[
+                    "connection refused",
+                    "invalid peer certificate: UnknownIssuer",
+                ],
+            );
+            (!l.is_empty()).then_some(l)
+        },
+    );
+    assert!(lines_with(&w.log(), &["connected to the master"]).is_empty());
+    println!("worker (pinned CA mismatch): {}", wlines[0]);
+    println!("master (pinned CA mismatch): {}", mlines[0]);
+    w.kill9();
+    assert!(c.nodes().is_empty(), "listed: {:?}", c.nodes());
+
+    // 2. Give it our CA, so it trusts the master and gets as far as
+    // presenting its certificate: now the master refuses it.
+    std::fs::copy(c.pki().join("ca.pem"), data.join("ca.pem")).expect("copy ca");
+    let before = lines_with(&c.master_log(), &["connection refused"]).len();
+    let mut w = Proc::spawn("stranger-mixed", &dir, worker_args(&c.quic));
+    let wlines = wait_for(
+        "the master to refuse the worker twice",
+        Duration::from_secs(60),
+        || {
+            assert!(w.running(), "the worker keeps retrying:\n{}", w.log());
+            assert!(c.nodes().is_empty(), "listed: {:?}", c.nodes());
+            let l = lines_with(
+                &w.log(),
+                &[
+                    "refused by the master",
+                    "invalid peer certificate: UnknownIssuer",
+                ],
+            );
+            (l.len() >= 2).then_some(l)
+        },
+    );
+    let mlog = c.master_log();
+    let mlines: Vec<String> = lines_with(
+        &mlog,
+        &[
+            "connection refused",
+            "invalid peer certificate: UnknownIssuer",
+        ],
+    )
+    .into_iter()
+    .filter(|l| !l.contains("aborted by peer"))
+    .collect();
+    assert!(
+        !mlines.is_empty() && lines_with(&mlog, &["connection refused"]).len() > before,
+        "the master's own verifier refused the certificate:\n{mlog}"
+    );
+    println!("worker (foreign client certificate): {}", wlines[0]);
+    println!("master (foreign client certificate): {}", mlines[0]);
+    assert!(
+        !c.nodes().iter().any(|n| n["id"] == id.as_str()),
+        "never listed"
+    );
+    assert!(lines_with(&mlog, &["worker connected"]).is_empty());
+}
+
+#[test]
+fn a_client_without_a_certificate_is_closed_with_the_no_client_certificate_code() {
+    use ffrtmp_transport_quic::{endpoint, pki, tls};
+    use std::sync::Arc;
+    let _g = serial();
+    let c = Cluster::start(0);
+    let quic: std::net::SocketAddr = c.quic.trim().parse().expect("quic addr");
+    let ca = std::fs::read_to_string(c.pki().join("ca.pem")).expect("ca.pem");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("tls13")
+        .with_root_certificates(pki::root_store_from_pem(&ca).expect("roots"))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (alpn, closed) = rt.block_on(async {
+        let ep = endpoint::client_endpoint("127.0.0.1:0".parse().expect("addr"), &[5; 32])
+            .expect("client endpoint");
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).expect("quic tls");
+        let conn = ep
+            .connect_with(
+                quinn::ClientConfig::new(Arc::new(crypto)),
+                quic,
+                pki::MASTER_SERVER_NAME,
+            )
+            .expect("connect")
+            .await
+            .expect("the TLS handshake succeeds without a client certificate");
+        let alpn = conn
+            .handshake_data()
+            .and_then(|h| h.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|h| h.protocol);
+        // The master looks at the certificate once the first stream opens.
+        let (mut send, _recv) = conn.open_bi().await.expect("stream");
+        let _ = send.write_all(&[0, 0, 0, 1, 0]).await;
+        let closed = tokio::time::timeout(Duration::from_secs(20), conn.closed())
+            .await
+            .expect("the master closes the connection");
+        ep.close(endpoint::close::NORMAL, b"done");
+        (alpn, closed)
+    });
+    assert_eq!(alpn.as_deref(), Some(tls::ALPN), "ffrtmp/1 was negotiated");
+    let quinn::ConnectionError::ApplicationClosed(close) = &closed else {
+        panic!("expected an application close, got {closed}");
+    };
+    assert_eq!(
+        close.error_code,
+        endpoint::close::NO_CLIENT_CERT,
+        "{close:?}"
+    );
+    let reason = String::from_utf8_lossy(&close.reason).into_owned();
+    assert!(reason.contains("client certificate"), "{reason}");
+    println!("client: closed with code {}: {reason}", close.error_code);
+    let line = wait_for(
+        "the master to log the refusal",
+        Duration::from_secs(10),
+        || {
+            lines_with(
+                &c.master_log(),
+                &["connection refused", "no cluster certificate"],
+            )
+            .into_iter()
+            .next()
+        },
+    );
+    println!("master: {line}");
+    assert!(c.nodes().is_empty(), "listed: {:?}", c.nodes());
+}
+
+#[test]
+fn a_join_with_a_wrong_or_expired_token_is_refused_and_the_worker_exits() {
+    use ffrtmp_transport_quic::pki;
+    let _g = serial();
+    let mut c = Cluster::start_full(0, 1, libx264_only());
+    let good = pki::JoinToken::parse(&c.token).expect("token");
+    let mut wrong = good.clone();
+    wrong.secret = "A".repeat(good.secret.len());
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    // Written to the master's tokens.json, which it reads on every join.
+    let expired = pki::create_join_token(&c.pki(), Duration::from_millis(1), now_ms - 10_000)
+        .expect("expired token");
+    let cases = [
+        (wrong, "wrong secret for join token"),
+        (expired, "expired at"),
+    ];
+    for (i, (token, detail)) in cases.into_iter().enumerate() {
+        let mut args = c.worker_args(i, false);
+        args.extend(["--join-token".into(), token.to_string_token()]);
+        c.workers
+            .push(Proc::spawn(&format!("w{i}"), c.dir.path(), args));
+        let status = c.wait_refused_exit(i, Duration::from_secs(60));
+        assert!(!status.success(), "exits non-zero: {status}");
+        let wlog = c.workers[i].log();
+        let fatal = lines_with(&wlog, &["refused this worker for good", "token rejected"]);
+        assert_eq!(fatal.len(), 1, "{wlog}");
+        assert!(
+            !plain(&wlog).contains(detail),
+            "the worker is told no details"
+        );
+        assert!(!c.dir.path().join(format!("w{i}/node.pem")).exists());
+        let mlines = lines_with(&c.master_log(), &["join refused", detail, &token.id]);
+        assert!(!mlines.is_empty(), "{}", c.master_log());
+        println!("worker: {}", fatal[0]);
+        println!("master: {}", mlines[0]);
+    }
+    assert!(c.nodes().is_empty());
 }

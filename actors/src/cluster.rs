@@ -323,6 +323,12 @@ pub async fn maintain_link(
                 stop_now(&node).await?;
                 return Err(WorkerError::Refused(e.to_string()));
             }
+            Err(e @ TransportError::UntrustedMaster(_)) => tracing::warn!(
+                master = %net.master,
+                ca = %net.data_dir.join(pki::CA_CERT_FILE).display(),
+                error = %e,
+                "the master is not trusted by this worker; retrying. Is --master another cluster's master, or was the cluster's PKI re-created? Then remove node.pem, node.key and ca.pem from the data dir and join again with a new --join-token"
+            ),
             Err(e) => tracing::warn!(error = %e, "cannot reach the master"),
         }
         attempt += 1;

@@ -77,6 +77,8 @@ pub enum TransportError {
     Malformed(String),
     #[error("refused by the master: {0}")]
     Refused(String),
+    #[error("the master's certificate does not validate under this node's cluster CA ({0})")]
+    UntrustedMaster(String),
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
     VersionMismatch { ours: u32, theirs: u32 },
     #[error("timed out waiting for the handshake")]
@@ -219,6 +221,24 @@ fn refusal(e: &quinn::ConnectionError) -> Option<String> {
     }
 }
 
+/// TLS alerts about a certificate (RFC 8446 §6.2): bad, unsupported,
+/// revoked, expired, unknown, unknown CA.
+const CERTIFICATE_ALERTS: [u64; 6] = [42, 43, 44, 45, 46, 48];
+
+/// Our own TLS stack rejected the master's certificate: a client verifies
+/// only the server's certificate, so a certificate alert raised here means
+/// the master is not from the CA this node trusts (or its certificate is
+/// invalid).
+fn untrusted_master(e: &quinn::ConnectionError) -> Option<TransportError> {
+    let quinn::ConnectionError::TransportError(t) = e else {
+        return None;
+    };
+    let alert = u64::from(t.code).checked_sub(0x100)?;
+    CERTIFICATE_ALERTS
+        .contains(&alert)
+        .then(|| TransportError::UntrustedMaster(t.reason.clone()))
+}
+
 /// Worker side: connect to the master as `server_name`, send `hello`
 /// (a `ToMaster::Hello`), and wait for acceptance.
 ///
@@ -260,7 +280,7 @@ pub async fn connect_versioned(
         .await
         .map_err(|e| match refusal(&e) {
             Some(r) => TransportError::Refused(r),
-            None => TransportError::Connection(e),
+            None => untrusted_master(&e).unwrap_or(TransportError::Connection(e)),
         })?;
     let io = async {
         let (mut send, mut recv) = connection.open_bi().await?;

@@ -210,6 +210,31 @@ async fn a_certificate_from_another_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn a_worker_whose_ca_did_not_sign_the_masters_certificate_says_so() {
+    let c = Cluster::new();
+    let other = Cluster::new();
+    let (addr, mut rx) = c.master();
+    // A whole identity from another cluster: it trusts only that cluster's CA.
+    let cfg = tls::client_config(&other.node("node-o")).expect("client tls");
+    let err = endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello("node-o"),
+    )
+    .await
+    .err()
+    .expect("refused");
+    match &err {
+        TransportError::UntrustedMaster(r) => assert!(r.contains("UnknownIssuer"), "{r}"),
+        other => panic!("expected UntrustedMaster, got {other}"),
+    }
+    assert!(next(&mut rx).await.is_err(), "the master saw the abort");
+}
+
+#[tokio::test]
 async fn a_protocol_version_mismatch_is_refused_with_a_clear_error_on_both_sides() {
     let c = Cluster::new();
     let (addr, mut rx) = c.master();
