@@ -366,7 +366,7 @@ impl SchedulerState {
         for (job_id, f) in expired {
             self.fenced.remove(&job_id);
             let why = format!("node {} lost and its lease ran out", f.node);
-            self.requeue_attempt(&job_id, f.token, &f.node, &why)
+            self.requeue_attempt(&job_id, f.token, &f.node, FailureReason::NodeLost, &why)
                 .await?;
         }
         if self.recovery_until_ms.is_some_and(|t| t <= now) {
@@ -385,6 +385,7 @@ impl SchedulerState {
         job_id: &JobId,
         token: u64,
         node: &NodeId,
+        reason: FailureReason,
         why: &str,
     ) -> Result<(), ActorProcessingErr> {
         let Some(mut job) = self.store.get(job_id)? else {
@@ -396,7 +397,7 @@ impl SchedulerState {
         {
             return Ok(());
         }
-        let failure = Failure::new(FailureReason::NodeLost, why);
+        let failure = Failure::new(reason, why);
         match state::lose(
             &mut job,
             failure,
@@ -462,7 +463,8 @@ impl SchedulerState {
                 &a.job_id,
                 a.token,
                 &node_id,
-                "its node came back without it",
+                FailureReason::WorkerCrash,
+                "its node came back without it (the worker restarted, or never got the assignment)",
             )
             .await?;
         }
@@ -679,6 +681,7 @@ impl Actor for SchedulerActor {
                     &job.id,
                     job.token,
                     &node,
+                    FailureReason::WorkerCrash,
                     "interrupted while being requeued",
                 )
                 .await?;
