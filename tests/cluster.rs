@@ -120,7 +120,7 @@ fn read_addr(path: &Path, who: &mut Proc) -> String {
 struct Cluster {
     dir: tempfile::TempDir,
     /// Held so the master process lives (and is killed) with the cluster.
-    _master: Proc,
+    master: Proc,
     workers: Vec<Proc>,
     base: String,
     quic: String,
@@ -140,6 +140,15 @@ impl Cluster {
     }
 
     fn start_full(workers: usize, slots: u32, worker_extra: Vec<String>) -> Cluster {
+        Cluster::start_opts(workers, slots, worker_extra, Vec::new())
+    }
+
+    fn start_opts(
+        workers: usize,
+        slots: u32,
+        worker_extra: Vec<String>,
+        master_extra: Vec<String>,
+    ) -> Cluster {
         require_ffmpeg();
         let dir = tempfile::Builder::new()
             .prefix("ffrtmp-cluster-")
@@ -185,7 +194,10 @@ impl Cluster {
                 "127.0.0.1:0".into(),
                 "--http-addr-file".into(),
                 s(&dir.path().join("http.addr")),
-            ],
+            ]
+            .into_iter()
+            .chain(master_extra)
+            .collect(),
         );
         let base = format!(
             "http://{}",
@@ -194,7 +206,7 @@ impl Cluster {
         let quic = read_addr(&dir.path().join("quic.addr"), &mut master);
         let mut c = Cluster {
             dir,
-            _master: master,
+            master,
             workers: Vec::new(),
             base,
             quic,
@@ -211,6 +223,58 @@ impl Cluster {
         }
         c.wait_nodes(workers);
         c
+    }
+
+    /// Start the (killed) master again on the same data dir, QUIC port and
+    /// HTTP address. Returns when its QUIC listener is up, with that instant.
+    fn restart_master(&mut self) -> Instant {
+        let http = self.base.trim_start_matches("http://").to_string();
+        for f in ["quic.addr", "http.addr"] {
+            let _ = std::fs::remove_file(self.dir.path().join(f));
+        }
+        let args = &mut self.master.args;
+        for (flag, value) in [("--listen", self.quic.clone()), ("--http", http)] {
+            let i = args.iter().position(|a| a == flag).expect(flag);
+            args[i + 1] = value;
+        }
+        self.master.start();
+        let quic_file = self.dir.path().join("quic.addr");
+        let quic = read_addr(&quic_file, &mut self.master);
+        let up = Instant::now();
+        assert_eq!(quic, self.quic, "same QUIC address");
+        read_addr(&self.dir.path().join("http.addr"), &mut self.master);
+        up
+    }
+
+    /// The worker process whose data dir holds `node_id`.
+    fn worker_of(&self, node_id: &str) -> usize {
+        (0..self.workers.len())
+            .find(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("w{i}/node_id")))
+                    .map(|s| s.trim() == node_id)
+                    .unwrap_or(false)
+            })
+            .expect("the node's worker")
+    }
+
+    /// Live pids in the cgroups of `job_id` on worker `i`.
+    fn job_pids(&self, i: usize, job_id: &str) -> Vec<i32> {
+        cgroup_dirs(&self.workers[i].cgroup_parent)
+            .iter()
+            .filter(|d| {
+                d.file_name()
+                    .map(|n| n.to_string_lossy().contains(job_id))
+                    .unwrap_or(false)
+            })
+            .flat_map(|d| read_pids(d))
+            .filter(|p| pid_alive(*p))
+            .collect()
+    }
+
+    fn connected(&self, node_id: &str) -> bool {
+        self.nodes()
+            .iter()
+            .any(|n| n["id"] == node_id && n["connected"] == true)
     }
 
     fn worker_args(&self, i: usize, with_token: bool) -> Vec<String> {
@@ -391,6 +455,92 @@ fn sigkill_of_a_worker_mid_job_the_job_completes_on_the_other() {
     println!(
         "job finished on the other worker {:?} after the kill",
         t0.elapsed()
+    );
+}
+
+#[test]
+fn sigkill_of_the_master_mid_job_the_job_is_adopted_and_a_result_made_meanwhile_arrives_once() {
+    let _g = serial();
+    // An idle timeout longer than a master restart takes, so that only a
+    // stateless reset can tell the worker early that its master is new.
+    let idle = vec!["--idle-timeout-ms".to_string(), "8000".to_string()];
+    let mut c = Cluster::start_opts(1, 2, idle.clone(), idle);
+    let node = c.nodes()[0]["id"].as_str().expect("id").to_string();
+    let long = c.submit(long_job(40.0));
+    let short = c.submit(long_job(4.0));
+    c.wait_state(&long, &["running"], LONG);
+    c.wait_state(&short, &["running"], LONG);
+    let pids = wait_for("the long job's ffmpeg", Duration::from_secs(10), || {
+        let p = c.job_pids(0, &long);
+        (!p.is_empty()).then_some(p)
+    });
+
+    c.master.kill9();
+    // The short job finishes while there is no master: its result waits in
+    // the worker's outbox.
+    wait_for(
+        "the short job to end on the worker",
+        Duration::from_secs(60),
+        || c.job_pids(0, &short).is_empty().then_some(()),
+    );
+    assert!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "the long job kept running without a master"
+    );
+
+    let up = c.restart_master();
+    wait_for("the worker to reconnect", Duration::from_secs(20), || {
+        c.connected(&node).then_some(())
+    });
+    println!(
+        "master restarted: worker reconnected {:?} after the master listened again",
+        up.elapsed()
+    );
+    let s = c.wait_state(&short, &["succeeded", "failed"], Duration::from_secs(20));
+    assert_eq!(s["state"], "succeeded", "{s}");
+    assert_eq!(s["attempt"], 1, "{s}");
+    assert_eq!(s["attempts"].as_array().map(Vec::len), Some(1), "{s}");
+    let j = c.get(&format!("/v1/jobs/{long}"));
+    assert_eq!(j["state"], "running", "adopted, still running: {j}");
+    assert!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "the same ffmpeg carries on"
+    );
+    let j = c.wait_state(&long, &["succeeded", "failed"], LONG);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["attempt"], 1, "adopted, never rerun: {j}");
+    assert_eq!(j["attempts"].as_array().map(Vec::len), Some(1), "{j}");
+    let log = c.master.log();
+    let applied = log
+        .lines()
+        .filter(|l| l.contains("attempt finished") && l.contains(&short))
+        .count();
+    assert_eq!(applied, 1, "the outbox result was applied once");
+    assert!(log.contains("adopted running attempts"), "{log}");
+
+    // A master back within the idle timeout: the worker's next packet gets
+    // a stateless reset from the new process, so it need not wait for the
+    // idle timeout to notice.
+    let killed = Instant::now();
+    c.master.kill9();
+    let up = c.restart_master();
+    let restart = killed.elapsed();
+    wait_for("the worker to reconnect", Duration::from_secs(20), || {
+        c.connected(&node).then_some(())
+    });
+    let reconnected = killed.elapsed();
+    println!(
+        "quick master restart: listening {restart:?} after the kill, worker reconnected {:?} later ({reconnected:?} after the kill; idle timeout 8 s)",
+        up.elapsed()
+    );
+    let log = c.workers[0].log();
+    let lost: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("link to the master lost; reconnecting"))
+        .collect();
+    assert!(
+        lost.last().is_some_and(|l| l.contains("reset by peer")),
+        "the old connection ended by a stateless reset: {lost:?}"
     );
 }
 
@@ -630,7 +780,7 @@ impl Cluster {
     }
 
     fn master_log(&self) -> String {
-        self._master.log()
+        self.master.log()
     }
 
     /// Wait for worker `idx` to exit by itself, checking on every poll that

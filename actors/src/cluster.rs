@@ -293,6 +293,7 @@ pub async fn maintain_link(
             Ok(link) => {
                 attempt = 0;
                 tracing::info!(master = %net.master, node = %config.node_id, "connected to the master");
+                let connection = link.connection.clone();
                 let (tx, rx) = bridge::bridge(link, vec![]);
                 let (down, link_down) = oneshot::channel();
                 node.cast(NodeMsg::LinkUp {
@@ -301,7 +302,15 @@ pub async fn maintain_link(
                 })
                 .map_err(|e| WorkerError::NodeStopped(e.to_string()))?;
                 tokio::select! {
-                    _ = link_down => tracing::warn!("link to the master lost; reconnecting"),
+                    _ = link_down => {
+                        // A restarted master answers our next packet with a
+                        // stateless reset ("reset by peer"), so this is quick.
+                        let why = connection
+                            .close_reason()
+                            .map(|e| e.to_string())
+                            .unwrap_or_else(|| "closed by this node".into());
+                        tracing::warn!(reason = %why, "link to the master lost; reconnecting");
+                    }
                     _ = &mut done => return node_ended(drained()),
                     _ = shutdown.changed(), if bound.is_none() => {
                         // Drain over this same link (it is still up).

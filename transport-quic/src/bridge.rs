@@ -69,7 +69,12 @@ pub fn bridge(link: Link, first: Vec<Vec<u8>>) -> (mpsc::Sender<Vec<u8>>, mpsc::
         if send.finish().is_ok() {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, send.stopped()).await;
         }
-        connection.close(close::NORMAL, b"link closed");
+        // Not over an error already recorded: quinn's close() replaces it
+        // with LocallyClosed, and the owner wants the real cause (a
+        // stateless reset from a restarted peer, a timeout).
+        if connection.close_reason().is_none() {
+            connection.close(close::NORMAL, b"link closed");
+        }
     });
     (out_tx, in_rx)
 }
