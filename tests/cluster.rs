@@ -400,24 +400,9 @@ fn sigkill_of_a_worker_mid_job_the_job_completes_on_the_other() {
     let id = c.submit(long_job(6.0));
     let running = c.wait_state(&id, &["running"], LONG);
     let victim_node = running["node"].as_str().expect("node").to_string();
-    // Which worker process is it? The one whose data dir holds that node id.
-    let idx = (0..c.workers.len())
-        .find(|i| {
-            std::fs::read_to_string(c.dir.path().join(format!("w{i}/node_id")))
-                .map(|s| s.trim() == victim_node)
-                .unwrap_or(false)
-        })
-        .expect("the victim's worker");
+    let idx = c.worker_of(&victim_node);
     let pids = wait_for("ffmpeg pids", Duration::from_secs(10), || {
-        let p: Vec<i32> = cgroup_dirs(&c.workers[idx].cgroup_parent)
-            .iter()
-            .filter(|d| {
-                d.file_name()
-                    .map(|n| n.to_string_lossy().contains(&id))
-                    .unwrap_or(false)
-            })
-            .flat_map(|d| read_pids(d))
-            .collect();
+        let p = c.job_pids(idx, &id);
         (!p.is_empty()).then_some(p)
     });
     let t0 = Instant::now();
