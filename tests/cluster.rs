@@ -271,6 +271,13 @@ impl Cluster {
             .collect()
     }
 
+    /// The node id of worker `i`.
+    fn node_id_of(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("w{i}/node_id")))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
     fn connected(&self, node_id: &str) -> bool {
         self.nodes()
             .iter()
@@ -527,6 +534,77 @@ fn sigkill_of_the_master_mid_job_the_job_is_adopted_and_a_result_made_meanwhile_
         lost.last().is_some_and(|l| l.contains("reset by peer")),
         "the old connection ended by a stateless reset: {lost:?}"
     );
+}
+
+#[test]
+fn sigstop_of_a_worker_past_its_lease_its_job_stops_and_runs_elsewhere_never_twice() {
+    let _g = serial();
+    let lease = vec!["--lease-ms".to_string(), "4000".to_string()];
+    let c = Cluster::start_opts(2, 1, Vec::new(), lease);
+    let id = c.submit(long_job(60.0));
+    let running = c.wait_state(&id, &["running"], LONG);
+    let victim_node = running["node"].as_str().expect("node").to_string();
+    let victim = c.worker_of(&victim_node);
+    let other = 1 - victim;
+    wait_for("the job's processes", Duration::from_secs(10), || {
+        (!c.job_pids(victim, &id).is_empty()).then_some(())
+    });
+
+    let t0 = Instant::now();
+    c.workers[victim].signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut victim_stopped = None;
+    // Sampled every poll until the copy elsewhere runs: never both at once.
+    wait_for(
+        "the job to run on the other worker",
+        Duration::from_secs(60),
+        || {
+            let frozen = c.job_pids(victim, &id);
+            let fresh = c.job_pids(other, &id);
+            assert!(
+                frozen.is_empty() || fresh.is_empty(),
+                "two copies at once: {frozen:?} on the frozen worker, {fresh:?} elsewhere"
+            );
+            if frozen.is_empty() && victim_stopped.is_none() {
+                victim_stopped = Some(t0.elapsed());
+            }
+            (!fresh.is_empty()).then_some(())
+        },
+    );
+    let moved = t0.elapsed();
+    let stopped = victim_stopped.expect("the frozen worker's copy ended first");
+    println!(
+        "SIGSTOP: the frozen worker's job was killed by its guard {stopped:?} after the stop; \
+         it started elsewhere {moved:?} after the stop (lease 4 s)"
+    );
+
+    // Thawed, the worker finds its lease long over; its late report of the
+    // killed attempt is ignored, and it rejoins.
+    c.workers[victim].signal(nix::sys::signal::Signal::SIGCONT);
+    wait_for(
+        "the thawed worker to rejoin",
+        Duration::from_secs(30),
+        || c.connected(&victim_node).then_some(()),
+    );
+    wait_for(
+        "the thawed worker's stale result to be ignored",
+        Duration::from_secs(30),
+        || {
+            c.master
+                .log()
+                .lines()
+                .any(|l| l.contains("result not applied") && l.contains(&id))
+                .then_some(())
+        },
+    );
+    let job = c.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(job["node"], c.node_id_of(other), "{job}");
+    assert_eq!(
+        job["attempts"][0]["outcome"]["failure"]["reason"], "node_lost",
+        "{job}"
+    );
+    assert!(c.job_pids(victim, &id).is_empty());
 }
 
 #[test]
