@@ -195,6 +195,7 @@ impl Actor for JobActor {
                 .as_ref()
                 .map(|c| c.procs_files())
                 .unwrap_or_default(),
+            lease: None,
         };
         let spawned = match process::spawn(spec).await {
             Ok(s) => s,
