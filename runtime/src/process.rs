@@ -645,6 +645,13 @@ impl ProcessGuard {
         }
     }
 
+    /// Closes the worker's end of the heartbeat channel, as if the worker had
+    /// died, leaving everything else as it is.
+    #[cfg(test)]
+    fn close_heartbeat(&mut self) {
+        self.heartbeat = None;
+    }
+
     /// False when a process other than our leader now has the leader's pid.
     fn pgid_still_ours(&self) -> bool {
         match (self.start_time, proc_start_time(self.pgid)) {
@@ -895,5 +902,443 @@ mod tests {
         let (state, pgrp) = proc_state_pgrp(me).unwrap();
         assert_ne!(state, 'Z');
         assert_eq!(pgrp, nix::unistd::getpgrp().as_raw());
+    }
+
+    // ---- the guard process, with real processes ----
+    //
+    // Every test reaps or kills what it spawns (wait, terminate, or the
+    // ProcessGuard's drop, which SIGKILLs the group by pgid).
+
+    use std::io::BufRead;
+    use tokio::io::AsyncReadExt;
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+    const POLL: Duration = Duration::from_millis(10);
+
+    fn cmd(program: &str, args: &[&str]) -> SpawnSpec {
+        SpawnSpec {
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            nice: 0,
+            cgroup_procs: vec![],
+            env: Vec::new(),
+            lease: None,
+        }
+    }
+
+    /// Polls `cond` until it holds; fails the test after `DEADLINE`.
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for: {what}");
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// (ppid, pgrp) of a process.
+    fn ppid_pgrp(pid: i32) -> (i32, i32) {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        (f[1].parse().unwrap(), f[2].parse().unwrap())
+    }
+
+    /// Processes whose parent is `pid`.
+    fn children_of(pid: i32) -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        let ppid = s[s.rfind(')')? + 1..].split_whitespace().nth(1)?;
+                        Some(ppid.parse::<i32>().ok()? == pid)
+                    })
+                    .unwrap_or(false)
+            })
+            .collect()
+    }
+
+    fn comm(pid: i32) -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// Targets of `/proc/<pid>/fd/*`, `None` where not readable (the guard is
+    /// not dumpable, so only root may look).
+    fn fd_links(pid: i32) -> Option<Vec<(i32, String)>> {
+        let mut links: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .ok()?
+            .flatten()
+            .map(|e| {
+                let fd = e.file_name().to_str().unwrap().parse().unwrap();
+                let target = std::fs::read_link(e.path()).unwrap();
+                (fd, target.to_string_lossy().into_owned())
+            })
+            .collect();
+        links.sort();
+        Some(links)
+    }
+
+    async fn read_all(mut r: pipe::Receiver) -> String {
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.unwrap();
+        s
+    }
+
+    #[tokio::test]
+    async fn exit_codes_and_signals_are_relayed() {
+        let cases: [(&str, Option<i32>, Option<i32>); 5] = [
+            ("true", Some(0), None),
+            ("exit 3", Some(3), None),
+            ("kill -KILL $$", None, Some(libc::SIGKILL)),
+            ("kill -TERM $$", None, Some(libc::SIGTERM)),
+            ("kill -USR1 $$", None, Some(libc::SIGUSR1)),
+        ];
+        for (script, code, sig) in cases {
+            // "sh" without a slash: looked up in PATH.
+            let mut sp = spawn(cmd("sh", &["-c", script])).await.unwrap();
+            let status = tokio::time::timeout(DEADLINE, wait(&mut sp.child, &sp.guard))
+                .await
+                .expect("child did not exit")
+                .unwrap();
+            assert_eq!(
+                (status.code(), status.signal()),
+                (code, sig),
+                "{script}: {status:?}"
+            );
+            assert!(!status.core_dumped(), "{script}: {status:?}");
+            assert!(sp.guard.is_reaped());
+        }
+    }
+
+    #[tokio::test]
+    async fn sigterm_to_the_group_ends_the_child_and_the_guard_relays_it() {
+        let mut sp = spawn(cmd("sleep", &["100"])).await.unwrap();
+        sp.guard.signal_group(Signal::SIGTERM).unwrap();
+        let status = tokio::time::timeout(DEADLINE, wait(&mut sp.child, &sp.guard))
+            .await
+            .expect("SIGTERM did not end the job")
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+        // Reaped: calling again gives the same status.
+        assert_eq!(sp.child.wait().await.unwrap(), status);
+    }
+
+    #[tokio::test]
+    async fn the_guard_outlives_sigterm_and_relays_the_childs_own_exit() {
+        // The child handles SIGTERM (as FFmpeg does, finishing its output).
+        let script = "trap 'exit 7' TERM; echo ready; while :; do sleep 0.05; done";
+        let mut sp = spawn(cmd("sh", &["-c", script])).await.unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            sp.child.stdout.take().unwrap(),
+        ));
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("ready"));
+        sp.guard.signal_group(Signal::SIGTERM).unwrap();
+        let status = tokio::time::timeout(DEADLINE, wait(&mut sp.child, &sp.guard))
+            .await
+            .expect("the child did not exit on SIGTERM")
+            .unwrap();
+        assert_eq!(status.code(), Some(7), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn the_guard_leads_the_group_and_holds_only_its_own_descriptors() {
+        let mut sp = spawn(cmd("sleep", &["100"])).await.unwrap();
+        let guard = sp.guard.pid();
+        assert_eq!(sp.child.id(), guard);
+        assert_eq!(sp.guard.pgid(), guard);
+        let me = std::process::id() as i32;
+        assert_eq!(ppid_pgrp(guard), (me, guard), "the guard leads its group");
+        assert_eq!(comm(guard), "ffrtmp-guard");
+        let kids = children_of(guard);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        let ffmpeg = kids[0];
+        assert_eq!(
+            ppid_pgrp(ffmpeg),
+            (guard, guard),
+            "the child is in the group"
+        );
+        assert_eq!(comm(ffmpeg), "sleep");
+
+        if let Some(links) = fd_links(guard) {
+            // The heartbeat end and the child's pidfd; nothing of the worker's
+            // (the test harness's own descriptors, the other tests' pipes).
+            let kinds: Vec<&str> = links
+                .iter()
+                .map(|(_, t)| t.split(':').next().unwrap_or(""))
+                .collect();
+            assert_eq!(links.len(), 2, "{links:?}");
+            assert!(kinds.contains(&"socket"), "{links:?}");
+            assert!(links.iter().any(|(_, t)| t.contains("pidfd")), "{links:?}");
+        } else {
+            assert!(!nix::unistd::geteuid().is_root());
+            eprintln!("SKIPPED the guard's descriptors: needs root");
+        }
+        if let Some(links) = fd_links(ffmpeg) {
+            assert_eq!(
+                links.first().map(|(fd, t)| (*fd, t.as_str())),
+                Some((0, "/dev/null"))
+            );
+            assert!(links
+                .iter()
+                .any(|(fd, t)| *fd == 1 && t.starts_with("pipe:")));
+            assert!(links
+                .iter()
+                .any(|(fd, t)| *fd == 2 && t.starts_with("pipe:")));
+            assert!(
+                !links.iter().any(|(_, t)| t.starts_with("socket:")),
+                "the heartbeat leaked into the child: {links:?}"
+            );
+        }
+
+        let status = terminate(&mut sp.child, &sp.guard, DEADLINE).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+        eventually("group gone", || !group_alive(guard)).await;
+    }
+
+    #[tokio::test]
+    async fn an_unrenewed_lease_kills_the_group() {
+        let lease = Duration::from_millis(300);
+        let start = Instant::now();
+        let mut spec = cmd("sleep", &["100"]);
+        spec.lease = Some(lease);
+        let mut sp = spawn(spec).await.unwrap();
+        let pgid = sp.guard.pgid();
+        // Not through `wait`, which would kill the group itself.
+        eventually("group killed at the end of its lease", || {
+            !group_alive(pgid)
+        })
+        .await;
+        assert!(start.elapsed() >= lease, "killed before its lease ran out");
+        let status = wait(&mut sp.child, &sp.guard).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn renewals_keep_the_job_alive_until_they_stop() {
+        let mut spec = cmd("sleep", &["100"]);
+        spec.lease = Some(Duration::from_millis(300));
+        let mut sp = spawn(spec).await.unwrap();
+        let pgid = sp.guard.pgid();
+        let start = Instant::now();
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        while start.elapsed() < Duration::from_millis(1500) {
+            every.tick().await;
+            sp.guard.renew_lease(Duration::from_secs(1)).unwrap();
+        }
+        // Five times the initial lease later.
+        assert!(group_alive(pgid), "killed although renewed");
+        assert!(sp.child.try_wait().unwrap().is_none());
+
+        let last = Instant::now();
+        sp.guard.renew_lease(Duration::from_millis(300)).unwrap();
+        eventually("group killed once renewals stopped", || !group_alive(pgid)).await;
+        assert!(last.elapsed() >= Duration::from_millis(300), "killed early");
+        let status = wait(&mut sp.child, &sp.guard).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn heartbeat_eof_kills_the_group_despite_later_spawns() {
+        // No lease: only the EOF can end it.
+        let mut sp = spawn(cmd("sleep", &["100"])).await.unwrap();
+        // The second guard is a fork of this process, made while the first
+        // job's heartbeat end was open here: it must not keep a copy.
+        let mut other = spawn(cmd("sleep", &["100"])).await.unwrap();
+        let pgid = sp.guard.pgid();
+        sp.guard.close_heartbeat();
+        eventually("group killed on heartbeat EOF", || !group_alive(pgid)).await;
+        let status = wait(&mut sp.child, &sp.guard).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(sp.guard.renew_lease(Duration::from_secs(1)).is_err());
+
+        assert!(group_alive(other.guard.pgid()), "the other job was touched");
+        let status = terminate(&mut other.child, &other.guard, DEADLINE)
+            .await
+            .unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_are_read_to_the_end() {
+        let script = "echo out; echo err >&2; echo more";
+        let mut sp = spawn(cmd("sh", &["-c", script])).await.unwrap();
+        let out = sp.child.stdout.take().unwrap();
+        let err = sp.child.stderr.take().unwrap();
+        let (out, err) = tokio::time::timeout(DEADLINE, async {
+            tokio::join!(read_all(out), read_all(err))
+        })
+        .await
+        .expect("no EOF on the child's output");
+        assert_eq!(out, "out\nmore\n");
+        assert_eq!(err, "err\n");
+        assert!(wait(&mut sp.child, &sp.guard).await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn output_reaches_eof_while_another_job_still_runs() {
+        let script = "echo first; exec sleep 100";
+        let mut first = spawn(cmd("sh", &["-c", script])).await.unwrap();
+        let mut second = spawn(cmd("sleep", &["100"])).await.unwrap();
+        let stdout = first.child.stdout.take().unwrap();
+        let reader = tokio::spawn(read_all(stdout));
+        first.guard.signal_group(Signal::SIGTERM).unwrap();
+        let out = tokio::time::timeout(DEADLINE, reader)
+            .await
+            .expect("first job's stdout never reached EOF")
+            .unwrap();
+        assert_eq!(out, "first\n");
+        let status = wait(&mut first.child, &first.guard).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+        assert!(group_alive(second.guard.pgid()));
+        assert!(second.child.try_wait().unwrap().is_none());
+        terminate(&mut second.child, &second.guard, DEADLINE)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn exec_errors_fail_the_spawn() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("not-executable");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = spawn(cmd(script.to_str().unwrap(), &[])).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        let err = spawn(cmd("ffrtmp-no-such-program", &[])).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        let mut bad_env = cmd("true", &[]);
+        bad_env.env = vec![("A=B".into(), "1".into())];
+        let err = spawn(bad_env).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    }
+
+    #[test]
+    fn program_lookup_follows_path() {
+        let sh = resolve_program(Path::new("sh"), Some(OsStr::new("/nonexistent:/bin"))).unwrap();
+        assert_eq!(sh, PathBuf::from("/bin/sh"));
+        let err = resolve_program(Path::new("sh"), Some(OsStr::new("/nonexistent"))).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        // With a slash: as is, unchecked (exec reports the error).
+        let p = resolve_program(Path::new("./x/sh"), None).unwrap();
+        assert_eq!(p, PathBuf::from("./x/sh"));
+    }
+
+    #[tokio::test]
+    async fn the_environment_is_path_plus_the_given_variables() {
+        let mut spec = cmd("env", &[]);
+        spec.env = vec![
+            ("B".into(), "2".into()),
+            ("PATH".into(), "/bin:/usr/bin".into()),
+            ("B".into(), "3".into()),
+        ];
+        let mut sp = spawn(spec).await.unwrap();
+        let out = read_all(sp.child.stdout.take().unwrap()).await;
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort();
+        assert_eq!(lines, vec!["B=3", "PATH=/bin:/usr/bin"]);
+        assert!(wait(&mut sp.child, &sp.guard).await.unwrap().success());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_child_is_reaped_once_it_exits() {
+        let sp = spawn(cmd("sleep", &["100"])).await.unwrap();
+        let pid = sp.guard.pid();
+        // The Child goes first (to the orphans), then the guard kills the group.
+        drop(sp);
+        eventually("no zombie left", || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .await;
+    }
+
+    /// Kills and reaps a helper process by pid, whatever happens in the test.
+    struct Helper(std::process::Child);
+
+    impl Drop for Helper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    const HELPER_ENV: &str = "FFRTMP_TEST_FROZEN_WORKER";
+    const HELPER_LEASE: Duration = Duration::from_millis(500);
+
+    /// Not a test: the worker of `a_frozen_worker_loses_its_job`, run in a
+    /// process of its own. Spawns a job with a lease and renews it forever.
+    #[tokio::test]
+    #[ignore = "helper process of a_frozen_worker_loses_its_job"]
+    async fn frozen_worker_helper() {
+        if std::env::var_os(HELPER_ENV).is_none() {
+            return;
+        }
+        let mut spec = cmd("sleep", &["100"]);
+        spec.lease = Some(HELPER_LEASE);
+        let sp = spawn(spec).await.unwrap();
+        println!("\nFFRTMP_GUARD_PID={}", sp.guard.pid());
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            every.tick().await;
+            sp.guard.renew_lease(HELPER_LEASE).unwrap();
+        }
+    }
+
+    /// The reason for the guard: a SIGSTOPped worker cannot kill its job, but
+    /// its lease runs out and the guard does.
+    #[test]
+    fn a_frozen_worker_loses_its_job() {
+        let exe = std::env::current_exe().unwrap();
+        let child = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "process::tests::frozen_worker_helper",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(HELPER_ENV, "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut helper = Helper(child);
+        let worker = helper.0.id() as i32;
+        let stdout = helper.0.stdout.take().unwrap();
+        let guard: i32 = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("FFRTMP_GUARD_PID=").nth(1)?.trim().parse().ok())
+            .expect("the helper did not report its job");
+        assert_eq!(ppid_pgrp(guard), (worker, guard));
+
+        // Renewed, the job outlives its lease several times over.
+        let start = Instant::now();
+        while start.elapsed() < HELPER_LEASE * 4 {
+            assert!(group_alive(guard), "killed while the worker renewed");
+            std::thread::sleep(POLL);
+        }
+        let kids = children_of(guard);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+
+        signal::kill(Pid::from_raw(worker), Signal::SIGSTOP).unwrap();
+        let frozen = Instant::now();
+        while group_alive(guard) {
+            assert!(
+                frozen.elapsed() < DEADLINE,
+                "the job outlived its frozen worker"
+            );
+            std::thread::sleep(POLL);
+        }
+        assert!(frozen.elapsed() >= HELPER_LEASE / 2, "killed too early");
+        // The worker is still there, frozen: it was the lease, not its death.
+        assert!(proc_state_pgrp(worker).is_some_and(|(state, _)| state == 'T'));
     }
 }
