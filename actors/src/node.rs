@@ -263,6 +263,7 @@ impl Actor for NodeActor {
                     cgroups: state.config.cgroups.clone(),
                     nice: state.config.nice,
                     kill_grace: state.config.kill_grace,
+                    lease: None,
                 };
                 match Actor::spawn_linked(
                     Some(JobActor::name(&job_id, token)),
