@@ -6,6 +6,11 @@
 //! [`JobCgroup`], so whichever way the actor ends its state is dropped and the
 //! whole process group is killed and the cgroup removed.
 //!
+//! FFmpeg runs under a guard process (see [`ffrtmp_runtime::process`]) that
+//! kills it when the lease given in [`JobArgs::lease`] runs out, unless
+//! renewed with [`JobMsg::RenewLease`]: that fences the job even when this
+//! whole worker process is frozen.
+//!
 //! The actor reports to its parent `NodeActor` exactly once with `Finished`,
 //! then stops. It is never restarted in place: a retry is a new attempt with a
 //! new fencing token, decided by the master.
@@ -46,7 +51,9 @@ pub struct JobArgs {
     pub nice: i32,
     /// SIGTERM → SIGKILL grace period for cancel and timeout.
     pub kill_grace: Duration,
-    /// Time left on the node's lease: the process must be dead by then.
+    /// The job's initial lease: the guard process SIGKILLs FFmpeg this long
+    /// after the spawn unless [`JobMsg::RenewLease`] extends it. `None`: no
+    /// deadline (FFmpeg is still killed if this worker process dies).
     pub lease: Option<Duration>,
 }
 
@@ -71,9 +78,9 @@ pub enum JobMsg {
     StallCheck,
     /// Grace period after SIGTERM is over.
     Escalate,
-    /// The node's lease was renewed: this much time is left on it.
+    /// Moves the guard process's deadline to this long from now.
     RenewLease(Duration),
-    /// The node's lease is about to end: stop (the job is retried elsewhere).
+    /// The node's lease with the master expired: stop, to be retried elsewhere.
     LeaseExpired,
     /// Test-only: make this actor panic mid-job.
     #[cfg(feature = "fault-injection")]
@@ -202,6 +209,7 @@ impl Actor for JobActor {
                 .as_ref()
                 .map(|c| c.procs_files())
                 .unwrap_or_default(),
+            lease: args.lease,
         };
         let spawned = match process::spawn(spec).await {
             Ok(s) => s,
@@ -254,15 +262,18 @@ impl Actor for JobActor {
         }
         // Waiter: reap, let the readers drain, then report the exit. It holds
         // only a weak reference to the guard, so the actor's state stays the
-        // sole owner of the process group.
+        // sole owner of the process group (it upgrades it just to reap).
         let guard_arc = Arc::new(guard);
         let weak: Weak<ProcessGuard> = Arc::downgrade(&guard_arc);
         let me = myself.clone();
         let waiter = tokio::spawn(async move {
-            let status = child.wait().await;
-            if let Some(g) = weak.upgrade() {
-                g.mark_reaped();
-            }
+            // Exited but not reaped: the group id is still ours, so `wait` can
+            // kill whatever is left in the group, then reap and mark reaped.
+            child.exited().await;
+            let status = match weak.upgrade() {
+                Some(g) => process::wait(&mut child, &g).await,
+                None => child.wait().await,
+            };
             for r in readers {
                 let _ = tokio::time::timeout(DRAIN_AFTER_EXIT, r).await;
             }
@@ -304,8 +315,6 @@ impl Actor for JobActor {
             }
             JobMsg::Cancel => begin_kill(&myself, state, KillReason::Cancel),
             JobMsg::DrainStop => begin_kill(&myself, state, KillReason::Drain),
-            JobMsg::LeaseExpired => begin_kill(&myself, state, KillReason::LeaseExpired),
-            JobMsg::RenewLease(_remaining) => {}
             JobMsg::Timeout => begin_kill(&myself, state, KillReason::Timeout),
             JobMsg::StallCheck => {
                 if let Some(limit) = state.stall_timeout {
@@ -320,6 +329,16 @@ impl Actor for JobActor {
                     let _ = g.signal_group(Signal::SIGKILL);
                 }
             }
+            JobMsg::RenewLease(remaining) => {
+                if let Some(g) = &state.guard {
+                    // Not fatal: the guard is stopped (the channel is full) or
+                    // gone (the exit is on its way through the waiter).
+                    if let Err(e) = g.renew_lease(remaining) {
+                        tracing::debug!(job = %state.job_id, error = %e, "lease renewal not delivered");
+                    }
+                }
+            }
+            JobMsg::LeaseExpired => begin_kill(&myself, state, KillReason::LeaseExpired),
             JobMsg::Exited(status) => {
                 let outcome = classify(state, status);
                 // Kill stragglers and remove the cgroup before reporting, so
@@ -464,5 +483,188 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 format!("ffmpeg exited with status {}", status.code().unwrap_or(-1)),
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    use ffrtmp_runtime::model::{Codec, EncodeParams, JobSpec, Priority, ResourceLimits};
+    use tokio::sync::mpsc;
+
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    /// What the fake node hears from its job.
+    #[derive(Debug)]
+    enum Heard {
+        Started,
+        Finished(Outcome),
+    }
+
+    /// Stands in for the `NodeActor`: forwards the job's reports.
+    struct FakeNode;
+
+    impl Actor for FakeNode {
+        type Msg = NodeMsg;
+        type State = mpsc::UnboundedSender<Heard>;
+        type Arguments = mpsc::UnboundedSender<Heard>;
+
+        async fn pre_start(
+            &self,
+            _: ActorRef<NodeMsg>,
+            tx: Self::Arguments,
+        ) -> Result<Self::State, ActorProcessingErr> {
+            Ok(tx)
+        }
+
+        async fn handle(
+            &self,
+            _: ActorRef<NodeMsg>,
+            msg: NodeMsg,
+            tx: &mut Self::State,
+        ) -> Result<(), ActorProcessingErr> {
+            match msg {
+                NodeMsg::JobStarted { .. } => {
+                    let _ = tx.send(Heard::Started);
+                }
+                NodeMsg::JobFinished { outcome, .. } => {
+                    let _ = tx.send(Heard::Finished(outcome));
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    }
+
+    /// A job whose "ffmpeg" is a script that runs until signalled and, like
+    /// FFmpeg, exits 255 on SIGTERM. (No real encode: nothing to wait for.)
+    struct Harness {
+        _dir: tempfile::TempDir,
+        node: ActorRef<NodeMsg>,
+        job: ActorRef<JobMsg>,
+        heard: mpsc::UnboundedReceiver<Heard>,
+    }
+
+    impl Harness {
+        async fn start(lease: Option<Duration>) -> Harness {
+            let dir = tempfile::tempdir().unwrap();
+            let ffmpeg = dir.path().join("fake-ffmpeg");
+            std::fs::write(
+                &ffmpeg,
+                "#!/bin/sh\ntrap 'exit 255' TERM\nsleep 1000 &\nwait\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
+            let (tx, heard) = mpsc::unbounded_channel();
+            let (node, _) = Actor::spawn(None, FakeNode, tx).await.unwrap();
+            let spec = JobSpec {
+                scenario: None,
+                encode: EncodeParams {
+                    width: 64,
+                    height: 64,
+                    fps: 1,
+                    codec: Codec::H264,
+                    bitrate_kbps: 100,
+                    preset: "veryfast".into(),
+                },
+                input: ffrtmp_runtime::model::Input::Testsrc { duration_s: 3600.0 },
+                output: Output::Null,
+                priority: Priority::Medium,
+                resource_limits: ResourceLimits::default(),
+                max_retries: 3,
+            };
+            let args = JobArgs {
+                assignment: Assignment {
+                    job_id: "job-lease".into(),
+                    attempt: 1,
+                    token: 7,
+                    spec,
+                },
+                node: node.clone(),
+                ffmpeg,
+                ffprobe: "ffprobe".into(),
+                // An unusable parent: no cgroup, nice only.
+                cgroups: Arc::new(CgroupManager::detect("../no-cgroups")),
+                nice: 0,
+                kill_grace: Duration::from_secs(5),
+                lease,
+            };
+            let (job, _) = Actor::spawn(None, JobActor, args).await.unwrap();
+            let mut h = Harness {
+                _dir: dir,
+                node,
+                job,
+                heard,
+            };
+            assert!(matches!(h.next().await, Heard::Started));
+            h
+        }
+
+        async fn next(&mut self) -> Heard {
+            tokio::time::timeout(DEADLINE, self.heard.recv())
+                .await
+                .expect("the job reported nothing in time")
+                .expect("the fake node went away")
+        }
+
+        async fn outcome(&mut self) -> Outcome {
+            match self.next().await {
+                Heard::Finished(outcome) => outcome,
+                other => panic!("expected an outcome, got {other:?}"),
+            }
+        }
+    }
+
+    impl Drop for Harness {
+        fn drop(&mut self) {
+            // Stopping the job actor drops its ProcessGuard: the group is killed.
+            self.job.stop(None);
+            self.node.stop(None);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lease_expired_stops_the_job_as_a_transient_worker_crash() {
+        let mut h = Harness::start(None).await;
+        h.job.cast(JobMsg::LeaseExpired).unwrap();
+        match h.outcome().await {
+            Outcome::Transient { failure } => {
+                assert_eq!(failure.reason, FailureReason::WorkerCrash, "{failure:?}");
+                assert_eq!(failure.message, "the node's lease with the master expired");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_guard_enforces_the_initial_lease() {
+        let mut h = Harness::start(Some(Duration::from_millis(300))).await;
+        // Nobody renews: the guard process SIGKILLs the job by itself.
+        match h.outcome().await {
+            Outcome::Transient { failure } => {
+                assert_eq!(failure.signal, Some(Signal::SIGKILL as i32), "{failure:?}");
+                assert_eq!(failure.reason, FailureReason::ResourceKilled, "{failure:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn renew_lease_keeps_the_job_running() {
+        let mut h = Harness::start(Some(Duration::from_millis(300))).await;
+        let start = Instant::now();
+        let mut every = tokio::time::interval(Duration::from_millis(50));
+        while start.elapsed() < Duration::from_millis(1500) {
+            every.tick().await;
+            h.job
+                .cast(JobMsg::RenewLease(Duration::from_secs(1)))
+                .unwrap();
+        }
+        assert!(h.heard.try_recv().is_err(), "the job ended while renewed");
+        // Still running (or the guard would have killed it): cancel it.
+        h.job.cast(JobMsg::Cancel).unwrap();
+        assert!(matches!(h.outcome().await, Outcome::Cancelled));
     }
 }

@@ -800,10 +800,12 @@ mod tests {
             nice: 0,
             cgroup_procs: job.procs_files(),
             env: Vec::new(),
+            lease: None,
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         let start = Instant::now();
-        while job.pids().len() < 3 {
+        // The guard, sh and the two sleeps.
+        while job.pids().len() < 4 {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "{:?}",
@@ -838,9 +840,13 @@ mod tests {
             nice: 0,
             cgroup_procs: job.procs_files(),
             env: Vec::new(),
+            lease: None,
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
-        assert_eq!(job.pids(), vec![sp.guard.pid()]);
+        // The guard process and its child (the sleep).
+        let pids = job.pids();
+        assert_eq!(pids.len(), 2, "{pids:?}");
+        assert!(pids.contains(&sp.guard.pid()), "{pids:?}");
         job.remove().unwrap();
         assert!(!cgroup_exists(&parent, "job2"));
         let status = crate::process::wait(&mut sp.child, &sp.guard)

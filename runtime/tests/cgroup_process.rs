@@ -57,6 +57,7 @@ fn spec(program: &str, args: &[&str], procs: Vec<CString>) -> SpawnSpec {
         nice: 10,
         cgroup_procs: procs,
         env: Vec::new(),
+        lease: None,
     }
 }
 
@@ -141,16 +142,42 @@ async fn spawn_sets_group_and_nice_without_cgroup() {
     let mut sp = process::spawn(spec("/bin/cat", &["/proc/self/stat"], vec![]))
         .await
         .unwrap();
+    // The pid is the guard's: it leads the group, and `cat` is its child.
     let pid = sp.guard.pid();
     assert_eq!(sp.guard.pgid(), pid);
+    // (Unreaped until the wait below, so its stat stays readable.)
+    let guard = stat_fields(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());
     let out = stdout_of(&mut sp).await;
     process::wait(&mut sp.child, &sp.guard).await.unwrap();
-    let rest = &out[out.rfind(')').unwrap() + 1..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let cat = stat_fields(&out);
     // Fields after the name: state(0) ppid(1) pgrp(2) ... nice(16).
-    assert_eq!(f[1].parse::<u32>().unwrap(), std::process::id());
-    assert_eq!(f[2].parse::<i32>().unwrap(), pid, "own process group");
-    assert_eq!(f[16], "10", "nice");
+    assert_eq!(guard[1].parse::<u32>().unwrap(), std::process::id());
+    assert_eq!(
+        guard[2].parse::<i32>().unwrap(),
+        pid,
+        "the guard leads the group"
+    );
+    assert_eq!(cat[1].parse::<i32>().unwrap(), pid, "the guard's child");
+    assert_eq!(cat[2].parse::<i32>().unwrap(), pid, "in the guard's group");
+    assert_eq!(cat[16], "10", "nice");
+}
+
+/// The fields of a `/proc/<pid>/stat` line after the command name.
+fn stat_fields(stat: &str) -> Vec<String> {
+    stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The members of a job: its guard process, and the guard's child.
+fn guard_and_child(pids: &[i32], guard: i32) -> bool {
+    pids.len() == 2
+        && pids.contains(&guard)
+        && pids.iter().filter(|&&p| p != guard).all(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .is_ok_and(|s| stat_fields(&s)[1] == guard.to_string())
+        })
 }
 
 #[tokio::test]
@@ -302,7 +329,10 @@ async fn dropping_the_guard_kills_the_whole_group() {
         .await
         .unwrap();
     let pgid = sp.guard.pgid();
-    eventually("sh and both sleeps running", || group_members(pgid) >= 3).await;
+    eventually("guard, sh and both sleeps running", || {
+        group_members(pgid) >= 4
+    })
+    .await;
     drop(sp);
     eventually("group dead after guard drop", || !group_alive(pgid)).await;
 }
@@ -358,7 +388,8 @@ async fn remove_kills_members_and_leaves_no_directory() {
     let mut sp = process::spawn(spec("/bin/sleep", &["100"], job.procs_files()))
         .await
         .unwrap();
-    assert_eq!(job.pids(), vec![sp.guard.pid()]);
+    let pids = job.pids();
+    assert!(guard_and_child(&pids, sp.guard.pid()), "{pids:?}");
     assert!(cgroup_exists(tp.mgr.parent(), "job-rm"));
     job.remove().unwrap();
     assert!(dirs.iter().all(|d| !d.exists()));
@@ -409,7 +440,10 @@ async fn sweep_kills_and_removes_leftovers() {
     ))
     .await
     .unwrap();
-    eventually("three processes in the cgroup", || job.pids().len() >= 3).await;
+    eventually("guard, sh and two sleeps in the cgroup", || {
+        job.pids().len() >= 4
+    })
+    .await;
     let pids = job.pids();
     // A nested cgroup inside the leftover, in every hierarchy.
     for d in job.dirs() {

@@ -1,0 +1,511 @@
+//! The guard process: the code that runs in the child of `fork()`, without
+//! `exec` (see the [module documentation](super) for why the guard exists).
+//!
+//! The guard is a forked copy of a multi-threaded process, so everything in
+//! here must be async-signal-safe: only raw syscalls on data prepared before
+//! the fork ([`GuardPlan`]). No allocation, no locks, no std I/O, no tracing,
+//! and no panics (a panic allocates): no slice indexing that could go out of
+//! bounds and no arithmetic that could overflow.
+//!
+//! Descriptors in the guard, once set up: 0, 1, 2 (`/dev/null`, the stdout and
+//! stderr pipes, inherited by FFmpeg and closed in the guard right after the
+//! fork of FFmpeg), [`HEARTBEAT_FD`], [`STATUS_FD`] (closed once FFmpeg is
+//! forked) and a pidfd for FFmpeg. Every other descriptor inherited from the
+//! worker is closed.
+
+use std::ffi::CString;
+use std::ptr;
+
+use libc::{c_char, c_int, c_uint, pid_t};
+
+/// The guard's end of the heartbeat channel.
+const HEARTBEAT_FD: c_int = 3;
+/// The spawn status pipe: an errno written here fails the spawn; EOF (the
+/// guard's copy closed and FFmpeg's closed by a successful exec) means success.
+const STATUS_FD: c_int = 4;
+/// The first descriptor number that the guard does not keep.
+const FIRST_UNUSED_FD: c_int = 5;
+/// Where `close_range(2)` is missing: close up to this many descriptors.
+const MAX_FALLBACK_FDS: c_int = 1 << 20;
+/// Signal numbers are 1..NSIG on Linux.
+const NSIG: c_int = 65;
+/// Ignored by the guard, so that what the worker sends to the job's process
+/// group reaches FFmpeg but does not end the guard, and so that a terminal
+/// cannot stop it. FFmpeg gets them back at their defaults.
+const IGNORED: [c_int; 7] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGPIPE,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+/// A deadline that never comes.
+pub(super) const NO_DEADLINE: u64 = u64::MAX;
+/// How often the guard looks for FFmpeg's exit where there is no pidfd.
+const EXIT_POLL_MS: c_int = 20;
+/// The guard's name in `/proc/<pid>/comm` (at most 15 bytes).
+const NAME: &[u8] = b"ffrtmp-guard\0";
+
+/// Everything the guard needs, prepared before the fork.
+///
+/// Holds raw pointers into its own `CString`s: build it, fork, and drop it in
+/// the parent; the guard only reads it.
+pub(super) struct GuardPlan {
+    /// The resolved executable.
+    path: CString,
+    /// Owns the strings `argv_ptrs` points into.
+    _argv: Vec<CString>,
+    /// NULL-terminated.
+    argv_ptrs: Vec<*const c_char>,
+    /// Owns the strings `envp_ptrs` points into.
+    _envp: Vec<CString>,
+    /// NULL-terminated.
+    envp_ptrs: Vec<*const c_char>,
+    /// `cgroup.procs` files to join.
+    cgroup_procs: Vec<CString>,
+    nice: c_int,
+    /// The worker: if the guard's parent is no longer this, the worker died
+    /// before `PR_SET_PDEATHSIG` was armed.
+    parent: pid_t,
+    /// Absolute `CLOCK_MONOTONIC` deadline in ns, or [`NO_DEADLINE`].
+    deadline: u64,
+    stdin: c_int,
+    stdout: c_int,
+    stderr: c_int,
+    heartbeat: c_int,
+    status: c_int,
+}
+
+/// The descriptors the guard receives (raw numbers in the worker; the worker
+/// keeps them open until after the fork).
+pub(super) struct GuardFds {
+    pub stdin: c_int,
+    pub stdout: c_int,
+    pub stderr: c_int,
+    pub heartbeat: c_int,
+    pub status: c_int,
+}
+
+/// Where and how the guard sets itself (and so FFmpeg) up.
+pub(super) struct GuardSetup {
+    /// `cgroup.procs` files to join.
+    pub cgroup_procs: Vec<CString>,
+    pub nice: c_int,
+    /// The worker's pid (see [`GuardPlan`]'s `parent`).
+    pub parent: pid_t,
+    /// Absolute `CLOCK_MONOTONIC` deadline in ns, or [`NO_DEADLINE`].
+    pub deadline: u64,
+}
+
+impl GuardPlan {
+    /// `path` is executed with `argv` and exactly the environment `envp`
+    /// (`NAME=value` strings).
+    pub(super) fn new(
+        path: CString,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        setup: GuardSetup,
+        fds: GuardFds,
+    ) -> GuardPlan {
+        let argv_ptrs = nul_terminated(&argv);
+        let envp_ptrs = nul_terminated(&envp);
+        GuardPlan {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            _envp: envp,
+            envp_ptrs,
+            cgroup_procs: setup.cgroup_procs,
+            nice: setup.nice,
+            parent: setup.parent,
+            deadline: setup.deadline,
+            stdin: fds.stdin,
+            stdout: fds.stdout,
+            stderr: fds.stderr,
+            heartbeat: fds.heartbeat,
+            status: fds.status,
+        }
+    }
+}
+
+fn nul_terminated(strings: &[CString]) -> Vec<*const c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(ptr::null()))
+        .collect()
+}
+
+/// `CLOCK_MONOTONIC` now, in ns. Async-signal-safe; the worker uses it too, so
+/// that both sides compute deadlines the same way.
+pub(super) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we pass; CLOCK_MONOTONIC
+    // always exists on Linux, so it cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
+}
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Reports `err` on the status pipe and exits.
+unsafe fn fail(status_fd: c_int, err: c_int) -> ! {
+    let bytes = err.to_ne_bytes();
+    libc::write(status_fd, bytes.as_ptr().cast(), bytes.len());
+    libc::_exit(127)
+}
+
+/// Kills the job's whole process group (the guard leads it, so this is the
+/// guard too): FFmpeg dies, and so does the guard, by SIGKILL.
+unsafe fn kill_group() -> ! {
+    libc::kill(0, libc::SIGKILL);
+    libc::_exit(128 + libc::SIGKILL)
+}
+
+unsafe fn set_disposition(sig: c_int, handler: libc::sighandler_t) {
+    let mut sa: libc::sigaction = std::mem::zeroed();
+    sa.sa_sigaction = handler;
+    libc::sigemptyset(&mut sa.sa_mask);
+    // Fails only for SIGKILL, SIGSTOP, and the C library's internal signals.
+    libc::sigaction(sig, &sa, ptr::null_mut());
+}
+
+unsafe fn unblock_all_signals() {
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+}
+
+/// Closes every descriptor from `first` on.
+unsafe fn close_from(first: c_int) {
+    let first_u = c_uint::try_from(first).unwrap_or(0);
+    if libc::syscall(libc::SYS_close_range, first_u, c_uint::MAX, 0 as c_uint) == 0 {
+        return;
+    }
+    // Linux < 5.9: one close per possible descriptor.
+    let mut lim: libc::rlimit = std::mem::zeroed();
+    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+        c_int::try_from(lim.rlim_cur)
+            .unwrap_or(MAX_FALLBACK_FDS)
+            .min(MAX_FALLBACK_FDS)
+    } else {
+        MAX_FALLBACK_FDS
+    };
+    let mut fd = first;
+    while fd < max {
+        libc::close(fd);
+        fd += 1;
+    }
+}
+
+/// The guard's life. Never returns.
+///
+/// # Safety
+///
+/// Call only in the child of `fork()`, right after it, with a plan built
+/// before the fork.
+pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
+    let mut status_fd = plan.status;
+
+    // Lead the job's process group: the worker signals the group through us.
+    if libc::setpgid(0, 0) != 0 {
+        fail(status_fd, errno());
+    }
+    // Die with the worker's spawner thread...
+    if libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    ) != 0
+    {
+        fail(status_fd, errno());
+    }
+    // ...which may have gone before the prctl: then nobody would kill us.
+    if libc::getppid() != plan.parent {
+        libc::_exit(127);
+    }
+    // Cosmetic; a failure changes nothing.
+    libc::prctl(
+        libc::PR_SET_NAME,
+        NAME.as_ptr() as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    );
+
+    // Descriptors: first move the five we keep above the fixed numbers (any of
+    // them may currently sit on 0..=4), then put them in place, then close
+    // everything else inherited from the worker (other jobs' pipes and
+    // heartbeat ends among it: held here, they would hide EOFs).
+    let mut fds = [
+        plan.stdin,
+        plan.stdout,
+        plan.stderr,
+        plan.heartbeat,
+        plan.status,
+    ];
+    for fd in fds.iter_mut() {
+        let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD);
+        if moved < 0 {
+            fail(status_fd, errno());
+        }
+        if *fd == status_fd {
+            status_fd = moved;
+        }
+        *fd = moved;
+    }
+    let [stdin, stdout, stderr, heartbeat, status] = fds;
+    for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
+        if libc::dup2(fd, target) < 0 {
+            fail(status_fd, errno());
+        }
+    }
+    for (fd, target) in [(heartbeat, HEARTBEAT_FD), (status, STATUS_FD)] {
+        if libc::dup3(fd, target, libc::O_CLOEXEC) < 0 {
+            fail(status_fd, errno());
+        }
+    }
+    status_fd = STATUS_FD;
+    close_from(FIRST_UNUSED_FD);
+
+    // Join every job cgroup, so FFmpeg starts inside them.
+    for path in plan.cgroup_procs.iter() {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            fail(status_fd, errno());
+        }
+        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+        let err = errno();
+        libc::close(fd);
+        if n != 1 {
+            fail(status_fd, if n < 0 { err } else { libc::EIO });
+        }
+    }
+    if libc::setpriority(libc::PRIO_PROCESS, 0, plan.nice) != 0 {
+        fail(status_fd, errno());
+    }
+
+    // The guard is a copy of the worker's memory: never dump it. (RLIMIT_CORE
+    // stops core files; non-dumpable also stops a piped core_pattern. exec
+    // makes FFmpeg dumpable again, and it gets its RLIMIT_CORE back.)
+    let mut core: libc::rlimit = std::mem::zeroed();
+    if libc::getrlimit(libc::RLIMIT_CORE, &mut core) != 0 {
+        fail(status_fd, errno());
+    }
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: core.rlim_max,
+    };
+    if libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0 {
+        fail(status_fd, errno());
+    }
+    if libc::prctl(
+        libc::PR_SET_DUMPABLE,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    ) != 0
+    {
+        fail(status_fd, errno());
+    }
+
+    // Signals: the worker's handlers mean nothing here (they would write to
+    // descriptors that are closed or reused): defaults everywhere, then ignore
+    // what the worker sends the group to stop FFmpeg.
+    let mut sig = 1;
+    while sig < NSIG {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            set_disposition(sig, libc::SIG_DFL);
+        }
+        sig += 1;
+    }
+    for sig in IGNORED {
+        set_disposition(sig, libc::SIG_IGN);
+    }
+    unblock_all_signals();
+
+    let guard = libc::getpid();
+    let child = libc::fork();
+    if child < 0 {
+        fail(status_fd, errno());
+    }
+    if child == 0 {
+        exec_ffmpeg(plan, guard, &core);
+    }
+    let pidfd =
+        c_int::try_from(libc::syscall(libc::SYS_pidfd_open, child, 0 as c_uint)).unwrap_or(-1);
+    // The guard reads and writes nothing of the job's: only FFmpeg holds the
+    // pipes now, so the worker sees EOF when FFmpeg is done with them.
+    libc::close(0);
+    libc::close(1);
+    libc::close(2);
+    // Last: with FFmpeg's copy closed by exec, this tells the worker the spawn worked.
+    libc::close(STATUS_FD);
+    watch(child, pidfd, plan.deadline)
+}
+
+/// FFmpeg's side of the guard's fork: back to default signals, armed to die
+/// with the guard, then exec. Never returns.
+unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! {
+    for sig in IGNORED {
+        set_disposition(sig, libc::SIG_DFL);
+    }
+    unblock_all_signals();
+    if libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    ) != 0
+    {
+        fail(STATUS_FD, errno());
+    }
+    if libc::getppid() != guard {
+        libc::_exit(127);
+    }
+    if libc::setrlimit(libc::RLIMIT_CORE, core) != 0 {
+        fail(STATUS_FD, errno());
+    }
+    libc::close(HEARTBEAT_FD);
+    libc::execve(
+        plan.path.as_ptr(),
+        plan.argv_ptrs.as_ptr(),
+        plan.envp_ptrs.as_ptr(),
+    );
+    fail(STATUS_FD, errno())
+}
+
+/// The guard's loop: enforce the deadline, kill on heartbeat EOF, relay
+/// FFmpeg's exit.
+unsafe fn watch(child: pid_t, pidfd: c_int, mut deadline: u64) -> ! {
+    loop {
+        // FFmpeg's exit wins over a deadline that passed in the meantime.
+        if let Some(status) = reap(child) {
+            relay(status);
+        }
+        let now = monotonic_ns();
+        if now >= deadline {
+            kill_group();
+        }
+        let mut timeout = if deadline == NO_DEADLINE {
+            -1
+        } else {
+            // Rounded up, so the guard does not wake just before the deadline.
+            c_int::try_from((deadline - now) / 1_000_000 + 1).unwrap_or(c_int::MAX)
+        };
+        if pidfd < 0 && !(0..=EXIT_POLL_MS).contains(&timeout) {
+            timeout = EXIT_POLL_MS;
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: HEARTBEAT_FD,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            // A negative fd is skipped by poll.
+            libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if libc::poll(fds.as_mut_ptr(), 2, timeout) < 0 {
+            if errno() == libc::EINTR {
+                continue;
+            }
+            kill_group();
+        }
+        let [heartbeat, _] = fds;
+        if heartbeat.revents != 0 {
+            match read_heartbeats(deadline) {
+                Some(latest) => deadline = latest,
+                None => {
+                    // EOF: the worker is gone, or dropped its guard.
+                    if let Some(status) = reap(child) {
+                        relay(status);
+                    }
+                    kill_group();
+                }
+            }
+        }
+    }
+}
+
+/// Reads every pending heartbeat; returns the latest deadline (or `current`
+/// if none was pending), or `None` at EOF.
+unsafe fn read_heartbeats(mut current: u64) -> Option<u64> {
+    loop {
+        let mut buf = [0u8; 8];
+        let n = libc::recv(
+            HEARTBEAT_FD,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        );
+        if n == 8 {
+            current = u64::from_ne_bytes(buf);
+        } else if n == 0 {
+            return None;
+        } else if n < 0 {
+            match errno() {
+                libc::EINTR => {}
+                libc::EAGAIN => return Some(current),
+                // The channel is broken: as good as EOF.
+                _ => return None,
+            }
+        }
+        // A short message (never sent by the worker) is ignored.
+    }
+}
+
+/// FFmpeg's wait status, if it has exited (reaping it).
+unsafe fn reap(child: pid_t) -> Option<c_int> {
+    loop {
+        let mut status: c_int = 0;
+        let r = libc::waitpid(child, &mut status, libc::WNOHANG);
+        if r == child {
+            return Some(status);
+        }
+        if r == 0 {
+            return None;
+        }
+        if errno() != libc::EINTR {
+            // ECHILD: FFmpeg is lost to us, so it cannot be relayed; fence.
+            kill_group();
+        }
+    }
+}
+
+/// Ends the guard the way FFmpeg ended, so the worker reads the same status.
+unsafe fn relay(status: c_int) -> ! {
+    if libc::WIFEXITED(status) {
+        libc::_exit(libc::WEXITSTATUS(status));
+    }
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        set_disposition(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        // A signal whose default is to be ignored (FFmpeg cannot have died of
+        // one): the shell's convention.
+        libc::_exit(128 + (sig & 0x7f));
+    }
+    libc::_exit(127)
+}
