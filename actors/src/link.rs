@@ -1,9 +1,12 @@
 //! The link between a master tree and a worker tree.
 //!
 //! Both ends exchange encoded [`wire`](ffrtmp_runtime::wire) messages as byte
-//! frames. The in-process link used by `standalone` is a pair of bounded
-//! channels; the QUIC link provides the same two halves over a connection, so
-//! the actors never know which one they hold.
+//! frames. The QUIC bridge (`ffrtmp_transport_quic::bridge`) provides the two
+//! halves over a connection; [`in_process_pair`] provides them as a pair of
+//! bounded channels, for an embedding application that wants both trees in
+//! one process without QUIC (it sends the node's hello as the first frame,
+//! then hands the worker end to the `NodeActor` with `NodeMsg::LinkUp`). The
+//! actors never know which one they hold.
 
 use tokio::sync::mpsc;
 
