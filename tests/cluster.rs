@@ -608,6 +608,27 @@ fn sigstop_of_a_worker_past_its_lease_its_job_stops_and_runs_elsewhere_never_twi
 }
 
 #[test]
+fn a_lease_shorter_than_the_workers_kill_grace_fails_jobs_with_a_clear_reason() {
+    let _g = serial();
+    // Workers here use a 1 s kill grace; a 1 s lease leaves them no time.
+    let lease = vec!["--lease-ms".to_string(), "1000".to_string()];
+    let c = Cluster::start_opts(1, 1, Vec::new(), lease);
+    let mut job = small_job(0.5);
+    job["max_retries"] = serde_json::json!(0);
+    let id = c.submit(job);
+    let job = c.wait_state(&id, &["failed", "succeeded"], LONG);
+    assert_eq!(job["state"], "failed", "{job}");
+    let why = job["attempts"][0]["outcome"]["failure"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        why.contains("lease (1000 ms) is not longer than this worker's kill grace (1000 ms)"),
+        "{job}"
+    );
+}
+
+#[test]
 fn a_restarted_worker_reconnects_without_a_token() {
     let _g = serial();
     let mut c = Cluster::start(1);

@@ -138,6 +138,8 @@ pub struct NodeState {
     lease_stop_sent: bool,
     last_ping_ms: Option<u64>,
     last_resend_ms: u64,
+    /// The lease length the master grants (from its last `Pong`).
+    granted_ms: Option<u64>,
     /// Assignments that arrived before this link's first `Pong`.
     pending: Vec<Assignment>,
     running: HashMap<JobId, Running>,
@@ -281,6 +283,7 @@ impl NodeState {
 
     async fn on_pong(&mut self, myself: &ActorRef<NodeMsg>, sent_ms: u64, lease_ms: u64) {
         let now = mono_ms();
+        self.granted_ms = Some(lease_ms);
         if let Some(until) = self.lease.on_pong(sent_ms, lease_ms, now) {
             let remaining = Duration::from_millis(until.saturating_sub(now));
             self.lease_stop_sent = false;
@@ -288,11 +291,23 @@ impl NodeState {
                 let _ = r.actor.cast(JobMsg::RenewLease(remaining));
             }
         }
-        if self.lease.can_start(now, self.grace_ms()) {
+        if self.lease.can_start(now, self.grace_ms()) || self.lease_too_short().is_some() {
             for a in std::mem::take(&mut self.pending) {
                 self.assign(myself, a).await;
             }
         }
+    }
+
+    /// Why no job can ever start here: the master's lease does not outlast
+    /// this worker's kill grace (a configuration mismatch between the two).
+    fn lease_too_short(&self) -> Option<String> {
+        let granted = self.granted_ms?;
+        (granted <= self.grace_ms()).then(|| {
+            format!(
+                "the master's lease ({granted} ms) is not longer than this worker's kill grace ({} ms)",
+                self.grace_ms()
+            )
+        })
     }
 
     async fn assign(&mut self, myself: &ActorRef<NodeMsg>, a: Assignment) {
@@ -312,6 +327,11 @@ impl NodeState {
         }
         let now = mono_ms();
         if !self.lease.can_start(now, self.grace_ms()) {
+            if let Some(why) = self.lease_too_short() {
+                tracing::error!("{why}; refusing jobs");
+                self.report_crash(a.job_id, a.token, why).await;
+                return;
+            }
             // Before the first Pong of this link: start once it arrives.
             self.pending.push(a);
             return;
@@ -517,6 +537,7 @@ impl Actor for NodeActor {
             lease_stop_sent: false,
             last_ping_ms: None,
             last_resend_ms: 0,
+            granted_ms: None,
             pending: Vec::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),

@@ -164,7 +164,10 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
     if !(0.0..=600.0).contains(&f.kill_grace_s) {
         anyhow::bail!("--kill-grace-s must be between 0 and 600");
     }
-    if f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
+    // The standalone's own worker holds the lease it grants; a cluster
+    // worker learns the lease from its master and refuses jobs if it is too
+    // short for its kill grace.
+    if matches!(f.role, Role::Standalone) && f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
         anyhow::bail!(
             "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
             f.kill_grace_s,
