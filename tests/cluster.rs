@@ -26,17 +26,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(name: &str, dir: &Path, args: Vec<String>) -> Proc {
-        let cgroup_parent = format!("ffrtmp-test-{}-{name}", std::process::id());
-        let mut p = Proc {
-            name: name.into(),
-            args,
-            log: dir.join(format!("{name}.log")),
-            child: None,
-            cgroup_parent,
-            env: Vec::new(),
-        };
-        p.start();
-        p
+        Proc::spawn_with_env(name, dir, args, &[])
     }
 
     fn start(&mut self) {

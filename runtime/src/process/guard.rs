@@ -222,14 +222,7 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         fail(status_fd, errno());
     }
     // Die with the worker's spawner thread...
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-    ) != 0
-    {
+    if set_pdeathsig_kill() != 0 {
         fail(status_fd, errno());
     }
     // ...which may have gone before the prctl: then nobody would kill us.
@@ -364,14 +357,7 @@ unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! 
         set_disposition(sig, libc::SIG_DFL);
     }
     unblock_all_signals();
-    if libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-    ) != 0
-    {
+    if set_pdeathsig_kill() != 0 {
         fail(STATUS_FD, errno());
     }
     if libc::getppid() != guard {
@@ -508,4 +494,15 @@ unsafe fn relay(status: c_int) -> ! {
         libc::_exit(128 + (sig & 0x7f));
     }
     libc::_exit(127)
+}
+
+/// `PR_SET_PDEATHSIG(SIGKILL)` for the calling process. Async-signal-safe.
+unsafe fn set_pdeathsig_kill() -> libc::c_int {
+    libc::prctl(
+        libc::PR_SET_PDEATHSIG,
+        libc::SIGKILL as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    )
 }
