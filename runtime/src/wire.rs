@@ -1,7 +1,7 @@
-//! Messages between the master tree and a worker tree. In `standalone` they
-//! cross an in-process link; with `transport-quic` they cross QUIC. Either way
-//! they are encoded with bincode 2, so what works in one process works across
-//! machines.
+//! Messages between the master tree and a worker tree. They cross QUIC (in a
+//! cluster, and over loopback in `standalone`) or, for an embedder, an
+//! in-process link; either way they are encoded with bincode 2, so what works
+//! in one process works across machines.
 //!
 //! The codec uses bincode's own `Encode`/`Decode` derives rather than its
 //! serde path: the model's enums are internally tagged for the JSON API
