@@ -137,6 +137,7 @@ fn report(state: &mut JobState, outcome: Outcome) {
         job_id: state.job_id.clone(),
         token: state.token,
         outcome,
+        energy: None,
     });
 }
 
@@ -454,6 +455,7 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 output_bitrate_kbps,
                 cpu_s: stats.as_ref().and_then(|s| s.cpu_s),
                 peak_memory_bytes: stats.as_ref().and_then(|s| s.peak_memory_bytes),
+                output_duration_s: out_time,
             },
         };
     }

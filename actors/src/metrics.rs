@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use ffrtmp_runtime::model::{JobState, Priority};
+use ffrtmp_runtime::model::{Energy, JobSpec, JobState, NodePower, Priority};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const JOBS_SUBMITTED: &str = "ffrtmp_jobs_submitted_total";
@@ -22,6 +22,22 @@ pub const JOB_WALL_SECONDS: &str = "ffrtmp_job_wall_seconds";
 pub const SPAWN_FAILURES: &str = "ffrtmp_ffmpeg_spawn_failures_total";
 /// HTTP requests rejected by validation, label `code`.
 pub const REQUESTS_REJECTED: &str = "ffrtmp_http_requests_rejected_total";
+/// A node's power, labels `node`, `domain`, `source` (master side, from the
+/// nodes' reports).
+pub const NODE_POWER_WATTS: &str = "ffrtmp_node_power_watts";
+/// A node's energy since its sampler started, labels `node`, `domain`, `source`.
+pub const NODE_ENERGY_JOULES: &str = "ffrtmp_node_energy_joules_total";
+/// The part of a node's energy no job was charged for, label `node`.
+pub const NODE_IDLE_ENERGY_JOULES: &str = "ffrtmp_node_idle_energy_joules_total";
+/// Energy of finished attempts, labels `scenario` (a preset name or
+/// `custom`), `encoder`, `source`.
+pub const JOB_ENERGY_JOULES: &str = "ffrtmp_job_energy_joules_total";
+/// Duration of one power sampling cycle (worker side).
+pub const SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_power_sampler_cycle_seconds";
+
+const SAMPLER_BUCKETS: [f64; 10] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
+];
 
 const WALL_BUCKETS: [f64; 12] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 1800.0, 3600.0,
@@ -39,6 +55,11 @@ pub fn install_prometheus() -> Option<PrometheusHandle> {
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Full(JOB_WALL_SECONDS.to_string()),
             &WALL_BUCKETS,
+        )
+        .ok()?
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full(SAMPLER_CYCLE_SECONDS.to_string()),
+            &SAMPLER_BUCKETS,
         )
         .ok()?;
     let handle = builder.install_recorder().ok()?;
@@ -68,6 +89,57 @@ fn describe() {
         "FFmpeg processes that could not be started."
     );
     metrics::describe_counter!(REQUESTS_REJECTED, "HTTP requests rejected, by error code.");
+    metrics::describe_gauge!(
+        NODE_POWER_WATTS,
+        "Node power over the last sampling interval, by domain and source (watts)."
+    );
+    metrics::describe_counter!(
+        NODE_ENERGY_JOULES,
+        "Node energy since its sampler started, by domain and source (joules)."
+    );
+    metrics::describe_counter!(
+        NODE_IDLE_ENERGY_JOULES,
+        "Node energy not attributed to any job (joules)."
+    );
+    metrics::describe_counter!(
+        JOB_ENERGY_JOULES,
+        "Energy of finished attempts, by scenario, encoder and source (joules)."
+    );
+    metrics::describe_histogram!(
+        SAMPLER_CYCLE_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of one power sampling cycle."
+    );
+}
+
+/// A node's power report (master side).
+pub fn node_power(node: &str, p: &NodePower) {
+    for d in &p.domains {
+        let labels = [
+            ("node", node.to_string()),
+            ("domain", d.domain.clone()),
+            ("source", d.source.as_str().to_string()),
+        ];
+        metrics::gauge!(NODE_POWER_WATTS, &labels).set(d.watts);
+        metrics::counter!(NODE_ENERGY_JOULES, &labels).absolute(d.joules_total as u64);
+    }
+    metrics::counter!(NODE_IDLE_ENERGY_JOULES, "node" => node.to_string())
+        .absolute(p.idle_joules_total as u64);
+}
+
+/// A finished attempt's energy (master side).
+pub fn job_energy(spec: &JobSpec, e: &Energy) {
+    let scenario = spec.scenario.clone().unwrap_or_else(|| "custom".into());
+    for d in &e.domains {
+        // Counters are integers: whole joules, the rest is dropped per attempt.
+        metrics::counter!(
+            JOB_ENERGY_JOULES,
+            "scenario" => scenario.clone(),
+            "encoder" => spec.encode.codec.encoder(),
+            "source" => d.source.as_str(),
+        )
+        .increment(d.joules.round() as u64);
+    }
 }
 
 pub fn job_finished(state: JobState) {

@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
-use ffrtmp_runtime::model::{Failure, FailureReason, Isolation, JobId, NodeId, Outcome, Progress};
+use ffrtmp_runtime::model::{
+    Energy, Failure, FailureReason, Isolation, JobId, NodeId, Outcome, Progress,
+};
 use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::wire::{
     self, Assignment, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION,
@@ -96,6 +98,8 @@ pub enum NodeMsg {
         job_id: JobId,
         token: u64,
         outcome: Outcome,
+        /// What the attempt cost, when this node samples power.
+        energy: Option<Energy>,
     },
     /// Drain: take no new jobs, let the running ones finish for at most
     /// `deadline`, then stop them (reported transient) and stop the node.
@@ -201,12 +205,18 @@ impl NodeState {
     /// `worker_crash`, so the master retries it while attempts remain.
     async fn report_crash(&mut self, job_id: JobId, token: u64, why: String) {
         let failure = Failure::new(FailureReason::WorkerCrash, why);
-        self.finished(job_id, token, Outcome::Transient { failure })
+        self.finished(job_id, token, Outcome::Transient { failure }, None)
             .await;
     }
 
     /// Into the outbox (durably), then to the master if linked.
-    async fn finished(&mut self, job_id: JobId, token: u64, outcome: Outcome) {
+    async fn finished(
+        &mut self,
+        job_id: JobId,
+        token: u64,
+        outcome: Outcome,
+        energy: Option<Energy>,
+    ) {
         let attempt = AttemptRef {
             job_id: job_id.clone(),
             token,
@@ -215,6 +225,7 @@ impl NodeState {
             job_id,
             token,
             outcome,
+            energy,
         }) {
             Ok(f) => f,
             Err(e) => {
@@ -655,13 +666,14 @@ impl Actor for NodeActor {
                 job_id,
                 token,
                 outcome,
+                energy,
             } => {
                 if state.running.get(&job_id).is_some_and(|r| r.token == token) {
                     if let Some(r) = state.running.remove(&job_id) {
                         state.by_actor.remove(&r.actor.get_id());
                     }
                 }
-                state.finished(job_id, token, outcome).await;
+                state.finished(job_id, token, outcome, energy).await;
                 state.stop_if_drained(&myself);
             }
             #[cfg(feature = "fault-injection")]

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::lease;
-use ffrtmp_runtime::model::{Failure, FailureReason, Job, JobId, JobState, NodeId, Outcome};
+use ffrtmp_runtime::model::{
+    Failure, FailureReason, Job, JobId, JobState, NodeId, NodePower, Outcome,
+};
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
 use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
@@ -76,6 +78,9 @@ pub struct NodeInfo {
     /// may still run there until its lease ends, or be adopted when it
     /// reconnects.
     pub connected: bool,
+    /// The node's power by domain and source, from its last report
+    /// (absent until the first, and for a node without a sampler).
+    pub power: Option<NodePower>,
 }
 
 pub enum SchedulerMsg {
@@ -114,6 +119,7 @@ struct NodeEntry {
     draining: bool,
     /// When the link last heard from the node ([`mono_ms`]).
     last_heard: Arc<AtomicU64>,
+    power: Option<NodePower>,
 }
 
 /// An attempt that may still run on a node the master cannot reach.
@@ -135,6 +141,7 @@ fn node_info(id: &NodeId, n: &NodeEntry) -> NodeInfo {
         capabilities: n.capabilities.clone(),
         draining: n.draining,
         connected: true,
+        power: n.power.clone(),
     }
 }
 
@@ -479,6 +486,7 @@ impl SchedulerState {
                 running,
                 draining: false,
                 last_heard: hello.last_heard,
+                power: None,
             },
         );
         for a in r.kill {
@@ -515,6 +523,13 @@ impl SchedulerState {
                 }
                 return Ok(());
             }
+            ToMaster::Power(power) => {
+                crate::metrics::node_power(&node_id, power);
+                if let Some(n) = self.nodes.get_mut(&node_id) {
+                    n.power = Some(power.clone());
+                }
+                return Ok(());
+            }
             ToMaster::Started { job_id, token, .. }
             | ToMaster::Progress { job_id, token, .. }
             | ToMaster::Finished { job_id, token, .. } => (job_id.clone(), *token),
@@ -535,7 +550,10 @@ impl SchedulerState {
             return Ok(());
         };
         let result = match msg {
-            ToMaster::Hello { .. } | ToMaster::Ping { .. } | ToMaster::Draining => return Ok(()),
+            ToMaster::Hello { .. }
+            | ToMaster::Ping { .. }
+            | ToMaster::Draining
+            | ToMaster::Power(_) => return Ok(()),
             // Resent on every new link in case the first one was lost.
             ToMaster::Started { .. } if job.state == JobState::Running && job.token == token => {
                 return Ok(())
@@ -553,10 +571,13 @@ impl SchedulerState {
                     Err(e) => Err(e),
                 }
             }
-            ToMaster::Finished { outcome, .. } => state::finish(
+            ToMaster::Finished {
+                outcome, energy, ..
+            } => state::finish(
                 &mut job,
                 token,
                 outcome,
+                energy,
                 now,
                 &self.retry,
                 rand::random::<f64>(),
@@ -571,6 +592,9 @@ impl SchedulerState {
                         n.running.remove(&job_id);
                     }
                     tracing::info!(job = %job_id, state = job.state.as_str(), "attempt finished");
+                    if let Some(e) = job.attempts.last().and_then(|a| a.energy.as_ref()) {
+                        crate::metrics::job_energy(&job.spec, e);
+                    }
                     self.after_applied(&job, &applied);
                 } else {
                     self.publish(UpdateKind::State, &job);
@@ -806,6 +830,7 @@ impl Actor for SchedulerActor {
                         capabilities: Capabilities::default(),
                         draining: false,
                         connected: false,
+                        power: None,
                     });
                 }
                 nodes.sort_by(|a, b| a.id.cmp(&b.id));

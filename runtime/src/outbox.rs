@@ -81,6 +81,7 @@ mod tests {
             job_id: job.into(),
             token,
             outcome: Outcome::Cancelled,
+            energy: None,
         })
         .unwrap();
         (

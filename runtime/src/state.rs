@@ -25,8 +25,8 @@
 //! terminal (or requeued) `from`.
 
 use crate::model::{
-    AttemptRecord, Failure, FailureReason, Isolation, Job, JobState, NodeId, Outcome, Progress,
-    UnixMs,
+    AttemptRecord, Energy, Failure, FailureReason, Isolation, Job, JobState, NodeId, Outcome,
+    Progress, UnixMs,
 };
 use crate::retry::RetryPolicy;
 use crate::wire::Assignment;
@@ -178,11 +178,24 @@ fn current_attempt(job: &mut Job) -> Option<&mut AttemptRecord> {
     job.attempts.last_mut()
 }
 
-fn close_attempt(job: &mut Job, now: UnixMs, outcome: Outcome) {
+fn close_attempt(job: &mut Job, now: UnixMs, outcome: Outcome, energy: Option<Energy>) {
     if let Some(rec) = current_attempt(job) {
         rec.ended_ms = Some(now);
         rec.outcome = Some(outcome);
+        rec.energy = energy;
     }
+}
+
+/// A job that just ended: its energy is the sum over its measured
+/// attempts, per frame and per output minute of what it finally produced.
+fn settle_energy(job: &mut Job) {
+    let frames = job.result.as_ref().map(|r| r.frames);
+    let output_s = job.result.as_ref().and_then(|r| r.output_duration_s);
+    job.energy = Energy::total(
+        job.attempts.iter().filter_map(|a| a.energy.as_ref()),
+        frames,
+        output_s,
+    );
 }
 
 /// Assign a queued job to `node` under a fresh fencing `token` (which must be
@@ -227,6 +240,7 @@ pub fn assign(
         ended_ms: None,
         isolation: None,
         outcome: None,
+        energy: None,
     });
     Ok(Assignment {
         job_id: job.id.clone(),
@@ -268,7 +282,8 @@ pub fn progress(job: &mut Job, token: u64, p: Progress, now: UnixMs) -> Result<(
     Ok(())
 }
 
-/// Apply a worker-reported [`Outcome`] for the current assignment.
+/// Apply a worker-reported [`Outcome`] (and the attempt's measured
+/// [`Energy`], if any) for the current assignment.
 ///
 /// `Succeeded`, `Failed`, `TimedOut` and `Cancelled` end the job (setting
 /// `result`, or `failure`; a cancel records a `Cancelled` failure).
@@ -278,6 +293,7 @@ pub fn finish(
     job: &mut Job,
     token: u64,
     outcome: Outcome,
+    energy: Option<Energy>,
     now: UnixMs,
     policy: &RetryPolicy,
     jitter_unit: f64,
@@ -285,7 +301,7 @@ pub fn finish(
     check_token(job, token)?;
     let (event, result, failure) = match &outcome {
         Outcome::Transient { failure } => {
-            return lose_attempt(job, failure.clone(), now, policy, jitter_unit)
+            return lose_attempt(job, failure.clone(), energy, now, policy, jitter_unit)
         }
         Outcome::Succeeded { result } => (JobEvent::Succeed, Some(result.clone()), None),
         Outcome::Failed { failure } => (JobEvent::Fail, None, Some(failure.clone())),
@@ -297,7 +313,7 @@ pub fn finish(
         ),
     };
     let to = transition(job.state, event)?;
-    close_attempt(job, now, outcome);
+    close_attempt(job, now, outcome, energy);
     if to == JobState::Succeeded {
         // The last progress block reports the last frame's timestamp, one
         // frame short of the end; a job that succeeded is all done.
@@ -312,6 +328,7 @@ pub fn finish(
     job.failure = failure;
     job.not_before_ms = None;
     job.updated_ms = now;
+    settle_energy(job);
     Ok(Applied::Terminal(to))
 }
 
@@ -325,12 +342,13 @@ pub fn lose(
     policy: &RetryPolicy,
     jitter_unit: f64,
 ) -> Result<Applied, JobOpError> {
-    lose_attempt(job, failure, now, policy, jitter_unit)
+    lose_attempt(job, failure, None, now, policy, jitter_unit)
 }
 
 fn lose_attempt(
     job: &mut Job,
     failure: Failure,
+    energy: Option<Energy>,
     now: UnixMs,
     policy: &RetryPolicy,
     jitter_unit: f64,
@@ -351,6 +369,7 @@ fn lose_attempt(
         Outcome::Transient {
             failure: failure.clone(),
         },
+        energy,
     );
     job.state = next;
     job.updated_ms = now;
@@ -379,6 +398,7 @@ fn lose_attempt(
             signal: failure.signal,
             stderr_tail: failure.stderr_tail,
         });
+        settle_energy(job);
         Ok(Applied::Terminal(next))
     }
 }
@@ -397,6 +417,7 @@ pub fn cancel(job: &mut Job, now: UnixMs) -> Result<CancelAction, JobOpError> {
                 "cancelled while queued",
             ));
             job.updated_ms = now;
+            settle_energy(job);
             Ok(CancelAction::CancelledWhileQueued)
         }
         _ => {
@@ -554,7 +575,7 @@ mod tests {
             assign(&mut j, &"n1".to_string(), 1, 2_000).expect("assign");
             start(&mut j, 1, crate::model::Isolation::None, 2_100).expect("start");
             progress(&mut j, 1, p(pct), 2_200).expect("progress");
-            finish(&mut j, 1, outcome, 2_300, &P, 0.5).expect("finish");
+            finish(&mut j, 1, outcome, None, 2_300, &P, 0.5).expect("finish");
             j.progress.and_then(|p| p.percent)
         };
         let ok = Outcome::Succeeded {
@@ -586,6 +607,7 @@ mod tests {
             &mut j,
             7,
             Outcome::Succeeded { result: r.clone() },
+            None,
             3_000,
             &P,
             0.5,
@@ -615,7 +637,7 @@ mod tests {
             Err(JobOpError::StaleToken { current: 7, got: 8 })
         );
         assert!(matches!(
-            finish(&mut j, 1, Outcome::Cancelled, 2_100, &P, 0.0),
+            finish(&mut j, 1, Outcome::Cancelled, None, 2_100, &P, 0.0),
             Err(JobOpError::StaleToken { .. })
         ));
         assert_eq!(j, before);
@@ -653,6 +675,7 @@ mod tests {
                 &mut j,
                 token,
                 transient(FailureReason::Stalled),
+                None,
                 5_000,
                 &P,
                 0.5,
@@ -699,6 +722,7 @@ mod tests {
             &mut j,
             1,
             transient(FailureReason::ResourceKilled),
+            None,
             2_000,
             &P,
             0.1,
@@ -717,6 +741,7 @@ mod tests {
             &mut j,
             1,
             Outcome::Failed { failure: f.clone() },
+            None,
             2_000,
             &P,
             0.1,
@@ -734,6 +759,7 @@ mod tests {
             Outcome::Succeeded {
                 result: JobResult::default(),
             },
+            None,
             2_000,
             &P,
             0.1,
@@ -773,7 +799,7 @@ mod tests {
             })
         );
         assert_eq!(r, before);
-        finish(&mut r, 4, Outcome::Cancelled, 2_500, &P, 0.0).unwrap();
+        finish(&mut r, 4, Outcome::Cancelled, None, 2_500, &P, 0.0).unwrap();
         assert_eq!(r.state, JobState::Cancelled);
         check_invariants(&r).unwrap();
     }
@@ -786,9 +812,9 @@ mod tests {
         let out = Outcome::TimedOut {
             failure: Failure::new(FailureReason::Timeout, "too slow"),
         };
-        finish(&mut j, 1, out.clone(), 2_000, &P, 0.0).unwrap();
+        finish(&mut j, 1, out.clone(), None, 2_000, &P, 0.0).unwrap();
         let before = j.clone();
-        let err = finish(&mut j, 1, out, 2_001, &P, 0.0).unwrap_err();
+        let err = finish(&mut j, 1, out, None, 2_001, &P, 0.0).unwrap_err();
         assert!(matches!(
             err,
             JobOpError::Illegal(IllegalTransition {
@@ -817,6 +843,7 @@ mod tests {
             ended_ms: Some(1),
             isolation: None,
             outcome: Some(Outcome::Cancelled),
+            energy: None,
         });
         let before = j.clone();
         assert_eq!(
@@ -919,11 +946,11 @@ mod tests {
                     }
                     Op::Start { stale } => start(&mut j, tok(stale), Isolation::None, now),
                     Op::Progress { stale } => progress(&mut j, tok(stale), Progress::default(), now),
-                    Op::Succeed { stale } => finish(&mut j, tok(stale), Outcome::Succeeded { result: JobResult::default() }, now, &P, jitter).map(|_| ()),
-                    Op::Fail { stale } => finish(&mut j, tok(stale), Outcome::Failed { failure: f(FailureReason::FfmpegError) }, now, &P, jitter).map(|_| ()),
-                    Op::TimedOut { stale } => finish(&mut j, tok(stale), Outcome::TimedOut { failure: f(FailureReason::Timeout) }, now, &P, jitter).map(|_| ()),
-                    Op::Cancelled { stale } => finish(&mut j, tok(stale), Outcome::Cancelled, now, &P, jitter).map(|_| ()),
-                    Op::Transient { stale } => finish(&mut j, tok(stale), transient(FailureReason::WorkerCrash), now, &P, jitter).map(|_| ()),
+                    Op::Succeed { stale } => finish(&mut j, tok(stale), Outcome::Succeeded { result: JobResult::default() }, None, now, &P, jitter).map(|_| ()),
+                    Op::Fail { stale } => finish(&mut j, tok(stale), Outcome::Failed { failure: f(FailureReason::FfmpegError) }, None, now, &P, jitter).map(|_| ()),
+                    Op::TimedOut { stale } => finish(&mut j, tok(stale), Outcome::TimedOut { failure: f(FailureReason::Timeout) }, None, now, &P, jitter).map(|_| ()),
+                    Op::Cancelled { stale } => finish(&mut j, tok(stale), Outcome::Cancelled, None, now, &P, jitter).map(|_| ()),
+                    Op::Transient { stale } => finish(&mut j, tok(stale), transient(FailureReason::WorkerCrash), None, now, &P, jitter).map(|_| ()),
                     Op::Lose => lose(&mut j, f(FailureReason::NodeLost), now, &P, jitter).map(|_| ()),
                     Op::Cancel => cancel(&mut j, now).map(|_| ()),
                 };

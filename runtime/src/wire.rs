@@ -11,13 +11,16 @@
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Isolation, JobId, JobSpec, NodeId, Outcome, Progress};
+use crate::model::{Energy, Isolation, JobId, JobSpec, NodeId, NodePower, Outcome, Progress};
 
 /// Bumped on any incompatible change to these types.
 ///
 /// 2: round-trip leases (`Ping`/`Pong`), the worker's outbox (`Ack`), and a
 /// hello that reports the attempts the worker holds.
-pub const PROTOCOL_VERSION: u32 = 2;
+///
+/// 3: energy — `Finished` carries the attempt's [`Energy`], and the worker
+/// reports its power with [`ToMaster::Power`].
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Upper bound on one encoded message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -109,9 +112,13 @@ pub enum ToMaster {
         job_id: JobId,
         token: u64,
         outcome: Outcome,
+        /// What the attempt cost, when the worker samples power.
+        energy: Option<Energy>,
     },
     /// The worker is draining (asked to, or on SIGTERM): assign it nothing.
     Draining,
+    /// The node's power by domain and its energy totals (about once a second).
+    Power(NodePower),
 }
 
 /// Errors decoding a message: malformed input is rejected, never a panic.
@@ -181,6 +188,7 @@ mod tests {
             outcome: Outcome::Transient {
                 failure: Failure::new(FailureReason::Stalled, "no progress"),
             },
+            energy: None,
         };
         let back: ToMaster = decode(&encode(&msg).expect("encode")).expect("decode");
         assert_eq!(back, msg);
