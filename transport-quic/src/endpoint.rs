@@ -336,8 +336,9 @@ pub enum Accepted {
         link: Link,
         /// The node id from its certificate, equal to the one in `hello`.
         node_id: String,
-        /// The `ToMaster::Hello` it sent.
-        hello: ToMaster,
+        /// The `ToMaster::Hello` it sent (boxed: messages are large next
+        /// to `Join`).
+        hello: Box<ToMaster>,
     },
     /// A worker asking to join: the caller checks its request and answers
     /// on `link`.
@@ -475,7 +476,7 @@ pub async fn accept(
     Ok(Accepted::Node {
         link,
         node_id,
-        hello,
+        hello: Box::new(hello),
     })
 }
 

@@ -118,7 +118,7 @@ async fn mutual_tls_hello_and_frames_both_ways() {
         panic!("expected a node");
     };
     assert_eq!(node_id, "node-a");
-    assert_eq!(h, hello("node-a"));
+    assert_eq!(*h, hello("node-a"));
     // Master → worker and back, as wire frames.
     let msg = ToWorker::Cancel {
         job_id: "j1".into(),
