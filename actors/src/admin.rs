@@ -224,6 +224,7 @@ fn router(api: Arc<Api>) -> Router {
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{id}/drain", post(drain))
+        .route("/v1/reports/efficiency", get(efficiency))
         .route("/metrics", get(metrics_text));
     #[cfg(feature = "fault-injection")]
     let protected = protected.route("/v1/debug/jobs/{id}/panic", post(inject_panic));
@@ -417,6 +418,21 @@ async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<serde_json::Value>
     )
     .map_err(ApiError::internal)?;
     Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `GET /v1/reports/efficiency`: configurations (scenario × encoder × node)
+/// ranked by median joules per output minute over their succeeded jobs;
+/// estimates are labelled and ranked after measurements.
+async fn efficiency(
+    State(api): State<Arc<Api>>,
+) -> ApiResult<Json<ffrtmp_runtime::report::EfficiencyReport>> {
+    let store = api.store.clone();
+    // A scan of every succeeded job: off the async workers.
+    let jobs = tokio::task::spawn_blocking(move || store.in_states(&[JobState::Succeeded]))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(ffrtmp_runtime::report::efficiency(&jobs)))
 }
 
 #[derive(Deserialize)]

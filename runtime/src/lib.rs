@@ -13,6 +13,7 @@ pub mod lease;
 pub mod model;
 pub mod outbox;
 pub mod process;
+pub mod report;
 pub mod retry;
 pub mod sched;
 pub mod spec;

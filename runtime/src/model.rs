@@ -602,3 +602,76 @@ pub(crate) fn test_spec() -> JobSpec {
         max_retries: 3,
     }
 }
+
+#[cfg(test)]
+mod energy_tests {
+    use super::*;
+
+    fn d(domain: &str, source: PowerSource, joules: f64) -> DomainEnergy {
+        DomainEnergy {
+            domain: domain.into(),
+            source,
+            joules,
+        }
+    }
+
+    #[test]
+    fn energy_figures_follow_from_the_domains() {
+        let e = Energy::new(
+            vec![
+                d("package-0", PowerSource::Rapl, 90.0),
+                d("dram-0", PowerSource::Rapl, 10.0),
+                d("gpu-0", PowerSource::Nvml, 20.0),
+            ],
+            4.0,
+            Some(240),
+            Some(30.0),
+        );
+        assert_eq!(e.energy_joules, 120.0);
+        assert_eq!(e.mean_power_watts, 30.0);
+        assert_eq!(e.energy_source, "rapl+nvml");
+        assert!(!e.estimate);
+        assert_eq!(e.joules_per_frame, Some(0.5));
+        assert_eq!(e.joules_per_output_minute, Some(240.0));
+        // No frames, no duration: no per-unit figures rather than infinities.
+        let e = Energy::new(
+            vec![d("cpu", PowerSource::Estimate, 5.0)],
+            0.0,
+            Some(0),
+            None,
+        );
+        assert!(e.estimate);
+        assert_eq!(e.energy_source, "estimate");
+        assert_eq!(
+            (e.joules_per_frame, e.joules_per_output_minute),
+            (None, None)
+        );
+        assert_eq!(e.mean_power_watts, 0.0);
+    }
+
+    #[test]
+    fn a_jobs_total_sums_its_attempts_by_domain() {
+        let a = Energy::new(
+            vec![d("package-0", PowerSource::Rapl, 30.0)],
+            2.0,
+            None,
+            None,
+        );
+        let b = Energy::new(
+            vec![
+                d("package-0", PowerSource::Rapl, 60.0),
+                d("dram-0", PowerSource::Rapl, 10.0),
+            ],
+            3.0,
+            Some(100),
+            Some(6.0),
+        );
+        let t = Energy::total([&a, &b], Some(100), Some(6.0)).expect("measured");
+        assert_eq!(t.energy_joules, 100.0);
+        assert_eq!(t.measured_s, 5.0);
+        assert_eq!(t.domains.len(), 2);
+        assert_eq!(t.joules_per_frame, Some(1.0));
+        assert_eq!(t.joules_per_output_minute, Some(1000.0));
+        assert!(Energy::total([], None, None).is_none());
+    }
+}
