@@ -20,18 +20,20 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::cgroup::{CgroupManager, JobCgroup};
+use ffrtmp_runtime::energy::cpu::CpuProbe;
 use ffrtmp_runtime::ffmpeg::{self, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
-    Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
+    Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
 };
 use ffrtmp_runtime::process::{self, ProcessGuard, SpawnSpec, StderrRing};
-use ffrtmp_runtime::wire::Assignment;
+use ffrtmp_runtime::wire::{Assignment, AttemptRef};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::node::NodeMsg;
+use crate::power::{JobPids, PowerMsg};
 
 /// Lines of FFmpeg stderr kept for a failure report.
 const STDERR_LINES: usize = 40;
@@ -55,6 +57,8 @@ pub struct JobArgs {
     /// after the spawn unless [`JobMsg::RenewLease`] extends it. `None`: no
     /// deadline (FFmpeg is still killed if this worker process dies).
     pub lease: Option<Duration>,
+    /// The node's power sampler, which attributes energy to this attempt.
+    pub power: Option<ActorRef<PowerMsg>>,
 }
 
 /// Why we are killing the process; decides how its exit is classified.
@@ -103,15 +107,23 @@ pub struct JobState {
     kill_grace: Duration,
     node: ActorRef<NodeMsg>,
     output: Output,
+    /// The output's constant frame rate.
+    fps: u32,
     expected_duration_s: Option<f64>,
     tasks: Vec<JoinHandle<()>>,
     reported: bool,
+    /// Set when the power sampler tracks this attempt.
+    power: Option<ActorRef<PowerMsg>>,
 }
 
 impl Drop for JobState {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
+        }
+        // Stopped without its figures (it failed): the sampler forgets it.
+        if let Some(p) = self.power.take() {
+            let _ = p.cast(PowerMsg::Untrack(self.attempt()));
         }
         // Field drop order does the rest: the guard kills the group, then the
         // cgroup kills stragglers and removes itself.
@@ -128,7 +140,7 @@ impl JobActor {
 }
 
 /// Report the attempt's outcome to the node, exactly once.
-fn report(state: &mut JobState, outcome: Outcome) {
+fn report(state: &mut JobState, outcome: Outcome, energy: Option<Energy>) {
     if state.reported {
         return;
     }
@@ -137,7 +149,7 @@ fn report(state: &mut JobState, outcome: Outcome) {
         job_id: state.job_id.clone(),
         token: state.token,
         outcome,
-        energy: None,
+        energy,
     });
 }
 
@@ -194,9 +206,11 @@ impl Actor for JobActor {
             kill_grace: args.kill_grace,
             node: args.node.clone(),
             output: a.spec.output.clone(),
+            fps: a.spec.encode.fps,
             expected_duration_s,
             tasks: Vec::new(),
             reported: false,
+            power: None,
         };
 
         let cmd = ffmpeg::build_command(&args.ffmpeg, &a.spec);
@@ -220,7 +234,7 @@ impl Actor for JobActor {
                     FailureReason::SpawnFailed,
                     format!("could not start ffmpeg: {e}"),
                 );
-                report(&mut state, Outcome::Failed { failure });
+                report(&mut state, Outcome::Failed { failure }, None);
                 myself.stop(Some("spawn failed".into()));
                 return Ok(state);
             }
@@ -228,6 +242,29 @@ impl Actor for JobActor {
         let mut child = spawned.child;
         let guard = spawned.guard;
         tracing::info!(job = %state.job_id, pid = guard.pid(), ?isolation, "ffmpeg started");
+        if let Some(power) = &args.power {
+            let (cpu, pids) = match state
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.cpu_probe().zip(c.procs_file()))
+            {
+                Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
+                None => {
+                    // No cgroup: the guard and its children (FFmpeg), as
+                    // far as the kernel lists them.
+                    let pids = guard_and_children(guard.pid());
+                    (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
+                }
+            };
+            let tracked = power.cast(PowerMsg::Track {
+                attempt: state.attempt(),
+                cpu,
+                pids,
+            });
+            if tracked.is_ok() {
+                state.power = Some(power.clone());
+            }
+        }
         let _ = state.node.cast(NodeMsg::JobStarted {
             job_id: state.job_id.clone(),
             token: state.token,
@@ -342,6 +379,8 @@ impl Actor for JobActor {
             JobMsg::LeaseExpired => begin_kill(&myself, state, KillReason::LeaseExpired),
             JobMsg::Exited(status) => {
                 let outcome = classify(state, status);
+                // The last sample, with the cgroup's final CPU time, before the cgroup goes.
+                let energy = finish_energy(state).await;
                 // Kill stragglers and remove the cgroup before reporting, so
                 // that "finished" always means "nothing left behind".
                 state.guard = None;
@@ -350,7 +389,7 @@ impl Actor for JobActor {
                         tracing::warn!(error = %e, "cgroup removal failed");
                     }
                 }
-                report(state, outcome);
+                report(state, outcome, energy);
                 myself.stop(None);
             }
             #[cfg(feature = "fault-injection")]
@@ -363,6 +402,75 @@ impl Actor for JobActor {
         }
         Ok(())
     }
+}
+
+impl JobState {
+    fn attempt(&self) -> AttemptRef {
+        AttemptRef {
+            job_id: self.job_id.clone(),
+            token: self.token,
+        }
+    }
+
+    /// Seconds of output written. The output is constant-rate at the
+    /// job's fps (`testsrc2` at that rate, `-r` for files), so frames / fps
+    /// is exact; FFmpeg's last `out_time` is the last frame's timestamp, one
+    /// frame short. Without frames: `out_time`, else the expected duration.
+    fn output_s(&self) -> Option<f64> {
+        if self.last.frame > 0 && self.fps > 0 {
+            Some(self.last.frame as f64 / f64::from(self.fps))
+        } else if self.last.out_time_s > 0.0 {
+            Some(self.last.out_time_s)
+        } else {
+            self.expected_duration_s
+        }
+    }
+}
+
+/// A process and its direct children (`/proc/<pid>/task/<pid>/children`;
+/// just the process where the kernel does not list them).
+fn guard_and_children(pid: i32) -> Vec<i32> {
+    let mut pids = vec![pid];
+    if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(t.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    pids
+}
+
+/// How long the job waits for its figures from the sampler.
+const POWER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The attempt's energy: the sampler takes a last sample with the cgroup's
+/// final CPU time and stops tracking the attempt. `None` without a sampler
+/// (or if it does not answer in time).
+async fn finish_energy(state: &mut JobState) -> Option<Energy> {
+    let power = state.power.take()?;
+    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
+    let attempt = state.attempt();
+    let sampled = match power
+        .call(
+            |reply| PowerMsg::Finish {
+                attempt,
+                final_cpu_s,
+                reply,
+            },
+            Some(POWER_CALL_TIMEOUT),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(s)) => s?,
+        Ok(_) | Err(_) => {
+            tracing::warn!(job = %state.job_id, "no energy figures: the power sampler did not answer");
+            return None;
+        }
+    };
+    let frames = (state.last.frame > 0).then_some(state.last.frame);
+    Some(Energy::new(
+        sampled.domains,
+        sampled.measured_s,
+        frames,
+        state.output_s(),
+    ))
 }
 
 fn begin_kill(myself: &ActorRef<JobMsg>, state: &mut JobState, why: KillReason) {
@@ -431,11 +539,7 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
             Output::File { path } => std::fs::metadata(path).ok().map(|m| m.len()),
             _ => None,
         };
-        let out_time = if state.last.out_time_s > 0.0 {
-            Some(state.last.out_time_s)
-        } else {
-            state.expected_duration_s
-        };
+        let out_time = state.output_s();
         let output_bitrate_kbps = match (output_bytes, out_time) {
             (Some(b), Some(t)) if t > 0.0 => Some(b as f64 * 8.0 / 1000.0 / t),
             _ => None,
@@ -592,6 +696,7 @@ mod tests {
                 nice: 0,
                 kill_grace: Duration::from_secs(5),
                 lease,
+                power: None,
             };
             let (job, _) = Actor::spawn(None, JobActor, args).await.unwrap();
             let mut h = Harness {

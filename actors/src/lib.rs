@@ -19,6 +19,7 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod node_link;
+pub mod power;
 pub mod scheduler;
 pub mod standalone;
 

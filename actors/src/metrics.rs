@@ -32,6 +32,9 @@ pub const NODE_IDLE_ENERGY_JOULES: &str = "ffrtmp_node_idle_energy_joules_total"
 /// Energy of finished attempts, labels `scenario` (a preset name or
 /// `custom`), `encoder`, `source`.
 pub const JOB_ENERGY_JOULES: &str = "ffrtmp_job_energy_joules_total";
+/// A node's mean sampling cycle, as the node reports it, label `node`
+/// (master side).
+pub const NODE_SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_node_power_sampler_cycle_seconds";
 /// Duration of one power sampling cycle (worker side).
 pub const SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_power_sampler_cycle_seconds";
 
@@ -105,6 +108,10 @@ fn describe() {
         JOB_ENERGY_JOULES,
         "Energy of finished attempts, by scenario, encoder and source (joules)."
     );
+    metrics::describe_gauge!(
+        NODE_SAMPLER_CYCLE_SECONDS,
+        "A node's mean power sampling cycle over its last report (seconds)."
+    );
     metrics::describe_histogram!(
         SAMPLER_CYCLE_SECONDS,
         metrics::Unit::Seconds,
@@ -125,6 +132,7 @@ pub fn node_power(node: &str, p: &NodePower) {
     }
     metrics::counter!(NODE_IDLE_ENERGY_JOULES, "node" => node.to_string())
         .absolute(p.idle_joules_total as u64);
+    metrics::gauge!(NODE_SAMPLER_CYCLE_SECONDS, "node" => node.to_string()).set(p.cycle_seconds);
 }
 
 /// A finished attempt's energy (master side).

@@ -29,7 +29,7 @@ use std::time::Duration;
 use ffrtmp_runtime::cgroup::CgroupManager;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
 use ffrtmp_runtime::model::{
-    Energy, Failure, FailureReason, Isolation, JobId, NodeId, Outcome, Progress,
+    Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
 };
 use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::wire::{
@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use crate::job::{JobActor, JobArgs, JobMsg};
 use crate::link::LinkEnd;
 use crate::mono_ms;
+use crate::power::{PowerArgs, PowerConfig, PowerMsg, PowerSamplerActor};
 
 /// How a worker node is set up.
 #[derive(Clone)]
@@ -60,6 +61,9 @@ pub struct NodeConfig {
     /// Set when the node stopped because it finished draining: its owner
     /// should leave rather than reconnect.
     pub drained: Arc<std::sync::atomic::AtomicBool>,
+    /// How the node measures energy; `None`: no `PowerSamplerActor`, and
+    /// jobs report no energy.
+    pub power: Option<PowerConfig>,
 }
 
 pub struct NodeArgs {
@@ -106,6 +110,9 @@ pub enum NodeMsg {
     Drain { deadline: Duration },
     /// The drain deadline passed.
     DrainDeadline,
+    /// The node's power, from its `PowerSamplerActor` (about once a second):
+    /// forwarded to the master.
+    Power(NodePower),
     /// Test-only: make the JobActor of `job_id` panic.
     #[cfg(feature = "fault-injection")]
     InjectJobPanic(JobId),
@@ -149,6 +156,7 @@ pub struct NodeState {
     running: HashMap<JobId, Running>,
     by_actor: HashMap<ActorId, (JobId, u64)>,
     draining: bool,
+    power: Option<ActorRef<PowerMsg>>,
 }
 
 impl Drop for NodeState {
@@ -358,6 +366,7 @@ impl NodeState {
             nice: self.config.nice,
             kill_grace: self.config.kill_grace,
             lease,
+            power: self.power.clone(),
         };
         match Actor::spawn_linked(
             Some(JobActor::name(&job_id, token)),
@@ -484,6 +493,19 @@ impl NodeState {
     }
 }
 
+/// Start the node's `PowerSamplerActor` under it.
+async fn spawn_sampler(
+    node: &ActorRef<NodeMsg>,
+    config: PowerConfig,
+) -> Result<ActorRef<PowerMsg>, ActorProcessingErr> {
+    let args = PowerArgs {
+        config,
+        report_to: Some(node.clone()),
+    };
+    let (actor, _) = Actor::spawn_linked(None, PowerSamplerActor, args, node.get_cell()).await?;
+    Ok(actor)
+}
+
 /// The hello a worker opens its link with: whoever establishes the link
 /// sends it (the QUIC handshake carries it; the in-process link sends it as
 /// its first frame), so the master sees the same first message either way.
@@ -538,6 +560,10 @@ impl Actor for NodeActor {
                 "start-up sweep cleaned leftovers of an earlier run"
             );
         }
+        let power = match &config.power {
+            Some(p) => Some(spawn_sampler(&myself, p.clone()).await?),
+            None => None,
+        };
         myself.send_interval(TICK, || NodeMsg::Tick);
         Ok(NodeState {
             config,
@@ -553,6 +579,7 @@ impl Actor for NodeActor {
             running: HashMap::new(),
             by_actor: HashMap::new(),
             draining: false,
+            power,
         })
     }
 
@@ -625,6 +652,7 @@ impl Actor for NodeActor {
                 let _ = reply.send(h);
             }
             NodeMsg::Tick => state.tick().await,
+            NodeMsg::Power(p) => state.send(ToMaster::Power(p)).await,
             NodeMsg::Drain { deadline } => state.begin_drain(&myself, deadline).await,
             NodeMsg::DrainDeadline => {
                 for r in state.running.values() {
@@ -700,7 +728,7 @@ impl Actor for NodeActor {
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<NodeMsg>,
+        myself: ActorRef<NodeMsg>,
         evt: SupervisionEvent,
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
@@ -712,6 +740,15 @@ impl Actor for NodeActor {
             SupervisionEvent::ActorFailed(cell, err) => (cell, format!("job actor failed: {err}")),
             _ => return Ok(()),
         };
+        // The sampler failed: start a fresh one (totals restart from zero;
+        // the jobs it tracked report no energy).
+        if let (Some(p), Some(cfg)) = (&state.power, &state.config.power) {
+            if p.get_id() == cell.get_id() {
+                tracing::error!("power sampler failed ({why}); starting a new one");
+                state.power = spawn_sampler(&myself, cfg.clone()).await.ok();
+                return Ok(());
+            }
+        }
         // Its state was dropped (process group killed,
         // cgroup removed) and the attempt goes back to the master as transient.
         if let Some((job_id, token)) = state.by_actor.remove(&cell.get_id()) {

@@ -53,6 +53,8 @@ pub struct StandaloneConfig {
     pub metrics: Option<PrometheusHandle>,
     /// Advertise only these encoders (of those that pass a test encode).
     pub encoder_allowlist: Option<Vec<String>>,
+    /// How the worker measures energy (`None`: it does not).
+    pub power: Option<crate::power::PowerConfig>,
 }
 
 /// Default slots: half the cores, at least one.
@@ -170,6 +172,7 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
         kill_grace: cfg.kill_grace,
         encoders,
         drained: Default::default(),
+        power: cfg.power.clone(),
     }
 }
 

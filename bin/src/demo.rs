@@ -115,7 +115,7 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<14} {:<10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10} {:<10} {:>8}",
+        "{:<14} {:<10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10} {:<10} {:>8} {:>7} {:>9} {:<8}",
         "scenario",
         "state",
         "wall s",
@@ -125,7 +125,10 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         "peak MB",
         "out bytes",
         "isolation",
-        "joules"
+        "joules",
+        "watts",
+        "J/out min",
+        "source"
     );
     let mut failed = 0;
     for ((_, scenario), job) in ids.iter().zip(finals.iter().flatten()) {
@@ -138,8 +141,9 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         if job["state"] != "succeeded" {
             failed += 1;
         }
+        let e = &job["energy"];
         println!(
-            "{:<14} {:<10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10} {:<10} {:>8}",
+            "{:<14} {:<10} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10} {:<10} {:>8} {:>7} {:>9} {:<8}",
             scenario,
             job["state"].as_str().unwrap_or("?"),
             num(&r["wall_s"], 2),
@@ -155,7 +159,10 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
                 .map(|b| b.to_string())
                 .unwrap_or_else(|| "-".into()),
             job["isolation"].as_str().unwrap_or("-"),
-            "n/a",
+            num(&e["energy_joules"], 1),
+            num(&e["mean_power_watts"], 1),
+            num(&e["joules_per_output_minute"], 0),
+            e["energy_source"].as_str().unwrap_or("-"),
         );
     }
     println!();
@@ -164,7 +171,20 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         media.join("demo-720p.mp4").display(),
         dir.display()
     );
-    println!("Energy per job (joules) arrives with the PowerSamplerActor; this build reports n/a.");
+    // Say where the figures came from, and whether they are measurements.
+    if let Some(j) = finals.iter().flatten().find(|j| j["energy"].is_object()) {
+        if j["energy"]["estimate"] == true {
+            println!(
+                "Energy source: estimate (no readable RAPL counters here; the figures come from \
+                 CPU utilisation and --estimate-idle-watts/--estimate-max-watts, not a meter)."
+            );
+        } else {
+            println!(
+                "Energy source: {} (measured).",
+                j["energy"]["energy_source"].as_str().unwrap_or("?")
+            );
+        }
+    }
     node.shutdown().await;
     if failed > 0 {
         anyhow::bail!("{failed} sample job(s) did not succeed");

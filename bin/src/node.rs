@@ -139,6 +139,56 @@ struct NodeFlags {
     #[arg(long, default_value_t = ffrtmp_runtime::lease::DEFAULT_LEASE_MS, env = "FFRTMP_LEASE_MS",
           value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     lease_ms: u64,
+    /// worker, standalone: where energy figures come from. `auto`: RAPL if readable, else an
+    /// estimate from CPU utilisation (labelled `estimate`), plus NVML GPUs if a driver is present.
+    #[arg(long, value_enum, default_value = "auto", env = "FFRTMP_POWER_SOURCE")]
+    power_source: PowerSourceFlag,
+    /// worker, standalone: the powercap sysfs root RAPL is read from.
+    #[arg(
+        long,
+        default_value = "/sys/class/powercap",
+        env = "FFRTMP_POWERCAP_ROOT"
+    )]
+    powercap_root: PathBuf,
+    /// worker, standalone: power samples per second.
+    #[arg(long, default_value_t = ffrtmp_actors::power::DEFAULT_SAMPLE_HZ, env = "FFRTMP_POWER_SAMPLE_HZ")]
+    power_sample_hz: f64,
+    /// worker, standalone: the estimate's power at 0 % CPU (default 10 W).
+    #[arg(long, env = "FFRTMP_ESTIMATE_IDLE_WATTS")]
+    estimate_idle_watts: Option<f64>,
+    /// worker, standalone: the estimate's power at 100 % CPU (default 10 W + 10 W per core).
+    #[arg(long, env = "FFRTMP_ESTIMATE_MAX_WATTS")]
+    estimate_max_watts: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PowerSourceFlag {
+    Auto,
+    Rapl,
+    Nvml,
+    Estimate,
+}
+
+/// The worker's power configuration from the flags (checked).
+fn power_config(f: &NodeFlags) -> anyhow::Result<ffrtmp_actors::power::PowerConfig> {
+    use ffrtmp_actors::power::{PowerChoice, PowerConfig};
+    let mut p = PowerConfig::new(ffrtmp_actors::node::cores());
+    p.choice = match f.power_source {
+        PowerSourceFlag::Auto => PowerChoice::Auto,
+        PowerSourceFlag::Rapl => PowerChoice::Rapl,
+        PowerSourceFlag::Nvml => PowerChoice::Nvml,
+        PowerSourceFlag::Estimate => PowerChoice::Estimate,
+    };
+    p.powercap_root = f.powercap_root.clone();
+    p.sample_hz = f.power_sample_hz;
+    if let Some(w) = f.estimate_idle_watts {
+        p.estimate.idle_watts = w;
+    }
+    if let Some(w) = f.estimate_max_watts {
+        p.estimate.max_watts = w;
+    }
+    p.validate().map_err(anyhow::Error::msg)?;
+    Ok(p)
 }
 
 /// Logs go to stderr; `FFRTMP_LOG` (an env-filter) overrides the default level.
@@ -190,6 +240,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         lease: Duration::from_millis(f.lease_ms),
         metrics: ffrtmp_actors::metrics::install_prometheus(),
         encoder_allowlist: f.encoders.clone(),
+        power: Some(power_config(f)?),
     })
 }
 

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use cgroups_rs::fs::hierarchies::{self, V1};
 use cgroups_rs::fs::Controllers;
 
+use crate::energy::cpu::CpuProbe;
 use crate::model::{Isolation, ResourceLimits};
 
 /// Root of the cgroup filesystem on a unified (pure v2) system.
@@ -708,6 +709,25 @@ impl JobCgroup {
                     .unwrap_or(0),
             },
         }
+    }
+
+    /// Where the job's cumulative CPU time can be read while the cgroup
+    /// lives (for the power sampler's attribution). `None` on v1 without a
+    /// `cpuacct` hierarchy.
+    pub fn cpu_probe(&self) -> Option<CpuProbe> {
+        match self.version {
+            CgroupVersion::V2 => Some(CpuProbe::CgroupV2Stat(self.cpu_dir.join("cpu.stat"))),
+            CgroupVersion::V1 => self
+                .cpuacct_dir
+                .as_ref()
+                .map(|d| CpuProbe::CgroupV1Usage(d.join("cpuacct.usage"))),
+        }
+    }
+
+    /// The `cgroup.procs` file that lists the job's processes (of the first
+    /// hierarchy: every hierarchy holds the same processes).
+    pub fn procs_file(&self) -> Option<PathBuf> {
+        self.dirs.first().map(|d| d.join("cgroup.procs"))
     }
 
     /// SIGKILLs everything inside (v2: through `cgroup.kill` when present).

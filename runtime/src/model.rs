@@ -577,6 +577,8 @@ pub struct NodePower {
     pub sample_hz: f64,
     /// Sampling cycles since the sampler started.
     pub samples: u64,
+    /// Mean duration of one sampling cycle since the previous report, in seconds.
+    pub cycle_seconds: f64,
     /// Why a source is missing (e.g. an unreadable RAPL counter), said once.
     pub notes: Vec<String>,
 }
