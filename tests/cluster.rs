@@ -385,9 +385,29 @@ fn jobs_spread_over_two_workers_and_all_succeed() {
         let job = c.wait_state(id, &["succeeded", "failed"], LONG);
         assert_eq!(job["state"], "succeeded", "{job}");
         assert_eq!(job["attempt"], 1);
+        // Energy crosses the cluster with the result (RAPL where the host
+        // has it, else the labelled estimate).
+        let e = &job["energy"];
+        assert!(e["energy_joules"].as_f64().unwrap_or(0.0) > 0.0, "{job}");
+        assert!(e["energy_source"].is_string(), "{e}");
         used.insert(job["node"].as_str().unwrap_or("").to_string());
     }
     assert_eq!(used.len(), 2, "both workers ran jobs: {used:?}");
+    // Each worker reports its power to the master.
+    let powered = wait_for("both workers' power reports", LONG, || {
+        let nodes = c.nodes();
+        let n = nodes
+            .iter()
+            .filter(|n| n["power"]["samples"].as_u64().unwrap_or(0) > 0)
+            .count();
+        (n == 2).then_some(nodes)
+    });
+    for n in &powered {
+        assert!(
+            n["power"]["joules_total"].as_f64().unwrap_or(0.0) > 0.0,
+            "{n}"
+        );
+    }
 }
 
 #[test]

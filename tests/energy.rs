@@ -46,17 +46,26 @@ struct FakeRapl {
     thread: Option<JoinHandle<()>>,
 }
 
-fn write_atomic(path: &Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write fake counter");
-    std::fs::rename(&tmp, path).expect("rename fake counter");
+/// Write a counter in place, as the kernel's files change (the sampler
+/// keeps them open: a file renamed over would not be seen), in one
+/// fixed-width write so that a read never sees a half-written number.
+fn write_counter(path: &Path, uj: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .expect("open fake counter");
+    f.write_all_at(format!("{uj:020}\n").as_bytes(), 0)
+        .expect("write fake counter");
 }
 
 fn make_zone(dir: &Path, name: &str, max_uj: u64, start_uj: u64) {
     std::fs::create_dir_all(dir).expect("zone dir");
     std::fs::write(dir.join("name"), format!("{name}\n")).expect("name");
     std::fs::write(dir.join("max_energy_range_uj"), format!("{max_uj}\n")).expect("max");
-    write_atomic(&dir.join("energy_uj"), &format!("{start_uj}\n"));
+    write_counter(&dir.join("energy_uj"), start_uj);
 }
 
 impl FakeRapl {
@@ -132,7 +141,7 @@ impl FakeRapl {
                         for z in &zones {
                             let uj =
                                 (z.start_uj as f64 + z.watts * fed_s * 1e6) as u64 % (z.max_uj + 1);
-                            write_atomic(&z.dir.join("energy_uj"), &format!("{uj}\n"));
+                            write_counter(&z.dir.join("energy_uj"), uj);
                         }
                         // Record what was written (whole µJ, as the counters hold).
                         let total: f64 = zones
@@ -308,6 +317,9 @@ fn job_energy_plus_idle_equals_the_fed_total() {
         "attributed {attributed} = the jobs' {jobs}"
     );
     let vs_fed = (total - fed).abs() / fed;
+    eprintln!(
+        "conservation error {conservation:.2e} (jobs + idle vs node total), node total vs fed {vs_fed:.2e}"
+    );
     assert!(
         vs_fed < 0.01,
         "node total {total} = fed {fed} within 1 % ({vs_fed})"

@@ -25,13 +25,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::energy::attribution;
-use ffrtmp_runtime::energy::cpu::CpuProbe;
+use ffrtmp_runtime::energy::cpu::{CpuProbe, CpuReader};
 use ffrtmp_runtime::energy::estimate::EstimateModel;
 use ffrtmp_runtime::energy::nvml::{self, Gpus};
-use ffrtmp_runtime::energy::procstat::{self, CpuTimes};
+use ffrtmp_runtime::energy::procstat::{CpuTimes, ProcStat};
 use ffrtmp_runtime::energy::rapl::{self, Rapl};
 use ffrtmp_runtime::model::{DomainEnergy, DomainPower, NodePower, PowerSource};
 use ffrtmp_runtime::wire::AttemptRef;
@@ -148,7 +150,7 @@ pub struct SampledEnergy {
 }
 
 pub enum PowerMsg {
-    /// Sample now (the periodic timer).
+    /// Sample now, out of schedule (the sampling thread keeps the schedule).
     Tick,
     /// A job's FFmpeg runs: attribute energy to it from now on.
     Track {
@@ -171,7 +173,7 @@ pub enum PowerMsg {
 }
 
 struct Tracked {
-    cpu: CpuProbe,
+    cpu: CpuReader,
     pids: JobPids,
     last_cpu_s: Option<f64>,
     since: Instant,
@@ -202,12 +204,14 @@ enum CpuSide {
     None,
 }
 
-pub struct PowerState {
+/// The sampling core: sources, tracked jobs, totals. Owned by the actor,
+/// driven by its sampling thread.
+struct Meter {
     config: PowerConfig,
-    report_to: Option<ActorRef<NodeMsg>>,
     cpu_side: CpuSide,
     gpus: Option<Gpus>,
     last_at: Instant,
+    proc_stat: ProcStat,
     last_proc: Option<CpuTimes>,
     last_report: Instant,
     jobs: HashMap<AttemptRef, Tracked>,
@@ -218,6 +222,8 @@ pub struct PowerState {
     /// Cycle time summed since the last report, and the cycles.
     cycle_sum_s: f64,
     cycles: u64,
+    /// The previous window's mean cycle (shown until this window has one).
+    last_cycle_s: f64,
     notes: Vec<String>,
 }
 
@@ -274,7 +280,80 @@ fn open_sources(config: &PowerConfig) -> Result<(CpuSide, Option<Gpus>, Vec<Stri
     Ok((cpu_side, gpus, notes))
 }
 
-impl PowerState {
+/// The actor's state: the meter, shared with the thread that samples it.
+pub struct PowerState {
+    meter: Arc<Mutex<Meter>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for PowerState {
+    fn drop(&mut self) {
+        // The thread sees the flag at its next wake, which this brings forward.
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = &self.thread {
+            t.thread().unpark();
+        }
+    }
+}
+
+fn lock(m: &Mutex<Meter>) -> MutexGuard<'_, Meter> {
+    // A panic while sampling leaves the figures as they were: still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The sampling thread: one cycle per interval on an absolute schedule
+/// (a late cycle is not made up for), the node's power to `report_to` every
+/// `report_every`. A plain thread rather than an actor timer: a wake costs a
+/// fraction of what an async timer plus a mailbox hop costs (see
+/// docs/BENCHMARKS.md), and the cadence does not depend on how busy the
+/// async runtime is.
+fn run_sampling(
+    meter: Arc<Mutex<Meter>>,
+    stop: Arc<AtomicBool>,
+    interval: Duration,
+    report_to: Option<ActorRef<NodeMsg>>,
+) {
+    let mut next = Instant::now() + interval;
+    loop {
+        let now = Instant::now();
+        if next > now {
+            // The sampler's own pace; `Drop` unparks it to stop early.
+            std::thread::park_timeout(next - now);
+            if Instant::now() < next && !stop.load(Ordering::SeqCst) {
+                continue; // a spurious wake
+            }
+        }
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        next += interval;
+        let after = Instant::now();
+        if next < after {
+            next = after + interval;
+        }
+        let report = lock(&meter).tick();
+        if let (Some(p), Some(node)) = (report, &report_to) {
+            let _ = node.cast(NodeMsg::Power(p));
+        }
+    }
+}
+
+impl Meter {
+    /// A periodic cycle: sample, and the node's power when a report is due.
+    fn tick(&mut self) -> Option<NodePower> {
+        self.sample(None);
+        if self.last_report.elapsed() < self.config.report_every {
+            return None;
+        }
+        self.last_report = Instant::now();
+        let p = self.snapshot();
+        self.last_cycle_s = p.cycle_seconds;
+        self.cycle_sum_s = 0.0;
+        self.cycles = 0;
+        Some(p)
+    }
+
     /// One sampling cycle: read every source, attribute, accumulate.
     /// `last` names a finishing job and its final CPU reading.
     fn sample(&mut self, last: Option<(&AttemptRef, Option<f64>)>) {
@@ -285,7 +364,7 @@ impl PowerState {
 
         // Node-wide busy CPU time over the interval: the capacity the jobs'
         // CPU shares are taken out of.
-        let proc_now = match procstat::read_proc_stat(&self.config.proc_stat) {
+        let proc_now = match self.proc_stat.read() {
             Ok(t) => Some(t),
             Err(e) => {
                 self.note(format!(
@@ -439,7 +518,7 @@ impl PowerState {
             cycle_seconds: if self.cycles > 0 {
                 self.cycle_sum_s / self.cycles as f64
             } else {
-                0.0
+                self.last_cycle_s
             },
             notes: self.notes.clone(),
         }
@@ -453,7 +532,7 @@ impl Actor for PowerSamplerActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<PowerMsg>,
+        _myself: ActorRef<PowerMsg>,
         args: PowerArgs,
     ) -> Result<PowerState, ActorProcessingErr> {
         let PowerArgs { config, report_to } = args;
@@ -481,14 +560,15 @@ impl Actor for PowerSamplerActor {
         .flatten()
         .collect();
         tracing::info!(sources = %sources.join("+"), hz = config.sample_hz, "power sampler started");
-        let last_proc = procstat::read_proc_stat(&config.proc_stat).ok();
-        myself.send_interval(config.interval(), || PowerMsg::Tick);
-        Ok(PowerState {
+        let mut proc_stat = ProcStat::new(&config.proc_stat);
+        let last_proc = proc_stat.read().ok();
+        let interval = config.interval();
+        let meter = Arc::new(Mutex::new(Meter {
             config,
-            report_to,
             cpu_side,
             gpus,
             last_at: Instant::now(),
+            proc_stat,
             last_proc,
             last_report: Instant::now(),
             jobs: HashMap::new(),
@@ -498,7 +578,20 @@ impl Actor for PowerSamplerActor {
             samples: 0,
             cycle_sum_s: 0.0,
             cycles: 0,
+            last_cycle_s: 0.0,
             notes,
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (meter, stop) = (meter.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("ffrtmp-power".into())
+                .spawn(move || run_sampling(meter, stop, interval, report_to))?
+        };
+        Ok(PowerState {
+            meter,
+            stop,
+            thread: Some(thread),
         })
     }
 
@@ -508,19 +601,11 @@ impl Actor for PowerSamplerActor {
         msg: PowerMsg,
         state: &mut PowerState,
     ) -> Result<(), ActorProcessingErr> {
+        let mut state = lock(&state.meter);
         match msg {
-            PowerMsg::Tick => {
-                state.sample(None);
-                if state.last_report.elapsed() >= state.config.report_every {
-                    state.last_report = Instant::now();
-                    if let Some(node) = &state.report_to {
-                        let _ = node.cast(NodeMsg::Power(state.snapshot()));
-                    }
-                    state.cycle_sum_s = 0.0;
-                    state.cycles = 0;
-                }
-            }
+            PowerMsg::Tick => state.sample(None),
             PowerMsg::Track { attempt, cpu, pids } => {
+                let mut cpu = CpuReader::new(cpu);
                 let last_cpu_s = cpu.read_s();
                 state.jobs.insert(
                     attempt,

@@ -22,25 +22,57 @@ pub enum CpuProbe {
     Procs(Vec<i32>),
 }
 
+/// A probe with its cgroup file kept open, for repeated reads (see
+/// [`super::KernelFile`]).
+#[derive(Debug)]
+pub struct CpuReader {
+    probe: CpuProbe,
+    file: Option<super::KernelFile>,
+}
+
+impl CpuReader {
+    pub fn new(probe: CpuProbe) -> CpuReader {
+        let file = match &probe {
+            CpuProbe::CgroupV1Usage(p) | CpuProbe::CgroupV2Stat(p) => {
+                Some(super::KernelFile::new(p))
+            }
+            CpuProbe::Procs(_) => None,
+        };
+        CpuReader { probe, file }
+    }
+
+    /// As [`CpuProbe::read_s`].
+    pub fn read_s(&mut self) -> Option<f64> {
+        match (&self.probe, &mut self.file) {
+            (CpuProbe::CgroupV1Usage(_), Some(f)) => v1_usage(f.read().ok()?),
+            (CpuProbe::CgroupV2Stat(_), Some(f)) => v2_usage(f.read().ok()?),
+            (probe, _) => probe.read_s(),
+        }
+    }
+}
+
+fn v1_usage(text: &str) -> Option<f64> {
+    let ns: u64 = text.trim().parse().ok()?;
+    Some(ns as f64 / 1e9)
+}
+
+fn v2_usage(text: &str) -> Option<f64> {
+    let us = text.lines().find_map(|line| {
+        let mut it = line.split_whitespace();
+        (it.next() == Some("usage_usec"))
+            .then(|| it.next()?.parse::<u64>().ok())
+            .flatten()
+    })?;
+    Some(us as f64 / 1e6)
+}
+
 impl CpuProbe {
     /// CPU time used so far, in seconds. `None` if unreadable (e.g. the
     /// cgroup was already removed). [`CpuProbe::Procs`] is always `Some`.
     pub fn read_s(&self) -> Option<f64> {
         match self {
-            CpuProbe::CgroupV1Usage(path) => {
-                let ns: u64 = fs::read_to_string(path).ok()?.trim().parse().ok()?;
-                Some(ns as f64 / 1e9)
-            }
-            CpuProbe::CgroupV2Stat(path) => {
-                let text = fs::read_to_string(path).ok()?;
-                let us = text.lines().find_map(|line| {
-                    let mut it = line.split_whitespace();
-                    (it.next() == Some("usage_usec"))
-                        .then(|| it.next()?.parse::<u64>().ok())
-                        .flatten()
-                })?;
-                Some(us as f64 / 1e6)
-            }
+            CpuProbe::CgroupV1Usage(path) => v1_usage(&fs::read_to_string(path).ok()?),
+            CpuProbe::CgroupV2Stat(path) => v2_usage(&fs::read_to_string(path).ok()?),
             CpuProbe::Procs(pids) => {
                 let ticks: u64 = pids
                     .iter()

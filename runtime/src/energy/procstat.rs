@@ -55,16 +55,39 @@ pub fn parse_proc_stat(text: &str, ticks_per_s: f64) -> Option<CpuTimes> {
     })
 }
 
+/// `/proc/stat` kept open for repeated reads (see [`super::KernelFile`]).
+#[derive(Debug)]
+pub struct ProcStat {
+    file: super::KernelFile,
+}
+
+impl ProcStat {
+    pub fn new(path: &Path) -> ProcStat {
+        ProcStat {
+            file: super::KernelFile::new(path),
+        }
+    }
+
+    /// The node's cumulative CPU times now.
+    pub fn read(&mut self) -> io::Result<CpuTimes> {
+        let path = self.file.path().to_path_buf();
+        let text = self.file.read()?;
+        parse_proc_stat(text, clock_ticks_per_s()).ok_or_else(|| malformed(&path))
+    }
+}
+
+fn malformed(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{}: no well-formed aggregate `cpu ` line", path.display()),
+    )
+}
+
 /// Reads and parses `path` (normally `/proc/stat`); malformed text is an
 /// [`io::ErrorKind::InvalidData`] error.
 pub fn read_proc_stat(path: &Path) -> io::Result<CpuTimes> {
     let text = std::fs::read_to_string(path)?;
-    parse_proc_stat(&text, clock_ticks_per_s()).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{}: no well-formed aggregate `cpu ` line", path.display()),
-        )
-    })
+    parse_proc_stat(&text, clock_ticks_per_s()).ok_or_else(|| malformed(path))
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::KernelFile;
+
 /// Where powercap zones are listed on Linux.
 pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";
 
@@ -42,6 +44,8 @@ pub struct ZoneInfo {
 #[derive(Debug)]
 pub struct Rapl {
     zones: Vec<ZoneInfo>,
+    /// Each zone's `energy_uj`, kept open.
+    files: Vec<KernelFile>,
     /// Last counter value per zone, in the order of `zones`.
     last_uj: Vec<u64>,
 }
@@ -101,11 +105,19 @@ impl Rapl {
     /// counted zone's files cannot be read or parsed.
     pub fn open(root: &Path) -> Result<Rapl, RaplError> {
         let zones = discover(root)?;
-        let last_uj = zones
+        let mut files: Vec<KernelFile> = zones
             .iter()
-            .map(|z| read_u64(&z.energy_path))
+            .map(|z| KernelFile::new(&z.energy_path))
+            .collect();
+        let last_uj = files
+            .iter_mut()
+            .map(read_counter)
             .collect::<Result<Vec<u64>, RaplError>>()?;
-        Ok(Rapl { zones, last_uj })
+        Ok(Rapl {
+            zones,
+            files,
+            last_uj,
+        })
     }
 
     /// The counted zones, sorted by domain.
@@ -121,9 +133,9 @@ impl Rapl {
     /// last successful one (provided no counter wrapped twice meanwhile).
     pub fn read(&mut self) -> Result<Vec<(String, f64)>, RaplError> {
         let now = self
-            .zones
-            .iter()
-            .map(|z| read_u64(&z.energy_path))
+            .files
+            .iter_mut()
+            .map(read_counter)
             .collect::<Result<Vec<u64>, RaplError>>()?;
         let out = self
             .zones
@@ -199,6 +211,16 @@ fn read_trimmed(path: &Path) -> Result<String, RaplError> {
     fs::read_to_string(path)
         .map(|s| s.trim().to_string())
         .map_err(|e| unreadable(path, &e))
+}
+
+/// A counter through its kept-open file.
+fn read_counter(f: &mut KernelFile) -> Result<u64, RaplError> {
+    let path = f.path().to_path_buf();
+    let text = f.read().map_err(|e| unreadable(&path, &e))?.trim();
+    text.parse().map_err(|_| RaplError::Malformed {
+        path,
+        text: text.to_string(),
+    })
 }
 
 fn read_u64(path: &Path) -> Result<u64, RaplError> {
