@@ -96,6 +96,12 @@ fn progress_is_visible_while_running_and_events_stream_ends_with_final_state() {
         last["state"], "succeeded",
         "stream ends with the final state"
     );
+    // The final event carries the job's energy (a labelled estimate on a
+    // host without RAPL).
+    assert!(
+        last["energy"]["energy_joules"].as_f64().unwrap_or(0.0) > 0.0,
+        "energy in the last event: {last}"
+    );
     assert!(
         kinds.iter().any(|k| k == "progress"),
         "progress events: {kinds:?}"
