@@ -262,9 +262,8 @@ fn open_sources(config: &PowerConfig) -> Result<(CpuSide, Option<Gpus>, Vec<Stri
             Ok(g) if g.count() > 0 => Some(g),
             Ok(_) => None,
             Err(e) => {
-                notes.push(format!(
-                    "NVML unavailable ({e}); GPU energy is not measured"
-                ));
+                // The message already begins "NVML unavailable (why)".
+                notes.push(format!("{e}; GPU energy is not measured"));
                 None
             }
         },
