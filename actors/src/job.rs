@@ -25,7 +25,7 @@ use ffrtmp_runtime::ffmpeg::{self, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
 };
-use ffrtmp_runtime::process::{self, ProcessGuard, SpawnSpec, StderrRing};
+use ffrtmp_runtime::process::{self, ProcessGuard, RunLog, SpawnSpec, StderrRing};
 use ffrtmp_runtime::wire::{Assignment, AttemptRef};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -59,6 +59,8 @@ pub struct JobArgs {
     pub lease: Option<Duration>,
     /// The node's power sampler, which attributes energy to this attempt.
     pub power: Option<ActorRef<PowerMsg>>,
+    /// Where FFmpeg's start and stop are recorded (`--run-log`).
+    pub run_log: Option<PathBuf>,
 }
 
 /// Why we are killing the process; decides how its exit is classified.
@@ -114,6 +116,7 @@ pub struct JobState {
     reported: bool,
     /// Set when the power sampler tracks this attempt.
     power: Option<ActorRef<PowerMsg>>,
+    run_log: Option<RunLog>,
 }
 
 impl Drop for JobState {
@@ -211,6 +214,10 @@ impl Actor for JobActor {
             tasks: Vec::new(),
             reported: false,
             power: None,
+            run_log: args.run_log.clone().map(|path| RunLog {
+                path,
+                tag: format!("{} {}", a.job_id, a.token),
+            }),
         };
 
         let cmd = ffmpeg::build_command(&args.ffmpeg, &a.spec);
@@ -225,6 +232,7 @@ impl Actor for JobActor {
                 .map(|c| c.procs_files())
                 .unwrap_or_default(),
             lease: args.lease,
+            run_log: state.run_log.clone(),
         };
         let spawned = match process::spawn(spec).await {
             Ok(s) => s,
@@ -378,6 +386,13 @@ impl Actor for JobActor {
             }
             JobMsg::LeaseExpired => begin_kill(&myself, state, KillReason::LeaseExpired),
             JobMsg::Exited(status) => {
+                // The guard is reaped: the group is gone (the guard's own
+                // `stop`/`kill` line is the precise one).
+                if let Some(log) = &state.run_log {
+                    if let Err(e) = process::append_run_log(log, "exit") {
+                        tracing::warn!(error = %e, "cannot write the run log");
+                    }
+                }
                 let outcome = classify(state, status);
                 // The last sample, with the cgroup's final CPU time, before the cgroup goes.
                 let energy = finish_energy(state).await;
@@ -697,6 +712,7 @@ mod tests {
                 kill_grace: Duration::from_secs(5),
                 lease,
                 power: None,
+                run_log: None,
             };
             let (job, _) = Actor::spawn(None, JobActor, args).await.unwrap();
             let mut h = Harness {

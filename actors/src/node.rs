@@ -64,6 +64,9 @@ pub struct NodeConfig {
     /// How the node measures energy; `None`: no `PowerSamplerActor`, and
     /// jobs report no energy.
     pub power: Option<PowerConfig>,
+    /// Record every attempt's FFmpeg start and stop here (see
+    /// `ffrtmp_runtime::process::RunLog`); `None`: no record.
+    pub run_log: Option<PathBuf>,
 }
 
 pub struct NodeArgs {
@@ -367,6 +370,7 @@ impl NodeState {
             kill_grace: self.config.kill_grace,
             lease,
             power: self.power.clone(),
+            run_log: self.config.run_log.clone(),
         };
         match Actor::spawn_linked(
             Some(JobActor::name(&job_id, token)),

@@ -55,6 +55,8 @@ pub struct StandaloneConfig {
     pub encoder_allowlist: Option<Vec<String>>,
     /// How the worker measures energy (`None`: it does not).
     pub power: Option<crate::power::PowerConfig>,
+    /// The worker's attempt run log (`--run-log`).
+    pub run_log: Option<PathBuf>,
 }
 
 /// Default slots: half the cores, at least one.
@@ -173,6 +175,7 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
         encoders,
         drained: Default::default(),
         power: cfg.power.clone(),
+        run_log: cfg.run_log.clone(),
     }
 }
 

@@ -159,6 +159,10 @@ struct NodeFlags {
     /// worker, standalone: the estimate's power at 100 % CPU (default 10 W + 10 W per core).
     #[arg(long, env = "FFRTMP_ESTIMATE_MAX_WATTS")]
     estimate_max_watts: Option<f64>,
+    /// worker, standalone: append a line to FILE whenever a job's FFmpeg starts or stops
+    /// (`<event> <CLOCK_MONOTONIC ns> <job id> <token>`), written by its guard process.
+    #[arg(long, env = "FFRTMP_RUN_LOG")]
+    run_log: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -241,6 +245,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         metrics: ffrtmp_actors::metrics::install_prometheus(),
         encoder_allowlist: f.encoders.clone(),
         power: Some(power_config(f)?),
+        run_log: f.run_log.clone(),
     })
 }
 

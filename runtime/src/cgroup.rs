@@ -821,6 +821,7 @@ mod tests {
             cgroup_procs: job.procs_files(),
             env: Vec::new(),
             lease: None,
+            run_log: None,
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         let start = Instant::now();
@@ -861,6 +862,7 @@ mod tests {
             cgroup_procs: job.procs_files(),
             env: Vec::new(),
             lease: None,
+            run_log: None,
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         // The guard process and its child (the sleep).

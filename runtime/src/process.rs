@@ -73,7 +73,7 @@ use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-use guard::{GuardFds, GuardPlan, GuardSetup, NO_DEADLINE};
+use guard::{GuardFds, GuardPlan, GuardSetup, RunLogPlan, NO_DEADLINE};
 
 /// Polling interval where the kernel offers no pidfd (Linux < 5.3).
 const EXIT_POLL: Duration = Duration::from_millis(20);
@@ -99,6 +99,38 @@ pub struct SpawnSpec {
     /// unless [`ProcessGuard::renew_lease`] extends it. `None`: no deadline;
     /// the guard then kills the job only when the worker goes away.
     pub lease: Option<Duration>,
+    /// Record when FFmpeg starts and stops (see [`RunLog`]).
+    pub run_log: Option<RunLog>,
+}
+
+/// A file where the guard process itself appends `start`, `stop` (FFmpeg
+/// reaped) and `kill` (the group SIGKILLed) lines: `<event> <CLOCK_MONOTONIC
+/// ns> <tag>`. Written by the guard, it holds even when the worker is frozen
+/// or killed — the evidence the chaos suite checks "never two copies at
+/// once" against. The worker adds an `exit` line when it reaps the guard
+/// ([`append_run_log`]). Lines are whole (one `O_APPEND` write each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunLog {
+    pub path: PathBuf,
+    /// Names the attempt, e.g. `<job id> <token>`; at most 400 bytes, no newline.
+    pub tag: String,
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the run log's clock (comparable between
+/// processes on one machine).
+pub fn monotonic_ns() -> u64 {
+    guard::monotonic_ns()
+}
+
+/// Appends `<event> <monotonic ns> <tag>` to a run log from the worker.
+pub fn append_run_log(log: &RunLog, event: &str) -> io::Result<()> {
+    use std::io::Write;
+    let line = format!("{event} {} {}\n", monotonic_ns(), log.tag);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log.path)?
+        .write_all(line.as_bytes())
 }
 
 /// A running child and the guard that owns its process group.
@@ -446,7 +478,23 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
         cgroup_procs,
         env,
         lease,
+        run_log,
     } = spec;
+    let run_log = match run_log {
+        Some(RunLog { path, tag }) => {
+            if tag.len() > guard::MAX_TAG || tag.contains('\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "run log tag too long or has a newline",
+                ));
+            }
+            Some(RunLogPlan {
+                path: cstring(path.into_os_string().into_vec(), "run log path")?,
+                tag: tag.into_bytes(),
+            })
+        }
+        None => None,
+    };
 
     let env = child_env(env)?;
     let path_var = env
@@ -486,6 +534,7 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
             nice,
             parent,
             deadline: lease.map_or(NO_DEADLINE, deadline_after),
+            run_log,
         },
         GuardFds {
             stdin: stdin.as_raw_fd(),
@@ -884,6 +933,7 @@ mod tests {
             cgroup_procs: vec![],
             env: Vec::new(),
             lease: None,
+            run_log: None,
         };
         is_send(&spawn(spec));
         fn waits_are_send(child: &mut Child, guard: &ProcessGuard) {
@@ -923,6 +973,7 @@ mod tests {
             cgroup_procs: vec![],
             env: Vec::new(),
             lease: None,
+            run_log: None,
         }
     }
 
@@ -1015,6 +1066,78 @@ mod tests {
             assert!(!status.core_dumped(), "{script}: {status:?}");
             assert!(sp.guard.is_reaped());
         }
+    }
+
+    /// `(event, ns, tag)` lines of a run log.
+    fn run_log_lines(path: &std::path::Path) -> Vec<(String, u64, String)> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut it = l.splitn(3, ' ');
+                let ev = it.next().unwrap_or("").to_string();
+                let ns = it.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                (ev, ns, it.next().unwrap_or("").to_string())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_guard_writes_start_and_stop_to_the_run_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.log");
+        let before = monotonic_ns();
+        let mut spec = cmd("true", &[]);
+        spec.run_log = Some(RunLog {
+            path: log.clone(),
+            tag: "job-1 7".into(),
+        });
+        let mut sp = spawn(spec).await.unwrap();
+        let status = tokio::time::timeout(DEADLINE, wait(&mut sp.child, &sp.guard))
+            .await
+            .expect("child did not exit")
+            .unwrap();
+        assert!(status.success());
+        let lines = run_log_lines(&log);
+        let events: Vec<&str> = lines.iter().map(|(e, _, _)| e.as_str()).collect();
+        assert_eq!(events, ["start", "stop"], "{lines:?}");
+        assert!(lines.iter().all(|(_, _, t)| t == "job-1 7"), "{lines:?}");
+        let (start, stop) = (lines[0].1, lines[1].1);
+        assert!(before <= start && start <= stop && stop <= monotonic_ns());
+    }
+
+    #[tokio::test]
+    async fn a_lease_kill_is_in_the_run_log_even_if_the_worker_never_looks() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("runs.log");
+        let mut spec = cmd("sleep", &["100"]);
+        spec.lease = Some(Duration::from_millis(200));
+        spec.run_log = Some(RunLog {
+            path: log.clone(),
+            tag: "job-2 9".into(),
+        });
+        let before = monotonic_ns();
+        let sp = spawn(spec).await.unwrap();
+        // Nobody waits on the child: the guard alone records the kill.
+        eventually("a kill line", || {
+            run_log_lines(&log).iter().any(|(e, _, _)| e == "kill")
+        })
+        .await;
+        let lines = run_log_lines(&log);
+        assert_eq!(lines.first().map(|l| l.0.as_str()), Some("start"));
+        // The lease runs from the spawn call.
+        assert!(lines[1].1 >= before + 200_000_000, "{lines:?}");
+        drop(sp);
+    }
+
+    #[tokio::test]
+    async fn a_run_log_tag_with_a_newline_is_refused() {
+        let mut spec = cmd("true", &[]);
+        spec.run_log = Some(RunLog {
+            path: "/tmp/never".into(),
+            tag: "a\nb".into(),
+        });
+        assert!(spawn(spec).await.is_err());
     }
 
     #[tokio::test]

@@ -58,6 +58,7 @@ fn spec(program: &str, args: &[&str], procs: Vec<CString>) -> SpawnSpec {
         cgroup_procs: procs,
         env: Vec::new(),
         lease: None,
+        run_log: None,
     }
 }
 

@@ -76,6 +76,72 @@ pub(super) struct GuardPlan {
     stderr: c_int,
     heartbeat: c_int,
     status: c_int,
+    run_log: Option<RunLogPlan>,
+}
+
+/// The run log as the guard writes it: a path and the line's tag, prepared
+/// before the fork.
+pub(super) struct RunLogPlan {
+    pub path: CString,
+    /// At most [`MAX_TAG`] bytes, no newline.
+    pub tag: Vec<u8>,
+}
+
+/// Longest run-log tag (the line is built in a fixed stack buffer).
+pub(super) const MAX_TAG: usize = 400;
+
+/// Appends `<event> <CLOCK_MONOTONIC ns> <tag>\n` to the run log: one
+/// `write(2)` on an `O_APPEND` descriptor, so lines from several processes
+/// never interleave. Async-signal-safe; failures are ignored (the log is
+/// evidence for tests and operators, never a reason to fail a job).
+unsafe fn log_event(log: Option<&RunLogPlan>, event: &[u8]) {
+    let Some(log) = log else {
+        return;
+    };
+    let mut line = [0u8; 512];
+    let mut len = 0usize;
+    put(&mut line, &mut len, event);
+    put(&mut line, &mut len, b" ");
+    put_u64(&mut line, &mut len, monotonic_ns());
+    put(&mut line, &mut len, b" ");
+    put(&mut line, &mut len, &log.tag);
+    put(&mut line, &mut len, b"\n");
+    let fd = libc::open(
+        log.path.as_ptr(),
+        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+        0o644 as c_uint,
+    );
+    if fd >= 0 {
+        libc::write(fd, line.as_ptr().cast(), len.min(line.len()));
+        libc::close(fd);
+    }
+}
+
+/// Appends `bytes` to `buf` at `len`, dropping what does not fit.
+fn put(buf: &mut [u8], len: &mut usize, bytes: &[u8]) {
+    for &b in bytes {
+        if let Some(slot) = buf.get_mut(*len) {
+            *slot = b;
+            *len += 1;
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn put_u64(buf: &mut [u8], len: &mut usize, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    while i > 0 {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    put(buf, len, digits.get(i..).unwrap_or(&[]));
 }
 
 /// The descriptors the guard receives (raw numbers in the worker; the worker
@@ -97,6 +163,7 @@ pub(super) struct GuardSetup {
     pub parent: pid_t,
     /// Absolute `CLOCK_MONOTONIC` deadline in ns, or [`NO_DEADLINE`].
     pub deadline: u64,
+    pub run_log: Option<RunLogPlan>,
 }
 
 impl GuardPlan {
@@ -126,6 +193,7 @@ impl GuardPlan {
             stderr: fds.stderr,
             heartbeat: fds.heartbeat,
             status: fds.status,
+            run_log: setup.run_log,
         }
     }
 }
@@ -338,6 +406,7 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     if child == 0 {
         exec_ffmpeg(plan, guard, &core);
     }
+    log_event(plan.run_log.as_ref(), b"start");
     let pidfd =
         c_int::try_from(libc::syscall(libc::SYS_pidfd_open, child, 0 as c_uint)).unwrap_or(-1);
     // The guard reads and writes nothing of the job's: only FFmpeg holds the
@@ -347,7 +416,7 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     libc::close(2);
     // Last: with FFmpeg's copy closed by exec, this tells the worker the spawn worked.
     libc::close(STATUS_FD);
-    watch(child, pidfd, plan.deadline)
+    watch(child, pidfd, plan.deadline, plan.run_log.as_ref())
 }
 
 /// FFmpeg's side of the guard's fork: back to default signals, armed to die
@@ -377,15 +446,25 @@ unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! 
 
 /// The guard's loop: enforce the deadline, kill on heartbeat EOF, relay
 /// FFmpeg's exit.
-unsafe fn watch(child: pid_t, pidfd: c_int, mut deadline: u64) -> ! {
+unsafe fn watch(child: pid_t, pidfd: c_int, mut deadline: u64, log: Option<&RunLogPlan>) -> ! {
+    // FFmpeg is dead once reaped ("stop"); a SIGKILL to the group ends it
+    // within moments ("kill", logged just before).
+    let stop = |status| -> ! {
+        log_event(log, b"stop");
+        relay(status)
+    };
+    let kill = || -> ! {
+        log_event(log, b"kill");
+        kill_group()
+    };
     loop {
         // FFmpeg's exit wins over a deadline that passed in the meantime.
         if let Some(status) = reap(child) {
-            relay(status);
+            stop(status);
         }
         let now = monotonic_ns();
         if now >= deadline {
-            kill_group();
+            kill();
         }
         let mut timeout = if deadline == NO_DEADLINE {
             -1
@@ -413,7 +492,7 @@ unsafe fn watch(child: pid_t, pidfd: c_int, mut deadline: u64) -> ! {
             if errno() == libc::EINTR {
                 continue;
             }
-            kill_group();
+            kill();
         }
         let [heartbeat, _] = fds;
         if heartbeat.revents != 0 {
@@ -422,9 +501,9 @@ unsafe fn watch(child: pid_t, pidfd: c_int, mut deadline: u64) -> ! {
                 None => {
                     // EOF: the worker is gone, or dropped its guard.
                     if let Some(status) = reap(child) {
-                        relay(status);
+                        stop(status);
                     }
-                    kill_group();
+                    kill();
                 }
             }
         }
