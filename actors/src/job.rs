@@ -216,7 +216,9 @@ impl Actor for JobActor {
             power: None,
             run_log: args.run_log.clone().map(|path| RunLog {
                 path,
-                tag: format!("{} {}", a.job_id, a.token),
+                // The worker's pid too: if the worker is SIGKILLed its
+                // guard dies with it (PDEATHSIG) before it can write.
+                tag: format!("{} {} {}", a.job_id, a.token, std::process::id()),
             }),
         };
 

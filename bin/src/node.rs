@@ -160,7 +160,8 @@ struct NodeFlags {
     #[arg(long, env = "FFRTMP_ESTIMATE_MAX_WATTS")]
     estimate_max_watts: Option<f64>,
     /// worker, standalone: append a line to FILE whenever a job's FFmpeg starts or stops
-    /// (`<event> <CLOCK_MONOTONIC ns> <job id> <token>`), written by its guard process.
+    /// (`<event> <CLOCK_MONOTONIC ns> <job id> <token> <worker pid>`), written by its guard
+    /// process. A worker that is SIGKILLed takes its guards with it before they write.
     #[arg(long, env = "FFRTMP_RUN_LOG")]
     run_log: Option<PathBuf>,
 }
