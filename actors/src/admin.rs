@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ffrtmp_runtime::error::FieldError;
 use ffrtmp_runtime::model::{Job, JobState, Priority};
@@ -216,22 +216,74 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-fn router(api: Arc<Api>) -> Router {
-    let protected = Router::new()
-        .route("/v1/jobs", post(submit).get(list))
-        .route("/v1/jobs/{id}", get(get_job))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
-        .route("/v1/jobs/{id}/events", get(events))
-        .route("/v1/nodes", get(nodes))
-        .route("/v1/nodes/{id}/drain", post(drain))
-        .route("/v1/reports/efficiency", get(efficiency))
-        .route("/metrics", get(metrics_text));
+/// One route of the HTTP API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// As axum writes it: `{id}` is a path parameter.
+    pub path: &'static str,
+    /// Behind the API key (when one is set).
+    pub needs_key: bool,
+}
+
+/// Every route with its handler. The router is built from this table and
+/// [`routes`] lists it, so a route cannot be served without being listed
+/// (tests/security.rs checks each listed route's authentication).
+fn table() -> Vec<(Route, MethodRouter<Arc<Api>>)> {
+    let public = |method, path| Route {
+        method,
+        path,
+        needs_key: false,
+    };
+    let keyed = |method, path| Route {
+        method,
+        path,
+        needs_key: true,
+    };
     #[cfg(feature = "fault-injection")]
-    let protected = protected.route("/v1/debug/jobs/{id}/panic", post(inject_panic));
+    let debug = [(
+        keyed("POST", "/v1/debug/jobs/{id}/panic"),
+        post(inject_panic),
+    )];
+    #[cfg(not(feature = "fault-injection"))]
+    let debug: [(Route, MethodRouter<Arc<Api>>); 0] = [];
+    let t: Vec<(Route, MethodRouter<Arc<Api>>)> = vec![
+        (
+            public("GET", "/healthz"),
+            get(|| async { Json(json!({"status": "ok"})) }),
+        ),
+        (public("GET", "/readyz"), get(readyz)),
+        (keyed("POST", "/v1/jobs"), post(submit)),
+        (keyed("GET", "/v1/jobs"), get(list)),
+        (keyed("GET", "/v1/jobs/{id}"), get(get_job)),
+        (keyed("POST", "/v1/jobs/{id}/cancel"), post(cancel)),
+        (keyed("GET", "/v1/jobs/{id}/events"), get(events)),
+        (keyed("GET", "/v1/nodes"), get(nodes)),
+        (keyed("POST", "/v1/nodes/{id}/drain"), post(drain)),
+        (keyed("GET", "/v1/reports/efficiency"), get(efficiency)),
+        (keyed("GET", "/metrics"), get(metrics_text)),
+    ];
+    t.into_iter().chain(debug).collect()
+}
+
+/// Every route the HTTP API serves, and whether it needs the API key.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(r, _)| r).collect()
+}
+
+fn router(api: Arc<Api>) -> Router {
+    let mut public = Router::new();
+    let mut protected = Router::new();
+    for (r, handler) in table() {
+        if r.needs_key {
+            protected = protected.route(r.path, handler);
+        } else {
+            public = public.route(r.path, handler);
+        }
+    }
     let protected = protected.route_layer(middleware::from_fn_with_state(api.clone(), auth));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
+    public
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
         .with_state(api)

@@ -135,6 +135,16 @@ impl Actor for NodeLink {
                     myself.stop(Some(why));
                     return Ok(());
                 }
+                // The transport checked the first hello against the
+                // certificate; a second one could claim another node.
+                if let Some(first) = &state.node_id {
+                    let why = format!(
+                        "worker {first} sent a second hello (as {node_id}): closing its link"
+                    );
+                    tracing::warn!("{why}");
+                    myself.stop(Some(why));
+                    return Ok(());
+                }
                 state.node_id = Some(node_id.clone());
                 state.scheduler.cast(SchedulerMsg::NodeUp {
                     hello: NodeHello {

@@ -549,6 +549,17 @@ impl SchedulerState {
             }
             return Ok(());
         };
+        // The current attempt's token from a node it was not assigned to:
+        // another worker's job. (A stale token takes the paths below.)
+        if token == job.token && job.node.as_deref() != Some(node_id.as_str()) {
+            tracing::warn!(job = %job_id, node = %node_id, assigned = ?job.node, token, "message about an attempt assigned to another node ignored");
+            if is_result {
+                self.tell(&node_id, ToWorker::Ack(ack));
+            } else {
+                self.tell(&node_id, ToWorker::Kill { job_id, token });
+            }
+            return Ok(());
+        }
         let result = match msg {
             ToMaster::Hello { .. }
             | ToMaster::Ping { .. }

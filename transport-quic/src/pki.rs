@@ -709,6 +709,28 @@ impl CertificateAuthority {
     /// [`validate_node_id`] and not be [`MASTER_SERVER_NAME`]. Returns the
     /// certificate as PEM.
     pub fn issue_node_cert(&self, node_id: &str, csr_pem: &str) -> Result<String, PkiError> {
+        let now = SystemTime::now();
+        let not_before = now.checked_sub(BACKDATE).unwrap_or(UNIX_EPOCH);
+        self.issue_node_cert_valid_between(node_id, csr_pem, not_before, now + NODE_VALIDITY)
+    }
+
+    /// [`issue_node_cert`](Self::issue_node_cert) with an explicit validity
+    /// window instead of about a year from now (tests use it to make a
+    /// certificate that has already expired). Refuses a window that ends
+    /// before it begins.
+    pub fn issue_node_cert_valid_between(
+        &self,
+        node_id: &str,
+        csr_pem: &str,
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Result<String, PkiError> {
+        if not_after < not_before {
+            return Err(PkiError::InvalidCertificate {
+                what: format!("node certificate for {node_id}"),
+                reason: "validity ends before it begins".into(),
+            });
+        }
         validate_node_id(node_id)?;
         if node_id == MASTER_SERVER_NAME {
             return Err(PkiError::InvalidNodeId {
@@ -743,7 +765,10 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, NODE_VALIDITY);
+        let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + since_epoch(not_before);
+        params.not_after = epoch + since_epoch(not_after);
         params.serial_number = Some(random_serial()?);
 
         let issuer = Issuer::from_ca_cert_der(&self.cert_der, &self.key)?;
@@ -1256,6 +1281,26 @@ mod tests {
         // The key works for rustls too.
         id.private_key().unwrap();
         assert_eq!(id.cert_chain().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_node_cert_issued_for_a_past_window_is_refused_as_expired() {
+        let dir = init_dir();
+        let ca = CertificateAuthority::load(dir.path()).unwrap();
+        let (_key, csr) = new_key_and_csr("worker-old").unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        let pem = ca
+            .issue_node_cert_valid_between("worker-old", &csr, now - 2 * day, now - day)
+            .unwrap();
+        let err = client_verifier(ca.cert_pem())
+            .verify_client_cert(&cert_der(&pem), &[], UnixTime::now())
+            .unwrap_err();
+        assert!(format!("{err:?}").contains("Expired"), "{err:?}");
+        let err = ca
+            .issue_node_cert_valid_between("worker-old", &csr, now, now - day)
+            .unwrap_err();
+        assert!(err.to_string().contains("ends before it begins"), "{err}");
     }
 
     #[test]
