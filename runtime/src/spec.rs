@@ -296,6 +296,9 @@ fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldE
     let mut path = String::new();
     for seg in err.path().iter() {
         match seg {
+            // An empty key would leave `field` empty (or `input.`):
+            // name it as the JSON it is.
+            Segment::Map { key } if key.is_empty() => path = join_path(&path, "\"\""),
             Segment::Map { key } => path = join_path(&path, key),
             Segment::Seq { index } => path.push_str(&format!("[{index}]")),
             Segment::Enum { variant } => path = join_path(&path, variant),
@@ -2040,6 +2043,19 @@ mod tests {
             let m = format!("{}.{:03}M", kbps / 1000, kbps % 1000);
             prop_assert_eq!(parse_bitrate_str(&m), Some(kbps));
         }
+    }
+
+    /// Found by the `job_spec_parse` fuzz target: an empty key gave a
+    /// refusal whose `field` was empty.
+    #[test]
+    fn an_empty_key_is_named() {
+        let mut v = base();
+        v[""] = json!(1280);
+        let e = assert_err(parse(&v), codes::UNKNOWN_FIELD, Some("\"\""));
+        assert_eq!(e.message, "unknown field `\"\"`");
+        let mut v = base();
+        v["input"][""] = json!(1);
+        assert_err(parse(&v), codes::UNKNOWN_FIELD, Some("input.\"\""));
     }
 
     // --- decoders under attack ------------------------------------------
