@@ -48,7 +48,13 @@ fn check(stream: &[u8], max: usize) {
             if b.len() < 4 {
                 assert_eq!((got, want), (b.len(), 4));
             } else {
-                assert_eq!((got, want), (b.len() - 4, u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize));
+                assert_eq!(
+                    (got, want),
+                    (
+                        b.len() - 4,
+                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+                    )
+                );
             }
         }
         Some(FrameError::Io(e)) => panic!("i/o error from a slice: {e}"),

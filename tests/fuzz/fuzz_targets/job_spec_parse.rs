@@ -36,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(s) => {
             let e = &s.encode;
-            let (w, h, f, b) = (spec::WIDTH_RANGE, spec::HEIGHT_RANGE, spec::FPS_RANGE, spec::BITRATE_KBPS_RANGE);
+            let (w, h, f, b) = (
+                spec::WIDTH_RANGE,
+                spec::HEIGHT_RANGE,
+                spec::FPS_RANGE,
+                spec::BITRATE_KBPS_RANGE,
+            );
             assert!((w.0..=w.1).contains(&e.width) && e.width % 2 == 0);
             assert!((h.0..=h.1).contains(&e.height) && e.height % 2 == 0);
             assert!((f.0..=f.1).contains(&e.fps));

@@ -11,7 +11,10 @@ fn check<T: Encode + Decode<()>>(data: &[u8]) {
         return;
     };
     let bytes = wire::encode(&msg).expect("a decoded message encodes");
-    assert!(bytes.len() <= data.len(), "the canonical form is never longer");
+    assert!(
+        bytes.len() <= data.len(),
+        "the canonical form is never longer"
+    );
     let back: T = wire::decode(&bytes).expect("an encoding decodes");
     assert_eq!(wire::encode(&back).expect("encodes again"), bytes);
 }
