@@ -296,6 +296,9 @@ fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldE
     let mut path = String::new();
     for seg in err.path().iter() {
         match seg {
+            // An empty key would leave `field` empty (or `input.`):
+            // name it as the JSON it is.
+            Segment::Map { key } if key.is_empty() => path = join_path(&path, "\"\""),
             Segment::Map { key } => path = join_path(&path, key),
             Segment::Seq { index } => path.push_str(&format!("[{index}]")),
             Segment::Enum { variant } => path = join_path(&path, variant),
@@ -2039,6 +2042,238 @@ mod tests {
             prop_assert_eq!(parse_bitrate_str(&format!("{kbps}k")), Some(kbps));
             let m = format!("{}.{:03}M", kbps / 1000, kbps % 1000);
             prop_assert_eq!(parse_bitrate_str(&m), Some(kbps));
+        }
+    }
+
+    /// Found by the `job_spec_parse` fuzz target: an empty key gave a
+    /// refusal whose `field` was empty.
+    #[test]
+    fn an_empty_key_is_named() {
+        let mut v = base();
+        v[""] = json!(1280);
+        let e = assert_err(parse(&v), codes::UNKNOWN_FIELD, Some("\"\""));
+        assert_eq!(e.message, "unknown field `\"\"`");
+        let mut v = base();
+        v["input"][""] = json!(1);
+        assert_err(parse(&v), codes::UNKNOWN_FIELD, Some("input.\"\""));
+    }
+
+    // --- decoders under attack ------------------------------------------
+
+    /// What every accepted spec satisfies, whatever body it came from.
+    fn spec_invariants(spec: &JobSpec, roots: &MediaRoots) -> Result<(), TestCaseError> {
+        let e = &spec.encode;
+        prop_assert!((WIDTH_RANGE.0..=WIDTH_RANGE.1).contains(&e.width) && e.width % 2 == 0);
+        prop_assert!((HEIGHT_RANGE.0..=HEIGHT_RANGE.1).contains(&e.height) && e.height % 2 == 0);
+        prop_assert!((FPS_RANGE.0..=FPS_RANGE.1).contains(&e.fps));
+        prop_assert!((BITRATE_KBPS_RANGE.0..=BITRATE_KBPS_RANGE.1).contains(&e.bitrate_kbps));
+        prop_assert!(
+            presets(e.codec).contains(&e.preset.as_str()),
+            "preset {}",
+            e.preset
+        );
+        if e.codec == Codec::Av1 {
+            prop_assert!(e.width >= AV1_MIN_DIMENSION && e.height >= AV1_MIN_DIMENSION);
+        }
+        if let Some(name) = &spec.scenario {
+            prop_assert!(scenario(name).is_some());
+        }
+        prop_assert!(spec.max_retries <= MAX_RETRIES);
+        let l = &spec.resource_limits;
+        prop_assert!(l.max_cpu_percent.is_none_or(|v| (1..=25_600).contains(&v)));
+        prop_assert!(l
+            .max_memory_mb
+            .is_none_or(|v| (16..=1_048_576).contains(&v)));
+        prop_assert!(l.timeout_s.is_none_or(|v| (1..=604_800).contains(&v)));
+        prop_assert!(l.stall_timeout_s.is_none_or(|v| (1..=86_400).contains(&v)));
+        match &spec.input {
+            Input::Testsrc { duration_s } => prop_assert!(
+                duration_s.is_finite()
+                    && *duration_s > 0.0
+                    && *duration_s <= MAX_TESTSRC_DURATION_S
+            ),
+            Input::File { path } => {
+                prop_assert!(path.is_absolute() && roots.contains(path), "{:?}", path);
+                prop_assert!(std::fs::metadata(path).is_ok_and(|m| m.is_file()));
+            }
+        }
+        match &spec.output {
+            Output::Null => {}
+            Output::File { path } => {
+                prop_assert!(path.is_absolute() && roots.contains(path), "{:?}", path);
+                let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+                let allowed = container_for_extension(ext).map(|(_, c)| c);
+                prop_assert!(allowed.is_some_and(|c| c.contains(&e.codec)), "{:?}", path);
+                prop_assert!(
+                    !matches!(&spec.input, Input::File { path: i } if i == path),
+                    "output is the input"
+                );
+            }
+            Output::Rtmp { url } => {
+                prop_assert_eq!(e.codec, Codec::H264);
+                prop_assert!(url.len() <= MAX_URL_LEN);
+                prop_assert!(
+                    url.starts_with("rtmp://") || url.starts_with("rtmps://"),
+                    "{}",
+                    url
+                );
+            }
+        }
+        Ok(())
+    }
+
+    const CODES: [&str; 7] = [
+        codes::INVALID_JSON,
+        codes::UNKNOWN_FIELD,
+        codes::MISSING_FIELD,
+        codes::INVALID_FIELD,
+        codes::PATH_OUTSIDE_MEDIA_ROOT,
+        codes::FILE_NOT_FOUND,
+        codes::UNKNOWN_SCENARIO,
+    ];
+
+    /// A refusal has a known code and a message, and names the field unless
+    /// the body as a whole is not a JSON object.
+    fn refusal_shape(e: &FieldError) -> Result<(), TestCaseError> {
+        prop_assert!(CODES.contains(&e.code.as_str()), "code {}", e.code);
+        prop_assert!(!e.message.is_empty());
+        if e.code == codes::INVALID_JSON {
+            prop_assert!(e.field.is_none(), "{:?}", e);
+        } else {
+            prop_assert!(e.field.as_deref().is_some_and(|f| !f.is_empty()), "{:?}", e);
+        }
+        Ok(())
+    }
+
+    fn accepted_or_refused(body: &[u8], roots: &MediaRoots) -> Result<(), TestCaseError> {
+        match parse_job_request(body, roots) {
+            Ok(spec) => spec_invariants(&spec, roots),
+            Err(e) => refusal_shape(&e),
+        }
+    }
+
+    /// Valid bodies to mutate, covering each input and output kind.
+    fn valid_bodies() -> Vec<Vec<u8>> {
+        [
+            base(),
+            json!({
+                "input": {"type": "file", "path": "in.mp4"},
+                "output": {"type": "file", "path": "out.webm"},
+                "width": 1280, "height": 720, "fps": 30, "codec": "vp9",
+                "bitrate": "2.5M", "preset": "good", "priority": "high",
+                "resource_limits": {"max_cpu_percent": 200, "max_memory_mb": 512,
+                                    "timeout_s": 60, "stall_timeout_s": 10},
+                "max_retries": 2
+            }),
+            json!({
+                "scenario": "1080p30-h264",
+                "input": {"type": "testsrc", "duration_s": 1.5},
+                "output": {"type": "rtmp", "url": "rtmp://127.0.0.1:1935/live/key"},
+                "bitrate": 4500
+            }),
+        ]
+        .iter()
+        .map(|v| v.to_string().into_bytes())
+        .collect()
+    }
+
+    /// A valid spec (within the fixture's root) and the body that asks for it.
+    fn valid_spec_body() -> impl Strategy<Value = Value> {
+        (
+            (8u32..=1920, 8u32..=1080, 1u32..=240),
+            prop::sample::select(Codec::ALL.to_vec()),
+            1u32..=200_000,
+            prop::sample::select(Priority::ALL.to_vec()),
+            0u32..=MAX_RETRIES,
+            0usize..3,
+            0usize..3,
+            any::<prop::sample::Index>(),
+        )
+            .prop_map(
+                |((w, h, fps), codec, kbps, prio, retries, input, output, pick)| {
+                    let (w, h) = (w.max(32) * 2, h.max(32) * 2);
+                    let mut v = json!({
+                        "width": w, "height": h, "fps": fps, "codec": codec.as_str(),
+                        "bitrate": kbps, "priority": prio.as_str(), "max_retries": retries,
+                        "preset": *pick.get(presets(codec)),
+                    });
+                    v["input"] = match input {
+                        0 => json!({"type": "file", "path": "in.mp4"}),
+                        _ => json!({"type": "testsrc", "duration_s": 2.25}),
+                    };
+                    v["output"] = match (output, codec) {
+                        (0, Codec::H264) => {
+                            json!({"type": "rtmp", "url": "rtmps://example.org/app/k"})
+                        }
+                        (1, _) => json!({"type": "file", "path": "./out.mkv"}),
+                        (2, _) => json!({"type": "file", "path": "out.mkv"}),
+                        _ => json!({"type": "null"}),
+                    };
+                    v
+                },
+            )
+    }
+
+    proptest! {
+        /// Arbitrary bytes up to 4 KiB, and the same as a JSON string or
+        /// field value: refused with a well-formed error, or accepted only
+        /// as a spec that passes every invariant.
+        #[test]
+        fn arbitrary_bodies_are_refused_or_valid(
+            body in prop::collection::vec(any::<u8>(), 0..4096),
+            key in prop::sample::select(vec!["scenario", "preset", "codec", "bitrate", "priority", "input", "output"]),
+        ) {
+            let roots = fixture_light();
+            accepted_or_refused(&body, &roots)?;
+            let s = String::from_utf8_lossy(&body).into_owned();
+            accepted_or_refused(with(base(), key, Value::String(s.clone())).to_string().as_bytes(), &roots)?;
+            let path = json!({"input": {"type": "file", "path": s.clone()}, "output": {"type": "file", "path": s},
+                              "scenario": "720p30-h264"});
+            accepted_or_refused(path.to_string().as_bytes(), &roots)?;
+        }
+
+        /// Valid bodies truncated, with bytes flipped or overwritten.
+        #[test]
+        fn mutated_valid_bodies_are_refused_or_valid(
+            which in any::<prop::sample::Index>(),
+            cut in any::<prop::sample::Index>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), any::<bool>()), 0..6),
+        ) {
+            let roots = fixture_light();
+            let bodies = valid_bodies();
+            let body = which.get(&bodies);
+            prop_assert!(parse_job_request(body, &roots).is_ok());
+            let cut_at = cut.index(body.len());
+            // A strict prefix of a JSON object is never a JSON object.
+            let e = parse_job_request(&body[..cut_at], &roots).err();
+            prop_assert_eq!(e.map(|e| e.code), Some(codes::INVALID_JSON.to_string()));
+            let mut m = body.clone();
+            for (at, v, flip) in &edits {
+                let i = at.index(m.len());
+                if *flip { m[i] ^= 1 << (v % 8) } else { m[i] = *v }
+            }
+            accepted_or_refused(&m, &roots)?;
+        }
+
+        /// A valid request parses to the spec it asks for, which passes the
+        /// invariants; file paths come back canonical.
+        #[test]
+        fn valid_requests_round_trip(v in valid_spec_body()) {
+            let roots = fixture_light();
+            let spec = parse_in(&v, &roots).map_err(|e| TestCaseError::fail(format!("{e:?} for {v}")))?;
+            spec_invariants(&spec, &roots)?;
+            prop_assert_eq!(Some(u64::from(spec.encode.width)), v["width"].as_u64());
+            prop_assert_eq!(Some(u64::from(spec.encode.bitrate_kbps)), v["bitrate"].as_u64());
+            prop_assert_eq!(Some(spec.priority.as_str()), v["priority"].as_str());
+            prop_assert_eq!(Some(spec.encode.preset.as_str()), v["preset"].as_str());
+            let root = &roots.roots()[0];
+            match &spec.input {
+                Input::File { path } => prop_assert_eq!(path, &root.join("in.mp4")),
+                Input::Testsrc { duration_s } => prop_assert_eq!(*duration_s, 2.25),
+            }
+            if let Output::File { path } = &spec.output {
+                prop_assert_eq!(path, &root.join("out.mkv"));
+            }
         }
     }
 

@@ -122,6 +122,84 @@ fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
     Ok(v)
 }
 
+/// Why the master refuses a worker's first frame. Each kind closes the
+/// connection with its own code (see [`close`]); the message is the reason
+/// the worker prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    /// Not a [`HelloEnvelope`] (or no frame at all).
+    #[error("malformed hello: {0}")]
+    Envelope(String),
+    #[error("protocol version {theirs} is not supported: this master speaks {ours}")]
+    Version { ours: u32, theirs: u32 },
+    /// The envelope's payload is not a `ToMaster::Hello` of our version.
+    #[error("the first message must be a hello")]
+    NotHello,
+}
+
+impl HelloError {
+    /// The application close code the master uses for this refusal.
+    pub fn close_code(&self) -> VarInt {
+        match self {
+            HelloError::Envelope(_) | HelloError::NotHello => close::BAD_HELLO,
+            HelloError::Version { .. } => close::VERSION_MISMATCH,
+        }
+    }
+}
+
+impl From<HelloError> for TransportError {
+    fn from(e: HelloError) -> Self {
+        match e {
+            HelloError::Envelope(m) => TransportError::Malformed(m),
+            HelloError::Version { ours, theirs } => {
+                TransportError::VersionMismatch { ours, theirs }
+            }
+            HelloError::NotHello => TransportError::Malformed("first message not a hello".into()),
+        }
+    }
+}
+
+/// The master's decoding of a worker's first frame (untrusted bytes): a
+/// [`HelloEnvelope`] of exactly our [`PROTOCOL_VERSION`] whose payload is a
+/// `ToMaster::Hello`. Pure, so tests and fuzzing run exactly what
+/// [`accept`] runs.
+pub fn decode_hello(frame: &[u8]) -> Result<ToMaster, HelloError> {
+    let env: HelloEnvelope = dec(frame).map_err(|e| match e {
+        TransportError::Malformed(m) => HelloError::Envelope(m),
+        other => HelloError::Envelope(other.to_string()),
+    })?;
+    if env.protocol_version != PROTOCOL_VERSION {
+        return Err(HelloError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: env.protocol_version,
+        });
+    }
+    match wire::decode(&env.hello) {
+        Ok(h @ ToMaster::Hello { .. }) => Ok(h),
+        Ok(_) | Err(_) => Err(HelloError::NotHello),
+    }
+}
+
+/// The worker's decoding of the master's answer to its hello.
+pub fn decode_hello_reply(frame: &[u8]) -> Result<HelloReply, TransportError> {
+    dec(frame)
+}
+
+/// A hello frame as a worker sends it (the inverse of [`decode_hello`] for
+/// `protocol_version == PROTOCOL_VERSION`).
+pub fn encode_hello(protocol_version: u32, hello: &ToMaster) -> Result<Vec<u8>, TransportError> {
+    let env = HelloEnvelope {
+        protocol_version,
+        hello: wire::encode(hello).map_err(|e| TransportError::Malformed(e.to_string()))?,
+    };
+    enc(&env)
+}
+
+/// The master's answer as it goes on the wire.
+pub fn encode_hello_reply(reply: &HelloReply) -> Result<Vec<u8>, TransportError> {
+    enc(reply)
+}
+
 pub(crate) fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
     let idle = quinn::IdleTimeout::try_from(t.idle_timeout)
         .map_err(|e| TransportError::Timers(e.to_string()))?;
@@ -284,11 +362,7 @@ pub async fn connect_versioned(
         })?;
     let io = async {
         let (mut send, mut recv) = connection.open_bi().await?;
-        let env = HelloEnvelope {
-            protocol_version,
-            hello: wire::encode(hello).map_err(|e| TransportError::Malformed(e.to_string()))?,
-        };
-        frame::write_frame(&mut send, &enc(&env)?).await?;
+        frame::write_frame(&mut send, &encode_hello(protocol_version, hello)?).await?;
         let reply = frame::read_frame(&mut recv, MAX_HELLO_BYTES).await?;
         Ok::<_, TransportError>((send, recv, reply))
     };
@@ -312,7 +386,7 @@ pub async fn connect_versioned(
             .unwrap_or_else(|| "the master closed the stream without answering".into());
         return Err(TransportError::Refused(reason));
     };
-    let reply: HelloReply = dec(&reply)?;
+    let reply = decode_hello_reply(&reply)?;
     if reply.protocol_version != protocol_version {
         return Err(TransportError::VersionMismatch {
             ours: protocol_version,
@@ -367,7 +441,7 @@ async fn refuse(link: &mut Link, code: VarInt, reason: &str) {
         accepted: false,
         reason: reason.to_string(),
     };
-    if let Ok(bytes) = enc(&reply) {
+    if let Ok(bytes) = encode_hello_reply(&reply) {
         let _ = frame::write_frame(&mut link.send, &bytes).await;
         let _ = link.send.finish();
         // Give the reply a moment to leave before the close overtakes it.
@@ -413,50 +487,26 @@ pub async fn accept(
     )
     .await
     .map_err(|_| TransportError::Timeout)?;
-    let env: HelloEnvelope = match first.map_err(TransportError::from).and_then(|f| {
-        f.ok_or_else(|| TransportError::Malformed("no hello".into()))
-            .and_then(|b| dec(&b))
-    }) {
-        Ok(e) => e,
+    let frame = match first
+        .map_err(TransportError::from)
+        .and_then(|f| f.ok_or_else(|| TransportError::Malformed("no hello".into())))
+    {
+        Ok(f) => f,
         Err(e) => {
-            refuse(
-                &mut link,
-                close::BAD_HELLO,
-                &format!("malformed hello: {e}"),
-            )
-            .await;
+            let why = format!("malformed hello: {e}");
+            refuse(&mut link, close::BAD_HELLO, &why).await;
             return Err(e);
         }
     };
-    if env.protocol_version != PROTOCOL_VERSION {
-        let why = format!(
-            "protocol version {} is not supported: this master speaks {PROTOCOL_VERSION}",
-            env.protocol_version
-        );
-        refuse(&mut link, close::VERSION_MISMATCH, &why).await;
-        return Err(TransportError::VersionMismatch {
-            ours: PROTOCOL_VERSION,
-            theirs: env.protocol_version,
-        });
-    }
-    let hello: ToMaster = match wire::decode(&env.hello) {
-        Ok(h @ ToMaster::Hello { .. }) => h,
-        Ok(_) | Err(_) => {
-            refuse(
-                &mut link,
-                close::BAD_HELLO,
-                "the first message must be a hello",
-            )
-            .await;
-            return Err(TransportError::Malformed(
-                "first message not a hello".into(),
-            ));
+    let hello = match decode_hello(&frame) {
+        Ok(h) => h,
+        Err(e) => {
+            refuse(&mut link, e.close_code(), &e.to_string()).await;
+            return Err(e.into());
         }
     };
     let ToMaster::Hello { node_id, .. } = &hello else {
-        return Err(TransportError::Malformed(
-            "first message not a hello".into(),
-        ));
+        return Err(HelloError::NotHello.into());
     };
     if *node_id != certified {
         let why = format!("node id {node_id:?} does not match its certificate ({certified:?})");
@@ -471,7 +521,7 @@ pub async fn accept(
         accepted: true,
         reason: String::new(),
     };
-    frame::write_frame(&mut link.send, &enc(&reply)?).await?;
+    frame::write_frame(&mut link.send, &encode_hello_reply(&reply)?).await?;
     let node_id = node_id.clone();
     Ok(Accepted::Node {
         link,

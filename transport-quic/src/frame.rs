@@ -136,15 +136,131 @@ mod tests {
         });
     }
 
+    #[derive(Debug)]
+    enum Ref {
+        TooLarge(usize),
+        Truncated(usize, usize),
+    }
+
+    /// The frame format, read the obvious way over a slice.
+    fn reference_frames(mut b: &[u8], max: usize) -> (Vec<Vec<u8>>, Result<(), Ref>) {
+        let mut out = Vec::new();
+        loop {
+            if b.is_empty() {
+                return (out, Ok(()));
+            }
+            if b.len() < 4 {
+                return (out, Err(Ref::Truncated(b.len(), 4)));
+            }
+            let len = u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
+            if len > max {
+                return (out, Err(Ref::TooLarge(len)));
+            }
+            b = &b[4..];
+            if b.len() < len {
+                return (out, Err(Ref::Truncated(b.len(), len)));
+            }
+            out.push(b[..len].to_vec());
+            b = &b[len..];
+        }
+    }
+
     proptest! {
+        /// Arbitrary bytes (up to 4 KiB) read as frames exactly as the
+        /// format says: each frame is returned whole, a header over the
+        /// maximum or a stream ending inside a frame is an error of that
+        /// kind, and nothing panics.
         #[test]
-        fn arbitrary_bytes_never_panic_and_frames_stay_bounded(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-            rt().block_on(async {
+        fn arbitrary_bytes_never_panic_and_frames_stay_bounded(
+            bytes in proptest::collection::vec(any::<u8>(), 0..4096),
+            max in 0usize..512,
+        ) {
+            let (frames, end) = rt().block_on(async {
                 let mut r = &bytes[..];
-                while let Ok(Some(f)) = read_frame(&mut r, 128).await {
-                    assert!(f.len() <= 128);
+                let mut frames = Vec::new();
+                loop {
+                    match read_frame(&mut r, max).await {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break (frames, Ok(())),
+                        Err(e) => break (frames, Err(e)),
+                    }
                 }
             });
+            let (want_frames, want_end) = reference_frames(&bytes, max);
+            prop_assert!(frames.iter().all(|f| f.len() <= max));
+            prop_assert_eq!(frames, want_frames);
+            match (end, want_end) {
+                (Ok(()), Ok(())) => {}
+                (Err(FrameError::TooLarge(n, m)), Err(Ref::TooLarge(want))) => {
+                    prop_assert_eq!((n, m), (want, max));
+                }
+                (Err(FrameError::Truncated { got, want }), Err(Ref::Truncated(g, w))) => {
+                    prop_assert_eq!((got, want), (g, w));
+                }
+                (got, want) => prop_assert!(false, "read {:?}, expected {:?}", got, want),
+            }
+        }
+
+        /// A header claiming more than the maximum is refused from the
+        /// header alone: not one payload byte is read (the payload buffer is
+        /// sized only after the check).
+        #[test]
+        fn oversize_header_is_refused_before_the_payload(
+            max in 0usize..(1 << 16),
+            // Just over the maximum as often as far over it.
+            over in prop_oneof![1u64..=2, 1u64..(1 << 32)],
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let claim = (max as u64).saturating_add(over).min(u64::from(u32::MAX));
+            prop_assume!(claim > max as u64);
+            let mut buf = (claim as u32).to_be_bytes().to_vec();
+            buf.extend_from_slice(&tail);
+            let (res, left) = rt().block_on(async {
+                let mut r = &buf[..];
+                let res = read_frame(&mut r, max).await;
+                (res, r.len())
+            });
+            prop_assert!(
+                matches!(res, Err(FrameError::TooLarge(n, m)) if n as u64 == claim && m == max),
+                "{:?}", res
+            );
+            prop_assert_eq!(left, tail.len(), "the payload was not read");
+        }
+
+        /// A valid stream cut anywhere: whole frames before the cut come
+        /// back; a cut inside a frame (header or payload) is `Truncated`,
+        /// a cut between frames a clean end.
+        #[test]
+        fn truncated_streams_are_errors(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..6),
+            cut_at in any::<prop::sample::Index>(),
+        ) {
+            let mut buf = Vec::new();
+            let mut boundaries = vec![0usize];
+            for p in &payloads {
+                buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
+                buf.extend_from_slice(p);
+                boundaries.push(buf.len());
+            }
+            let cut = cut_at.index(buf.len());
+            let (frames, end) = rt().block_on(async {
+                let mut r = &buf[..cut];
+                let mut frames = Vec::new();
+                loop {
+                    match read_frame(&mut r, 64).await {
+                        Ok(Some(f)) => frames.push(f),
+                        Ok(None) => break (frames, None),
+                        Err(e) => break (frames, Some(e)),
+                    }
+                }
+            });
+            let whole = boundaries.iter().filter(|&&b| b > 0 && b <= cut).count();
+            prop_assert_eq!(&frames[..], &payloads[..whole]);
+            if boundaries.contains(&cut) {
+                prop_assert!(end.is_none(), "{:?}", end);
+            } else {
+                prop_assert!(matches!(end, Some(FrameError::Truncated { got, want }) if got < want), "{:?}", end);
+            }
         }
 
         #[test]

@@ -55,6 +55,27 @@ fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
     Ok(v)
 }
 
+/// The master's decoding of a join request (untrusted bytes from a peer with
+/// no certificate). Pure, for tests and fuzzing.
+pub fn decode_join_request(frame: &[u8]) -> Result<JoinRequest, TransportError> {
+    dec(frame)
+}
+
+/// The worker's decoding of the master's join answer.
+pub fn decode_join_reply(frame: &[u8]) -> Result<JoinReply, TransportError> {
+    dec(frame)
+}
+
+/// The master's join answer as it goes on the wire.
+pub fn encode_join_reply(reply: &JoinReply) -> Result<Vec<u8>, TransportError> {
+    enc(reply)
+}
+
+/// A join request as it goes on the wire.
+pub fn encode_join_request(req: &JoinRequest) -> Result<Vec<u8>, TransportError> {
+    enc(req)
+}
+
 /// Worker side: trade `token` for a node identity for `node_id`. The caller
 /// saves it ([`NodeIdentity::save`]) and connects with it from then on.
 pub async fn join(
@@ -83,14 +104,14 @@ pub async fn join(
             node_id: node_id.to_string(),
             csr_pem,
         };
-        frame::write_frame(&mut send, &enc(&req)?).await?;
+        frame::write_frame(&mut send, &encode_join_request(&req)?).await?;
         let _ = send.finish();
         let reply = frame::read_frame(&mut recv, MAX_JOIN_BYTES)
             .await?
             .ok_or_else(|| {
                 TransportError::Refused("the master closed the join without answering".into())
             })?;
-        dec::<JoinReply>(&reply)
+        decode_join_reply(&reply)
     };
     let reply = tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
         .await
@@ -139,7 +160,7 @@ pub async fn serve_join(
     .await
     .map_err(|_| TransportError::Timeout)??
     .ok_or_else(|| TransportError::Malformed("no join request".into()))?;
-    let outcome = dec::<JoinRequest>(&req).and_then(|req| {
+    let outcome = decode_join_request(&req).and_then(|req| {
         let token = JoinToken::parse(&req.token)
             .map_err(|e| TransportError::Refused(format!("token: {e}")))?;
         pki::verify_join_token(pki_dir, &token, now_ms).map_err(|e| {
@@ -180,7 +201,7 @@ pub async fn serve_join(
             )
         }
     };
-    frame::write_frame(&mut link.send, &enc(&reply)?).await?;
+    frame::write_frame(&mut link.send, &encode_join_reply(&reply)?).await?;
     let _ = link.send.finish();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), link.send.stopped()).await;
     if let Ok(node_id) = &result {
