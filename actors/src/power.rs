@@ -356,7 +356,6 @@ impl Meter {
     /// One sampling cycle: read every source, attribute, accumulate.
     /// `last` names a finishing job and its final CPU reading.
     fn sample(&mut self, last: Option<(&AttemptRef, Option<f64>)>) {
-        let cycle = Instant::now();
         let now = Instant::now();
         let dt = now.duration_since(self.last_at).as_secs_f64();
         self.last_at = now;
@@ -482,7 +481,7 @@ impl Meter {
             acc.watts = if dt > 0.0 { joules / dt } else { acc.watts };
         }
         self.samples += 1;
-        let took = cycle.elapsed().as_secs_f64();
+        let took = now.elapsed().as_secs_f64();
         self.cycle_sum_s += took;
         self.cycles += 1;
         metrics::histogram!(crate::metrics::SAMPLER_CYCLE_SECONDS).record(took);
@@ -545,11 +544,8 @@ impl Actor for PowerSamplerActor {
         }
         let sources: Vec<&str> = [
             match &cpu_side {
-                CpuSide::Rapl(r) => Some(if r.zones().is_empty() {
-                    "rapl (no zones)"
-                } else {
-                    "rapl"
-                }),
+                // `Rapl::open` fails without zones, so there is always one.
+                CpuSide::Rapl(_) => Some("rapl"),
                 CpuSide::Estimate(_) => Some("estimate"),
                 CpuSide::None => None,
             },
