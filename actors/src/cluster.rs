@@ -192,9 +192,12 @@ async fn identity(
     }
 }
 
-/// The outbox of a worker whose data dir is `data_dir`.
-pub fn open_outbox(data_dir: &Path) -> Result<Outbox, WorkerError> {
-    Outbox::open(&data_dir.join("outbox.sled")).map_err(|e| WorkerError::Outbox(e.to_string()))
+/// The outbox of worker `node_id` whose data dir is `data_dir`. A damaged,
+/// stale or foreign outbox is refused (see [`Outbox::open`]): the worker
+/// must not start and lose the results it may hold.
+pub fn open_outbox(data_dir: &Path, node_id: &str) -> Result<Outbox, WorkerError> {
+    Outbox::open(&data_dir.join("outbox.sled"), node_id)
+        .map_err(|e| WorkerError::Outbox(e.to_string()))
 }
 
 /// A QUIC client endpoint for a worker, keyed by its node secret.
@@ -227,7 +230,7 @@ pub async fn run_worker(
     config.node_id = id
         .node_id()
         .map_err(|e| WorkerError::Identity(e.to_string()))?;
-    let outbox = open_outbox(&net.data_dir)?;
+    let outbox = open_outbox(&net.data_dir, &config.node_id)?;
     let (node, done) = Actor::spawn(
         Some(format!("ffrtmp-node-{}", config.node_id)),
         NodeActor,

@@ -647,11 +647,13 @@ impl Actor for NodeActor {
                 } = &mut h
                 {
                     *running = state.attempts();
-                    *unacked = state
-                        .outbox
-                        .pending()
-                        .map(|p| p.into_iter().map(|(a, _)| a).collect())
-                        .unwrap_or_default();
+                    *unacked = match state.outbox.pending() {
+                        Ok(p) => p.into_iter().map(|(a, _)| a).collect(),
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot read the outbox");
+                            Vec::new()
+                        }
+                    };
                 }
                 let _ = reply.send(h);
             }

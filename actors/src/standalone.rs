@@ -288,8 +288,8 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     // is requeued.
     let config = node_config(&cfg, node_id.clone()).await;
     let cgroups = config.cgroups.clone();
-    let outbox =
-        cluster::open_outbox(&cfg.data_dir).map_err(|e| StartError::Store(e.to_string()))?;
+    let outbox = cluster::open_outbox(&cfg.data_dir, &node_id)
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let (node, node_done) = Actor::spawn(
         Some(format!("ffrtmp-node-{node_id}")),
         NodeActor,
