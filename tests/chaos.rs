@@ -3,21 +3,30 @@
 //! random schedule of faults while they run:
 //! - SIGKILL of a worker, restarted on the same data dir a moment later;
 //! - SIGSTOP of a worker for longer than its lease, then SIGCONT;
-//! - SIGKILL of the master, restarted on the same data dir.
+//! - SIGKILL of the master, restarted on the same data dir;
+//! - a cut link: every worker reaches the master through a UDP relay this
+//!   test controls (`common::relay`), and a cut drops all of one worker's
+//!   datagrams both ways for a while — shorter or longer than the lease;
+//! - a damaged outbox: the worker is SIGKILLed, its outbox's sled log is
+//!   emptied (as a bad disk or an over-eager cleanup would), and it is
+//!   restarted: it must refuse to start, loudly, if results could have been
+//!   lost; it is then started with the outbox moved aside, as its message
+//!   says;
+//! - a stale outbox: likewise, with another worker's outbox copied in (a
+//!   data dir restored from the wrong host); always refused.
 //!
 //! At the end the DESIGN.md §1 guarantees are checked and reported with
 //! counts: every accepted job reached exactly one terminal state; no job ran
 //! on two workers at once — from the run log the workers' guard processes
 //! write (`--run-log`), not from the master's opinion; every recorded result
 //! is the only one; no FFmpeg process or job cgroup is left; the master's
-//! store reopens and agrees with the HTTP API.
+//! store reopens and agrees with the HTTP API. "No FFmpeg process left" is
+//! checked by a marker in the workers' environment, which their guards and
+//! FFmpeg inherit: no live process may carry it.
 //!
 //! `FFRTMP_CHAOS_SEED=N` replays a schedule (the seed is printed);
 //! `FFRTMP_SOAK_SECS=N` keeps submitting and faulting for N seconds (the CI
 //! run submits a fixed batch and takes about three minutes).
-//!
-//! Not yet here (next session): a cut link through a relay or a network
-//! namespace, and a restart with a stale or corrupt outbox.
 
 mod common;
 
@@ -26,6 +35,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{plain, Cluster};
+use common::relay::Relay;
 use common::*;
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
@@ -42,6 +52,115 @@ enum Fault {
     KillWorker,
     StopWorker,
     KillMaster,
+    CutLink,
+    CorruptOutbox,
+    StaleOutbox,
+}
+
+/// The environment variable that marks this run's worker processes (and,
+/// by inheritance, their guards and FFmpeg processes).
+const MARKER: &str = "FFRTMP_CHAOS_RUN";
+
+/// Live processes whose environment carries `MARKER=value`.
+fn marked_processes(value: &str) -> Vec<(i32, String)> {
+    let needle = format!("{MARKER}={value}");
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            let cmd = std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .unwrap_or_default();
+            found.push((pid, cmd));
+        }
+    }
+    found
+}
+
+/// What an outbox fault did.
+#[derive(Debug, Default)]
+struct OutboxFaults {
+    /// Restarts that were refused, as expected.
+    refused: u32,
+    /// Damaged outboxes that held no result yet, so nothing could be lost
+    /// and the worker rightly started.
+    nothing_to_lose: u32,
+}
+
+/// SIGKILL worker `w`, damage its outbox (`stale`: replace it with another
+/// worker's; otherwise empty its sled log), restart it, and check that it
+/// refuses to start when results could have been lost; then move the
+/// outbox aside, as the refusal says, and start it again.
+fn outbox_fault(c: &mut Cluster, w: usize, stale: bool, n: usize, report: &mut OutboxFaults) {
+    let dir = c.worker_dir(w);
+    let (ob, side) = (dir.join("outbox.sled"), dir.join("outbox.meta"));
+    c.workers[w].kill9();
+    let expect_refusal = if stale {
+        let other = c.worker_dir((w + 1) % c.workers.len());
+        let _ = std::fs::remove_dir_all(&ob);
+        copy_dir(&other.join("outbox.sled"), &ob);
+        std::fs::copy(other.join("outbox.meta"), &side).expect("copy side file");
+        true
+    } else {
+        let seq = std::fs::read(&side)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["seq"].as_u64())
+            .unwrap_or(0);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(ob.join("db"))
+            .and_then(|f| f.set_len(0))
+            .expect("empty the outbox log");
+        seq > 0
+    };
+    let log_before = c.workers[w].log().len();
+    c.workers[w].start();
+    if !expect_refusal {
+        report.nothing_to_lose += 1;
+        return;
+    }
+    let status = c.workers[w].wait_exit(Duration::from_secs(30));
+    let said = c.workers[w].log()[log_before..].to_string();
+    assert!(!status.success(), "a refused worker exits with an error");
+    assert!(
+        said.contains("refusing the outbox")
+            && said.contains(if stale {
+                "belongs to node"
+            } else {
+                "results were written"
+            }),
+        "worker {w} did not refuse its damaged outbox loudly:\n{said}"
+    );
+    report.refused += 1;
+    for p in [&ob, &side] {
+        let mut aside = p.as_os_str().to_owned();
+        aside.push(format!(".rejected-{n}"));
+        std::fs::rename(p, aside).expect("move the outbox aside");
+    }
+    c.workers[w].start();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read dir").flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            // A live sled file may change under the copy: sled recovers a
+            // prefix, and the side file names its node either way.
+            let _ = std::fs::copy(e.path(), to.join(e.file_name()));
+        }
+    }
 }
 
 /// One attempt's life on a worker, from the run log.
@@ -149,11 +268,19 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
         .expect("tempdir");
     let run_log = log_dir.path().join("runs.log");
     let mut c = Cluster::start_opts(
-        3,
+        0,
         2,
         vec!["--run-log".into(), run_log.to_string_lossy().into_owned()],
         vec!["--lease-ms".into(), LEASE_MS.to_string()],
     );
+    let marker = format!("{}-{seed}", std::process::id());
+    let upstream = c.quic.parse().expect("master QUIC address");
+    let relays: Vec<Relay> = (0..3).map(|_| Relay::start(upstream)).collect();
+    for (i, r) in relays.iter().enumerate() {
+        c.add_worker_via(i, &r.addr.to_string(), &[(MARKER, &marker)]);
+    }
+    c.wait_nodes(3);
+    let mut outbox_report = OutboxFaults::default();
 
     let mut ids: Vec<String> = Vec::new();
     let mut cancel_asked: Vec<String> = Vec::new();
@@ -230,10 +357,13 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
             }
         }
         if Instant::now() >= next_fault {
-            let fault = match rng.random_range(0..10) {
-                0..=3 => Fault::KillWorker,
-                4..=7 => Fault::StopWorker,
-                _ => Fault::KillMaster,
+            let fault = match rng.random_range(0..14) {
+                0..=2 => Fault::KillWorker,
+                3..=5 => Fault::StopWorker,
+                6..=7 => Fault::KillMaster,
+                8..=10 => Fault::CutLink,
+                11..=12 => Fault::CorruptOutbox,
+                _ => Fault::StaleOutbox,
             };
             *faults.entry(fault).or_default() += 1;
             let w = rng.random_range(0..c.workers.len());
@@ -256,6 +386,33 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
                     c.workers[w].signal(Signal::SIGSTOP);
                     std::thread::park_timeout(Duration::from_millis(ms));
                     c.workers[w].signal(Signal::SIGCONT);
+                }
+                Fault::CutLink => {
+                    let ms = rng.random_range(500..LEASE_MS + 3000);
+                    eprintln!(
+                        "[{:>6.1}s] cut worker {w}'s link for {ms} ms",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    relays[w].set_cut(true);
+                    std::thread::park_timeout(Duration::from_millis(ms));
+                    relays[w].set_cut(false);
+                }
+                Fault::CorruptOutbox | Fault::StaleOutbox => {
+                    let stale = fault == Fault::StaleOutbox;
+                    eprintln!(
+                        "[{:>6.1}s] SIGKILL worker {w}, {} its outbox, restart",
+                        t0.elapsed().as_secs_f64(),
+                        if stale {
+                            "swap in another worker's"
+                        } else {
+                            "empty"
+                        }
+                    );
+                    if let Some(pid) = c.workers[w].child.as_ref().map(|ch| ch.id()) {
+                        killed_at.insert(pid, ffrtmp_runtime::process::monotonic_ns());
+                    }
+                    let n = faults.values().sum::<u32>() as usize;
+                    outbox_fault(&mut c, w, stale, n, &mut outbox_report);
                 }
                 Fault::KillMaster => {
                     eprintln!("[{:>6.1}s] SIGKILL master", t0.elapsed().as_secs_f64());
@@ -373,6 +530,33 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
             )
         })
         .collect();
+    // 4b. No process of this run is left: with every job ended, the only
+    //     marked processes are the workers themselves; once they are
+    //     SIGKILLed, none at all (their guards and FFmpeg die with them).
+    drop(relays);
+    let worker_pids: Vec<i32> = c
+        .workers
+        .iter()
+        .filter_map(|w| w.child.as_ref().map(|ch| ch.id() as i32))
+        .collect();
+    let gone = |allowed: &[i32]| -> Vec<(i32, String)> {
+        let settle = Instant::now();
+        loop {
+            let left: Vec<_> = marked_processes(&marker)
+                .into_iter()
+                .filter(|(p, _)| !allowed.contains(p))
+                .collect();
+            if left.is_empty() || settle.elapsed() > Duration::from_secs(30) {
+                return left;
+            }
+            std::thread::park_timeout(Duration::from_millis(100));
+        }
+    };
+    let mut left = gone(&worker_pids);
+    for w in &mut c.workers {
+        w.kill9();
+    }
+    left.extend(gone(&[]));
     // 5. The master's store reopens cleanly and agrees with the API.
     let master_dir = c.dir.path().join("m");
     c.master.kill9();
@@ -401,6 +585,11 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
     eprintln!("  cancels asked: {}", cancel_asked.len());
     eprintln!("  faults: {faults:?}");
     eprintln!(
+        "  outbox faults: {} refused loudly, {} held nothing to lose",
+        outbox_report.refused, outbox_report.nothing_to_lose
+    );
+    eprintln!("  processes left behind: {}", left.len());
+    eprintln!(
         "  attempts in the run log: {}; jobs with more than one attempt: {}",
         runs.len(),
         {
@@ -425,6 +614,7 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
     assert!(twice_terminal.is_empty(), "{twice_terminal:#?}");
     assert!(double_results.is_empty(), "{double_results:#?}");
     assert!(disagree.is_empty(), "{disagree:#?}");
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
     assert!(
         faults.values().sum::<u32>() > 0,
         "the run applied no fault: make it longer"
@@ -446,4 +636,46 @@ fn overlap_checker_finds_overlaps_and_only_those() {
     let bad = overlaps(&runs);
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert!(bad[0].contains("job j2"), "{bad:?}");
+}
+
+#[test]
+fn relay_forwards_both_ways_and_a_cut_drops_both_ways() {
+    use std::net::UdpSocket;
+    let server = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let relay = Relay::start(server.local_addr().expect("addr"));
+    let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 16];
+    // Through: client → relay → server, and the answer back.
+    client.send_to(b"ping", relay.addr).expect("send");
+    let (n, via) = server.recv_from(&mut buf).expect("server receives");
+    assert_eq!(&buf[..n], b"ping");
+    server.send_to(b"pong", via).expect("send");
+    let (n, from) = client.recv_from(&mut buf).expect("client receives");
+    assert_eq!((&buf[..n], from), (&b"pong"[..], relay.addr));
+    // Cut: neither direction gets through (the relay counts the drops).
+    relay.set_cut(true);
+    client.send_to(b"lost", relay.addr).expect("send");
+    assert!(
+        server.recv_from(&mut buf).is_err(),
+        "client→server while cut"
+    );
+    server.send_to(b"lost", via).expect("send");
+    assert!(
+        client.recv_from(&mut buf).is_err(),
+        "server→client while cut"
+    );
+    wait_for("both drops counted", Duration::from_secs(5), || {
+        (relay.dropped() == 2).then_some(())
+    });
+    // Restored.
+    relay.set_cut(false);
+    client.send_to(b"again", relay.addr).expect("send");
+    let (n, _) = server.recv_from(&mut buf).expect("server receives again");
+    assert_eq!(&buf[..n], b"again");
 }

@@ -305,6 +305,22 @@ impl Cluster {
         self.add_worker_with(i, with_token, &[]);
     }
 
+    /// Add worker `i` that reaches the master at `master` (a relay) instead
+    /// of its QUIC address, with extra environment `env`.
+    pub fn add_worker_via(&mut self, i: usize, master: &str, env: &[(&str, &str)]) {
+        let mut args = self.worker_args(i, true);
+        if let Some(p) = args.iter().position(|a| a == "--master") {
+            args[p + 1] = master.to_string();
+        }
+        let p = Proc::spawn_with_env(&format!("w{i}"), self.dir.path(), args, env);
+        self.workers.push(p);
+    }
+
+    /// The data dir of worker `i`.
+    pub fn worker_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("w{i}"))
+    }
+
     pub fn add_worker_with(&mut self, i: usize, with_token: bool, extra: &[&str]) {
         let mut args = self.worker_args(i, with_token);
         args.extend(extra.iter().map(|s| s.to_string()));

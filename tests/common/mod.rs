@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
