@@ -8,11 +8,12 @@
 //! - [`job::JobActor`]: owns one FFmpeg process group and its cgroup.
 //!
 //! [`standalone`] wires a master and a worker together in one process; an
-//! embedding application can instead spawn [`scheduler::SchedulerActor`] or
-//! [`node::NodeActor`] linked under its own supervisor.
+//! embedding application uses [`embed`] to spawn [`scheduler::SchedulerActor`]
+//! and [`node::NodeActor`] linked under its own supervisor.
 
 pub mod admin;
 pub mod cluster;
+pub mod embed;
 pub mod events;
 pub mod job;
 pub mod link;
@@ -22,6 +23,11 @@ pub mod node_link;
 pub mod power;
 pub mod scheduler;
 pub mod standalone;
+
+/// The runtime crate the actors are built on (job model and spec parsing,
+/// store, FFmpeg, cgroups, energy), re-exported so an embedding application
+/// uses the same version.
+pub use ffrtmp_runtime as runtime;
 
 /// Wall-clock milliseconds since the Unix epoch: read here, at the edge, and
 /// passed into the pure runtime as data.
