@@ -18,12 +18,12 @@ use ffrtmp_runtime::wire;
 use ffrtmp_transport_quic::endpoint::{self, Accepted, Timers, TransportError};
 use ffrtmp_transport_quic::pki::{self, NodeIdentity, MASTER_SERVER_NAME};
 use ffrtmp_transport_quic::{bridge, join, tls};
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::link::LinkEnd;
-use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
+use crate::node::{NodeArgs, NodeConfig, NodeMsg};
 use crate::scheduler::SchedulerMsg;
 
 /// A per-node secret (32 bytes, mode 0600 in the data dir) from which the
@@ -132,27 +132,41 @@ fn protocol_version() -> u32 {
 /// How a worker reaches its master.
 #[derive(Clone)]
 pub struct WorkerNet {
+    /// The master's QUIC address.
     pub master: SocketAddr,
+    /// Holds the worker's certificate, key and CA (after joining), its node
+    /// secret and its outbox.
     pub data_dir: PathBuf,
+    /// Exchanged once for a certificate when the data dir has none.
     pub join_token: Option<String>,
+    /// QUIC keep-alive and idle timeout.
     pub timers: Timers,
+    /// Backoff between connection attempts.
     pub reconnect: RetryPolicy,
     /// On shutdown (SIGTERM) the node drains: running jobs get this long.
     pub drain_deadline: Duration,
 }
 
+/// Why a worker stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// The data dir holds no certificate and no join token was given.
     #[error("no node certificate in {0} and no --join-token to get one")]
     NotJoined(PathBuf),
+    /// The certificate, key or CA could not be loaded, saved or used.
     #[error("identity: {0}")]
     Identity(String),
+    /// The master refused the join token, the protocol version, or the
+    /// node's identity: retrying would not help.
     #[error("the master refused this worker for good: {0}")]
     Refused(String),
+    /// The outbox could not be opened (damaged, stale or another node's).
     #[error("outbox: {0}")]
     Outbox(String),
+    /// The `NodeActor` stopped other than by draining, or failed to start.
     #[error("the node stopped: {0}")]
     NodeStopped(String),
+    /// Reading or writing the data dir, or binding the endpoint, failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -231,13 +245,12 @@ pub async fn run_worker(
         .node_id()
         .map_err(|e| WorkerError::Identity(e.to_string()))?;
     let outbox = open_outbox(&net.data_dir, &config.node_id)?;
-    let (node, done) = Actor::spawn(
-        Some(format!("ffrtmp-node-{}", config.node_id)),
-        NodeActor,
+    let (node, done) = crate::embed::spawn_node(
         NodeArgs {
             config: config.clone(),
             outbox,
         },
+        None,
     )
     .await
     .map_err(|e| WorkerError::NodeStopped(e.to_string()))?;

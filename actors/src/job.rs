@@ -45,11 +45,18 @@ const STALL_CHECK: Duration = Duration::from_millis(500);
 
 /// Everything a `JobActor` needs, handed over by its `NodeActor`.
 pub struct JobArgs {
+    /// What to run: the job's spec, its id and the attempt's fencing token.
     pub assignment: Assignment,
+    /// The node to report to (`JobStarted`, `JobProgress`, then one
+    /// `JobFinished`).
     pub node: ActorRef<NodeMsg>,
+    /// The FFmpeg binary.
     pub ffmpeg: PathBuf,
+    /// The ffprobe binary (measures a file output after a success).
     pub ffprobe: PathBuf,
+    /// Where the attempt's cgroup is created (with the job's limits).
     pub cgroups: Arc<CgroupManager>,
+    /// The `nice` value FFmpeg runs at.
     pub nice: i32,
     /// SIGTERM → SIGKILL grace period for cancel and timeout.
     pub kill_grace: Duration,
@@ -73,14 +80,24 @@ enum KillReason {
     LeaseExpired,
 }
 
+/// The messages a [`JobActor`] handles. Its node sends `Cancel`,
+/// `DrainStop`, `RenewLease` and `LeaseExpired`; the rest come from the
+/// actor's own tasks and timers.
 pub enum JobMsg {
+    /// A block of FFmpeg's `-progress` output, parsed (from the stdout reader).
     Progress(ProgressUpdate),
     /// The process was reaped (after its output was drained).
     Exited(std::process::ExitStatus),
+    /// Stop FFmpeg (SIGTERM, SIGKILL after the kill grace); the attempt
+    /// ends `cancelled`. The node sends it when the master cancels the job
+    /// or kills a stale attempt.
     Cancel,
     /// The node's drain deadline passed: stop, to be retried elsewhere.
     DrainStop,
+    /// The job's `timeout_s` passed: stop; the attempt ends `timed_out`.
     Timeout,
+    /// Periodic: stop as `stalled` (transient) if FFmpeg has made no
+    /// progress for the job's `stall_timeout_s`.
     StallCheck,
     /// Grace period after SIGTERM is over.
     Escalate,
@@ -93,6 +110,8 @@ pub enum JobMsg {
     InjectPanic,
 }
 
+/// A `JobActor`'s state (private; public only because ractor's `Actor` trait
+/// names it). Dropping it kills the process group and removes the cgroup.
 pub struct JobState {
     job_id: String,
     token: u64,
@@ -133,6 +152,9 @@ impl Drop for JobState {
     }
 }
 
+/// Runs one attempt of one job: FFmpeg in its own process group and cgroup,
+/// under a guard process. Spawned linked under its `NodeActor` by the node
+/// itself, one per assignment; it reports its outcome once and stops.
 pub struct JobActor;
 
 impl JobActor {

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use ffrtmp_runtime::model::{Energy, JobSpec, JobState, NodePower, Priority};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+/// Jobs accepted and stored (HTTP or [`crate::embed::submit`]).
 pub const JOBS_SUBMITTED: &str = "ffrtmp_jobs_submitted_total";
 /// Label `outcome`: a terminal state name.
 pub const JOBS_FINISHED: &str = "ffrtmp_jobs_finished_total";
@@ -17,8 +18,11 @@ pub const JOBS_FINISHED: &str = "ffrtmp_jobs_finished_total";
 pub const JOBS_RETRIED: &str = "ffrtmp_jobs_retried_total";
 /// Label `priority`.
 pub const QUEUE_DEPTH: &str = "ffrtmp_queue_depth";
+/// Attempts assigned to connected nodes and not finished (gauge).
 pub const JOBS_RUNNING: &str = "ffrtmp_jobs_running";
+/// FFmpeg's wall time of succeeded jobs (histogram).
 pub const JOB_WALL_SECONDS: &str = "ffrtmp_job_wall_seconds";
+/// Attempts whose FFmpeg could not be started (worker side).
 pub const SPAWN_FAILURES: &str = "ffrtmp_ffmpeg_spawn_failures_total";
 /// HTTP requests rejected by validation, label `code`.
 pub const REQUESTS_REJECTED: &str = "ffrtmp_http_requests_rejected_total";
@@ -150,10 +154,12 @@ pub fn job_energy(spec: &JobSpec, e: &Energy) {
     }
 }
 
+/// Counts a job that reached terminal `state` ([`JOBS_FINISHED`]).
 pub fn job_finished(state: JobState) {
     metrics::counter!(JOBS_FINISHED, "outcome" => state.as_str()).increment(1);
 }
 
+/// Sets [`QUEUE_DEPTH`] for each priority listed.
 pub fn queue_depth(depths: &[(Priority, usize)]) {
     for (p, n) in depths {
         metrics::gauge!(QUEUE_DEPTH, "priority" => p.as_str()).set(*n as f64);

@@ -49,12 +49,23 @@ use crate::power::{PowerArgs, PowerConfig, PowerMsg, PowerSamplerActor};
 /// How a worker node is set up.
 #[derive(Clone)]
 pub struct NodeConfig {
+    /// The node's id, stable across restarts: the master knows the node's
+    /// attempts by it (and checks it against the certificate over QUIC).
     pub node_id: NodeId,
+    /// Jobs it runs at once; an assignment beyond them is refused
+    /// (reported transient, so the master places it again).
     pub slots: u32,
+    /// The FFmpeg binary jobs run (a path, or a name looked up in `PATH`).
     pub ffmpeg: PathBuf,
+    /// The ffprobe binary (measures a file output).
     pub ffprobe: PathBuf,
+    /// Creates each attempt's cgroup under the node's parent; its sweep
+    /// runs when the node starts.
     pub cgroups: Arc<CgroupManager>,
+    /// The `nice` value FFmpeg runs at.
     pub nice: i32,
+    /// SIGTERM, then SIGKILL this much later, when a job must stop; also how
+    /// long before its lease ends the node stops its jobs.
     pub kill_grace: Duration,
     /// Encoders this node advertises (already probed by a real encode).
     pub encoders: Vec<String>,
@@ -69,17 +80,26 @@ pub struct NodeConfig {
     pub run_log: Option<PathBuf>,
 }
 
+/// What a [`NodeActor`] is started with.
 pub struct NodeArgs {
+    /// How the node is set up.
     pub config: NodeConfig,
     /// Results not yet acknowledged by the master (on disk).
     pub outbox: Outbox,
 }
 
+/// The messages a [`NodeActor`] handles. Its owner sends `Hello`,
+/// `LinkUp` and `Drain`; its `JobActor`s send `JobStarted`, `JobProgress`
+/// and `JobFinished`; its sampler sends `Power`; the rest come from its own
+/// link reader and timers.
 pub enum NodeMsg {
     /// A new link to the master, whose handshake carried the hello from
     /// [`NodeMsg::Hello`]. `down` is dropped when the node is done with it.
     LinkUp {
+        /// The worker's end of the link; replaces the current one.
         link: LinkEnd,
+        /// Dropped when the node lets go of this link (it ended, was
+        /// replaced, or the node stopped): the owner's cue to reconnect.
         down: oneshot::Sender<()>,
     },
     /// The link of generation `gen` ended.
@@ -91,26 +111,45 @@ pub enum NodeMsg {
     Hello(RpcReplyPort<ToMaster>),
     /// Periodic: ping, and stop the jobs when the lease runs out.
     Tick,
+    /// From a `JobActor`: FFmpeg is running; forwarded to the master (and
+    /// resent on every new link while the attempt runs).
     JobStarted {
+        /// The job.
         job_id: JobId,
+        /// The attempt's fencing token.
         token: u64,
+        /// How FFmpeg was isolated (a cgroup, or `nice` only).
         isolation: Isolation,
     },
+    /// From a `JobActor`: FFmpeg's latest progress; forwarded to the master
+    /// if linked (dropped otherwise: the next one supersedes it).
     JobProgress {
+        /// The job.
         job_id: JobId,
+        /// The attempt's fencing token.
         token: u64,
+        /// The figures FFmpeg reported.
         progress: Progress,
     },
+    /// From a `JobActor`, once, just before it stops: the attempt's
+    /// outcome. Written to the outbox, then sent to the master, and resent
+    /// until the master acknowledges it.
     JobFinished {
+        /// The job.
         job_id: JobId,
+        /// The attempt's fencing token.
         token: u64,
+        /// How the attempt ended.
         outcome: Outcome,
         /// What the attempt cost, when this node samples power.
         energy: Option<Energy>,
     },
     /// Drain: take no new jobs, let the running ones finish for at most
     /// `deadline`, then stop them (reported transient) and stop the node.
-    Drain { deadline: Duration },
+    Drain {
+        /// How long running jobs may still take.
+        deadline: Duration,
+    },
     /// The drain deadline passed.
     DrainDeadline,
     /// The node's power, from its `PowerSamplerActor` (about once a second):
@@ -142,6 +181,8 @@ impl Drop for CurrentLink {
     }
 }
 
+/// The node's state (private; public only because ractor's `Actor` trait
+/// names it).
 pub struct NodeState {
     config: NodeConfig,
     outbox: Outbox,
@@ -180,6 +221,13 @@ const TICK: Duration = Duration::from_millis(100);
 /// master acknowledges duplicates and applies each result once).
 const OUTBOX_RESEND: Duration = Duration::from_secs(5);
 
+/// The root of a worker's tree: runs each assignment from the master in a
+/// `JobActor` linked under it, keeps the lease, and keeps every result in
+/// its outbox until the master acknowledges it. Spawn it with
+/// [`crate::embed::spawn_node`], then give it a link
+/// ([`crate::embed::link_in_process`], or [`crate::cluster::maintain_link`]
+/// over QUIC). Stopping it stops its jobs (each process group killed, each
+/// cgroup removed).
 pub struct NodeActor;
 
 impl NodeState {

@@ -20,8 +20,14 @@ use tokio::task::JoinHandle;
 use crate::link::LinkEnd;
 use crate::scheduler::SchedulerMsg;
 
+/// The messages a [`NodeLink`] handles.
 pub enum NodeLinkMsg {
+    /// A decoded frame from the worker (from the link's reader task). The
+    /// first must be its hello; pings are answered here, the rest go to the
+    /// scheduler as [`SchedulerMsg::FromWorker`].
     Inbound(ToMaster),
+    /// A message for the worker, from the scheduler (assign, cancel, kill,
+    /// drain, acknowledge). The link stops if it cannot be sent.
     Outbound(ToWorker),
     /// The link ended (with why). Handled in order, after every inbound
     /// message before it.
@@ -31,13 +37,19 @@ pub enum NodeLinkMsg {
 /// How long a closing link waits for the scheduler to catch up.
 const SYNC_TIMEOUT_MS: u64 = 5_000;
 
+/// What a [`NodeLink`] is started with (by the scheduler, on
+/// [`SchedulerMsg::AttachLink`]).
 pub struct NodeLinkArgs {
+    /// The master's end of the link; the worker's hello is its first frame.
     pub link: LinkEnd,
+    /// Where the worker's messages go; also the link's supervisor.
     pub scheduler: ActorRef<SchedulerMsg>,
     /// The lease granted with every `Pong`.
     pub lease_ms: u64,
 }
 
+/// A `NodeLink`'s state (private; public only because ractor's `Actor`
+/// trait names it).
 pub struct NodeLinkState {
     tx: mpsc::Sender<Vec<u8>>,
     reader: JoinHandle<()>,
@@ -53,13 +65,19 @@ impl Drop for NodeLinkState {
     }
 }
 
+/// The master-side proxy of one worker's link: spawned linked under the
+/// scheduler per link, it ends when the link ends (or the worker breaks the
+/// protocol), which the scheduler sees as a supervision event.
 pub struct NodeLink;
 
 /// What the scheduler learns when a worker says hello.
 #[derive(Debug, Clone)]
 pub struct NodeHello {
+    /// The worker's node id.
     pub node_id: NodeId,
+    /// Jobs it runs at once.
     pub slots: u32,
+    /// Its encoders (each passed a test encode), cores and memory.
     pub capabilities: Capabilities,
     /// Attempts the worker runs now.
     pub running: Vec<AttemptRef>,

@@ -74,6 +74,8 @@ impl std::str::FromStr for PowerChoice {
 /// How a node measures power.
 #[derive(Debug, Clone)]
 pub struct PowerConfig {
+    /// Which sources to use; a source named here that cannot be opened
+    /// fails the node's start.
     pub choice: PowerChoice,
     /// The powercap class directory (`/sys/class/powercap`; a fake tree in tests).
     pub powercap_root: PathBuf,
@@ -145,25 +147,36 @@ impl JobPids {
 /// A finished job's energy as sampled: per domain, and the sampled time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampledEnergy {
+    /// Joules charged to the job, one entry per domain and source.
     pub domains: Vec<DomainEnergy>,
+    /// Seconds from when tracking began to the last sample.
     pub measured_s: f64,
 }
 
+/// The messages a [`PowerSamplerActor`] handles: `Track`, `Finish` and
+/// `Untrack` come from the node's `JobActor`s, `Snapshot` from whoever
+/// wants the node's power.
 pub enum PowerMsg {
     /// Sample now, out of schedule (the sampling thread keeps the schedule).
     Tick,
     /// A job's FFmpeg runs: attribute energy to it from now on.
     Track {
+        /// The attempt to charge.
         attempt: AttemptRef,
+        /// Where its CPU time is read (its cgroup, or its process).
         cpu: CpuProbe,
+        /// Its processes, for GPU utilisation.
         pids: JobPids,
     },
     /// The job's FFmpeg has exited (its cgroup still exists): sample once
     /// more, with `final_cpu_s` as its last CPU reading when given, stop
     /// tracking it and reply with its energy (`None` if it was not tracked).
     Finish {
+        /// The attempt.
         attempt: AttemptRef,
+        /// Its cgroup's CPU time after FFmpeg exited, if read.
         final_cpu_s: Option<f64>,
+        /// Gets the attempt's energy.
         reply: RpcReplyPort<Option<SampledEnergy>>,
     },
     /// Stop tracking a job without figures (its actor failed).
@@ -227,10 +240,16 @@ struct Meter {
     notes: Vec<String>,
 }
 
+/// A node's energy meter: samples RAPL, NVML or the estimate on its own
+/// thread, attributes each interval's energy to the tracked jobs, and sends
+/// the node's power to its node about once a second. Spawned linked under
+/// the `NodeActor` when [`NodeConfig::power`](crate::node::NodeConfig::power)
+/// is set; the node starts a new one if it fails.
 pub struct PowerSamplerActor;
 
 /// What the sampler is started with.
 pub struct PowerArgs {
+    /// Sources and rates.
     pub config: PowerConfig,
     /// Where the once-a-second [`NodeMsg::Power`] goes (the parent node).
     pub report_to: Option<ActorRef<NodeMsg>>,

@@ -3,6 +3,9 @@
 //! `ffrtmp_runtime::state`, and supervises one `NodeLink` per connected worker
 //! and the `AdminActor` (HTTP).
 //!
+//! Talk to it with [`SchedulerMsg`]; [`crate::embed`] wraps the messages an
+//! embedding application needs (submit, subscribe, attach a worker).
+//!
 //! Restart policy:
 //! - `NodeLink`: never restarted by the master; a link is re-created only
 //!   when its worker connects again. Its end (clean or failed) starts the
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use ffrtmp_runtime::lease;
 use ffrtmp_runtime::model::{
-    Failure, FailureReason, Job, JobId, JobState, NodeId, NodePower, Outcome,
+    Failure, FailureReason, Job, JobId, JobSpec, JobState, NodeId, NodePower, Outcome,
 };
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
@@ -34,18 +37,28 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use serde::Serialize;
 
 use crate::admin::{AdminActor, AdminArgs};
-use crate::events::{JobEvents, UpdateKind};
+use crate::events::{JobEvents, JobUpdates, UpdateKind};
 use crate::link::LinkEnd;
 use crate::metrics as m;
 use crate::node_link::{NodeHello, NodeLink, NodeLinkArgs, NodeLinkMsg};
 use crate::{mono_ms, now_ms};
 
+/// How many times the scheduler restarts its `AdminActor` within
+/// [`ADMIN_RESTART_WINDOW`] before it gives up and stops itself.
 pub const ADMIN_MAX_RESTARTS: u32 = 3;
+/// The window [`ADMIN_MAX_RESTARTS`] is counted over.
 pub const ADMIN_RESTART_WINDOW: Duration = Duration::from_secs(60);
 
+/// What a [`SchedulerActor`] is started with.
 pub struct SchedulerArgs {
+    /// The job store. The scheduler is the only writer of transitions; on
+    /// start it requeues the stored `queued` jobs and fences the attempts
+    /// left `assigned`/`running` by an earlier run.
     pub store: Store,
+    /// Where job updates are published. Give the HTTP API (if any) a clone
+    /// of the same handle.
     pub events: JobEvents,
+    /// Backoff between attempts after a transient failure.
     pub retry: RetryPolicy,
     /// The HTTP API to run under this scheduler, if any.
     pub admin: Option<AdminArgs>,
@@ -55,6 +68,21 @@ pub struct SchedulerArgs {
     pub lease: Duration,
 }
 
+impl SchedulerArgs {
+    /// A scheduler over `store` with the defaults of `ffrtmp-node`: a fresh
+    /// [`JobEvents`], the default retry policy, the default lease
+    /// ([`lease::DEFAULT_LEASE_MS`]) and no HTTP API.
+    pub fn new(store: Store) -> SchedulerArgs {
+        SchedulerArgs {
+            store,
+            events: JobEvents::default(),
+            retry: RetryPolicy::default(),
+            admin: None,
+            lease: Duration::from_millis(lease::DEFAULT_LEASE_MS),
+        }
+    }
+}
+
 /// What a cancel request did.
 #[derive(Debug, Clone)]
 pub enum CancelReply {
@@ -62,17 +90,25 @@ pub enum CancelReply {
     Cancelled(Box<Job>),
     /// The job is running; its worker was told to stop it.
     Requested(Box<Job>),
+    /// The job had already reached a terminal state (or could not be
+    /// cancelled from the one it is in); nothing changed.
     AlreadyFinished(Box<Job>),
+    /// No job has that id.
     NotFound,
 }
 
 /// A node as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
+    /// The node's id (from its certificate in a cluster).
     pub id: NodeId,
+    /// Jobs it runs at once (0 for a node that is gone).
     pub slots: u32,
+    /// The jobs the master believes it runs, sorted.
     pub running: Vec<JobId>,
+    /// What it said it can do when it connected.
     pub capabilities: Capabilities,
+    /// It takes no new jobs and leaves once its jobs are done.
     pub draining: bool,
     /// False for a node that is gone but whose attempts are fenced: they
     /// may still run there until its lease ends, or be adopted when it
@@ -83,31 +119,62 @@ pub struct NodeInfo {
     pub power: Option<NodePower>,
 }
 
+/// The messages a [`SchedulerActor`] handles. Replies come through the
+/// [`RpcReplyPort`]s (use `ractor::call!`); a dropped reply port means the
+/// scheduler stopped before it could answer.
 pub enum SchedulerMsg {
-    /// A job was stored durably by the API and waits to be queued.
+    /// A job was stored durably (by the HTTP API) and waits to be queued.
+    /// Ignored if it is no longer `queued`.
     Enqueued(JobId),
+    /// Store a new job durably and queue it. Replies once the job is on disk
+    /// (what `201 Created` means over HTTP) with the job as stored, or with
+    /// why it could not be stored. The spec is not validated again: build it
+    /// with `ffrtmp_runtime::spec::parse_job_request`. Sent by
+    /// [`crate::embed::submit`].
+    Submit(Box<JobSpec>, RpcReplyPort<Result<Job, String>>),
+    /// Watch one job: replies with its updates (the job now, then every
+    /// change until a terminal state), `Ok(None)` if no job has that id, or
+    /// the store's error. Sent by [`crate::embed::subscribe`].
+    Subscribe(JobId, RpcReplyPort<Result<Option<JobUpdates>, String>>),
+    /// Cancel a job: a queued job is cancelled at once; a running one's
+    /// worker is told to stop it (the job becomes `cancelled` when the worker
+    /// reports). The reply says which.
     Cancel(JobId, RpcReplyPort<CancelReply>),
-    /// A new worker link: the scheduler spawns a `NodeLink` for it.
+    /// A new worker link: the scheduler spawns a `NodeLink` for it under
+    /// itself. The link's first frame must be the worker's hello. Sent by the
+    /// QUIC accept loop and by [`crate::embed::link_in_process`].
     AttachLink(LinkEnd),
+    /// From a `NodeLink`: its worker said hello. The scheduler reconciles
+    /// what the node reports with what it believes the node runs, then
+    /// places jobs on it.
     NodeUp {
+        /// What the worker said.
         hello: NodeHello,
+        /// The link it said it on.
         link: ActorRef<NodeLinkMsg>,
     },
+    /// From a `NodeLink`: a message from its worker about a job (started,
+    /// progress, finished) or itself (power, draining).
     FromWorker {
+        /// The worker it came from.
         node_id: NodeId,
+        /// What it said.
         msg: ToMaster,
     },
-    /// A retry backoff may have elapsed.
+    /// A retry backoff may have elapsed (the scheduler's own timer).
     Wake,
+    /// Replies with every node, connected or gone but still holding fenced
+    /// attempts, sorted by id.
     Nodes(RpcReplyPort<Vec<NodeInfo>>),
     /// Drain a node: no new assignments; it finishes its jobs within the
     /// deadline and leaves. `None` if no such node is connected.
     Drain(NodeId, Duration, RpcReplyPort<Option<NodeInfo>>),
     /// Replies once every message queued before it has been handled.
     Sync(RpcReplyPort<()>),
-    /// The local address of the HTTP API, once it is listening.
+    /// The local address of the HTTP API, once it is listening (`None`
+    /// without one).
     HttpAddr(RpcReplyPort<Option<std::net::SocketAddr>>),
-    /// A fence may have expired.
+    /// A fence may have expired (the scheduler's own timer).
     Fence,
 }
 
@@ -145,6 +212,8 @@ fn node_info(id: &NodeId, n: &NodeEntry) -> NodeInfo {
     }
 }
 
+/// The scheduler's state (private; public only because ractor's `Actor`
+/// trait names it).
 pub struct SchedulerState {
     store: Store,
     events: JobEvents,
@@ -176,6 +245,12 @@ impl Drop for SchedulerState {
     }
 }
 
+/// The root of the master's tree: the single writer of job transitions.
+/// Spawn it with [`crate::embed::spawn_scheduler`] (or `Actor::spawn_linked`
+/// with [`SchedulerArgs`]); it spawns its HTTP API, if configured, and a
+/// `NodeLink` per attached worker under itself, and stops them when it
+/// stops. It stops itself only when its HTTP API fails more often than
+/// [`ADMIN_MAX_RESTARTS`] allows; a failing store makes it fail.
 pub struct SchedulerActor;
 
 fn queued(job: &Job) -> QueuedJob {
@@ -750,6 +825,27 @@ impl Actor for SchedulerActor {
                     }
                 }
             }
+            SchedulerMsg::Submit(spec, reply) => {
+                let seq = match state.store.next_seq() {
+                    Ok(seq) => seq,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return Ok(());
+                    }
+                };
+                let job = Job::new(uuid::Uuid::now_v7().to_string(), seq, *spec, now_ms());
+                // Stored off the actor, so submissions share a flush and the
+                // scheduler does not wait on the disk.
+                let (store, events, me) = (state.store.clone(), state.events.clone(), myself);
+                tokio::spawn(async move {
+                    let r = store_new_job(&store, &events, &me, &job).await;
+                    let _ = reply.send(r.map(|()| job).map_err(|e| e.to_string()));
+                });
+            }
+            SchedulerMsg::Subscribe(job_id, reply) => {
+                let r = JobUpdates::open(&state.events, state.store.clone(), &job_id);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
             SchedulerMsg::Cancel(job_id, reply) => {
                 let Some(mut job) = state.store.get(&job_id)? else {
                     let _ = reply.send(CancelReply::NotFound);
@@ -916,6 +1012,25 @@ impl Actor for SchedulerActor {
         }
         Ok(())
     }
+}
+
+/// Stores a new `queued` job durably, publishes it, and tells `scheduler` to
+/// queue it. `Ok` means the job is on disk; if the scheduler is gone by then
+/// the job is queued on its next start.
+pub(crate) async fn store_new_job(
+    store: &Store,
+    events: &JobEvents,
+    scheduler: &ActorRef<SchedulerMsg>,
+    job: &Job,
+) -> Result<(), ffrtmp_runtime::store::StoreError> {
+    store.put_durable(job).await?;
+    metrics::counter!(m::JOBS_SUBMITTED).increment(1);
+    events.publish(UpdateKind::State, job);
+    if let Err(e) = scheduler.cast(SchedulerMsg::Enqueued(job.id.clone())) {
+        // Stored, so not lost: the scheduler queues it on its next start.
+        tracing::error!(job = %job.id, error = %e, "scheduler unreachable after storing a job");
+    }
+    Ok(())
 }
 
 /// Shared handle used by the HTTP layer.

@@ -1,6 +1,7 @@
 //! Bootstrap of a master tree and a worker tree in one process
-//! (`ffrtmp-node --role standalone`), and the building blocks an embedding
-//! application uses to do the same under its own supervisor.
+//! (`ffrtmp-node --role standalone`), built on [`crate::embed`]; also the
+//! pieces the `master` and `worker` roles share with it (node id, node
+//! configuration from the flags, the master tree).
 //!
 //! Standalone is a one-node cluster: the worker reaches the master over a
 //! loopback QUIC connection with mutual TLS (a private CA in
@@ -14,42 +15,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
-use ffrtmp_runtime::ffmpeg;
-use ffrtmp_runtime::model::Codec;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
 use ffrtmp_runtime::store::Store;
 use ffrtmp_transport_quic::endpoint::Timers;
 use ffrtmp_transport_quic::pki::{self, CertificateAuthority, NodeIdentity};
 use metrics_exporter_prometheus::PrometheusHandle;
-use ractor::{Actor, ActorCell, ActorRef};
+use ractor::ActorRef;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminArgs;
 use crate::cluster::{self, WorkerNet};
+use crate::embed;
 use crate::events::JobEvents;
-use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
-use crate::scheduler::{SchedulerActor, SchedulerArgs, SchedulerMsg};
+use crate::node::{NodeArgs, NodeConfig, NodeMsg};
+use crate::scheduler::{SchedulerArgs, SchedulerMsg};
 
-/// Everything `--role standalone` needs.
+pub use crate::embed::{default_slots, probe_encoders};
+
+/// Everything `--role standalone` needs (the `master` and `worker` roles use
+/// the parts that concern them). Built from `ffrtmp-node`'s flags.
 #[derive(Clone)]
 pub struct StandaloneConfig {
+    /// Holds the job store (`master.sled`), the outbox, the node id, the
+    /// node secret and the standalone's private PKI.
     pub data_dir: PathBuf,
+    /// Where the HTTP API listens (port 0: any free port).
     pub http: SocketAddr,
+    /// Directories job files must lie in (at least one must exist).
     pub media_roots: Vec<PathBuf>,
+    /// Jobs the worker runs at once.
     pub slots: u32,
+    /// Bearer key for the HTTP API; `None`: no key is asked for.
     pub api_key: Option<String>,
+    /// Largest HTTP request body accepted.
     pub max_body_bytes: usize,
+    /// The FFmpeg binary jobs run (a path, or a name looked up in `PATH`).
     pub ffmpeg: PathBuf,
+    /// The ffprobe binary (output file sizes and bitrates).
     pub ffprobe: PathBuf,
     /// cgroup parent under which this node's job cgroups live.
     pub cgroup_parent: String,
+    /// The `nice` value jobs run at.
     pub nice: i32,
+    /// SIGTERM, then SIGKILL this much later, when a job must stop.
     pub kill_grace: Duration,
+    /// Backoff between attempts after a transient failure.
     pub retry: RetryPolicy,
     /// The lease the master grants its workers (docs/PROTOCOL.md, "Leases").
     pub lease: Duration,
+    /// Serves `GET /metrics` when set.
     pub metrics: Option<PrometheusHandle>,
     /// Advertise only these encoders (of those that pass a test encode).
     pub encoder_allowlist: Option<Vec<String>>,
@@ -59,15 +75,13 @@ pub struct StandaloneConfig {
     pub run_log: Option<PathBuf>,
 }
 
-/// Default slots: half the cores, at least one.
-pub fn default_slots() -> u32 {
-    (crate::node::cores() / 2).max(1)
-}
-
 /// A running standalone node.
 pub struct Standalone {
+    /// The master tree's root.
     pub scheduler: ActorRef<SchedulerMsg>,
+    /// The local worker, linked to the scheduler over loopback QUIC.
     pub node: ActorRef<NodeMsg>,
+    /// Where the HTTP API listens.
     pub http: SocketAddr,
     /// Completes when the scheduler stops.
     pub scheduler_done: JoinHandle<()>,
@@ -81,51 +95,45 @@ pub struct Standalone {
     _stop: watch::Sender<bool>,
 }
 
-/// How long shutdown waits for each tree to stop.
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
-
 impl Standalone {
     /// Orderly stop: the worker tree first (its jobs are killed and their
     /// cgroups removed; they are requeued on the next start), then the
     /// master tree, then the node's now empty cgroup parent.
     pub async fn shutdown(self) {
-        let _ = self
-            .node
-            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
-            .await;
+        embed::stop_node(&self.node, self.cgroups.clone()).await;
         self.link.abort();
         self.accept.abort();
         self.master_endpoint.close(
             ffrtmp_transport_quic::endpoint::close::NORMAL,
             b"standalone stopping",
         );
-        let _ = self
-            .scheduler
-            .stop_and_wait(Some("shutdown".into()), Some(SHUTDOWN_TIMEOUT))
-            .await;
-        let cgroups = self.cgroups.clone();
-        match tokio::task::spawn_blocking(move || cgroups.remove_parent()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "node cgroup parent not removed"),
-            Err(e) => tracing::warn!(error = %e, "cgroup cleanup task failed"),
-        }
+        embed::stop_scheduler(&self.scheduler).await;
     }
 }
 
+/// Why a standalone node (or a master tree) did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The data dir could not be created, or its node id read or written.
     #[error("data dir {0}: {1}")]
     DataDir(PathBuf, std::io::Error),
+    /// A media root is missing or not a directory.
     #[error("media root: {0}")]
     MediaRoot(std::io::Error),
+    /// The job store or the outbox could not be opened (a damaged, stale or
+    /// foreign outbox is refused).
     #[error("store: {0}")]
     Store(String),
+    /// The scheduler or the node failed to start (the message says why).
     #[error("actor: {0}")]
     Spawn(String),
+    /// The HTTP API did not report its address (it could not bind).
     #[error("the HTTP API did not come up")]
     Http,
+    /// The private CA or the local worker's certificate failed.
     #[error("pki: {0}")]
     Pki(String),
+    /// The loopback QUIC endpoints failed.
     #[error("QUIC: {0}")]
     Quic(String),
 }
@@ -143,68 +151,28 @@ pub fn node_id(data_dir: &Path) -> std::io::Result<String> {
     }
 }
 
-/// Encoders that pass a real test encode on this machine, limited to
-/// `allow` when given.
-pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Vec<String> {
-    let candidates: Vec<&str> = Codec::ALL
-        .iter()
-        .map(|c| c.encoder())
-        .filter(|e| allow.is_none_or(|a| a.iter().any(|x| x == e)))
-        .collect();
-    ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
-}
-
 /// A worker's node configuration from the shared flags: its cgroup manager
 /// (`<cgroup_parent>/<node_id>`) and the encoders that pass a test encode.
 pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig {
-    let cgroups = Arc::new(CgroupManager::detect(&format!(
-        "{}/{}",
-        cfg.cgroup_parent, node_id
-    )));
-    tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = probe_encoders(&cfg.ffmpeg, cfg.encoder_allowlist.as_deref()).await;
-    tracing::info!(?encoders, "encoders that passed a test encode");
-    NodeConfig {
+    let mut config = embed::node_config(
         node_id,
-        slots: cfg.slots,
-        ffmpeg: cfg.ffmpeg.clone(),
-        ffprobe: cfg.ffprobe.clone(),
-        cgroups,
-        nice: cfg.nice,
-        kill_grace: cfg.kill_grace,
-        encoders,
-        drained: Default::default(),
-        power: cfg.power.clone(),
-        run_log: cfg.run_log.clone(),
-    }
-}
-
-/// Spawn the master tree (scheduler + HTTP API), optionally linked under an
-/// embedding application's supervisor.
-pub async fn spawn_master(
-    store: Store,
-    events: JobEvents,
-    retry: RetryPolicy,
-    admin: Option<AdminArgs>,
-    lease: Duration,
-    supervisor: Option<ActorCell>,
-) -> Result<(ActorRef<SchedulerMsg>, JoinHandle<()>), StartError> {
-    let args = SchedulerArgs {
-        store,
-        events,
-        retry,
-        admin,
-        lease,
-    };
-    let spawned = match supervisor {
-        Some(sup) => Actor::spawn_linked(None, SchedulerActor, args, sup).await,
-        None => Actor::spawn(None, SchedulerActor, args).await,
-    };
-    spawned.map_err(|e| StartError::Spawn(e.to_string()))
+        cfg.ffmpeg.clone(),
+        cfg.ffprobe.clone(),
+        &cfg.cgroup_parent,
+        cfg.encoder_allowlist.as_deref(),
+    )
+    .await;
+    config.slots = cfg.slots;
+    config.nice = cfg.nice;
+    config.kill_grace = cfg.kill_grace;
+    config.power = cfg.power.clone();
+    config.run_log = cfg.run_log.clone();
+    config
 }
 
 /// A running master tree.
 pub struct MasterTree {
+    /// Its root.
     pub scheduler: ActorRef<SchedulerMsg>,
     /// Where the HTTP API listens.
     pub http: SocketAddr,
@@ -236,8 +204,16 @@ pub async fn start_master(
         scheduler: None,
         fault_node,
     };
-    let (scheduler, done) =
-        spawn_master(store, events, cfg.retry, Some(admin), cfg.lease, None).await?;
+    let args = SchedulerArgs {
+        store,
+        events,
+        retry: cfg.retry,
+        admin: Some(admin),
+        lease: cfg.lease,
+    };
+    let (scheduler, done) = embed::spawn_scheduler(args, None)
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
     let http = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
         .ok()
         .flatten()
@@ -290,13 +266,12 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     let cgroups = config.cgroups.clone();
     let outbox = cluster::open_outbox(&cfg.data_dir, &node_id)
         .map_err(|e| StartError::Store(e.to_string()))?;
-    let (node, node_done) = Actor::spawn(
-        Some(format!("ffrtmp-node-{node_id}")),
-        NodeActor,
+    let (node, node_done) = embed::spawn_node(
         NodeArgs {
             config: config.clone(),
             outbox,
         },
+        None,
     )
     .await
     .map_err(|e| StartError::Spawn(e.to_string()))?;
