@@ -405,7 +405,7 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
                         "[{:>6.1}s] SIGKILL worker {w}, {} its outbox, restart",
                         t0.elapsed().as_secs_f64(),
                         if stale {
-                            "swap in another worker's outbox for"
+                            "swap another worker's outbox in for"
                         } else {
                             "empty"
                         }
