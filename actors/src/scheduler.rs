@@ -67,10 +67,12 @@ pub enum CancelReply {
 }
 
 /// A node as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeInfo {
+    #[schema(value_type = String)]
     pub id: NodeId,
     pub slots: u32,
+    #[schema(value_type = Vec<String>)]
     pub running: Vec<JobId>,
     pub capabilities: Capabilities,
     pub draining: bool,
