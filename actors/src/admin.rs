@@ -368,6 +368,14 @@ fn router(api: Arc<Api>) -> Router {
     public
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
+        // axum still sets `Allow`; the body is the one error shape.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see the Allow header)",
+            )
+        })
         .with_state(api)
 }
 
@@ -1235,6 +1243,16 @@ mod tests {
         // The key is on: a keyed route refuses the same request.
         let (status, _, body) = get(addr, "/v1/jobs").await;
         assert_eq!(status, 401, "{body}");
+        // A method a route does not take: 405, `Allow`, and the error shape.
+        let (status, head, body) = request(addr, "DELETE", "/v1/openapi.json").await;
+        assert_eq!(status, 405, "{body}");
+        assert_eq!(
+            header_value(&head, "allow").as_deref(),
+            Some("GET,HEAD"),
+            "{head}"
+        );
+        let err: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(err["error"]["code"], "method_not_allowed", "{body}");
 
         scheduler.stop(None);
         let _ = done.await;
