@@ -29,7 +29,7 @@ use ffrtmp_runtime::store::{ListFilter, Store};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, oneshot};
@@ -596,8 +596,60 @@ async fn submit(
         .into_response())
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
+/// A query string as (name, value) pairs, percent-decoded.
+type QueryPairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+/// The pairs of a query string, each name at most once and one of `known`.
+/// Refusals name the parameter, like a body's refusals name the field.
+fn query_params(query: QueryPairs, known: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    let bad = |e: FieldError| ApiError::field(StatusCode::BAD_REQUEST, e);
+    let Query(pairs) = query.map_err(|e| {
+        bad(FieldError::new(
+            "invalid_query",
+            None,
+            format!("the query string cannot be read: {}", e.body_text()),
+        ))
+    })?;
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, _) in &pairs {
+        // An empty name is named as the JSON it would be, as in bodies.
+        let field = if name.is_empty() { "\"\"" } else { name };
+        if !known.contains(&name.as_str()) {
+            return Err(bad(FieldError::new(
+                "unknown_field",
+                Some(field),
+                format!(
+                    "unknown query parameter `{field}`; known: {}",
+                    known.join(", ")
+                ),
+            )));
+        }
+        if seen.contains(&name.as_str()) {
+            return Err(bad(FieldError::invalid(
+                field,
+                format!("query parameter `{field}` is given twice"),
+            )));
+        }
+        seen.push(name);
+    }
+    Ok(pairs)
+}
+
+/// A whole non-negative number in a query parameter.
+fn query_number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
+    value.parse().map_err(|_| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            FieldError::invalid(
+                name,
+                format!("`{name}` must be a whole number in range, got {value:?}"),
+            ),
+        )
+    })
+}
+
+/// The query of `GET /v1/jobs` (the names here are the document's).
+#[derive(Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only jobs in this state.
@@ -624,6 +676,23 @@ fn cursor_schema() -> utoipa::openapi::schema::Object {
         .build()
 }
 
+impl ListQuery {
+    const NAMES: [&'static str; 4] = ["state", "priority", "limit", "cursor"];
+
+    fn parse(query: QueryPairs) -> ApiResult<ListQuery> {
+        let mut q = ListQuery::default();
+        for (name, value) in query_params(query, &ListQuery::NAMES)? {
+            match name.as_str() {
+                "state" => q.state = Some(value),
+                "priority" => q.priority = Some(value),
+                "limit" => q.limit = Some(query_number(&name, &value)?),
+                _ => q.cursor = Some(query_number(&name, &value)?),
+            }
+        }
+        Ok(q)
+    }
+}
+
 /// Jobs in submission order, a page at a time.
 #[utoipa::path(
     get,
@@ -632,23 +701,15 @@ fn cursor_schema() -> utoipa::openapi::schema::Object {
     params(ListQuery),
     responses(
         (status = 200, description = "A page of jobs.", body = JobPage),
-        (status = 400, description = "`invalid_query` (an unknown or malformed parameter) or \
-            `invalid_field` naming `state`, `priority` or `limit`.", body = ErrorBody),
+        (status = 400, description = "`unknown_field` (an unknown parameter) or `invalid_field` \
+            (a bad or repeated one), naming the parameter.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]
-async fn list(
-    State(api): State<Arc<Api>>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<JobPage>> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            FieldError::new("invalid_query", None, e.body_text()),
-        )
-    })?;
+async fn list(State(api): State<Arc<Api>>, query: QueryPairs) -> ApiResult<Json<JobPage>> {
+    let q = ListQuery::parse(query)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -798,14 +859,26 @@ async fn efficiency(State(api): State<Arc<Api>>) -> ApiResult<Json<EfficiencyRep
     Ok(Json(ffrtmp_runtime::report::efficiency(&jobs)))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
+/// The query of `POST /v1/nodes/{id}/drain` (the names here are the document's).
+#[derive(Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct DrainQuery {
     /// Seconds the running jobs get to finish before they are stopped and
     /// requeued (default 600).
     #[param(minimum = 0, maximum = 86400, nullable = false)]
     deadline_s: Option<u64>,
+}
+
+impl DrainQuery {
+    const NAMES: [&'static str; 1] = ["deadline_s"];
+
+    fn parse(query: QueryPairs) -> ApiResult<DrainQuery> {
+        let mut q = DrainQuery::default();
+        for (name, value) in query_params(query, &DrainQuery::NAMES)? {
+            q.deadline_s = Some(query_number(&name, &value)?);
+        }
+        Ok(q)
+    }
 }
 
 /// Longest drain deadline accepted, and the default.
@@ -821,7 +894,8 @@ const DEFAULT_DRAIN_DEADLINE_S: u64 = 600;
     params(("id" = String, Path, description = "The node's id."), DrainQuery),
     responses(
         (status = 202, description = "Draining: the node.", body = NodeInfo),
-        (status = 400, description = "`invalid_query`, or `invalid_field` naming `deadline_s`.", body = ErrorBody),
+        (status = 400, description = "`unknown_field` (an unknown parameter) or `invalid_field` \
+            (a bad or repeated `deadline_s`), naming the parameter.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such node is connected.", body = ErrorBody),
         (status = 500, description = "`internal`: the scheduler did not answer.", body = ErrorBody)
@@ -831,14 +905,9 @@ const DEFAULT_DRAIN_DEADLINE_S: u64 = 600;
 async fn drain(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    query: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryPairs,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            FieldError::new("invalid_query", None, e.body_text()),
-        )
-    })?;
+    let q = DrainQuery::parse(query)?;
     let deadline_s = q.deadline_s.unwrap_or(DEFAULT_DRAIN_DEADLINE_S);
     if deadline_s > MAX_DRAIN_DEADLINE_S {
         return Err(ApiError::field(
@@ -1119,10 +1188,27 @@ mod tests {
         }
     }
 
-    /// The query parameters' bounds are the handlers' constants.
+    /// The query parameters are the ones the handlers read, with their bounds.
     #[test]
-    fn query_parameter_bounds_match_the_handlers() {
+    fn query_parameters_match_the_handlers() {
         let doc = doc();
+        let names = |path: &str, method: &str| -> BTreeSet<String> {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "query")
+                        .filter_map(|p| p["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let set = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(names("/v1/jobs", "get"), set(&ListQuery::NAMES));
+        assert_eq!(
+            names("/v1/nodes/{id}/drain", "post"),
+            set(&DrainQuery::NAMES)
+        );
         let param = |path: &str, method: &str, name: &str| -> Value {
             doc["paths"][path][method]["parameters"]
                 .as_array()
@@ -1140,6 +1226,77 @@ mod tests {
         for name in ["state", "priority", "cursor"] {
             assert_eq!(param("/v1/jobs", "get", name)["required"], false);
         }
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> QueryPairs {
+        Ok(Query(
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    #[track_caller]
+    fn refused(r: ApiResult<impl Sized>, code: &str, field: &str) {
+        match r {
+            Ok(_) => panic!("accepted; expected {code} naming {field}"),
+            Err(e) => {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                assert_eq!(e.error.code, code, "{e:?}");
+                assert_eq!(e.error.field.as_deref(), Some(field), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn query_refusals_name_the_parameter() {
+        let q = ListQuery::parse(pairs(&[
+            ("state", "queued"),
+            ("limit", "5"),
+            ("cursor", "7"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (q.state.as_deref(), q.limit, q.cursor),
+            (Some("queued"), Some(5), Some(7))
+        );
+        refused(
+            ListQuery::parse(pairs(&[("nope", "1")])),
+            "unknown_field",
+            "nope",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("", "1")])),
+            "unknown_field",
+            "\"\"",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("limit", "x")])),
+            "invalid_field",
+            "limit",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("cursor", "-1")])),
+            "invalid_field",
+            "cursor",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("limit", "1"), ("limit", "2")])),
+            "invalid_field",
+            "limit",
+        );
+        let q = DrainQuery::parse(pairs(&[("deadline_s", "0")])).expect("valid");
+        assert_eq!(q.deadline_s, Some(0));
+        refused(
+            DrainQuery::parse(pairs(&[("deadline_s", "99999999999999999999999")])),
+            "invalid_field",
+            "deadline_s",
+        );
+        refused(
+            DrainQuery::parse(pairs(&[("limit", "1")])),
+            "unknown_field",
+            "limit",
+        );
     }
 
     /// Every `$ref` in the document names a schema it has.
