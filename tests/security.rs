@@ -4,7 +4,7 @@
 //!
 //! | check | where |
 //! |---|---|
-//! | every route that needs the API key answers 401 (JSON error) without it, with a wrong one, or without `Bearer `; `/healthz` and `/readyz` need none; no other route is public | [`every_route_but_health_needs_the_api_key`] |
+//! | every route that needs the API key answers 401 (JSON error) without it, with a wrong one, or without `Bearer `; `/healthz`, `/readyz` and `/v1/openapi.json` need none; no other route is public | [`every_route_but_health_needs_the_api_key`] |
 //! | a body over `--max-body-bytes` (sized, or chunked) → 413, nothing stored | [`an_oversized_body_is_refused_with_413_and_nothing_is_stored`] |
 //! | input/output paths: `..`, absolute outside the roots, a look-alike root, a symlinked dir or file escaping → 400 naming the field, nothing stored | [`paths_escaping_the_media_root_are_refused_with_the_field_and_nothing_is_stored`] (more cases: tests/standalone.rs `bad_input_is_rejected_with_the_field_and_nothing_is_stored`) |
 //! | worker with an expired certificate from the right CA → refused, never listed, both logs name the expiry | [`a_worker_with_an_expired_certificate_is_refused_and_both_sides_log_the_expiry`] |
@@ -59,7 +59,8 @@ fn job_count(node: &Node) -> usize {
 fn every_route_but_health_needs_the_api_key() {
     let node = keyed_node("auth", 64 * 1024);
     let routes = ffrtmp_actors::admin::routes();
-    // Only these two are public: a route added without the key fails here.
+    // Only health and the API's own document are public: a route added
+    // without the key fails here.
     let public: BTreeSet<&str> = routes
         .iter()
         .filter(|r| !r.needs_key)
@@ -67,7 +68,7 @@ fn every_route_but_health_needs_the_api_key() {
         .collect();
     assert_eq!(
         public,
-        BTreeSet::from(["/healthz", "/readyz"]),
+        BTreeSet::from(["/healthz", "/readyz", "/v1/openapi.json"]),
         "{routes:?}"
     );
     // The routes the API documents are all listed (and so all checked below).

@@ -23,20 +23,23 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ffrtmp_runtime::error::FieldError;
 use ffrtmp_runtime::model::{Job, JobState, Priority};
-use ffrtmp_runtime::spec::{self, MediaRoots};
+use ffrtmp_runtime::report::EfficiencyReport;
+use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
 use ffrtmp_runtime::store::{ListFilter, Store};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Deserialize;
+use serde::Serialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::events::JobEvents;
 use crate::metrics as m;
-use crate::scheduler::{CancelReply, SchedulerMsg};
+use crate::scheduler::{CancelReply, NodeInfo, SchedulerMsg};
 
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -205,12 +208,93 @@ impl IntoResponse for ApiError {
         if self.status.is_client_error() {
             metrics::counter!(m::REQUESTS_REJECTED, "code" => self.error.code.clone()).increment(1);
         }
-        let body = json!({ "error": {
-            "code": self.error.code,
-            "message": self.error.message,
-            "field": self.error.field,
-        }});
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody { error: self.error })).into_response()
+    }
+}
+
+/// Every error response: `{"error": {"code", "message", "field"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: FieldError,
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (`/healthz`), `ready` or `not_ready` (`/readyz`).
+    pub status: &'static str,
+}
+
+/// One page of `GET /v1/jobs`.
+#[derive(Serialize, ToSchema)]
+pub struct JobPage {
+    /// In submission order.
+    pub jobs: Vec<Job>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    pub next_cursor: Option<u64>,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Serialize, ToSchema)]
+pub struct NodeList {
+    pub nodes: Vec<NodeInfo>,
+}
+
+/// One server-sent event of `GET /v1/jobs/{id}/events`, as the fields of the
+/// event (OpenAPI 3.2's reading of `text/event-stream`): `event` is `state` or
+/// `progress`, `data` the whole job as JSON.
+pub struct JobEvent;
+
+impl ToSchema for JobEvent {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("JobEvent")
+    }
+
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            Job::name().into_owned(),
+            <Job as utoipa::PartialSchema>::schema(),
+        ));
+        Job::schemas(schemas);
+    }
+}
+
+impl utoipa::PartialSchema for JobEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        // `contentSchema` (JSON Schema 2020-12) says what the JSON in `data`
+        // is; utoipa has no field for it, so it goes in as an extra key.
+        let job = format!("#/components/schemas/{}", Job::name());
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("The job, as JSON (`Job`)."))
+            .content_media_type("application/json")
+            .extensions(Some(Extensions::from_iter([(
+                "contentSchema",
+                json!({ "$ref": job }),
+            )])));
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "One server-sent event: `event` is `state` (the first event, and \
+                 every state change) or `progress`; `data` is the whole job.",
+            ))
+            .property(
+                "event",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["state", "progress"])),
+            )
+            .required("event")
+            .property("data", data)
+            .required("data")
+            .into()
     }
 }
 
@@ -249,11 +333,9 @@ fn table() -> Vec<(Route, MethodRouter<Arc<Api>>)> {
     #[cfg(not(feature = "fault-injection"))]
     let debug: [(Route, MethodRouter<Arc<Api>>); 0] = [];
     let t: Vec<(Route, MethodRouter<Arc<Api>>)> = vec![
-        (
-            public("GET", "/healthz"),
-            get(|| async { Json(json!({"status": "ok"})) }),
-        ),
+        (public("GET", "/healthz"), get(healthz)),
         (public("GET", "/readyz"), get(readyz)),
+        (public("GET", "/v1/openapi.json"), get(openapi_json)),
         (keyed("POST", "/v1/jobs"), post(submit)),
         (keyed("GET", "/v1/jobs"), get(list)),
         (keyed("GET", "/v1/jobs/{id}"), get(get_job)),
@@ -286,7 +368,107 @@ fn router(api: Arc<Api>) -> Router {
     public
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
+        // axum still sets `Allow`; the body is the one error shape.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method (see the Allow header)",
+            )
+        })
         .with_state(api)
+}
+
+// ---------------------------------------------------------------------------
+// The OpenAPI document (`GET /v1/openapi.json`), generated from the
+// `#[utoipa::path]` attribute on each handler below and the types' derives.
+// The tests at the end of this file fail if it and [`routes`] disagree.
+
+/// The name of the API-key security scheme in the document.
+const API_KEY_SCHEME: &str = "api_key";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ffrtmp HTTP API",
+        description = "FFmpeg transcode jobs across a cluster (docs/API.md). Errors are \
+            `{\"error\": {\"code\", \"message\", \"field\"}}`; `field` is the dotted path of \
+            the offending field, or `null`. With an API key configured every operation but \
+            `/healthz`, `/readyz` and `/v1/openapi.json` needs `Authorization: Bearer KEY`."
+    ),
+    paths(
+        healthz,
+        readyz,
+        openapi_json,
+        submit,
+        list,
+        get_job,
+        cancel,
+        events,
+        nodes,
+        drain,
+        efficiency,
+        metrics_text
+    ),
+    modifiers(&ApiKeyScheme),
+    tags(
+        (name = "jobs", description = "Submit, list, watch and cancel jobs."),
+        (name = "nodes", description = "Worker nodes."),
+        (name = "reports", description = "Reports over finished jobs."),
+        (name = "operations", description = "Health, readiness, metrics and this document.")
+    )
+)]
+struct ApiDoc;
+
+#[cfg(feature = "fault-injection")]
+#[derive(OpenApi)]
+#[openapi(paths(inject_panic))]
+struct FaultInjectionDoc;
+
+struct ApiKeyScheme;
+
+impl utoipa::Modify for ApiKeyScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            API_KEY_SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The node's API key (`--api-key`, `FFRTMP_API_KEY`), \
+                         sent as `Authorization: Bearer KEY`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI 3 document of every route [`routes`] lists.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    #[allow(unused_mut)]
+    let mut doc = ApiDoc::openapi();
+    #[cfg(feature = "fault-injection")]
+    doc.merge(FaultInjectionDoc::openapi());
+    doc
+}
+
+/// The document as served, built once.
+fn openapi_value() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| serde_json::to_value(openapi()).unwrap_or_else(|_| json!({})))
+}
+
+/// This API's OpenAPI 3 document (no API key needed).
+#[utoipa::path(
+    get,
+    path = "/v1/openapi.json",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", body = serde_json::Value))
+)]
+async fn openapi_json() -> Json<&'static serde_json::Value> {
+    Json(openapi_value())
 }
 
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
@@ -310,19 +492,61 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
+/// The process answers (no API key needed).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Status))
+)]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// The scheduler runs (no API key needed).
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`{\"status\": \"ready\"}`", body = Status),
+        (status = 503, description = "`{\"status\": \"not_ready\"}`", body = Status)
+    )
+)]
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
     let ready = api.scheduler.get_status() == ractor::ActorStatus::Running;
     if ready {
-        Json(json!({"status": "ready"})).into_response()
+        Json(Status { status: "ready" }).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready"})),
+            Json(Status {
+                status: "not_ready",
+            }),
         )
             .into_response()
     }
 }
 
+/// Submit a job. `201` means it is on disk.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    request_body(content = JobRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored and queued: the job.", body = Job,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 400, description = "Refused, naming the field: `invalid_json`, `unknown_field`, \
+            `missing_field`, `invalid_field`, `path_outside_media_root`, `file_not_found`, \
+            `unknown_scenario`, `bad_body`.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `--max-body-bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn submit(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
@@ -372,25 +596,120 @@ async fn submit(
         .into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A query string as (name, value) pairs, percent-decoded.
+type QueryPairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
+
+/// The pairs of a query string, each name at most once and one of `known`.
+/// Refusals name the parameter, like a body's refusals name the field.
+fn query_params(query: QueryPairs, known: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    let bad = |e: FieldError| ApiError::field(StatusCode::BAD_REQUEST, e);
+    let Query(pairs) = query.map_err(|e| {
+        bad(FieldError::new(
+            "invalid_query",
+            None,
+            format!("the query string cannot be read: {}", e.body_text()),
+        ))
+    })?;
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, _) in &pairs {
+        // An empty name is named as the JSON it would be, as in bodies.
+        let field = if name.is_empty() { "\"\"" } else { name };
+        if !known.contains(&name.as_str()) {
+            return Err(bad(FieldError::new(
+                "unknown_field",
+                Some(field),
+                format!(
+                    "unknown query parameter `{field}`; known: {}",
+                    known.join(", ")
+                ),
+            )));
+        }
+        if seen.contains(&name.as_str()) {
+            return Err(bad(FieldError::invalid(
+                field,
+                format!("query parameter `{field}` is given twice"),
+            )));
+        }
+        seen.push(name);
+    }
+    Ok(pairs)
+}
+
+/// A whole non-negative number in a query parameter.
+fn query_number<T: std::str::FromStr>(name: &str, value: &str) -> ApiResult<T> {
+    value.parse().map_err(|_| {
+        ApiError::field(
+            StatusCode::BAD_REQUEST,
+            FieldError::invalid(
+                name,
+                format!("`{name}` must be a whole number in range, got {value:?}"),
+            ),
+        )
+    })
+}
+
+/// The query of `GET /v1/jobs` (the names here are the document's).
+#[derive(Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only jobs in this state.
+    #[param(value_type = Option<JobState>, nullable = false)]
     state: Option<String>,
+    /// Only jobs of this priority.
+    #[param(value_type = Option<Priority>, nullable = false)]
     priority: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000, nullable = false)]
     limit: Option<usize>,
+    /// The previous page's `next_cursor`.
+    #[param(schema_with = cursor_schema)]
     cursor: Option<u64>,
 }
 
-async fn list(
-    State(api): State<Arc<Api>>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<Json<serde_json::Value>> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            FieldError::new("invalid_query", None, e.body_text()),
-        )
-    })?;
+/// Any `u64`: utoipa's default (`int64`) would promise at most `i64::MAX`.
+fn cursor_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(0u64))
+        .maximum(Some(u64::MAX))
+        .build()
+}
+
+impl ListQuery {
+    const NAMES: [&'static str; 4] = ["state", "priority", "limit", "cursor"];
+
+    fn parse(query: QueryPairs) -> ApiResult<ListQuery> {
+        let mut q = ListQuery::default();
+        for (name, value) in query_params(query, &ListQuery::NAMES)? {
+            match name.as_str() {
+                "state" => q.state = Some(value),
+                "priority" => q.priority = Some(value),
+                "limit" => q.limit = Some(query_number(&name, &value)?),
+                _ => q.cursor = Some(query_number(&name, &value)?),
+            }
+        }
+        Ok(q)
+    }
+}
+
+/// Jobs in submission order, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = JobPage),
+        (status = 400, description = "`unknown_field` (an unknown parameter) or `invalid_field` \
+            (a bad or repeated one), naming the parameter.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn list(State(api): State<Arc<Api>>, query: QueryPairs) -> ApiResult<Json<JobPage>> {
+    let q = ListQuery::parse(query)?;
     let state = match q.state.as_deref() {
         None => None,
         Some(s) => Some(JobState::parse(s).ok_or_else(|| {
@@ -430,11 +749,26 @@ async fn list(
             limit,
         })
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "jobs": page.jobs, "next_cursor": page.next_cursor }),
-    ))
+    Ok(Json(JobPage {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor,
+    }))
 }
 
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job.", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn get_job(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     match api.store.get(&id).map_err(ApiError::internal)? {
         Some(job) => Ok(Json(job)),
@@ -442,6 +776,23 @@ async fn get_job(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResu
     }
 }
 
+/// Cancel a job.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "It was queued and is now `cancelled`.", body = Job),
+        (status = 202, description = "It is running: its process is being stopped; the state \
+            becomes `cancelled` when the worker reports.", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`already_finished`", body = ErrorBody),
+        (status = 500, description = "`internal`: the scheduler did not answer.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Response> {
     let reply = ractor::call_t!(
         api.scheduler,
@@ -462,22 +813,43 @@ async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResul
     }
 }
 
-async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<serde_json::Value>> {
+/// The worker nodes the master knows.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    tag = "nodes",
+    responses(
+        (status = 200, description = "The nodes.", body = NodeList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: the scheduler did not answer.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<NodeList>> {
     let nodes = ractor::call_t!(
         api.scheduler,
         SchedulerMsg::Nodes,
         SCHEDULER_CALL_TIMEOUT.as_millis() as u64
     )
     .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "nodes": nodes })))
+    Ok(Json(NodeList { nodes }))
 }
 
-/// `GET /v1/reports/efficiency`: configurations (scenario × encoder × node)
-/// ranked by median joules per output minute over their succeeded jobs;
-/// estimates are labelled and ranked after measurements.
-async fn efficiency(
-    State(api): State<Arc<Api>>,
-) -> ApiResult<Json<ffrtmp_runtime::report::EfficiencyReport>> {
+/// Configurations (scenario × encoder × node) ranked by median joules per
+/// output minute over their succeeded jobs; estimates are labelled and
+/// ranked after measurements.
+#[utoipa::path(
+    get,
+    path = "/v1/reports/efficiency",
+    tag = "reports",
+    responses(
+        (status = 200, description = "The report.", body = EfficiencyReport),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn efficiency(State(api): State<Arc<Api>>) -> ApiResult<Json<EfficiencyReport>> {
     let store = api.store.clone();
     // A scan of every succeeded job: off the async workers.
     let jobs = tokio::task::spawn_blocking(move || store.in_states(&[JobState::Succeeded]))
@@ -487,30 +859,55 @@ async fn efficiency(
     Ok(Json(ffrtmp_runtime::report::efficiency(&jobs)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The query of `POST /v1/nodes/{id}/drain` (the names here are the document's).
+#[derive(Default, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DrainQuery {
+    /// Seconds the running jobs get to finish before they are stopped and
+    /// requeued (default 600).
+    #[param(minimum = 0, maximum = 86400, nullable = false)]
     deadline_s: Option<u64>,
+}
+
+impl DrainQuery {
+    const NAMES: [&'static str; 1] = ["deadline_s"];
+
+    fn parse(query: QueryPairs) -> ApiResult<DrainQuery> {
+        let mut q = DrainQuery::default();
+        for (name, value) in query_params(query, &DrainQuery::NAMES)? {
+            q.deadline_s = Some(query_number(&name, &value)?);
+        }
+        Ok(q)
+    }
 }
 
 /// Longest drain deadline accepted, and the default.
 const MAX_DRAIN_DEADLINE_S: u64 = 24 * 3600;
 const DEFAULT_DRAIN_DEADLINE_S: u64 = 600;
 
-/// `POST /v1/nodes/{id}/drain?deadline_s=N`: the node takes no new jobs,
-/// finishes its running ones within N seconds (then they are requeued), and
-/// leaves. `202` with the node, `404` if no such node is connected.
+/// Drain a node: it takes no new jobs, finishes its running ones within
+/// `deadline_s` seconds (then they are requeued), and leaves.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/drain",
+    tag = "nodes",
+    params(("id" = String, Path, description = "The node's id."), DrainQuery),
+    responses(
+        (status = 202, description = "Draining: the node.", body = NodeInfo),
+        (status = 400, description = "`unknown_field` (an unknown parameter) or `invalid_field` \
+            (a bad or repeated `deadline_s`), naming the parameter.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such node is connected.", body = ErrorBody),
+        (status = 500, description = "`internal`: the scheduler did not answer.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn drain(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-    query: Result<Query<DrainQuery>, axum::extract::rejection::QueryRejection>,
+    query: QueryPairs,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| {
-        ApiError::field(
-            StatusCode::BAD_REQUEST,
-            FieldError::new("invalid_query", None, e.body_text()),
-        )
-    })?;
+    let q = DrainQuery::parse(query)?;
     let deadline_s = q.deadline_s.unwrap_or(DEFAULT_DRAIN_DEADLINE_S);
     if deadline_s > MAX_DRAIN_DEADLINE_S {
         return Err(ApiError::field(
@@ -539,6 +936,19 @@ async fn drain(
     }
 }
 
+/// Prometheus metrics (`ffrtmp_*`, docs/ARCHITECTURE.md).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4.", body = String,
+            content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`metrics_disabled`: this process exports none.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     match &api.metrics {
         Some(h) => (
@@ -555,8 +965,23 @@ async fn metrics_text(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
-/// `GET /v1/jobs/{id}/events`: the job now, then every change, ending with
-/// the terminal state.
+/// Live job updates as server-sent events: the job now (`event: state`),
+/// then `progress` and `state` events as it changes; the stream ends after
+/// the terminal state. Each event's `data` is the whole job (`Job`).
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/events",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "An event stream; each event's `data` is a `Job` as JSON.",
+            body = JobEvent, content_type = "text/event-stream"),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn events(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
@@ -624,7 +1049,22 @@ where
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// Test builds only: make the job's JobActor panic.
 #[cfg(feature = "fault-injection")]
+#[utoipa::path(
+    post,
+    path = "/v1/debug/jobs/{id}/panic",
+    tag = "operations",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 202, description = "Injected."),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 403, description = "`fault_injection_disabled`", body = ErrorBody),
+        (status = 404, description = "`no_local_node`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
 async fn inject_panic(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
@@ -643,4 +1083,335 @@ async fn inject_panic(
     node.cast(crate::node::NodeMsg::InjectJobPanic(id))
         .map_err(ApiError::internal)?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    fn doc() -> Value {
+        serde_json::to_value(openapi()).expect("the document serialises")
+    }
+
+    /// Every operation in `doc`: (method, path, needs the API key, operation).
+    fn operations(doc: &Value) -> Vec<(String, String, bool, Value)> {
+        let mut out = Vec::new();
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, item) in paths {
+            for (method, op) in item.as_object().expect("a path item") {
+                if !METHODS.contains(&method.as_str()) {
+                    continue;
+                }
+                let keyed = op["security"]
+                    .as_array()
+                    .is_some_and(|reqs| reqs.iter().any(|r| r.get(API_KEY_SCHEME).is_some()));
+                out.push((method.to_uppercase(), path.clone(), keyed, op.clone()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_document_lists_exactly_the_routes_served_with_their_authentication() {
+        let served: BTreeSet<(String, String, bool)> = routes()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string(), r.needs_key))
+            .collect();
+        let doc = doc();
+        let documented: BTreeSet<(String, String, bool)> = operations(&doc)
+            .into_iter()
+            .map(|(m, p, k, _)| (m, p, k))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "(method, path, needs key) served but not documented: {undocumented:?}; \
+             documented but not served: {unserved:?}"
+        );
+        // The openapi.json route itself is public, like health.
+        assert!(served.contains(&("GET".into(), "/v1/openapi.json".into(), false)));
+    }
+
+    #[test]
+    fn every_operation_documents_its_parameters_and_errors() {
+        let doc = doc();
+        let scheme = &doc["components"]["securitySchemes"][API_KEY_SCHEME];
+        assert_eq!(scheme["type"], "http", "{scheme}");
+        assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+        for (method, path, keyed, op) in operations(&doc) {
+            let what = format!("{method} {path}");
+            let responses = op["responses"].as_object().expect("responses");
+            assert!(
+                responses.keys().any(|s| s.starts_with('2')),
+                "{what}: no success response"
+            );
+            if keyed {
+                assert!(responses.contains_key("401"), "{what}: no 401");
+            }
+            // Every error is the one error shape.
+            for (status, r) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    if path == "/readyz" {
+                        continue;
+                    }
+                    assert_eq!(
+                        r["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{what} {status}"
+                    );
+                }
+            }
+            // Each `{name}` in the path is a documented path parameter.
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for name in path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == name && p["in"] == "path" && p["required"] == true),
+                    "{what}: path parameter {name} is not documented"
+                );
+                assert!(responses.contains_key("404"), "{what}: no 404");
+            }
+        }
+    }
+
+    /// The query parameters are the ones the handlers read, with their bounds.
+    #[test]
+    fn query_parameters_match_the_handlers() {
+        let doc = doc();
+        let names = |path: &str, method: &str| -> BTreeSet<String> {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .filter(|p| p["in"] == "query")
+                        .filter_map(|p| p["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let set = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(names("/v1/jobs", "get"), set(&ListQuery::NAMES));
+        assert_eq!(
+            names("/v1/nodes/{id}/drain", "post"),
+            set(&DrainQuery::NAMES)
+        );
+        let param = |path: &str, method: &str, name: &str| -> Value {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name && p["in"] == "query"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{method} {path}: no query parameter {name}"))
+        };
+        let limit = param("/v1/jobs", "get", "limit");
+        assert_eq!(limit["schema"]["minimum"], 1);
+        assert_eq!(limit["schema"]["maximum"], MAX_PAGE);
+        let deadline = param("/v1/nodes/{id}/drain", "post", "deadline_s");
+        assert_eq!(deadline["schema"]["maximum"], MAX_DRAIN_DEADLINE_S);
+        let cursor = param("/v1/jobs", "get", "cursor");
+        assert_eq!(cursor["schema"]["maximum"], u64::MAX, "{cursor}");
+        for name in ["state", "priority", "cursor"] {
+            assert_eq!(param("/v1/jobs", "get", name)["required"], false);
+        }
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> QueryPairs {
+        Ok(Query(
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    }
+
+    #[track_caller]
+    fn refused(r: ApiResult<impl Sized>, code: &str, field: &str) {
+        match r {
+            Ok(_) => panic!("accepted; expected {code} naming {field}"),
+            Err(e) => {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                assert_eq!(e.error.code, code, "{e:?}");
+                assert_eq!(e.error.field.as_deref(), Some(field), "{e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn query_refusals_name_the_parameter() {
+        let q = ListQuery::parse(pairs(&[
+            ("state", "queued"),
+            ("limit", "5"),
+            ("cursor", "7"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            (q.state.as_deref(), q.limit, q.cursor),
+            (Some("queued"), Some(5), Some(7))
+        );
+        refused(
+            ListQuery::parse(pairs(&[("nope", "1")])),
+            "unknown_field",
+            "nope",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("", "1")])),
+            "unknown_field",
+            "\"\"",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("limit", "x")])),
+            "invalid_field",
+            "limit",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("cursor", "-1")])),
+            "invalid_field",
+            "cursor",
+        );
+        refused(
+            ListQuery::parse(pairs(&[("limit", "1"), ("limit", "2")])),
+            "invalid_field",
+            "limit",
+        );
+        let q = DrainQuery::parse(pairs(&[("deadline_s", "0")])).expect("valid");
+        assert_eq!(q.deadline_s, Some(0));
+        refused(
+            DrainQuery::parse(pairs(&[("deadline_s", "99999999999999999999999")])),
+            "invalid_field",
+            "deadline_s",
+        );
+        refused(
+            DrainQuery::parse(pairs(&[("limit", "1")])),
+            "unknown_field",
+            "limit",
+        );
+    }
+
+    /// Every `$ref` in the document names a schema it has.
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(v: &Value, refs: &mut BTreeSet<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        refs.insert(r.clone());
+                    }
+                    m.values().for_each(|x| walk(x, refs));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, refs)),
+                _ => {}
+            }
+        }
+        let doc = doc();
+        let mut refs = BTreeSet::new();
+        walk(&doc, &mut refs);
+        assert!(refs.len() > 10, "{refs:?}");
+        for r in refs {
+            let name = r
+                .strip_prefix("#/components/schemas/")
+                .unwrap_or_else(|| panic!("unexpected reference {r}"));
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "{r} does not resolve"
+            );
+        }
+    }
+
+    /// A bare HTTP/1.1 GET: (status, content type, body).
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        let (status, head, body) = request(addr, "GET", path).await;
+        let ct = header_value(&head, "content-type").unwrap_or_default();
+        (status, ct, body)
+    }
+
+    fn header_value(head: &str, name: &str) -> Option<String> {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+
+    /// A bare HTTP/1.1 request without a body: (status, header block, body).
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.expect("read");
+        let text = String::from_utf8(raw).expect("a UTF-8 response");
+        let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        (status, head.to_string(), body.to_string())
+    }
+
+    #[tokio::test]
+    async fn the_document_is_served_without_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("master.sled")).expect("store");
+        let events = JobEvents::default();
+        let admin = AdminArgs {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            store: store.clone(),
+            events: events.clone(),
+            media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
+            api_key: Some("doc-key".into()),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            metrics: None,
+            scheduler: None,
+            fault_node: None,
+        };
+        let (scheduler, done) = crate::standalone::spawn_master(
+            store,
+            events,
+            Default::default(),
+            Some(admin),
+            Duration::from_secs(5),
+            None,
+        )
+        .await
+        .expect("master");
+        let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+            .expect("scheduler answers")
+            .expect("the API listens");
+
+        let (status, ct, body) = get(addr, "/v1/openapi.json").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(ct.starts_with("application/json"), "{ct}");
+        let served: Value = serde_json::from_str(&body).expect("valid JSON");
+        let version = served["openapi"].as_str().unwrap_or_default();
+        assert!(version.starts_with("3."), "openapi: {version:?}");
+        assert_eq!(served, doc(), "the served document is openapi()");
+        // The key is on: a keyed route refuses the same request.
+        let (status, _, body) = get(addr, "/v1/jobs").await;
+        assert_eq!(status, 401, "{body}");
+        // A method a route does not take: 405, `Allow`, and the error shape.
+        let (status, head, body) = request(addr, "DELETE", "/v1/openapi.json").await;
+        assert_eq!(status, 405, "{body}");
+        assert_eq!(
+            header_value(&head, "allow").as_deref(),
+            Some("GET,HEAD"),
+            "{head}"
+        );
+        let err: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(err["error"]["code"], "method_not_allowed", "{body}");
+
+        scheduler.stop(None);
+        let _ = done.await;
+    }
 }

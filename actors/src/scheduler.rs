@@ -98,13 +98,15 @@ pub enum CancelReply {
 }
 
 /// A node as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// The node's id (from its certificate in a cluster).
+    #[schema(value_type = String)]
     pub id: NodeId,
     /// Jobs it runs at once (0 for a node that is gone).
     pub slots: u32,
     /// The jobs the master believes it runs, sorted.
+    #[schema(value_type = Vec<String>)]
     pub running: Vec<JobId>,
     /// What it said it can do when it connected.
     pub capabilities: Capabilities,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// A rejected request, naming the offending field where there is one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error, utoipa::ToSchema)]
 #[error("{code}: {message}")]
 pub struct FieldError {
     /// Stable machine-readable code, e.g. `invalid_field`, `unknown_field`.

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use bincode::{Decode, Encode};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A job's identifier: a UUIDv7 in its hyphenated text form (time-ordered).
 pub type JobId = String;
@@ -34,6 +35,7 @@ pub type UnixMs = u64;
     Default,
     Encode,
     Decode,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -71,7 +73,9 @@ impl Priority {
 }
 
 /// Video codecs a job may ask for, each bound to one software encoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
     H264,
@@ -104,7 +108,7 @@ impl Codec {
 }
 
 /// Fully resolved encode parameters (preset values with explicit overrides applied).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct EncodeParams {
     pub width: u32,
     pub height: u32,
@@ -116,29 +120,35 @@ pub struct EncodeParams {
 }
 
 /// Where the frames come from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Input {
     /// FFmpeg's synthetic `testsrc2` pattern, at the job's resolution and rate.
     Testsrc { duration_s: f64 },
     /// A media file; `path` is canonical and inside a configured media root.
-    File { path: PathBuf },
+    File {
+        #[schema(value_type = String)]
+        path: PathBuf,
+    },
 }
 
 /// Where the encoded stream goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Output {
     /// Encode and discard (`-f null`).
     Null,
     /// A file inside a configured media root; the container follows the extension.
-    File { path: PathBuf },
+    File {
+        #[schema(value_type = String)]
+        path: PathBuf,
+    },
     /// An `rtmp://` or `rtmps://` URL (FLV container).
     Rtmp { url: String },
 }
 
 /// Per-job resource limits. `None` means "no limit of this kind".
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceLimits {
     /// CPU quota as a percentage of one core (50 = half a core, 200 = two cores).
@@ -155,7 +165,7 @@ pub struct ResourceLimits {
 }
 
 /// A validated job: everything a worker needs to run it, nothing unchecked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct JobSpec {
     /// The preset name the user gave, if any (e.g. `1080p60-h265`).
     pub scenario: Option<String>,
@@ -180,7 +190,19 @@ impl JobSpec {
 
 /// The lifecycle states of DESIGN.md §4. Lowercase names are part of the API.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -232,7 +254,7 @@ impl JobState {
 }
 
 /// How a job's process was isolated on its worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub enum Isolation {
     #[serde(rename = "cgroup-v1")]
     CgroupV1,
@@ -244,7 +266,7 @@ pub enum Isolation {
 }
 
 /// Live progress, parsed from `-progress pipe:1`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Progress {
     pub frame: u64,
     pub fps: f64,
@@ -259,7 +281,7 @@ pub struct Progress {
 }
 
 /// What a successful attempt measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct JobResult {
     pub exit_code: i32,
     pub wall_s: f64,
@@ -281,7 +303,7 @@ pub struct JobResult {
 }
 
 /// Why an attempt did not succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// FFmpeg exited non-zero on its own: terminal.
@@ -318,7 +340,7 @@ impl FailureReason {
 }
 
 /// A failed attempt's details.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Failure {
     pub reason: FailureReason,
     pub message: String,
@@ -341,7 +363,7 @@ impl Failure {
 }
 
 /// How one attempt ended, as the worker reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded {
@@ -362,11 +384,14 @@ pub enum Outcome {
 }
 
 /// One attempt's record in a job's history.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct AttemptRecord {
     pub attempt: u32,
+    #[schema(value_type = String)]
     pub node: NodeId,
+    #[schema(value_type = Option<u64>)]
     pub started_ms: Option<UnixMs>,
+    #[schema(value_type = Option<u64>)]
     pub ended_ms: Option<UnixMs>,
     pub isolation: Option<Isolation>,
     /// `None` while the attempt is in flight.
@@ -378,8 +403,9 @@ pub struct AttemptRecord {
 }
 
 /// The master's record of a job: what is stored in sled and returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Job {
+    #[schema(value_type = String)]
     pub id: JobId,
     /// Submission order; FIFO within one priority follows it.
     pub seq: u64,
@@ -389,10 +415,14 @@ pub struct Job {
     pub attempt: u32,
     /// Fencing token of the current assignment (0 before the first).
     pub token: u64,
+    #[schema(value_type = Option<String>)]
     pub node: Option<NodeId>,
+    #[schema(value_type = u64)]
     pub created_ms: UnixMs,
+    #[schema(value_type = u64)]
     pub updated_ms: UnixMs,
     /// A requeued job waits until this time (retry backoff).
+    #[schema(value_type = Option<u64>)]
     pub not_before_ms: Option<UnixMs>,
     pub isolation: Option<Isolation>,
     pub progress: Option<Progress>,
@@ -435,7 +465,19 @@ impl Job {
 /// Where an energy figure came from. Only `Rapl` and `Nvml` are
 /// measurements; an `Estimate` is always labelled as one.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum PowerSource {
@@ -470,7 +512,7 @@ impl PowerSource {
 }
 
 /// The energy of one power domain (`package-0`, `dram-0`, `gpu-0`, `cpu`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct DomainEnergy {
     pub domain: String,
     pub source: PowerSource,
@@ -478,7 +520,7 @@ pub struct DomainEnergy {
 }
 
 /// What an attempt (or, summed over its attempts, a job) cost in energy.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Energy {
     pub energy_joules: f64,
     /// `energy_joules` over `measured_s`.
@@ -551,7 +593,7 @@ impl Energy {
 }
 
 /// One power domain's current reading on a node.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct DomainPower {
     pub domain: String,
     pub source: PowerSource,
@@ -562,7 +604,7 @@ pub struct DomainPower {
 }
 
 /// A node's power, as its `PowerSamplerActor` last saw it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct NodePower {
     pub domains: Vec<DomainPower>,
     /// Sum over the domains.

@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::model::{Job, JobState, NodeId, Outcome};
 
 /// One configuration's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EfficiencyRow {
     /// 1 for the most efficient measured configuration; estimated rows
     /// follow the measured ones.
@@ -24,6 +25,7 @@ pub struct EfficiencyRow {
     pub scenario: String,
     /// The FFmpeg encoder (`libx264`, ...).
     pub encoder: String,
+    #[schema(value_type = String)]
     pub node: NodeId,
     /// `rapl`, `nvml`, `estimate` or a `+`-joined mix.
     pub energy_source: String,
@@ -39,7 +41,7 @@ pub struct EfficiencyRow {
 }
 
 /// The whole report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct EfficiencyReport {
     pub rows: Vec<EfficiencyRow>,
     /// Succeeded jobs looked at.

@@ -51,6 +51,16 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub const MAX_URL_LEN: usize = 2048;
 /// Longest accepted path, in bytes.
 pub const MAX_PATH_LEN: usize = 4096;
+/// `resource_limits.max_cpu_percent` bounds (inclusive), percent of one core.
+pub const MAX_CPU_PERCENT_RANGE: (u32, u32) = (1, 25_600);
+/// `resource_limits.max_memory_mb` bounds (inclusive).
+pub const MAX_MEMORY_MB_RANGE: (u64, u64) = (16, 1_048_576);
+/// `resource_limits.timeout_s` bounds (inclusive).
+pub const TIMEOUT_S_RANGE: (u64, u64) = (1, 604_800);
+/// `resource_limits.stall_timeout_s` bounds (inclusive).
+pub const STALL_TIMEOUT_S_RANGE: (u64, u64) = (1, 86_400);
+/// Output file extensions, in the order [`container_for_extension`] knows them.
+pub const OUTPUT_EXTENSIONS: [&str; 6] = ["mp4", "mkv", "mov", "webm", "ts", "flv"];
 
 const X26X_PRESETS: &[&str] = &[
     "ultrafast",
@@ -507,19 +517,21 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         Some(l) => ResourceLimits {
             max_cpu_percent: l
                 .max_cpu_percent
-                .map(|v| check_range("resource_limits.max_cpu_percent", v, (1, 25_600)))
+                .map(|v| check_range("resource_limits.max_cpu_percent", v, MAX_CPU_PERCENT_RANGE))
                 .transpose()?,
             max_memory_mb: l
                 .max_memory_mb
-                .map(|v| check_range_u64("resource_limits.max_memory_mb", v, (16, 1_048_576)))
+                .map(|v| check_range_u64("resource_limits.max_memory_mb", v, MAX_MEMORY_MB_RANGE))
                 .transpose()?,
             timeout_s: l
                 .timeout_s
-                .map(|v| check_range_u64("resource_limits.timeout_s", v, (1, 604_800)))
+                .map(|v| check_range_u64("resource_limits.timeout_s", v, TIMEOUT_S_RANGE))
                 .transpose()?,
             stall_timeout_s: l
                 .stall_timeout_s
-                .map(|v| check_range_u64("resource_limits.stall_timeout_s", v, (1, 86_400)))
+                .map(|v| {
+                    check_range_u64("resource_limits.stall_timeout_s", v, STALL_TIMEOUT_S_RANGE)
+                })
                 .transpose()?,
         },
         None => ResourceLimits::default(),
@@ -716,7 +728,7 @@ fn parse_output(
             }
             let url = raw.url.ok_or_else(|| missing("output.url"))?;
             let url = check_rtmp_url(&url)?;
-            if codec != Codec::H264 {
+            if !rtmp_takes(codec) {
                 return Err(invalid(
                     "output.url",
                     format!(
@@ -732,6 +744,11 @@ fn parse_output(
             format!("output type {other:?} is not one of null, file, rtmp"),
         )),
     }
+}
+
+/// Whether an RTMP output (FLV) can carry `codec` in FFmpeg 5.1.
+fn rtmp_takes(codec: Codec) -> bool {
+    codec == Codec::H264
 }
 
 fn check_rtmp_url(s: &str) -> Result<String, FieldError> {
@@ -898,6 +915,775 @@ fn resolve_output_path(s: &str, codec: Codec, roots: &MediaRoots) -> Result<Path
         Ok(_) => Ok(target),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
         Err(e) => Err(invalid(F, format!("output {s:?} cannot be checked: {e}"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The request body as a JSON Schema, for the OpenAPI document.
+
+/// The body of `POST /v1/jobs` in the OpenAPI document (`JobRequest`).
+///
+/// Written by hand, like the parser it describes, and from the same
+/// constants. It holds every rule about a single field (types, ranges,
+/// allowed values, `null` meaning "absent", no unknown fields) and that a
+/// request names a scenario or all of `width`, `height`, `fps`, `codec`. The
+/// rules *between* fields are in its description and only the parser checks
+/// them, so a body the schema allows may still be refused with a 400 naming
+/// the field (a preset of another codec, a file that does not exist); a body
+/// the schema refuses is always refused.
+pub struct JobRequest;
+
+impl utoipa::ToSchema for JobRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("JobRequest")
+    }
+}
+
+impl utoipa::PartialSchema for JobRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        request_schema::job_request()
+    }
+}
+
+mod request_schema {
+    use serde_json::Value;
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
+        Type,
+    };
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::Schema;
+
+    use super::*;
+
+    const CROSS_FIELD_RULES: &str = "A job to run. Name a `scenario` (a preset), or give \
+        all of `width`, `height`, `fps` and `codec`; the other encode fields override the \
+        preset. `null` is the same as leaving a field out. The codec (the one named, else \
+        the scenario's) decides the allowed presets (x264/x265 `ultrafast`…`veryslow`, vp9 \
+        `realtime`/`good`/`best`, SVT-AV1 `0`…`13`), the smallest frame (av1: 64), the file \
+        extensions (`mp4`, `mkv`: all; `mov`, `ts`: h264, h265; `webm`: vp9, av1; `flv`: \
+        h264) and whether `rtmp` output is possible (h264 only). Rules the schema does not \
+        hold, checked when the job is submitted (400 naming the field): `bitrate` is 1 to \
+        200000 kbit/s also when written as a string; paths hold no control characters or \
+        `..` and must resolve (symlinks followed) inside a media root; an input must be an \
+        existing regular file, an output's directory must exist and the output must not be \
+        the input; an RTMP URL names a host and holds no whitespace; no field may appear \
+        twice. Integer fields take JSON integers only: `640`, not `640.0` or `6.4e2` (JSON \
+        Schema cannot tell these apart, so the schema's `integer` allows them).";
+
+    fn types(t: Type, nullable: bool) -> SchemaType {
+        if nullable {
+            SchemaType::from_iter([t, Type::Null])
+        } else {
+            SchemaType::new(t)
+        }
+    }
+
+    /// An integer in `lo..=hi` (or `null`).
+    fn integer(lo: u64, hi: u64, nullable: bool) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(types(Type::Integer, nullable))
+            .minimum(Some(lo))
+            .maximum(Some(hi))
+    }
+
+    /// One of `values` (or `null`).
+    fn one_of_strings<S: Into<String>>(
+        values: impl IntoIterator<Item = S>,
+        nullable: bool,
+    ) -> ObjectBuilder {
+        let mut v: Vec<Value> = values
+            .into_iter()
+            .map(|s| Value::String(s.into()))
+            .collect();
+        if nullable {
+            v.push(Value::Null);
+        }
+        ObjectBuilder::new()
+            .schema_type(types(Type::String, nullable))
+            .enum_values(Some(v))
+    }
+
+    fn null() -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(Type::Null)
+    }
+
+    /// A path as [`check_path_syntax`] takes it (the media roots are checked
+    /// when the job is submitted).
+    fn path() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_PATH_LEN))
+    }
+
+    /// An object with no other fields than those given.
+    fn closed() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+    }
+
+    fn input() -> OneOfBuilder {
+        OneOfBuilder::new()
+            .description(Some("Where the frames come from."))
+            .item(
+                closed()
+                    .title(Some("testsrc"))
+                    .description(Some(
+                        "FFmpeg's synthetic test pattern, for `duration_s` seconds.",
+                    ))
+                    .property("type", one_of_strings(["testsrc"], false))
+                    .required("type")
+                    .property(
+                        "duration_s",
+                        ObjectBuilder::new()
+                            .schema_type(Type::Number)
+                            .exclusive_minimum(Some(0.0))
+                            .maximum(Some(MAX_TESTSRC_DURATION_S)),
+                    )
+                    .required("duration_s")
+                    .property("path", null()),
+            )
+            .item(
+                closed()
+                    .title(Some("file"))
+                    .description(Some(
+                        "A media file inside a media root (relative paths are tried \
+                         against each root in order).",
+                    ))
+                    .property("type", one_of_strings(["file"], false))
+                    .required("type")
+                    .property("path", path())
+                    .required("path")
+                    .property("duration_s", null()),
+            )
+    }
+
+    /// A path whose file name ends in one of `exts` (any case). Trailing
+    /// `/` and `.` components are not part of the name.
+    pub(super) fn extension_pattern(exts: &[&str]) -> String {
+        let alternatives = exts
+            .iter()
+            .map(|e| {
+                e.chars()
+                    .map(|c| match c.is_ascii_alphabetic() {
+                        true => format!("[{}{}]", c, c.to_ascii_uppercase()),
+                        false => c.to_string(),
+                    })
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("|");
+        format!(r"\.(?:{alternatives})[/.]*$")
+    }
+
+    /// The output extensions whose container can hold `codec`.
+    pub(super) fn extensions_for(codec: Codec) -> Vec<&'static str> {
+        OUTPUT_EXTENSIONS
+            .into_iter()
+            .filter(|e| container_for_extension(e).is_some_and(|(_, cs)| cs.contains(&codec)))
+            .collect()
+    }
+
+    /// The output types that can carry `codec`.
+    pub(super) fn output_types_for(codec: Codec) -> Vec<&'static str> {
+        let mut v = vec!["null", "file"];
+        if rtmp_takes(codec) {
+            v.push("rtmp");
+        }
+        v
+    }
+
+    /// A schema with no `type` of its own (a constraint on whatever is there).
+    fn constraint() -> ObjectBuilder {
+        ObjectBuilder::new().schema_type(SchemaType::AnyValue)
+    }
+
+    fn output() -> OneOfBuilder {
+        OneOfBuilder::new()
+            .description(Some("Where the encoded stream goes."))
+            .item(
+                closed()
+                    .title(Some("null"))
+                    .description(Some("Encode and discard."))
+                    .property("type", one_of_strings(["null"], false))
+                    .required("type")
+                    .property("path", null())
+                    .property("url", null()),
+            )
+            .item(
+                closed()
+                    .title(Some("file"))
+                    .description(Some(
+                        "A file inside a media root; the container follows the extension.",
+                    ))
+                    .property("type", one_of_strings(["file"], false))
+                    .required("type")
+                    // The file name's extension (trailing `/` and `.` components
+                    // are not part of the name).
+                    .property(
+                        "path",
+                        path().pattern(Some(extension_pattern(&OUTPUT_EXTENSIONS))),
+                    )
+                    .required("path")
+                    .property("url", null()),
+            )
+            .item(
+                closed()
+                    .title(Some("rtmp"))
+                    .description(Some(
+                        "An `rtmp://` or `rtmps://` URL naming a host, without whitespace \
+                         or control characters (FLV, codec h264).",
+                    ))
+                    .property("type", one_of_strings(["rtmp"], false))
+                    .required("type")
+                    .property(
+                        "url",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .max_length(Some(MAX_URL_LEN))
+                            .pattern(Some("^[rR][tT][mM][pP][sS]?://")),
+                    )
+                    .required("url")
+                    .property("path", null()),
+            )
+    }
+
+    fn resource_limits() -> ObjectBuilder {
+        let (cpu_lo, cpu_hi) = MAX_CPU_PERCENT_RANGE;
+        closed()
+            .schema_type(types(Type::Object, true))
+            .description(Some(
+                "Per-job limits; each one absent or `null` means no limit.",
+            ))
+            .property(
+                "max_cpu_percent",
+                integer(cpu_lo.into(), cpu_hi.into(), true)
+                    .description(Some("CPU quota in percent of one core (cgroup).")),
+            )
+            .property(
+                "max_memory_mb",
+                integer(MAX_MEMORY_MB_RANGE.0, MAX_MEMORY_MB_RANGE.1, true)
+                    .description(Some("Memory (and swap) limit in MiB (cgroup).")),
+            )
+            .property(
+                "timeout_s",
+                integer(TIMEOUT_S_RANGE.0, TIMEOUT_S_RANGE.1, true)
+                    .description(Some("Wall-clock limit; the job ends `timed_out`.")),
+            )
+            .property(
+                "stall_timeout_s",
+                integer(STALL_TIMEOUT_S_RANGE.0, STALL_TIMEOUT_S_RANGE.1, true).description(Some(
+                    "No progress this long: killed and retried as a transient failure.",
+                )),
+            )
+    }
+
+    fn bitrate() -> AnyOfBuilder {
+        let (lo, hi) = BITRATE_KBPS_RANGE;
+        AnyOfBuilder::new()
+            .description(Some(
+                "Video bitrate: whole kbit/s as an integer, or a string such as \
+                 `\"2500k\"`, `\"6M\"` or `\"2.5M\"`. Absent: a default for the codec, size and rate.",
+            ))
+            .item(integer(lo.into(), hi.into(), false))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[0-9]{1,9}(?:\.[0-9]{0,9})?[kKmM]$")),
+            )
+            .item(null())
+    }
+
+    fn fields() -> ObjectBuilder {
+        let presets: Vec<&str> = {
+            let mut v: Vec<&str> = Vec::new();
+            for c in Codec::ALL {
+                for p in super::presets(c) {
+                    if !v.contains(p) {
+                        v.push(p);
+                    }
+                }
+            }
+            v
+        };
+        let dim = |(lo, hi): (u32, u32)| integer(lo.into(), hi.into(), true).multiple_of(Some(2));
+        closed()
+            .property(
+                "scenario",
+                one_of_strings(scenario_names(), true)
+                    .description(Some("A preset: resolution and rate, then codec.")),
+            )
+            .property("input", input())
+            .required("input")
+            .property("output", output())
+            .required("output")
+            .property(
+                "priority",
+                one_of_strings(Priority::ALL.map(Priority::as_str), true)
+                    .description(Some("Strict priority, FIFO within one; absent: `medium`.")),
+            )
+            .property(
+                "width",
+                dim(WIDTH_RANGE).description(Some("Frame width in pixels, even.")),
+            )
+            .property(
+                "height",
+                dim(HEIGHT_RANGE).description(Some("Frame height in pixels, even.")),
+            )
+            .property(
+                "fps",
+                integer(FPS_RANGE.0.into(), FPS_RANGE.1.into(), true)
+                    .description(Some("Frames per second.")),
+            )
+            .property(
+                "codec",
+                one_of_strings(Codec::ALL.map(Codec::as_str), true).description(Some(
+                    "h264 (libx264), h265 (libx265), vp9 (libvpx-vp9), av1 (libsvtav1).",
+                )),
+            )
+            .property("bitrate", bitrate())
+            .property(
+                "preset",
+                one_of_strings(presets, true)
+                    .description(Some("The encoder's speed preset (one of the codec's).")),
+            )
+            .property("resource_limits", resource_limits())
+            .property(
+                "max_retries",
+                integer(0, MAX_RETRIES.into(), true)
+                    .description(Some("Extra attempts after transient failures; absent: 3.")),
+            )
+    }
+
+    /// A scenario, or every encode field without one.
+    fn scenario_or_encode() -> AnyOfBuilder {
+        let mut explicit = ObjectBuilder::new();
+        for (field, t) in [
+            ("width", Type::Integer),
+            ("height", Type::Integer),
+            ("fps", Type::Integer),
+            ("codec", Type::String),
+        ] {
+            explicit = explicit
+                .property(field, ObjectBuilder::new().schema_type(t))
+                .required(field);
+        }
+        AnyOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .title(Some("with a scenario"))
+                    .property("scenario", ObjectBuilder::new().schema_type(Type::String))
+                    .required("scenario"),
+            )
+            .item(explicit.title(Some("without a scenario")))
+    }
+
+    /// What the job's codec (the one named, else the scenario's) allows:
+    /// its presets, its minimum frame size, the containers and outputs that
+    /// can carry it. One branch per codec and per way of naming it.
+    fn codec_rules() -> AnyOfBuilder {
+        let mut any = AnyOfBuilder::new();
+        for codec in Codec::ALL {
+            let min_dim: u32 = if codec == Codec::Av1 {
+                AV1_MIN_DIMENSION
+            } else {
+                WIDTH_RANGE.0.min(HEIGHT_RANGE.0)
+            };
+            let rules = |b: ObjectBuilder| {
+                b.property(
+                    "preset",
+                    one_of_strings(super::presets(codec).iter().copied(), true),
+                )
+                .property("width", constraint().minimum(Some(min_dim)))
+                .property("height", constraint().minimum(Some(min_dim)))
+                .property(
+                    "output",
+                    constraint()
+                        .property("type", one_of_strings(output_types_for(codec), false))
+                        .property(
+                            "path",
+                            constraint().pattern(Some(extension_pattern(&extensions_for(codec)))),
+                        ),
+                )
+            };
+            let scenarios: Vec<String> = scenario_names()
+                .into_iter()
+                .filter(|n| scenario(n).is_some_and(|p| p.codec == codec))
+                .collect();
+            any = any
+                .item(rules(
+                    constraint()
+                        .title(Some(format!("codec {}", codec.as_str())))
+                        .property("codec", one_of_strings([codec.as_str()], false))
+                        .required("codec"),
+                ))
+                .item(rules(
+                    constraint()
+                        .title(Some(format!("a {} scenario", codec.as_str())))
+                        .property("codec", null())
+                        .property("scenario", one_of_strings(scenarios, false))
+                        .required("scenario"),
+                ));
+        }
+        any
+    }
+
+    pub(super) fn job_request() -> RefOr<Schema> {
+        AllOfBuilder::new()
+            .description(Some(CROSS_FIELD_RULES))
+            .item(fields())
+            .item(scenario_or_encode())
+            .item(codec_rules())
+            .into()
+    }
+
+    /// The schema and the parser agree: the same field names, and each
+    /// bound, allowed value and `null` in the schema is what the parser
+    /// does at that edge.
+    #[cfg(test)]
+    mod tests {
+        use std::collections::BTreeSet;
+
+        use serde_json::json;
+
+        use super::*;
+
+        fn schema() -> Value {
+            serde_json::to_value(job_request()).expect("the schema serialises")
+        }
+
+        fn parse(v: &Value) -> Result<JobSpec, FieldError> {
+            let roots = MediaRoots::new(&[]).expect("no roots");
+            parse_job_request(v.to_string().as_bytes(), &roots)
+        }
+
+        /// A scenario and the encode fields too, so that either may be `null`.
+        fn base() -> Value {
+            json!({
+                "scenario": "720p30-h264",
+                "width": 1280, "height": 720, "fps": 30, "codec": "h264",
+                "input": {"type": "testsrc", "duration_s": 1},
+                "output": {"type": "null"}
+            })
+        }
+
+        /// `base()` with `value` at the dotted `field`.
+        fn with(field: &str, value: Value) -> Value {
+            let mut v = base();
+            let mut at = &mut v;
+            let mut parts = field.split('.').peekable();
+            while let Some(p) = parts.next() {
+                if parts.peek().is_some() {
+                    if !at[p].is_object() {
+                        at[p] = json!({});
+                    }
+                    at = &mut at[p];
+                } else {
+                    at[p] = value.clone();
+                }
+            }
+            v
+        }
+
+        #[track_caller]
+        fn accepted(v: &Value) {
+            if let Err(e) = parse(v) {
+                panic!("{v} refused: {e:?}");
+            }
+        }
+
+        #[track_caller]
+        fn refused_naming(v: &Value, field: &str) {
+            match parse(v) {
+                Ok(_) => panic!("{v} accepted"),
+                Err(e) => assert_eq!(e.field.as_deref(), Some(field), "{v}: {e:?}"),
+            }
+        }
+
+        /// The field names serde accepts for `T`, from its unknown-field message.
+        fn serde_fields<T: serde::de::DeserializeOwned>() -> BTreeSet<String> {
+            let message = match serde_json::from_str::<T>(r#"{"\u0000": 0}"#) {
+                Ok(_) => panic!("an unknown field was accepted"),
+                Err(e) => e.to_string(),
+            };
+            let (_, expected) = message
+                .split_once(", expected ")
+                .unwrap_or_else(|| panic!("no field list in {message:?}"));
+            // `a`, `b` or `c`: the names are every other backticked part.
+            expected
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        }
+
+        fn keys(object: &Value) -> BTreeSet<String> {
+            object["properties"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default()
+        }
+
+        fn variant_keys(one_of: &Value) -> BTreeSet<String> {
+            one_of["oneOf"]
+                .as_array()
+                .expect("oneOf")
+                .iter()
+                .flat_map(keys)
+                .collect()
+        }
+
+        #[test]
+        fn the_schema_names_exactly_the_fields_the_parser_takes() {
+            let s = schema();
+            let top = &s["allOf"][0];
+            assert_eq!(keys(top), serde_fields::<RawRequest>());
+            assert_eq!(top["additionalProperties"], false);
+            let p = &top["properties"];
+            assert_eq!(variant_keys(&p["input"]), serde_fields::<RawInput>());
+            assert_eq!(variant_keys(&p["output"]), serde_fields::<RawOutput>());
+            assert_eq!(keys(&p["resource_limits"]), serde_fields::<RawLimits>());
+            // Not a vacuous comparison.
+            assert!(serde_fields::<RawRequest>().contains("max_retries"));
+        }
+
+        #[test]
+        fn each_integer_bound_is_the_parsers_edge() {
+            let s = schema();
+            let p = &s["allOf"][0]["properties"];
+            let mut fields: Vec<(String, Value)> = Vec::new();
+            for (name, f) in p.as_object().expect("properties") {
+                fields.push((name.clone(), f.clone()));
+            }
+            for (name, f) in p["resource_limits"]["properties"]
+                .as_object()
+                .expect("limits")
+            {
+                fields.push((format!("resource_limits.{name}"), f.clone()));
+            }
+            fields.push(("bitrate".into(), p["bitrate"]["anyOf"][0].clone()));
+            let mut checked = 0;
+            for (name, f) in fields {
+                let (Some(lo), Some(hi)) = (f["minimum"].as_u64(), f["maximum"].as_u64()) else {
+                    continue;
+                };
+                accepted(&with(&name, json!(lo)));
+                accepted(&with(&name, json!(hi)));
+                refused_naming(&with(&name, json!(hi + 1)), &name);
+                if lo > 0 {
+                    refused_naming(&with(&name, json!(lo - 1)), &name);
+                }
+                if f["multipleOf"] == 2 {
+                    refused_naming(&with(&name, json!(lo + 1)), &name);
+                }
+                checked += 1;
+            }
+            // width, height, fps, max_retries, bitrate, four limits.
+            assert_eq!(checked, 9);
+        }
+
+        #[test]
+        fn each_allowed_value_is_accepted_and_others_refused() {
+            let s = schema();
+            let p = &s["allOf"][0]["properties"];
+            for name in ["scenario", "priority", "codec"] {
+                let values = p[name]["enum"].as_array().expect("enum");
+                for v in values {
+                    accepted(&with(name, v.clone()));
+                }
+                refused_naming(&with(name, json!("nope")), name);
+            }
+            // A preset is allowed for one codec or another.
+            for v in p["preset"]["enum"].as_array().expect("enum") {
+                let ok = Codec::ALL.into_iter().any(|c| {
+                    let mut body = with("preset", v.clone());
+                    body["codec"] = json!(c.as_str());
+                    parse(&body).is_ok()
+                });
+                assert!(ok, "preset {v} fits no codec");
+            }
+            refused_naming(&with("preset", json!("nope")), "preset");
+        }
+
+        #[test]
+        fn null_is_absent_wherever_the_schema_allows_it() {
+            let s = schema();
+            let p = &s["allOf"][0]["properties"];
+            let nullable = |f: &Value| {
+                f["type"]
+                    .as_array()
+                    .is_some_and(|t| t.contains(&json!("null")))
+                    || f["anyOf"]
+                        .as_array()
+                        .is_some_and(|a| a.contains(&json!({"type": "null"})))
+            };
+            let mut n = 0;
+            for (name, f) in p.as_object().expect("properties") {
+                if nullable(f) {
+                    accepted(&with(name, Value::Null));
+                    n += 1;
+                } else {
+                    refused_naming(&with(name, Value::Null), name);
+                }
+            }
+            for (name, f) in p["resource_limits"]["properties"]
+                .as_object()
+                .expect("limits")
+            {
+                assert!(nullable(f), "{name}");
+                accepted(&with(&format!("resource_limits.{name}"), Value::Null));
+            }
+            assert!(n >= 10, "{n}");
+            // The variants' `null` fields.
+            for (field, body) in [
+                (
+                    "input",
+                    json!({"type": "testsrc", "duration_s": 1, "path": null}),
+                ),
+                ("output", json!({"type": "null", "path": null, "url": null})),
+                (
+                    "output",
+                    json!({"type": "rtmp", "url": "RTMPS://h/app", "path": null}),
+                ),
+            ] {
+                accepted(&with(field, body));
+            }
+        }
+
+        /// The branch of the codec rules for `codec` named as `codec`, and
+        /// the one for a scenario of that codec.
+        fn codec_branches(s: &Value, codec: Codec) -> (Value, Value) {
+            let branches = s["allOf"][2]["anyOf"].as_array().expect("codec rules");
+            let find = |title: String| {
+                branches
+                    .iter()
+                    .find(|b| b["title"] == title.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no branch {title}"))
+            };
+            (
+                find(format!("codec {}", codec.as_str())),
+                find(format!("a {} scenario", codec.as_str())),
+            )
+        }
+
+        #[test]
+        fn the_codec_rules_are_the_parsers() {
+            let s = schema();
+            let all_presets = s["allOf"][0]["properties"]["preset"]["enum"]
+                .as_array()
+                .expect("presets")
+                .clone();
+            let media = tempfile::tempdir().expect("media root");
+            let roots = MediaRoots::new(&[media.path().to_path_buf()]).expect("roots");
+            let mut scenarios = BTreeSet::new();
+            for codec in Codec::ALL {
+                let (named, by_scenario) = codec_branches(&s, codec);
+                for b in [&named, &by_scenario] {
+                    assert_eq!(b["properties"]["preset"], named["properties"]["preset"]);
+                }
+                let with_codec = |field: &str, v: Value| {
+                    let mut body = with(field, v);
+                    body["codec"] = json!(codec.as_str());
+                    body
+                };
+                // Presets.
+                let allowed = named["properties"]["preset"]["enum"]
+                    .as_array()
+                    .expect("enum")
+                    .clone();
+                for p in &all_presets {
+                    let ok = parse(&with_codec("preset", p.clone())).is_ok();
+                    assert_eq!(ok, allowed.contains(p), "{codec:?} preset {p}");
+                }
+                // The smallest frame.
+                let min = named["properties"]["width"]["minimum"]
+                    .as_u64()
+                    .expect("minimum");
+                assert_eq!(named["properties"]["height"]["minimum"], min);
+                for dim in ["width", "height"] {
+                    accepted(&with_codec(dim, json!(min)));
+                    if min - 2 >= 16 {
+                        refused_naming(&with_codec(dim, json!(min - 2)), dim);
+                    }
+                }
+                // Output types and file extensions.
+                let output = &named["properties"]["output"]["properties"];
+                let types = output["type"]["enum"].as_array().expect("types").clone();
+                let rtmp = with_codec("output", json!({"type": "rtmp", "url": "rtmp://h/a"}));
+                assert_eq!(
+                    parse(&rtmp).is_ok(),
+                    types.contains(&json!("rtmp")),
+                    "{codec:?}"
+                );
+                let exts = extensions_for(codec);
+                assert_eq!(output["path"]["pattern"], extension_pattern(&exts));
+                for e in OUTPUT_EXTENSIONS {
+                    let body =
+                        with_codec("output", json!({"type": "file", "path": format!("o.{e}")}));
+                    let ok = parse_job_request(body.to_string().as_bytes(), &roots).is_ok();
+                    assert_eq!(ok, exts.contains(&e), "{codec:?} .{e}");
+                }
+                // The scenarios of this codec.
+                for n in by_scenario["properties"]["scenario"]["enum"]
+                    .as_array()
+                    .expect("scenarios")
+                {
+                    let n = n.as_str().expect("a name");
+                    assert_eq!(scenario(n).map(|p| p.codec), Some(codec), "{n}");
+                    scenarios.insert(n.to_string());
+                }
+            }
+            assert_eq!(scenarios, scenario_names().into_iter().collect());
+        }
+
+        #[test]
+        fn the_output_extensions_are_the_containers_known() {
+            for e in OUTPUT_EXTENSIONS {
+                assert!(container_for_extension(e).is_some(), "{e}");
+            }
+            for e in ["avi", "mp3", "mpg", ""] {
+                assert!(container_for_extension(e).is_none(), "{e}");
+            }
+        }
+
+        #[test]
+        fn the_input_duration_bounds_are_the_parsers() {
+            let s = schema();
+            let d = &s["allOf"][0]["properties"]["input"]["oneOf"][0]["properties"]["duration_s"];
+            let hi = d["maximum"].as_f64().expect("maximum");
+            assert_eq!(d["exclusiveMinimum"], 0.0);
+            let input = |v: f64| with("input", json!({"type": "testsrc", "duration_s": v}));
+            accepted(&input(hi));
+            accepted(&input(1e-6));
+            refused_naming(&input(0.0), "input.duration_s");
+            refused_naming(&input(hi + 1.0), "input.duration_s");
+        }
+
+        #[test]
+        fn a_scenario_or_all_four_encode_fields() {
+            let encode = ["width", "height", "fps", "codec"];
+            let s = schema();
+            let branches = s["allOf"][1]["anyOf"].as_array().expect("anyOf").clone();
+            assert_eq!(branches[0]["required"], json!(["scenario"]));
+            assert_eq!(branches[1]["required"], json!(encode));
+            let mut body = base();
+            body["scenario"] = Value::Null;
+            accepted(&body);
+            for f in encode {
+                let mut b = body.clone();
+                b[f] = Value::Null;
+                refused_naming(&b, f);
+            }
+            for f in ["input", "output"] {
+                let mut b = base();
+                b.as_object_mut().expect("object").remove(f);
+                refused_naming(&b, f);
+            }
+        }
     }
 }
 

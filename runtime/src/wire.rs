@@ -36,7 +36,9 @@ pub struct Assignment {
 }
 
 /// What a worker offers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema,
+)]
 pub struct Capabilities {
     /// FFmpeg encoders that passed a real test encode.
     pub encoders: Vec<String>,
