@@ -1376,16 +1376,13 @@ mod tests {
             scheduler: None,
             fault_node: None,
         };
-        let (scheduler, done) = crate::standalone::spawn_master(
-            store,
-            events,
-            Default::default(),
-            Some(admin),
-            Duration::from_secs(5),
-            None,
-        )
-        .await
-        .expect("master");
+        let mut args = crate::scheduler::SchedulerArgs::new(store);
+        args.events = events;
+        args.admin = Some(admin);
+        args.lease = Duration::from_secs(5);
+        let (scheduler, done) = crate::embed::spawn_scheduler(args, None)
+            .await
+            .expect("master");
         let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
             .expect("scheduler answers")
             .expect("the API listens");
