@@ -22,10 +22,10 @@
 //!   "attempt finished" and "assigned" (each written once the write is
 //!   durable; wall clock, mapped onto CLOCK_MONOTONIC by reading both
 //!   clocks): 1 `stop` → `exit` (the JobActor sees its guard exit);
-//!   2 `exit` → the result durable in the master (last energy sample, QUIC,
-//!   the scheduler's turn, one flush); 3 result durable → the freed slot's
-//!   next assignment durable (pick, one flush); 4 assignment → `start`
-//!   (QUIC, JobActor, cgroup, guard fork).
+//!   2 `exit` → the result durable in the master (last energy sample, the
+//!   worker's outbox flush, QUIC, the scheduler's turn, the master's flush);
+//!   3 result durable → the freed slot's next assignment durable (pick, one
+//!   flush); 4 assignment → `start` (QUIC, JobActor, cgroup, guard fork).
 //!   With more than one slot per worker the k-th `stop` is paired with the
 //!   (k + slots)-th `start` on that worker.
 //! - *drain time*: from the first attempt's start to the last attempt's end,
@@ -822,7 +822,9 @@ fn main() {
         println!(
             "run {i}: {:.0} s; submit {:.0}/s, master RSS {:.1} MiB idle, {:.1} MiB queued, \
              peak {:.1} MiB; drain {:.1} s ({:.1} jobs/s); slot gap p50 {:.1} ms p99 {:.1} ms \
-             max {:.1} ms; list (limit 100) p50 {:.2} ms p99 {:.2} ms",
+             max {:.1} ms (exit → result durable p99 {:.1} ms, FFmpeg forked p50 {:.1} ms); \
+             fdatasync p99 {:.1} ms max {:.1} ms; FFmpeg wall p50 {:.0} ms; \
+             list (limit 100) p50 {:.2} ms p99 {:.2} ms",
             t.elapsed().as_secs_f64(),
             r.submit_rate,
             r.rss_idle,
@@ -833,6 +835,11 @@ fn main() {
             r.gap.p50,
             r.gap.p99,
             r.gap.max,
+            r.to_master.p99,
+            r.to_worker.p50,
+            r.fsync.p99,
+            r.fsync.max,
+            r.ffmpeg_wall.p50,
             r.list["all, limit 100"].p50,
             r.list["all, limit 100"].p99,
         );
