@@ -52,13 +52,20 @@ const SCHEDULER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How the HTTP API is set up.
 #[derive(Clone)]
 pub struct AdminArgs {
+    /// Where to listen (port 0: any; [`AdminMsg::LocalAddr`] tells which).
     pub bind: SocketAddr,
+    /// The scheduler's job store; handlers read it directly and store new
+    /// submissions themselves (group commit), never transitions.
     pub store: Store,
+    /// The scheduler's update channel, for the SSE route.
     pub events: JobEvents,
+    /// The only folders job inputs and outputs may name.
     pub media_roots: Arc<MediaRoots>,
     /// Bearer key required on every route but `/healthz` and `/readyz`.
     pub api_key: Option<String>,
+    /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// What `GET /metrics` renders; without it the route answers 404.
     pub metrics: Option<PrometheusHandle>,
     /// Filled in by the scheduler that supervises this actor.
     pub scheduler: Option<ActorRef<SchedulerMsg>>,
@@ -67,12 +74,16 @@ pub struct AdminArgs {
     pub fault_node: Option<ActorRef<crate::node::NodeMsg>>,
 }
 
+/// Messages the [`AdminActor`] handles.
 pub enum AdminMsg {
+    /// Replies with the address the API listens on.
     LocalAddr(RpcReplyPort<SocketAddr>),
     /// The server task ended on its own.
     ServerDied(String),
 }
 
+/// The admin actor's state (public only because ractor's `Actor` trait
+/// names it): the listener's address and the server task.
 pub struct AdminState {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -88,6 +99,11 @@ impl Drop for AdminState {
     }
 }
 
+/// Serves the HTTP API ([`routes`]) on [`AdminArgs::bind`]. Spawned by the
+/// `SchedulerActor` under itself when the scheduler is given
+/// [`AdminArgs`]; it stops when its server task dies, and the scheduler
+/// restarts it (at most [`crate::scheduler::ADMIN_MAX_RESTARTS`] times a
+/// minute).
 pub struct AdminActor;
 
 impl Actor for AdminActor {
@@ -215,6 +231,7 @@ impl IntoResponse for ApiError {
 /// Every error response: `{"error": {"code", "message", "field"}}`.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// What was refused and, where one field is to blame, which.
     pub error: FieldError,
 }
 
@@ -237,6 +254,7 @@ pub struct JobPage {
 /// `GET /v1/nodes`.
 #[derive(Serialize, ToSchema)]
 pub struct NodeList {
+    /// Sorted by id; nodes gone but holding fenced attempts included.
     pub nodes: Vec<NodeInfo>,
 }
 
@@ -740,14 +758,18 @@ async fn list(State(api): State<Arc<Api>>, query: QueryPairs) -> ApiResult<Json<
             FieldError::invalid("limit", format!("limit must be 1..={MAX_PAGE}")),
         ));
     }
-    let page = api
-        .store
-        .list(&ListFilter {
-            state,
-            priority,
-            after_seq: q.cursor,
-            limit,
-        })
+    // A page of up to 1,000 jobs is milliseconds of sled reads and
+    // decoding: off the async workers.
+    let store = api.store.clone();
+    let filter = ListFilter {
+        state,
+        priority,
+        after_seq: q.cursor,
+        limit,
+    };
+    let page = tokio::task::spawn_blocking(move || store.list(&filter))
+        .await
+        .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok(Json(JobPage {
         jobs: page.jobs,

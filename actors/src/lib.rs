@@ -81,8 +81,6 @@
 
 #![deny(missing_docs)]
 
-// docs land with the OpenAPI change
-#[allow(missing_docs)]
 pub mod admin;
 pub mod cluster;
 pub mod embed;

@@ -105,8 +105,9 @@ pub fn read_addr(path: &Path, who: &mut Proc) -> String {
     )
 }
 
+/// Fields drop in declaration order: the processes (killed by their `Drop`)
+/// before `dir`, so nothing still writes into the directory being removed.
 pub struct Cluster {
-    pub dir: tempfile::TempDir,
     /// Held so the master process lives (and is killed) with the cluster.
     pub master: Proc,
     pub workers: Vec<Proc>,
@@ -116,6 +117,7 @@ pub struct Cluster {
     pub slots: u32,
     pub worker_extra: Vec<String>,
     pub http: reqwest::blocking::Client,
+    pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
