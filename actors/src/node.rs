@@ -193,6 +193,9 @@ pub struct NodeState {
     lease_stop_sent: bool,
     last_ping_ms: Option<u64>,
     last_resend_ms: u64,
+    /// When each unacknowledged result was last sent on the current link:
+    /// only those older than [`OUTBOX_RESEND`] are sent again.
+    sent_at: HashMap<AttemptRef, u64>,
     /// The lease length the master grants (from its last `Pong`).
     granted_ms: Option<u64>,
     /// Assignments that arrived before this link's first `Pong`.
@@ -217,9 +220,12 @@ impl Drop for NodeState {
 const STOP_CHILDREN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the node looks at its lease.
 const TICK: Duration = Duration::from_millis(100);
-/// Unacknowledged results are sent again this often while linked (the
-/// master acknowledges duplicates and applies each result once).
+/// An unacknowledged result is sent again once it has waited this long for
+/// its `Ack` on the current link (the master acknowledges duplicates and
+/// applies each result once).
 const OUTBOX_RESEND: Duration = Duration::from_secs(5);
+/// How often the outbox is looked at for results due a resend.
+const OUTBOX_CHECK: Duration = Duration::from_secs(1);
 
 /// The root of a worker's tree: runs each assignment from the master in a
 /// `JobActor` linked under it, keeps the lease, and keeps every result in
@@ -298,6 +304,9 @@ impl NodeState {
             tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox");
         }
         self.send_frame(frame).await;
+        if self.link.is_some() {
+            self.sent_at.insert(attempt, mono_ms());
+        }
     }
 
     async fn send(&mut self, msg: ToMaster) {
@@ -327,11 +336,22 @@ impl NodeState {
         }
     }
 
-    async fn resend_outbox(&mut self) {
+    /// Send the outbox's results again: all of them (a new link), or only
+    /// those sent at least `min_age_ms` ago.
+    async fn resend_outbox(&mut self, min_age_ms: Option<u64>) {
         match self.outbox.pending() {
             Ok(frames) => {
-                for (_, frame) in frames {
-                    self.send_frame(frame).await;
+                let now = mono_ms();
+                for (attempt, frame) in frames {
+                    let fresh = min_age_ms.is_some_and(|age| {
+                        self.sent_at
+                            .get(&attempt)
+                            .is_some_and(|t| now.saturating_sub(*t) < age)
+                    });
+                    if !fresh {
+                        self.send_frame(frame).await;
+                        self.sent_at.insert(attempt, now);
+                    }
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
@@ -500,7 +520,7 @@ impl NodeState {
         if !self.outbox.is_empty() {
             tracing::info!("resending the outbox");
         }
-        self.resend_outbox().await;
+        self.resend_outbox(None).await;
         self.last_resend_ms = mono_ms();
         if self.draining {
             self.send(ToMaster::Draining).await;
@@ -524,10 +544,11 @@ impl NodeState {
         }
         if self.link.is_some()
             && !self.outbox.is_empty()
-            && now.saturating_sub(self.last_resend_ms) >= OUTBOX_RESEND.as_millis() as u64
+            && now.saturating_sub(self.last_resend_ms) >= OUTBOX_CHECK.as_millis() as u64
         {
             self.last_resend_ms = now;
-            self.resend_outbox().await;
+            self.resend_outbox(Some(OUTBOX_RESEND.as_millis() as u64))
+                .await;
         }
         if !self.running.is_empty()
             && !self.lease_stop_sent
@@ -626,6 +647,7 @@ impl Actor for NodeActor {
             lease_stop_sent: false,
             last_ping_ms: None,
             last_resend_ms: 0,
+            sent_at: HashMap::new(),
             granted_ms: None,
             pending: Vec::new(),
             running: HashMap::new(),
@@ -681,6 +703,7 @@ impl Actor for NodeActor {
                         state.on_pong(&myself, sent_ms, lease_ms).await
                     }
                     ToWorker::Ack(attempt) => {
+                        state.sent_at.remove(&attempt);
                         if let Err(e) = state.outbox.remove(&attempt) {
                             tracing::error!(job = %attempt.job_id, error = %e, "cannot clear the outbox");
                         }
