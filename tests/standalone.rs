@@ -541,3 +541,43 @@ fn file_input_is_probed_for_its_duration_and_transcoded_with_audio() {
         "audio carried into webm as opus: {streams}"
     );
 }
+
+/// Clients of the Go `ffmpeg-rtmp` master post its shape to `POST /jobs`:
+/// it runs as the job it maps onto, and refusals name the Go field.
+#[test]
+fn a_go_seed_submission_runs_as_the_job_it_maps_onto() {
+    let _g = serial();
+    let node = Node::start("seed", NodeOpts::default());
+    let (status, job) = node.post_json(
+        "/jobs",
+        &json!({
+            "scenario": "480p30-h264",
+            "confidence": "auto",
+            "engine": "ffmpeg",
+            "queue": "default",
+            "priority": "high",
+            "parameters": {"duration": 1, "bitrate": "800k"}
+        }),
+    );
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["spec"]["priority"], "high", "{job}");
+    assert_eq!(job["spec"]["scenario"], "480p30-h264", "{job}");
+    assert_eq!(job["spec"]["encode"]["bitrate_kbps"], 800, "{job}");
+    let id = job["id"].as_str().expect("id");
+    let done = node.wait_state(id, &["succeeded", "failed"], LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["frames"], 30, "1 s at 30 fps: {done}");
+
+    let (status, err) = node.post_json(
+        "/jobs",
+        &json!({"scenario": "480p30-h264", "engine": "gstreamer"}),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "engine", "{err}");
+    let (status, err) = node.post_json(
+        "/jobs",
+        &json!({"scenario": "480p30-h264", "parameters": {"duration": 0}}),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "parameters.duration", "{err}");
+}

@@ -24,6 +24,7 @@ use axum::{Json, Router};
 use ffrtmp_runtime::error::FieldError;
 use ffrtmp_runtime::model::{Job, JobState, Priority};
 use ffrtmp_runtime::report::EfficiencyReport;
+use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
 use ffrtmp_runtime::store::{ListFilter, Store};
 use futures::Stream;
@@ -355,6 +356,7 @@ fn table() -> Vec<(Route, MethodRouter<Arc<Api>>)> {
         (public("GET", "/readyz"), get(readyz)),
         (public("GET", "/v1/openapi.json"), get(openapi_json)),
         (keyed("POST", "/v1/jobs"), post(submit)),
+        (keyed("POST", "/jobs"), post(submit_seed)),
         (keyed("GET", "/v1/jobs"), get(list)),
         (keyed("GET", "/v1/jobs/{id}"), get(get_job)),
         (keyed("POST", "/v1/jobs/{id}/cancel"), post(cancel)),
@@ -419,6 +421,7 @@ const API_KEY_SCHEME: &str = "api_key";
         readyz,
         openapi_json,
         submit,
+        submit_seed,
         list,
         get_job,
         cancel,
@@ -570,6 +573,46 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
+    store_submission(api, headers, body, spec::parse_job_request).await
+}
+
+/// A job in the Go `ffmpeg-rtmp` master's shape (for clients moving over):
+/// mapped onto a job spec — scenario to size, rate and codec, `parameters`
+/// to a test pattern of that length and its bitrate, `queue`/`priority` to
+/// our priority — then handled exactly as `POST /v1/jobs` (docs/API.md).
+#[utoipa::path(
+    post,
+    path = "/jobs",
+    tag = "jobs",
+    request_body(content = SeedRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored and queued: the job, as `POST /v1/jobs` answers.",
+            body = Job, headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 400, description = "Refused, naming the field in the Go shape \
+            (`scenario`, `parameters.duration`, `queue`, ...).", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `--max-body-bytes`.", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn submit_seed(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    store_submission(api, headers, body, ffrtmp_runtime::seed::parse_seed_request).await
+}
+
+/// Parse a submission with `parse`, store it durably, queue it: `201` with
+/// the job once it is on disk.
+async fn store_submission(
+    api: Arc<Api>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    parse: fn(&[u8], &MediaRoots) -> Result<ffrtmp_runtime::model::JobSpec, FieldError>,
+) -> ApiResult<Response> {
     let body = body.map_err(|rej| {
         let status = rej.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -589,8 +632,7 @@ async fn submit(
             ));
         }
     }
-    let spec = spec::parse_job_request(&body, &api.roots)
-        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     let id = uuid::Uuid::now_v7().to_string();
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());

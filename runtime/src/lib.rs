@@ -17,6 +17,7 @@ pub mod process;
 pub mod report;
 pub mod retry;
 pub mod sched;
+pub mod seed;
 pub mod spec;
 pub mod state;
 pub mod store;
