@@ -309,7 +309,9 @@ impl SchedulerState {
                         Some(Outcome::Transient { failure }) => Some(failure.reason),
                         _ => None,
                     })
-                    .map(|r| format!("{r:?}").to_lowercase())
+                    // The API's name for it (`worker_crash`), not the Debug one.
+                    .and_then(|r| serde_json::to_value(r).ok())
+                    .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_else(|| "node_lost".into());
                 metrics::counter!(m::JOBS_RETRIED, "reason" => reason).increment(1);
                 self.queue.push(queued(job));
