@@ -1,15 +1,18 @@
 //! `ffrtmp-node`: the daemon. Thin: parse flags, set up logging and metrics,
 //! start the actors, wait for a signal.
 
+mod config;
 mod demo;
 mod ffmpeg_check;
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use ffrtmp_runtime::retry::RetryPolicy;
 
@@ -20,6 +23,13 @@ use ffrtmp_runtime::retry::RetryPolicy;
     about = "ffrtmp daemon: runs FFmpeg transcode jobs and measures them"
 )]
 struct Cli {
+    /// Read the node's settings from this TOML file (docs/CONFIG.md); FFRTMP_* variables and
+    /// flags override it. Not read by subcommands.
+    #[arg(long, value_name = "FILE", env = "FFRTMP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets left out), check it, and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -73,6 +83,7 @@ enum Role {
 
 #[derive(clap::Args, Debug)]
 struct NodeFlags {
+    /// What this node is.
     #[arg(long, value_enum, default_value = "standalone", env = "FFRTMP_ROLE")]
     role: Role,
     /// Where the job store and the node id live.
@@ -93,8 +104,10 @@ struct NodeFlags {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES, env = "FFRTMP_MAX_BODY_BYTES")]
     max_body_bytes: usize,
+    /// The ffmpeg program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffmpeg", env = "FFRTMP_FFMPEG")]
     ffmpeg: PathBuf,
+    /// The ffprobe program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffprobe", env = "FFRTMP_FFPROBE")]
     ffprobe: PathBuf,
     /// cgroup under which this node creates one cgroup per job.
@@ -216,19 +229,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
     } else {
         f.media_roots.clone()
     };
-    if !(0.0..=600.0).contains(&f.kill_grace_s) {
-        anyhow::bail!("--kill-grace-s must be between 0 and 600");
-    }
-    // The standalone's own worker holds the lease it grants; a cluster
-    // worker learns the lease from its master and refuses jobs if it is too
-    // short for its kill grace.
-    if matches!(f.role, Role::Standalone) && f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
-        anyhow::bail!(
-            "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
-            f.kill_grace_s,
-            f.lease_ms
-        );
-    }
+    check_kill_grace(f)?;
     Ok(StandaloneConfig {
         data_dir: f.data_dir.clone(),
         http: f.http,
@@ -248,6 +249,106 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         power: Some(power_config(f)?),
         run_log: f.run_log.clone(),
     })
+}
+
+fn check_kill_grace(f: &NodeFlags) -> anyhow::Result<()> {
+    if !(0.0..=600.0).contains(&f.kill_grace_s) {
+        anyhow::bail!("--kill-grace-s must be between 0 and 600");
+    }
+    // The standalone's own worker holds the lease it grants; a cluster
+    // worker learns the lease from its master and refuses jobs if it is too
+    // short for its kill grace.
+    if matches!(f.role, Role::Standalone) && f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
+        anyhow::bail!(
+            "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
+            f.kill_grace_s,
+            f.lease_ms
+        );
+    }
+    Ok(())
+}
+
+/// The checks of a node's flags that need nothing outside this process (no
+/// FFmpeg, no disk): before a node starts, and for `--print-config`.
+fn check_flags(f: &NodeFlags) -> anyhow::Result<()> {
+    match f.role {
+        Role::Master if f.pki.is_none() => anyhow::bail!(
+            "--role master needs --pki DIR (create it with: ffrtmp-node pki init --dir DIR)"
+        ),
+        Role::Worker if f.master.is_none() => {
+            anyhow::bail!("--role worker needs --master HOST:PORT")
+        }
+        _ => {}
+    }
+    check_kill_grace(f)?;
+    power_config(f)?;
+    Ok(())
+}
+
+/// The command line, parsed, with the config file layered under it.
+#[derive(Debug)]
+struct Parsed {
+    cli: Cli,
+    /// clap's matches for `cli`: where each value came from.
+    matches: ArgMatches,
+    /// The config file read, if any.
+    config: Option<PathBuf>,
+    /// The ids of the flags the config file set.
+    from_file: BTreeSet<String>,
+}
+
+/// A command holding the node's flags only: one config key each.
+fn node_command() -> clap::Command {
+    NodeFlags::augment_args(clap::Command::new("ffrtmp-node"))
+}
+
+/// Parse `argv` (program name first). With a config file (`--config`,
+/// `FFRTMP_CONFIG`) and no subcommand, the file's keys fill every flag that
+/// neither the command line nor an `FFRTMP_*` variable set (config.rs).
+/// clap's own errors (and `--help`) come back as `clap::Error`.
+fn parse_args(argv: Vec<OsString>) -> anyhow::Result<Parsed> {
+    let to_cli =
+        |m: &ArgMatches| Cli::from_arg_matches(m).map_err(|e| e.format(&mut Cli::command()));
+    let matches = Cli::command().try_get_matches_from(&argv)?;
+    let cli = to_cli(&matches)?;
+    let path = match (&cli.command, &cli.config) {
+        (None, Some(path)) if !path.as_os_str().is_empty() => path.clone(),
+        _ => {
+            return Ok(Parsed {
+                cli,
+                matches,
+                config: None,
+                from_file: BTreeSet::new(),
+            })
+        }
+    };
+    let settings = config::load(&path, &config::keys(&node_command()))?;
+    let (args, from_file) = config::merge(&argv, &settings, &matches);
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let cli = to_cli(&matches)?;
+    Ok(Parsed {
+        cli,
+        matches,
+        config: Some(path),
+        from_file,
+    })
+}
+
+/// `--print-config`: the effective configuration on stdout, then its checks.
+fn print_config(p: &Parsed) -> anyhow::Result<()> {
+    if p.cli.command.is_some() {
+        anyhow::bail!("--print-config prints the node's configuration: leave out the subcommand");
+    }
+    print!(
+        "{}",
+        config::render(
+            &config::keys(&node_command()),
+            &p.matches,
+            p.config.as_deref(),
+            &p.from_file,
+        )
+    );
+    check_flags(&p.cli.node)
 }
 
 /// Write an address to a file atomically (write, then rename).
@@ -276,6 +377,7 @@ async fn stop_signal() -> anyhow::Result<()> {
 }
 
 async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
+    check_flags(&flags)?;
     match flags.role {
         Role::Standalone => {
             let cfg = standalone_config(&flags)?;
@@ -419,7 +521,17 @@ fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let parsed = match parse_args(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(e) => e.exit(),
+            Err(e) => return Err(e),
+        },
+    };
+    if parsed.cli.print_config {
+        return print_config(&parsed);
+    }
+    let cli = parsed.cli;
     // The demo draws progress bars on the terminal: only warnings interrupt them.
     init_logging(if cli.command.is_some() {
         "warn"
@@ -430,6 +542,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    if let Some(path) = &parsed.config {
+        tracing::info!(config = %path.display(), keys = parsed.from_file.len(), "config file read");
+    }
     rt.block_on(async move {
         match cli.command {
             Some(Command::Demo { duration }) => demo::run(cli.node, duration).await,
