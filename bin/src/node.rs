@@ -1,15 +1,18 @@
 //! `ffrtmp-node`: the daemon. Thin: parse flags, set up logging and metrics,
 //! start the actors, wait for a signal.
 
+mod config;
 mod demo;
 mod ffmpeg_check;
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use ffrtmp_runtime::retry::RetryPolicy;
 
@@ -20,6 +23,13 @@ use ffrtmp_runtime::retry::RetryPolicy;
     about = "ffrtmp daemon: runs FFmpeg transcode jobs and measures them"
 )]
 struct Cli {
+    /// Read the node's settings from this TOML file (docs/CONFIG.md); FFRTMP_* variables and
+    /// flags override it. Not read by subcommands.
+    #[arg(long, value_name = "FILE", env = "FFRTMP_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML (secrets left out), check it, and exit.
+    #[arg(long)]
+    print_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -73,6 +83,7 @@ enum Role {
 
 #[derive(clap::Args, Debug)]
 struct NodeFlags {
+    /// What this node is.
     #[arg(long, value_enum, default_value = "standalone", env = "FFRTMP_ROLE")]
     role: Role,
     /// Where the job store and the node id live.
@@ -93,8 +104,10 @@ struct NodeFlags {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES, env = "FFRTMP_MAX_BODY_BYTES")]
     max_body_bytes: usize,
+    /// The ffmpeg program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffmpeg", env = "FFRTMP_FFMPEG")]
     ffmpeg: PathBuf,
+    /// The ffprobe program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffprobe", env = "FFRTMP_FFPROBE")]
     ffprobe: PathBuf,
     /// cgroup under which this node creates one cgroup per job.
@@ -216,19 +229,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
     } else {
         f.media_roots.clone()
     };
-    if !(0.0..=600.0).contains(&f.kill_grace_s) {
-        anyhow::bail!("--kill-grace-s must be between 0 and 600");
-    }
-    // The standalone's own worker holds the lease it grants; a cluster
-    // worker learns the lease from its master and refuses jobs if it is too
-    // short for its kill grace.
-    if matches!(f.role, Role::Standalone) && f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
-        anyhow::bail!(
-            "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
-            f.kill_grace_s,
-            f.lease_ms
-        );
-    }
+    check_kill_grace(f)?;
     Ok(StandaloneConfig {
         data_dir: f.data_dir.clone(),
         http: f.http,
@@ -248,6 +249,106 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         power: Some(power_config(f)?),
         run_log: f.run_log.clone(),
     })
+}
+
+fn check_kill_grace(f: &NodeFlags) -> anyhow::Result<()> {
+    if !(0.0..=600.0).contains(&f.kill_grace_s) {
+        anyhow::bail!("--kill-grace-s must be between 0 and 600");
+    }
+    // The standalone's own worker holds the lease it grants; a cluster
+    // worker learns the lease from its master and refuses jobs if it is too
+    // short for its kill grace.
+    if matches!(f.role, Role::Standalone) && f.kill_grace_s * 1000.0 * 2.0 > f.lease_ms as f64 {
+        anyhow::bail!(
+            "--kill-grace-s ({}) must be at most half of --lease-ms ({} ms): a worker stops its jobs one grace before its lease ends",
+            f.kill_grace_s,
+            f.lease_ms
+        );
+    }
+    Ok(())
+}
+
+/// The checks of a node's flags that need nothing outside this process (no
+/// FFmpeg, no disk): before a node starts, and for `--print-config`.
+fn check_flags(f: &NodeFlags) -> anyhow::Result<()> {
+    match f.role {
+        Role::Master if f.pki.is_none() => anyhow::bail!(
+            "--role master needs --pki DIR (create it with: ffrtmp-node pki init --dir DIR)"
+        ),
+        Role::Worker if f.master.is_none() => {
+            anyhow::bail!("--role worker needs --master HOST:PORT")
+        }
+        _ => {}
+    }
+    check_kill_grace(f)?;
+    power_config(f)?;
+    Ok(())
+}
+
+/// The command line, parsed, with the config file layered under it.
+#[derive(Debug)]
+struct Parsed {
+    cli: Cli,
+    /// clap's matches for `cli`: where each value came from.
+    matches: ArgMatches,
+    /// The config file read, if any.
+    config: Option<PathBuf>,
+    /// The ids of the flags the config file set.
+    from_file: BTreeSet<String>,
+}
+
+/// A command holding the node's flags only: one config key each.
+fn node_command() -> clap::Command {
+    NodeFlags::augment_args(clap::Command::new("ffrtmp-node"))
+}
+
+/// Parse `argv` (program name first). With a config file (`--config`,
+/// `FFRTMP_CONFIG`) and no subcommand, the file's keys fill every flag that
+/// neither the command line nor an `FFRTMP_*` variable set (config.rs).
+/// clap's own errors (and `--help`) come back as `clap::Error`.
+fn parse_args(argv: Vec<OsString>) -> anyhow::Result<Parsed> {
+    let to_cli =
+        |m: &ArgMatches| Cli::from_arg_matches(m).map_err(|e| e.format(&mut Cli::command()));
+    let matches = Cli::command().try_get_matches_from(&argv)?;
+    let cli = to_cli(&matches)?;
+    let path = match (&cli.command, &cli.config) {
+        (None, Some(path)) if !path.as_os_str().is_empty() => path.clone(),
+        _ => {
+            return Ok(Parsed {
+                cli,
+                matches,
+                config: None,
+                from_file: BTreeSet::new(),
+            })
+        }
+    };
+    let settings = config::load(&path, &config::keys(&node_command()))?;
+    let (args, from_file) = config::merge(&argv, &settings, &matches);
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let cli = to_cli(&matches)?;
+    Ok(Parsed {
+        cli,
+        matches,
+        config: Some(path),
+        from_file,
+    })
+}
+
+/// `--print-config`: the effective configuration on stdout, then its checks.
+fn print_config(p: &Parsed) -> anyhow::Result<()> {
+    if p.cli.command.is_some() {
+        anyhow::bail!("--print-config prints the node's configuration: leave out the subcommand");
+    }
+    print!(
+        "{}",
+        config::render(
+            &config::keys(&node_command()),
+            &p.matches,
+            p.config.as_deref(),
+            &p.from_file,
+        )
+    );
+    check_flags(&p.cli.node)
 }
 
 /// Write an address to a file atomically (write, then rename).
@@ -276,6 +377,7 @@ async fn stop_signal() -> anyhow::Result<()> {
 }
 
 async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
+    check_flags(&flags)?;
     match flags.role {
         Role::Standalone => {
             let cfg = standalone_config(&flags)?;
@@ -419,7 +521,17 @@ fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let parsed = match parse_args(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(e) => e.exit(),
+            Err(e) => return Err(e),
+        },
+    };
+    if parsed.cli.print_config {
+        return print_config(&parsed);
+    }
+    let cli = parsed.cli;
     // The demo draws progress bars on the terminal: only warnings interrupt them.
     init_logging(if cli.command.is_some() {
         "warn"
@@ -430,6 +542,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
+    if let Some(path) = &parsed.config {
+        tracing::info!(config = %path.display(), keys = parsed.from_file.len(), "config file read");
+    }
     rt.block_on(async move {
         match cli.command {
             Some(Command::Demo { duration }) => demo::run(cli.node, duration).await,
@@ -437,4 +552,237 @@ fn main() -> anyhow::Result<()> {
             None => run_node(cli.node).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Parsed> {
+        parse_args(
+            std::iter::once("ffrtmp-node")
+                .chain(args.iter().copied())
+                .map(OsString::from)
+                .collect(),
+        )
+    }
+
+    fn example(name: &str) -> String {
+        format!("{}/../config/{name}", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("an address")
+    }
+
+    /// The ids of the flags a config file sets, from the file itself.
+    fn ids_in(path: &str) -> BTreeSet<String> {
+        let text = std::fs::read_to_string(path).expect("example file");
+        let table: toml::Table = toml::from_str(&text).expect("TOML");
+        let keys = config::keys(&node_command());
+        table
+            .keys()
+            .map(|name| {
+                keys.iter()
+                    .find(|k| k.name == *name)
+                    .map(|k| k.id.clone())
+                    .unwrap_or_else(|| panic!("{path}: unknown key {name}"))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_node_flag_is_a_key_named_like_its_ffrtmp_variable() {
+        let keys = config::keys(&node_command());
+        assert_eq!(keys.len(), node_command().get_arguments().count());
+        for key in &keys {
+            assert_eq!(
+                key.env.as_deref(),
+                Some(format!("FFRTMP_{}", key.name.to_ascii_uppercase()).as_str()),
+                "--{}",
+                key.long
+            );
+            assert_eq!(key.name, key.long.replace('-', "_"));
+        }
+        for not_a_key in ["config", "print_config", "help", "version"] {
+            assert!(keys.iter().all(|k| k.name != not_a_key), "{not_a_key}");
+        }
+        let secrets: Vec<&str> = keys
+            .iter()
+            .filter(|k| k.secret)
+            .map(|k| k.name.as_str())
+            .collect();
+        assert_eq!(secrets, ["api_key", "join_token"]);
+    }
+
+    #[test]
+    fn the_master_example_loads_and_passes_the_checks() {
+        let path = example("master.toml");
+        let p = parse(&["--config", &path]).expect("loads");
+        let f = &p.cli.node;
+        assert!(matches!(f.role, Role::Master));
+        assert_eq!(f.data_dir, Path::new("/var/lib/ffrtmp"));
+        assert_eq!(f.http, addr("127.0.0.1:8080"));
+        assert_eq!(f.media_roots, [Path::new("/srv/media")]);
+        assert_eq!(f.max_body_bytes, 65536);
+        assert_eq!(f.pki.as_deref(), Some(Path::new("/etc/ffrtmp/pki")));
+        assert_eq!(f.listen, addr("0.0.0.0:7400"));
+        assert_eq!(f.lease_ms, 10_000);
+        assert_eq!((f.keep_alive_ms, f.idle_timeout_ms), (300, 1500));
+        assert_eq!(f.ffmpeg, Path::new("/usr/bin/ffmpeg"));
+        assert_eq!(f.api_key, None, "the key comes from FFRTMP_API_KEY");
+        assert_eq!(p.from_file, ids_in(&path), "every key reached the flags");
+        check_flags(f).expect("a valid master");
+    }
+
+    #[test]
+    fn the_worker_example_loads_and_passes_the_checks() {
+        let path = example("worker.toml");
+        let p = parse(&["--config", &path]).expect("loads");
+        let f = &p.cli.node;
+        assert!(matches!(f.role, Role::Worker));
+        assert_eq!(f.data_dir, Path::new("/var/lib/ffrtmp"));
+        assert_eq!(f.master, Some(addr("10.0.0.10:7400")));
+        assert_eq!(f.join_token, None, "the token comes from FFRTMP_JOIN_TOKEN");
+        assert_eq!(f.slots, Some(4));
+        assert_eq!(f.media_roots, [Path::new("/srv/media")]);
+        assert_eq!(
+            f.encoders.as_deref(),
+            Some(&["libx264", "libx265", "libvpx-vp9", "libsvtav1"].map(String::from)[..])
+        );
+        assert_eq!(f.cgroup_parent, "ffrtmp");
+        assert_eq!(f.kill_grace_s, 2.0);
+        assert_eq!(f.drain_deadline_s, 600);
+        assert!(matches!(f.power_source, PowerSourceFlag::Auto));
+        assert_eq!(f.powercap_root, Path::new("/sys/class/powercap"));
+        assert_eq!(f.power_sample_hz, 10.0);
+        assert_eq!(p.from_file, ids_in(&path), "every key reached the flags");
+        check_flags(f).expect("a valid worker");
+    }
+
+    #[test]
+    fn the_standalone_example_loads_and_passes_the_checks() {
+        let path = example("standalone.toml");
+        let p = parse(&["--config", &path]).expect("loads");
+        let f = &p.cli.node;
+        assert!(matches!(f.role, Role::Standalone));
+        assert_eq!(f.data_dir, Path::new("/var/lib/ffrtmp"));
+        assert_eq!(f.http, addr("127.0.0.1:8080"));
+        assert_eq!(f.slots, Some(2));
+        assert_eq!(f.kill_grace_s, 3.0);
+        assert_eq!(f.lease_ms, 10_000);
+        assert_eq!(f.estimate_idle_watts, Some(8.0));
+        assert_eq!(f.estimate_max_watts, Some(45.0));
+        assert_eq!(f.encoders, None);
+        assert_eq!(p.from_file, ids_in(&path), "every key reached the flags");
+        check_flags(f).expect("a valid standalone node");
+    }
+
+    /// Every key, set in a file, reaches its field; flags still win.
+    #[test]
+    fn every_key_loads_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("all.toml");
+        std::fs::write(
+            &path,
+            r#"
+            role = "worker"
+            data_dir = "/d"
+            http = "127.0.0.1:1"
+            media_root = ["/m1", "/m2"]
+            slots = 3
+            api_key = "k"
+            max_body_bytes = 1000
+            ffmpeg = "/f/ffmpeg"
+            ffprobe = "/f/ffprobe"
+            cgroup_parent = "cg"
+            encoders = ["libx264"]
+            pki = "/pki"
+            listen = "127.0.0.1:2"
+            listen_addr_file = "/la"
+            master = "127.0.0.1:3"
+            join_token = "t"
+            drain_deadline_s = 4
+            keep_alive_ms = 5
+            idle_timeout_ms = 6
+            http_addr_file = "/ha"
+            kill_grace_s = 0.5
+            lease_ms = 7000
+            power_source = "estimate"
+            powercap_root = "/pc"
+            power_sample_hz = 2
+            estimate_idle_watts = 1.5
+            estimate_max_watts = 20
+            run_log = "/rl"
+            "#,
+        )
+        .expect("write");
+        let path = path.to_string_lossy().into_owned();
+        let p = parse(&["--config", &path, "--slots", "9"]).expect("loads");
+        let all: BTreeSet<String> = config::keys(&node_command())
+            .into_iter()
+            .map(|k| k.id)
+            .filter(|id| id != "slots")
+            .collect();
+        assert_eq!(p.from_file, all, "the file above sets every key");
+        let f = &p.cli.node;
+        assert_eq!(f.slots, Some(9), "the flag wins");
+        assert!(matches!(f.role, Role::Worker));
+        assert_eq!(f.media_roots, [Path::new("/m1"), Path::new("/m2")]);
+        assert_eq!(f.api_key.as_deref(), Some("k"));
+        assert_eq!(f.join_token.as_deref(), Some("t"));
+        assert_eq!(f.master, Some(addr("127.0.0.1:3")));
+        assert_eq!(f.kill_grace_s, 0.5);
+        assert_eq!(f.power_sample_hz, 2.0);
+        assert_eq!(f.estimate_max_watts, Some(20.0));
+        assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
+        assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
+    }
+
+    #[test]
+    fn bad_files_are_errors_that_name_the_file_and_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "slots = 2\npower-source = \"rapl\"\n").expect("write");
+        let path = path.to_string_lossy().into_owned();
+        let err = format!("{:#}", parse(&["--config", &path]).expect_err("refused"));
+        assert!(err.contains(&path), "{err}");
+        assert!(err.contains("line 2: unknown key `power-source`"), "{err}");
+        assert!(err.contains("did you mean `power_source`"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&["--config", "/nonexistent/ffrtmp.toml"]).expect_err("refused")
+        );
+        assert!(err.contains("/nonexistent/ffrtmp.toml"), "{err}");
+    }
+
+    #[test]
+    fn subcommands_do_not_read_the_config_file() {
+        let p = parse(&[
+            "--config",
+            "/nonexistent/ffrtmp.toml",
+            "pki",
+            "join-token",
+            "--dir",
+            "x",
+        ])
+        .expect("the file is not read");
+        assert!(p.config.is_none());
+    }
+
+    #[test]
+    fn the_configuration_doc_lists_every_key() {
+        let doc =
+            std::fs::read_to_string(format!("{}/../docs/CONFIG.md", env!("CARGO_MANIFEST_DIR")))
+                .expect("docs/CONFIG.md");
+        for key in config::keys(&node_command()) {
+            let env = key.env.unwrap_or_default();
+            assert!(
+                doc.contains(&format!("| `{}` |", key.name)) && doc.contains(&env),
+                "docs/CONFIG.md: no row for `{}` ({env})",
+                key.name
+            );
+        }
+    }
 }
