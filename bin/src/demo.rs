@@ -219,7 +219,7 @@ pub async fn run(
         if j["energy"]["estimate"] == true {
             println!(
                 "Energy source: estimate (no readable RAPL counters here; the figures come from \
-                 CPU utilisation and --estimate-idle-watts/--estimate-max-watts, not a meter)."
+                 CPU utilisation and ffrtmp-node's --estimate-idle-watts/--estimate-max-watts, not a meter)."
             );
         } else {
             println!(

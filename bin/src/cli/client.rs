@@ -224,8 +224,7 @@ pub fn parse_master(master: &str) -> CliResult<Url> {
     })?;
     if url.scheme() != "http" {
         return Err(CliError::usage(format!(
-            "--master / FFRTMP_MASTER {master:?}: only http:// is supported (put TLS in front \
-             with a proxy that the CLI reaches over http)"
+            "--master / FFRTMP_MASTER {master:?}: only http:// is supported (this build has no TLS)"
         )));
     }
     if url.host_str().is_none() || url.cannot_be_a_base() {

@@ -584,17 +584,12 @@ fn describe(j: &Job) {
         rows.push((
             "energy",
             format!(
-                "{:.1} J, {:.1} W mean, {} J/frame, {} J/output min, source {}{}",
+                "{:.1} J, {:.1} W mean, {} J/frame, {} J/output min ({})",
                 en.energy_joules,
                 en.mean_power_watts,
                 output::num(en.joules_per_frame, 3),
                 output::num(en.joules_per_output_minute, 1),
-                en.energy_source,
-                if en.estimate {
-                    " (estimate)"
-                } else {
-                    " (measured)"
-                }
+                watch::energy_source(&en.energy_source, en.estimate),
             ),
         ));
     }

@@ -167,11 +167,7 @@ pub fn report(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit
                         row.scenario.clone(),
                         row.encoder.clone(),
                         row.node.clone(),
-                        if row.estimate {
-                            format!("{} (estimate)", row.energy_source)
-                        } else {
-                            row.energy_source.clone()
-                        },
+                        crate::watch::energy_source(&row.energy_source, row.estimate),
                         row.samples.to_string(),
                         output::num(Some(row.median_joules_per_output_minute), 1),
                         output::num(row.median_joules_per_frame, 3),
