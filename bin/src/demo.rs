@@ -1,37 +1,80 @@
-//! `ffrtmp-node demo`: a throw-away standalone node in a temporary directory,
-//! sample jobs submitted through its real HTTP API, live progress bars, and a
-//! table of results. What a new user runs first.
+//! The demo (`ffrtmp demo`, and `ffrtmp-node demo`): a throw-away
+//! standalone node in a temporary directory, sample jobs submitted through
+//! its real HTTP API, live progress bars, and a table of results. What a new
+//! user runs first.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use ffrtmp_actors::standalone;
+use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::{ffmpeg_check, NodeFlags};
+use crate::ffmpeg_check;
 
-pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
+/// The demo node's configuration when no daemon flags are at hand (`ffrtmp
+/// demo`): the daemon's defaults, FFmpeg from `PATH`, media in
+/// `DATA_DIR/media`.
+pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
+    let media = data_dir.join("media");
+    std::fs::create_dir_all(&media).with_context(|| format!("creating {}", media.display()))?;
+    let power = ffrtmp_actors::power::PowerConfig::new(ffrtmp_actors::node::cores());
+    power.validate().map_err(anyhow::Error::msg)?;
+    Ok(StandaloneConfig {
+        data_dir: data_dir.to_path_buf(),
+        http: "127.0.0.1:0".parse()?,
+        media_roots: vec![media],
+        slots: standalone::default_slots().max(1),
+        api_key: None,
+        max_body_bytes: ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES,
+        ffmpeg: ffmpeg_check::locate(Path::new("ffmpeg"))?,
+        ffprobe: ffmpeg_check::locate(Path::new("ffprobe"))?,
+        cgroup_parent: DEMO_CGROUP_PARENT.to_string(),
+        nice: 10,
+        kill_grace: Duration::from_secs(2),
+        retry: ffrtmp_runtime::retry::RetryPolicy::default(),
+        lease: Duration::from_millis(ffrtmp_runtime::lease::DEFAULT_LEASE_MS),
+        metrics: None,
+        encoder_allowlist: None,
+        power: Some(power),
+        run_log: None,
+    })
+}
+
+/// The cgroup parent of the demo's jobs.
+const DEMO_CGROUP_PARENT: &str = "ffrtmp-demo";
+
+/// Run the demo: `config` builds the node's configuration for a data dir
+/// (the demo then listens on a free loopback port, under its own cgroup
+/// parent). Jobs encode `duration` seconds of video each.
+pub async fn run(
+    duration: f64,
+    config: impl FnOnce(&Path) -> anyhow::Result<StandaloneConfig>,
+) -> anyhow::Result<()> {
     if !(0.5..=600.0).contains(&duration) {
         anyhow::bail!("--duration must be between 0.5 and 600 seconds");
     }
     ffmpeg_check::ensure_installed()?;
     // Kept after the demo so its output file can be played.
-    let dir = tempfile::Builder::new()
+    let dir: PathBuf = tempfile::Builder::new()
         .prefix("ffrtmp-demo-")
         .tempdir()
         .context("creating a temporary data dir")?
         .keep();
-    flags.data_dir = dir.as_path().to_path_buf();
-    flags.http = "127.0.0.1:0".parse()?;
-    flags.cgroup_parent = "ffrtmp-demo".to_string();
-    let cfg = crate::standalone_config(&flags)?;
-    let media = cfg.media_roots[0].clone();
+    let mut cfg = config(&dir)?;
+    cfg.http = "127.0.0.1:0".parse()?;
+    cfg.cgroup_parent = DEMO_CGROUP_PARENT.to_string();
+    let media = cfg
+        .media_roots
+        .first()
+        .context("the demo node has no media root")?
+        .clone();
     let node = standalone::start(cfg).await?;
     let base = format!("http://{}", node.http);
     println!(
         "ffrtmp demo: standalone node on {base} (data in {})",
-        dir.as_path().display()
+        dir.display()
     );
 
     let jobs = [
@@ -176,7 +219,7 @@ pub async fn run(mut flags: NodeFlags, duration: f64) -> anyhow::Result<()> {
         if j["energy"]["estimate"] == true {
             println!(
                 "Energy source: estimate (no readable RAPL counters here; the figures come from \
-                 CPU utilisation and --estimate-idle-watts/--estimate-max-watts, not a meter)."
+                 CPU utilisation and ffrtmp-node's --estimate-idle-watts/--estimate-max-watts, not a meter)."
             );
         } else {
             println!(

@@ -2,8 +2,6 @@
 //! start the actors, wait for a signal.
 
 mod config;
-mod demo;
-mod ffmpeg_check;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -15,6 +13,7 @@ use anyhow::Context;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use ffrtmp_runtime::retry::RetryPolicy;
+use ffrtmp_shared::{demo, ffmpeg_check};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,7 +37,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a throw-away standalone node, run sample jobs through its HTTP API, show progress and results.
+    /// Start a throw-away standalone node, run sample jobs through its HTTP API, show progress and
+    /// results (the same as `ffrtmp demo`, with this command's node flags).
     Demo {
         /// Seconds of video each sample job encodes.
         #[arg(long, default_value_t = 6.0)]
@@ -547,7 +547,14 @@ fn main() -> anyhow::Result<()> {
     }
     rt.block_on(async move {
         match cli.command {
-            Some(Command::Demo { duration }) => demo::run(cli.node, duration).await,
+            Some(Command::Demo { duration }) => {
+                let mut flags = cli.node;
+                demo::run(duration, move |dir| {
+                    flags.data_dir = dir.to_path_buf();
+                    standalone_config(&flags)
+                })
+                .await
+            }
             Some(Command::Pki { command }) => run_pki(command),
             None => run_node(cli.node).await,
         }

@@ -1,0 +1,165 @@
+//! `ffrtmp`: the client CLI. It mirrors the HTTP API (docs/API.md) and adds
+//! live progress bars; docs/CLI.md has every command, the environment
+//! variables and the exit codes.
+
+mod client;
+mod jobs;
+mod nodes;
+mod output;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use client::{CliError, CliResult, Client, Exit};
+use output::Format;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok (with --wait or watch: every job succeeded)
+  1  with --wait or watch: a job failed, was cancelled or timed out
+  2  usage: bad arguments, or a --file that cannot be read
+  3  the master cannot be reached (check --master / FFRTMP_MASTER)
+  4  the master refused the API key, or needs one (401; --api-key / FFRTMP_API_KEY)
+  5  no such job or node (404)
+  6  refused (any other 4xx: a field that does not validate, a job already finished)
+  7  the master failed (5xx) or answered something that is not the API
+
+Environment: FFRTMP_MASTER (--master), FFRTMP_API_KEY (--api-key).
+See docs/CLI.md.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ffrtmp",
+    version,
+    about = "ffrtmp client: submit, list, watch and cancel transcode jobs on an ffrtmp master",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+struct Cli {
+    /// The master's HTTP API.
+    #[arg(
+        long,
+        global = true,
+        env = "FFRTMP_MASTER",
+        default_value = "http://127.0.0.1:8080",
+        value_name = "URL"
+    )]
+    master: String,
+    /// The master's API key, sent as `Authorization: Bearer KEY`.
+    #[arg(long, global = true, env = "FFRTMP_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// `table` for people, `json` for scripts (the API's documents; `watch`: one object per event).
+    #[arg(
+        long,
+        short = 'o',
+        global = true,
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Jobs: submit, list, get, cancel, retry, logs, watch.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Jobs(jobs::JobsCmd),
+    /// Worker nodes: list, drain.
+    #[command(subcommand)]
+    Nodes(nodes::NodesCmd),
+    /// Reports over finished jobs.
+    #[command(subcommand)]
+    Report(nodes::ReportCmd),
+    /// Print a shell completion script (e.g. `ffrtmp completions bash > /etc/bash_completion.d/ffrtmp`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Start a throw-away local node, run sample jobs through its HTTP API, show progress and
+    /// results (needs FFmpeg; installs it with apt-get when run as root).
+    Demo {
+        /// Seconds of video each sample job encodes.
+        #[arg(long, default_value_t = 6.0)]
+        duration: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 here (clap).
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("ffrtmp: error: {e}");
+            e.exit.into()
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult<Exit> {
+    let format = cli.output;
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            let mut out = std::io::stdout();
+            clap_complete::generate(shell, &mut cmd, "ffrtmp", &mut out);
+            Ok(Exit::Ok)
+        }
+        Command::Demo { duration } => demo(duration),
+        Command::Jobs(cmd) => jobs::run(&client(&cli.master, cli.api_key)?, cmd, format),
+        Command::Nodes(cmd) => nodes::run(&client(&cli.master, cli.api_key)?, cmd, format),
+        Command::Report(cmd) => nodes::report(&client(&cli.master, cli.api_key)?, cmd, format),
+    }
+}
+
+fn client(master: &str, key: Option<String>) -> CliResult<Client> {
+    Client::new(master, key)
+}
+
+/// `ffrtmp demo`: the same demo as `ffrtmp-node demo`, with the daemon's
+/// defaults.
+fn demo(duration: f64) -> CliResult<Exit> {
+    // The demo draws progress bars: only warnings interrupt them.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FFRTMP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(Exit::JobFailed, format!("starting the tokio runtime: {e}")))?;
+    rt.block_on(ffrtmp_shared::demo::run(
+        duration,
+        ffrtmp_shared::demo::default_config,
+    ))
+    .map_err(|e| CliError::new(Exit::JobFailed, format!("demo: {e:#}")))?;
+    Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in [
+            "3  the master cannot be reached",
+            "4  the master refused",
+            "6  refused",
+        ] {
+            assert!(help.contains(code), "{help}");
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! The `ffrtmp` client CLI as a process, against a real standalone node:
+//! submit (flags, --file, stdin), list (table, JSON, pages), get, cancel,
+//! retry, logs, --wait and watch exit codes, the error lines and exit codes
+//! for a wrong key, an unreachable master and a field that does not
+//! validate, and shell completions.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const CLI: &str = env!("CARGO_BIN_EXE_ffrtmp");
+const LONG: Duration = Duration::from_secs(120);
+
+/// What one run of the CLI did.
+#[derive(Debug)]
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    /// stdout as one JSON document.
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {self:?}"))
+    }
+
+    /// stdout as JSON lines.
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}\n{self:?}"))
+            })
+            .collect()
+    }
+}
+
+/// Run the CLI with `args`, no FFRTMP_* from the environment but `env`,
+/// `stdin` piped in; killed (and the test failed) after `timeout`.
+fn run(args: &[&str], env: &[(&str, &str)], stdin: &str, timeout: Duration) -> Out {
+    let mut cmd = Command::new(CLI);
+    cmd.args(args)
+        .env_remove("FFRTMP_MASTER")
+        .env_remove("FFRTMP_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn ffrtmp");
+    let mut input = child.stdin.take().expect("stdin");
+    let stdin = stdin.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(stdin.as_bytes());
+    });
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ffrtmp {args:?} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = writer.join();
+    let out = Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    };
+    eprintln!("$ ffrtmp {}\n-> {}", args.join(" "), out.code);
+    out
+}
+
+/// Run the CLI against `node` (its URL, and its key if it has one).
+fn cli(node: &Node, args: &[&str]) -> Out {
+    cli_in(node, args, "")
+}
+
+fn cli_in(node: &Node, args: &[&str], stdin: &str) -> Out {
+    let mut env = vec![("FFRTMP_MASTER", node.base.as_str())];
+    if let Some(k) = &node.opts.api_key {
+        env.push(("FFRTMP_API_KEY", k.as_str()));
+    }
+    run(args, &env, stdin, LONG)
+}
+
+fn ok(out: &Out) {
+    assert_eq!(out.code, 0, "expected success: {out:?}");
+}
+
+#[test]
+fn submit_list_get_cancel_retry_logs_and_wait() {
+    let _g = serial();
+    let node = Node::start(
+        "cli",
+        NodeOpts {
+            slots: 1,
+            ..NodeOpts::default()
+        },
+    );
+
+    // Every spec flag, followed to the end: exit 0, the id first on stdout.
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "480p30-h264",
+            "--size",
+            "320x180",
+            "--fps",
+            "25",
+            "--bitrate",
+            "400k",
+            "--preset",
+            "ultrafast",
+            "--input",
+            "testsrc:1",
+            "--to",
+            "flags.mp4",
+            "--priority",
+            "high",
+            "--max-cpu-percent",
+            "150",
+            "--max-memory-mb",
+            "512",
+            "--timeout-s",
+            "120",
+            "--stall-timeout-s",
+            "30",
+            "--max-retries",
+            "1",
+            "--wait",
+        ],
+    );
+    ok(&out);
+    let flags_id = out
+        .stdout
+        .lines()
+        .next()
+        .expect("id line")
+        .trim()
+        .to_string();
+    let job = node.job(&flags_id);
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let spec = &job["spec"];
+    assert_eq!(spec["scenario"], "480p30-h264");
+    assert_eq!(spec["encode"]["width"], 320);
+    assert_eq!(spec["encode"]["height"], 180);
+    assert_eq!(spec["encode"]["fps"], 25);
+    assert_eq!(spec["encode"]["bitrate_kbps"], 400);
+    assert_eq!(spec["encode"]["preset"], "ultrafast");
+    assert_eq!(spec["input"], json!({"type": "testsrc", "duration_s": 1.0}));
+    assert_eq!(spec["output"]["type"], "file");
+    assert_eq!(spec["priority"], "high");
+    assert_eq!(
+        spec["resource_limits"],
+        json!({"max_cpu_percent": 150, "max_memory_mb": 512, "timeout_s": 120, "stall_timeout_s": 30})
+    );
+    assert_eq!(spec["max_retries"], 1);
+    assert!(node.media.join("flags.mp4").is_file());
+    // The summary after --wait: the outcome and its energy.
+    assert!(
+        out.stdout.contains(&flags_id) && out.stdout.contains("succeeded"),
+        "{out:?}"
+    );
+
+    // --file, with a flag on top; JSON out is the created job.
+    let spec_file = node.dir.path().join("spec.json");
+    std::fs::write(
+        &spec_file,
+        json!({"codec": "h264", "width": 160, "height": 90, "fps": 10,
+               "input": {"type": "testsrc", "duration_s": 0.5}, "priority": "low"})
+        .to_string(),
+    )
+    .expect("spec file");
+    let spec_path = spec_file.to_string_lossy().to_string();
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--file",
+            &spec_path,
+            "--priority",
+            "batch",
+            "-o",
+            "json",
+        ],
+    );
+    ok(&out);
+    let created = out.json();
+    let file_id = created["id"].as_str().expect("id").to_string();
+    assert_eq!(created["spec"]["priority"], "batch", "the flag wins");
+    assert_eq!(created["spec"]["encode"]["width"], 160, "from the file");
+    assert_eq!(created["spec"]["output"]["type"], "null", "default output");
+    // The same from stdin.
+    let out = cli_in(
+        &node,
+        &["jobs", "submit", "-f", "-"],
+        &json!({"scenario": "480p30-h264", "width": 160, "height": 90,
+                "input": {"type": "testsrc", "duration_s": 0.5}, "output": {"type": "null"}})
+        .to_string(),
+    );
+    ok(&out);
+    let stdin_id = out.stdout.trim().to_string();
+    assert_eq!(node.job(&stdin_id)["id"], stdin_id.as_str());
+    for id in [&file_id, &stdin_id] {
+        node.wait_state(id, &["succeeded"], LONG);
+    }
+
+    // A job that fails: exit 1 with --wait, and its FFmpeg lines in `logs`.
+    std::fs::write(node.media.join("bad.mp4"), b"this is not a video\n").expect("bad input");
+    let out = cli(
+        &node,
+        &[
+            "jobs", "submit", "--codec", "h264", "--width", "320", "--height", "180", "--fps",
+            "30", "--input", "bad.mp4", "--wait",
+        ],
+    );
+    assert_eq!(out.code, 1, "a failed job with --wait exits 1: {out:?}");
+    let bad_id = out.stdout.lines().next().expect("id").trim().to_string();
+    assert_eq!(node.job(&bad_id)["state"], "failed");
+    let out = cli(&node, &["jobs", "logs", &bad_id]);
+    ok(&out);
+    assert!(out.stdout.contains("ffmpeg_error"), "{out:?}");
+    assert!(
+        out.stdout.contains("  | "),
+        "FFmpeg's stderr lines: {out:?}"
+    );
+
+    // Retry: a new job with the same spec.
+    let out = cli(&node, &["jobs", "retry", &bad_id, "-o", "json"]);
+    ok(&out);
+    let again = out.json();
+    assert_ne!(again["id"], bad_id.as_str());
+    assert_eq!(again["spec"], node.job(&bad_id)["spec"]);
+    let retry_id = again["id"].as_str().expect("id").to_string();
+    node.wait_state(&retry_id, &["failed"], LONG);
+
+    // get: for people and for scripts.
+    let out = cli(&node, &["jobs", "get", &flags_id]);
+    ok(&out);
+    assert!(
+        out.stdout.contains("succeeded") && out.stdout.contains("energy"),
+        "{out:?}"
+    );
+    let out = cli(&node, &["jobs", "get", &flags_id, "-o", "json"]);
+    ok(&out);
+    assert_eq!(out.json()["id"], flags_id.as_str());
+
+    // list: five jobs so far, in submission order.
+    let all = [&flags_id, &file_id, &stdin_id, &bad_id, &retry_id];
+    let out = cli(&node, &["jobs", "list"]);
+    ok(&out);
+    let header = out.stdout.lines().next().expect("header");
+    assert!(
+        header.starts_with("ID") && header.contains("STATE"),
+        "{out:?}"
+    );
+    for id in all {
+        assert!(out.stdout.contains(id.as_str()), "{id} listed: {out:?}");
+    }
+    let out = cli(&node, &["jobs", "list", "-o", "json"]);
+    ok(&out);
+    let ids_of = |v: &Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| j["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let want: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+    assert_eq!(ids_of(&out.json()), want);
+    // Pages: two at a time by hand, then --all.
+    let out = cli(&node, &["jobs", "list", "--limit", "2", "-o", "json"]);
+    ok(&out);
+    let page = out.json();
+    assert_eq!(ids_of(&page), want[..2].to_vec());
+    let cursor = page["next_cursor"].as_u64().expect("a next page");
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "list",
+            "--limit",
+            "2",
+            "--cursor",
+            &cursor.to_string(),
+            "-o",
+            "json",
+        ],
+    );
+    ok(&out);
+    assert_eq!(ids_of(&out.json()), want[2..4].to_vec());
+    let out = cli(
+        &node,
+        &["jobs", "list", "--limit", "2", "--all", "-o", "json"],
+    );
+    ok(&out);
+    let every = out.json();
+    assert_eq!(ids_of(&every), want, "--all follows next_cursor");
+    assert_eq!(every["next_cursor"], Value::Null);
+    let out = cli(&node, &["jobs", "list", "--limit", "2"]);
+    ok(&out);
+    assert!(
+        out.stderr.contains("--cursor"),
+        "the next page is named: {out:?}"
+    );
+    // Filters.
+    let out = cli(&node, &["jobs", "list", "--state", "failed", "-o", "json"]);
+    ok(&out);
+    assert_eq!(ids_of(&out.json()), vec![bad_id.clone(), retry_id.clone()]);
+    let out = cli(
+        &node,
+        &["jobs", "list", "--priority", "batch", "-o", "json"],
+    );
+    ok(&out);
+    assert_eq!(ids_of(&out.json()), vec![file_id.clone()]);
+
+    // cancel: a queued job at once, then 409 -> exit 6; a running one -> 202.
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "720p30-h264",
+            "--preset",
+            "medium",
+            "--input",
+            "testsrc:60",
+        ],
+    );
+    ok(&out);
+    let blocker = out.stdout.trim().to_string();
+    node.wait_state(&blocker, &["running"], LONG);
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "480p30-h264",
+            "--input",
+            "testsrc:1",
+        ],
+    );
+    ok(&out);
+    let queued = out.stdout.trim().to_string();
+    let out = cli(&node, &["jobs", "cancel", &queued]);
+    ok(&out);
+    assert!(out.stdout.contains("cancelled"), "{out:?}");
+    assert_eq!(node.job(&queued)["state"], "cancelled");
+    let out = cli(&node, &["jobs", "cancel", &queued]);
+    assert_eq!(out.code, 6, "cancelling a finished job is refused: {out:?}");
+    assert!(out.stderr.contains("already_finished"), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+    let out = cli(&node, &["jobs", "cancel", &blocker]);
+    ok(&out);
+    assert!(out.stdout.contains("cancelling"), "{out:?}");
+    node.wait_state(&blocker, &["cancelled"], LONG);
+    // retry refuses a job that has not finished.
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "720p30-h264",
+            "--preset",
+            "medium",
+            "--input",
+            "testsrc:60",
+        ],
+    );
+    ok(&out);
+    let running = out.stdout.trim().to_string();
+    let out = cli(&node, &["jobs", "retry", &running]);
+    assert_eq!(out.code, 6, "{out:?}");
+    let out = cli(&node, &["jobs", "cancel", &running]);
+    ok(&out);
+
+    // Not found, and a field that does not validate.
+    let out = cli(&node, &["jobs", "get", "no-such-job"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    assert!(out.stderr.contains("no-such-job"), "{out:?}");
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "480p30-h264",
+            "--width",
+            "17",
+            "--input",
+            "testsrc:1",
+        ],
+    );
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("`width`"), "names the field: {out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+    let out = cli(
+        &node,
+        &[
+            "jobs",
+            "submit",
+            "--scenario",
+            "480p30-h264",
+            "--input",
+            "testsrc:1",
+            "--timeout-s",
+            "0",
+        ],
+    );
+    assert_eq!(out.code, 6, "{out:?}");
+    assert!(
+        out.stderr.contains("`resource_limits.timeout_s`"),
+        "{out:?}"
+    );
+    // A --file that is not JSON: nothing is sent, exit 2.
+    std::fs::write(&spec_file, "{not json").expect("write");
+    let out = cli(&node, &["jobs", "submit", "--file", &spec_path]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains("not JSON"), "{out:?}");
+    // clap's own usage errors are 2 too.
+    let out = cli(&node, &["jobs", "submit", "--priority", "urgent"]);
+    assert_eq!(out.code, 2, "{out:?}");
+}
+
+#[test]
+fn watch_follows_two_running_jobs_to_their_outcome_and_energy() {
+    let _g = serial();
+    let node = Node::start("cli-watch", NodeOpts::default());
+    let a = node.submit(long_job(4.0));
+    let b = node.submit(long_job(4.0));
+    for id in [&a, &b] {
+        node.wait_state(id, &["running"], LONG);
+    }
+    // No ids: every running job.
+    let out = cli(&node, &["jobs", "watch", "-o", "json"]);
+    ok(&out);
+    let lines = out.json_lines();
+    for id in [&a, &b] {
+        let mine: Vec<&Value> = lines.iter().filter(|l| l["id"] == id.as_str()).collect();
+        assert!(mine.len() >= 2, "events for {id}: {out:?}");
+        let first = mine.first().expect("first");
+        assert_eq!(
+            first["event"], "state",
+            "the stream starts with the job now"
+        );
+        let end = mine.last().expect("end");
+        assert_eq!(end["event"], "end", "each job ends with its outcome: {end}");
+        assert_eq!(end["outcome"], "succeeded", "{end}");
+        let energy = &end["energy"];
+        assert!(
+            energy["joules"].as_f64().unwrap_or(0.0) > 0.0,
+            "energy in the end line: {end}"
+        );
+        assert!(energy["source"].is_string(), "{end}");
+        assert!(energy["estimate"].is_boolean(), "{end}");
+        // Only the end line comes after the terminal state.
+        let terminal = mine
+            .iter()
+            .position(|l| l["state"] == "succeeded")
+            .expect("a terminal event");
+        assert_eq!(terminal, mine.len() - 2, "{out:?}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "progress" && l["progress"]["frame"].as_u64().unwrap_or(0) > 0),
+        "progress events with frames: {out:?}"
+    );
+
+    // Named ids, for people: the summary table (bars are drawn only on a
+    // terminal); a job that failed makes the exit code 1.
+    std::fs::write(node.media.join("bad.mp4"), b"not a video").expect("bad input");
+    let good = node.submit(small_job(1.0));
+    let bad = node.submit(json!({
+        "codec": "h264", "width": 320, "height": 180, "fps": 30,
+        "input": {"type": "file", "path": "bad.mp4"}, "output": {"type": "null"}
+    }));
+    let out = cli(&node, &["jobs", "watch", &good, &bad]);
+    assert_eq!(out.code, 1, "{out:?}");
+    let row = |id: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("a row for {id}: {out:?}"))
+            .to_string()
+    };
+    assert!(row(&good).contains("succeeded"), "{out:?}");
+    assert!(
+        row(&bad).contains("failed") && row(&bad).contains("ffmpeg_error"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn wrong_key_unreachable_master_nodes_and_report() {
+    let _g = serial();
+    let node = Node::start(
+        "cli-auth",
+        NodeOpts {
+            api_key: Some("s3cret".to_string()),
+            ..NodeOpts::default()
+        },
+    );
+    let base = node.base.as_str();
+    let no_key = run(&["jobs", "list", "--master", base], &[], "", LONG);
+    assert_eq!(no_key.code, 4, "{no_key:?}");
+    assert!(no_key.stderr.contains("needs an API key"), "{no_key:?}");
+    let wrong = run(
+        &["jobs", "list"],
+        &[("FFRTMP_MASTER", base), ("FFRTMP_API_KEY", "nope")],
+        "",
+        LONG,
+    );
+    assert_eq!(wrong.code, 4, "{wrong:?}");
+    assert!(
+        wrong.stderr.contains("refused the API key") && wrong.stderr.contains("FFRTMP_API_KEY"),
+        "{wrong:?}"
+    );
+    assert_eq!(wrong.stderr.lines().count(), 1, "one line: {wrong:?}");
+    let right = run(
+        &[
+            "jobs",
+            "list",
+            "--master",
+            base,
+            "--api-key",
+            "s3cret",
+            "-o",
+            "json",
+        ],
+        &[],
+        "",
+        LONG,
+    );
+    ok(&right);
+    assert_eq!(right.json()["jobs"], json!([]));
+
+    // nodes and the report.
+    let out = cli(&node, &["nodes", "list"]);
+    ok(&out);
+    let nodes = cli(&node, &["nodes", "list", "-o", "json"]).json();
+    let node_id = nodes["nodes"][0]["id"]
+        .as_str()
+        .expect("a node")
+        .to_string();
+    assert!(
+        out.stdout.contains(&node_id) && out.stdout.contains("libx264"),
+        "{out:?}"
+    );
+    let out = cli(&node, &["report", "efficiency", "-o", "json"]);
+    ok(&out);
+    assert!(out.json()["rows"].is_array(), "{out:?}");
+    ok(&cli(&node, &["report", "efficiency"]));
+    let out = cli(&node, &["nodes", "drain", "no-such-node"]);
+    assert_eq!(out.code, 5, "{out:?}");
+
+    // A master nobody listens on: exit 3, naming the URL and the variable.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run(&["jobs", "list"], &[("FFRTMP_MASTER", &url)], "", LONG);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains(&url) && out.stderr.contains("FFRTMP_MASTER"),
+        "{out:?}"
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+    let out = run(
+        &["jobs", "watch", "x"],
+        &[("FFRTMP_MASTER", &url)],
+        "",
+        LONG,
+    );
+    assert_eq!(out.code, 3, "{out:?}");
+}
+
+#[test]
+fn completions_and_help() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell], &[], "", LONG);
+        ok(&out);
+        assert!(
+            out.stdout.len() > 500 && out.stdout.contains("submit") && out.stdout.contains("watch"),
+            "{shell}: {}",
+            out.stdout.len()
+        );
+    }
+    let out = run(&["completions", "tcsh"], &[], "", LONG);
+    assert_eq!(out.code, 2, "{out:?}");
+    let out = run(&["--help"], &[], "", LONG);
+    ok(&out);
+    assert!(
+        out.stdout.contains("Exit codes") && out.stdout.contains("FFRTMP_MASTER"),
+        "{out:?}"
+    );
+}
