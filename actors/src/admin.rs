@@ -637,16 +637,9 @@ async fn store_submission(
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());
     // 201 means on disk.
-    api.store
-        .put_durable(&job)
+    crate::scheduler::store_new_job(&api.store, &api.events, &api.scheduler, &job)
         .await
         .map_err(ApiError::internal)?;
-    metrics::counter!(m::JOBS_SUBMITTED).increment(1);
-    api.events.publish(crate::events::UpdateKind::State, &job);
-    if let Err(e) = api.scheduler.cast(SchedulerMsg::Enqueued(id.clone())) {
-        // Stored, so not lost: the scheduler queues it on its next start.
-        tracing::error!(job = %id, error = %e, "scheduler unreachable after storing a job");
-    }
     let location = format!("/v1/jobs/{id}");
     Ok((
         StatusCode::CREATED,
