@@ -306,6 +306,24 @@ fn a_restarted_worker_reconnects_without_a_token() {
 }
 
 #[test]
+fn a_worker_given_the_masters_host_name_joins_and_runs_a_job() {
+    let _g = serial();
+    let mut c = Cluster::start(0);
+    let port = c.quic.rsplit_once(':').map(|(_, p)| p.to_string());
+    let port = port.expect("the master's QUIC address has a port");
+    // `localhost` may resolve to ::1 first; the master listens on
+    // 127.0.0.1 only, so the worker must try the next address.
+    c.add_worker_via(0, &format!("localhost:{port}"), &[]);
+    let nodes = c.wait_nodes(1);
+    assert_eq!(nodes.len(), 1, "{nodes:?}");
+    let id = c.submit(small_job(0.5));
+    assert_eq!(
+        c.wait_state(&id, &["succeeded", "failed"], LONG)["state"],
+        "succeeded"
+    );
+}
+
+#[test]
 fn a_worker_with_every_core_encoding_is_never_declared_lost() {
     let _g = serial();
     let c = Cluster::start_with(1, 2);

@@ -129,11 +129,105 @@ fn protocol_version() -> u32 {
     wire::PROTOCOL_VERSION
 }
 
+/// The master's QUIC address as the operator gave it: `HOST:PORT`, where
+/// HOST is a DNS name, an IPv4 address or a bracketed IPv6 address. A name
+/// is resolved again before every connection attempt, so a master that
+/// moves to another address is found on the next reconnect. The master's
+/// certificate is checked against the cluster CA and a fixed server name,
+/// never against HOST, so any name that resolves to the master will do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MasterAddr {
+    host: String,
+    port: u16,
+}
+
+impl MasterAddr {
+    /// The host part (a name or an address, IPv6 without brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Every address HOST resolves to now (an address resolves to itself).
+    pub async fn resolve(&self) -> std::io::Result<Vec<SocketAddr>> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await?
+            .collect();
+        if found.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolves to no address", self.host),
+            ));
+        }
+        Ok(found)
+    }
+}
+
+impl From<SocketAddr> for MasterAddr {
+    fn from(a: SocketAddr) -> Self {
+        MasterAddr {
+            host: a.ip().to_string(),
+            port: a.port(),
+        }
+    }
+}
+
+impl std::fmt::Display for MasterAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::str::FromStr for MasterAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(a) = s.parse::<SocketAddr>() {
+            return Ok(a.into());
+        }
+        let bad = |why: &str| format!("{s:?} is not HOST:PORT ({why})");
+        let (host, port) = s.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| bad("the port is not a number 0-65535"))?;
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        if host.starts_with('[') || host.contains(':') {
+            return Err(bad("an IPv6 address goes in brackets: [ADDR]:PORT"));
+        }
+        // A DNS name: letters, digits, hyphens and dots, 1-63 bytes a label.
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let name = host.strip_suffix('.').unwrap_or(host);
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+            return Err(bad("the host is neither an IP address nor a DNS name"));
+        }
+        Ok(MasterAddr {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
 /// How a worker reaches its master.
 #[derive(Clone)]
 pub struct WorkerNet {
-    /// The master's QUIC address.
-    pub master: SocketAddr,
+    /// The master's QUIC address (a name is resolved before each attempt).
+    pub master: MasterAddr,
     /// Holds the worker's certificate, key and CA (after joining), its node
     /// secret and its outbox.
     pub data_dir: PathBuf,
@@ -188,7 +282,11 @@ async fn identity(
         .ok_or_else(|| WorkerError::NotJoined(net.data_dir.clone()))?;
     let mut attempt = 0u32;
     loop {
-        match join::join(endpoint, net.master, token, node_id, net.timers).await {
+        let joined = match master_socket(net, endpoint, attempt).await {
+            Ok(master) => join::join(endpoint, master, token, node_id, net.timers).await,
+            Err(e) => Err(TransportError::Io(e)),
+        };
+        match joined {
             Ok(id) => {
                 id.save(&net.data_dir)
                     .map_err(|e| WorkerError::Identity(e.to_string()))?;
@@ -214,17 +312,45 @@ pub fn open_outbox(data_dir: &Path, node_id: &str) -> Result<Outbox, WorkerError
         .map_err(|e| WorkerError::Outbox(e.to_string()))
 }
 
-/// A QUIC client endpoint for a worker, keyed by its node secret.
-pub fn worker_endpoint(
-    master: SocketAddr,
-    secret: &[u8; 32],
-) -> Result<quinn::Endpoint, WorkerError> {
-    let bind: SocketAddr = if master.is_ipv6() {
-        "[::]:0".parse().map_err(std::io::Error::other)?
-    } else {
-        "0.0.0.0:0".parse().map_err(std::io::Error::other)?
-    };
-    endpoint::client_endpoint(bind, secret).map_err(|e| WorkerError::Identity(e.to_string()))
+/// A QUIC client endpoint for a worker, keyed by its node secret: a
+/// dual-stack socket, so the master may resolve to IPv4 or IPv6 on any
+/// reconnect; an IPv4 socket where the host has no IPv6.
+pub fn worker_endpoint(secret: &[u8; 32]) -> Result<quinn::Endpoint, WorkerError> {
+    let any6 = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+    let any4 = SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0));
+    endpoint::client_endpoint(any6, secret)
+        .or_else(|_| endpoint::client_endpoint(any4, secret))
+        .map_err(|e| WorkerError::Identity(e.to_string()))
+}
+
+/// The master's address for connection attempt `attempt` (0 after a
+/// success): its name resolved afresh, and of the addresses the endpoint can
+/// reach (an IPv4-only endpoint skips IPv6) the next in turn, so a name that
+/// resolves to `::1` and `127.0.0.1` reaches a master listening on either.
+async fn master_socket(
+    net: &WorkerNet,
+    ep: &quinn::Endpoint,
+    attempt: u32,
+) -> std::io::Result<SocketAddr> {
+    let v6_ok = ep.local_addr()?.is_ipv6();
+    let found = net.master.resolve().await?;
+    let usable: Vec<SocketAddr> = found
+        .iter()
+        .copied()
+        .filter(|a| v6_ok || a.is_ipv4())
+        .collect();
+    usable
+        .get(attempt as usize % usable.len().max(1))
+        .copied()
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!(
+                    "{} resolves only to IPv6 ({found:?}) and this host has no IPv6",
+                    net.master
+                ),
+            )
+        })
 }
 
 /// Run a worker until `shutdown` turns true: get an identity (joining with
@@ -236,7 +362,7 @@ pub async fn run_worker(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let secret = node_secret(&net.data_dir)?;
-    let ep = worker_endpoint(net.master, &secret)?;
+    let ep = worker_endpoint(&secret)?;
     let id = tokio::select! {
         id = identity(&net, &ep, &config.node_id) => id?,
         _ = shutdown.changed() => return Ok(()),
@@ -299,8 +425,23 @@ pub async fn maintain_link(
         };
         let tls_cfg = tls::client_config(id).map_err(|e| WorkerError::Identity(e.to_string()))?;
         let version = protocol_version();
+        let connect = async {
+            let master = master_socket(net, ep, attempt)
+                .await
+                .map_err(TransportError::Io)?;
+            endpoint::connect_versioned(
+                ep,
+                master,
+                MASTER_SERVER_NAME,
+                tls_cfg,
+                net.timers,
+                version,
+                &hello,
+            )
+            .await
+        };
         let connected = tokio::select! {
-            r = endpoint::connect_versioned(ep, net.master, MASTER_SERVER_NAME, tls_cfg, net.timers, version, &hello) => r,
+            r = connect => r,
             _ = shutdown.changed(), if bound.is_none() => continue,
             _ = &mut done => return node_ended(drained()),
             _ = &mut give_up => return stop_now(&node).await,
@@ -387,4 +528,65 @@ async fn stop_now(node: &ActorRef<NodeMsg>) -> Result<(), WorkerError> {
         .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(20)))
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MasterAddr;
+
+    fn parse(s: &str) -> Result<MasterAddr, String> {
+        s.parse()
+    }
+
+    #[test]
+    fn a_master_address_is_an_ip_or_a_dns_name_with_a_port() {
+        let v4 = parse("10.0.0.10:7400").expect("IPv4");
+        assert_eq!((v4.host(), v4.port()), ("10.0.0.10", 7400));
+        let v6 = parse("[fd00::10]:7400").expect("IPv6");
+        assert_eq!((v6.host(), v6.port()), ("fd00::10", 7400));
+        assert_eq!(v6.to_string(), "[fd00::10]:7400");
+        let name = parse("master-1.ffrtmp.internal:7400").expect("a name");
+        assert_eq!(
+            (name.host(), name.port()),
+            ("master-1.ffrtmp.internal", 7400)
+        );
+        assert_eq!(name.to_string(), "master-1.ffrtmp.internal:7400");
+        assert!(parse("master.:7400").is_ok(), "a fully qualified name");
+    }
+
+    #[test]
+    fn a_malformed_master_address_is_refused_with_the_reason() {
+        for (bad, why) in [
+            ("master", "no port"),
+            ("master:", "the port"),
+            ("master:70000", "the port"),
+            ("master:0", "port 0"),
+            ("fd00::10:7400", "brackets"),
+            ("[fd00::10:7400", "brackets"),
+            (":7400", "neither"),
+            ("ma ster:7400", "neither"),
+            ("-master:7400", "neither"),
+            ("a..b:7400", "neither"),
+            ("mäster:7400", "neither"),
+        ] {
+            let e = parse(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.contains(bad), "the error quotes the input: {e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn localhost_resolves_to_a_loopback_address() {
+        let found = parse("localhost:7400")
+            .expect("a name")
+            .resolve()
+            .await
+            .expect("localhost resolves");
+        assert!(found
+            .iter()
+            .all(|a| a.ip().is_loopback() && a.port() == 7400));
+        let ip = parse("127.0.0.1:9").expect("an address");
+        let found = ip.resolve().await.expect("an address resolves to itself");
+        assert_eq!(found, vec!["127.0.0.1:9".parse().expect("an address")]);
+    }
 }

@@ -123,6 +123,41 @@ fn describe() {
     );
 }
 
+/// A node's running total as reported, made monotonic across the node's
+/// restarts: its sampler's totals start again from zero when the worker
+/// process does, and a counter set with `absolute()` never goes down.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Carry {
+    /// The last total the node reported.
+    last: f64,
+    /// The totals of the node's earlier runs, added to what it reports now.
+    offset: f64,
+}
+
+impl Carry {
+    /// Take a reported total; the node's energy since it was first seen.
+    /// A total below the last one is a restart (Prometheus' counter-reset
+    /// rule): the last total is carried into the offset.
+    fn update(&mut self, reported: f64) -> f64 {
+        if reported < self.last {
+            self.offset += self.last;
+        }
+        self.last = reported;
+        self.offset + reported
+    }
+}
+
+/// The carried totals of every node's series, by series key.
+static CARRIES: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Carry>>> =
+    OnceLock::new();
+
+fn carried(key: &str, reported: f64) -> f64 {
+    let map = CARRIES.get_or_init(Default::default);
+    // A panic elsewhere while holding the lock leaves plain numbers: usable.
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(key.to_string()).or_default().update(reported)
+}
+
 /// A node's power report (master side).
 pub fn node_power(node: &str, p: &NodePower) {
     for d in &p.domains {
@@ -132,10 +167,12 @@ pub fn node_power(node: &str, p: &NodePower) {
             ("source", d.source.as_str().to_string()),
         ];
         metrics::gauge!(NODE_POWER_WATTS, &labels).set(d.watts);
-        metrics::counter!(NODE_ENERGY_JOULES, &labels).absolute(d.joules_total as u64);
+        let key = format!("{node}\0{}\0{}", d.domain, d.source.as_str());
+        let total = carried(&key, d.joules_total);
+        metrics::counter!(NODE_ENERGY_JOULES, &labels).absolute(total as u64);
     }
-    metrics::counter!(NODE_IDLE_ENERGY_JOULES, "node" => node.to_string())
-        .absolute(p.idle_joules_total as u64);
+    let total = carried(&format!("{node}\0idle"), p.idle_joules_total);
+    metrics::counter!(NODE_IDLE_ENERGY_JOULES, "node" => node.to_string()).absolute(total as u64);
     metrics::gauge!(NODE_SAMPLER_CYCLE_SECONDS, "node" => node.to_string()).set(p.cycle_seconds);
 }
 
@@ -163,5 +200,31 @@ pub fn job_finished(state: JobState) {
 pub fn queue_depth(depths: &[(Priority, usize)]) {
     for (p, n) in depths {
         metrics::gauge!(QUEUE_DEPTH, "priority" => p.as_str()).set(*n as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Carry;
+
+    #[test]
+    fn a_restarted_nodes_total_continues_from_where_it_was() {
+        let mut c = Carry::default();
+        assert_eq!(c.update(10.0), 10.0);
+        assert_eq!(c.update(25.0), 25.0);
+        // The worker restarted: its sampler counts from zero again.
+        assert_eq!(c.update(3.0), 28.0);
+        assert_eq!(c.update(7.0), 32.0);
+        // And again.
+        assert_eq!(c.update(1.0), 33.0);
+    }
+
+    #[test]
+    fn an_unchanged_total_adds_nothing() {
+        let mut c = Carry::default();
+        assert_eq!(c.update(5.0), 5.0);
+        assert_eq!(c.update(5.0), 5.0);
+        assert_eq!(c.update(0.0), 5.0);
+        assert_eq!(c.update(0.0), 5.0);
     }
 }

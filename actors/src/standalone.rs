@@ -298,10 +298,9 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
         master.scheduler.clone(),
         cfg.data_dir.join("pki"),
     );
-    let worker_endpoint =
-        cluster::worker_endpoint(quic, &secret).map_err(|e| quic_err(e.to_string()))?;
+    let worker_endpoint = cluster::worker_endpoint(&secret).map_err(|e| quic_err(e.to_string()))?;
     let net = WorkerNet {
-        master: quic,
+        master: quic.into(),
         data_dir: cfg.data_dir.clone(),
         join_token: None,
         timers,

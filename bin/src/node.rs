@@ -126,9 +126,9 @@ struct NodeFlags {
     /// master: once QUIC listens, write its address to this file (useful with `--listen 127.0.0.1:0`).
     #[arg(long, env = "FFRTMP_LISTEN_ADDR_FILE")]
     listen_addr_file: Option<PathBuf>,
-    /// worker: the master's QUIC address.
+    /// worker: the master's QUIC address, HOST:PORT (a DNS name, an IPv4 address or [IPv6]).
     #[arg(long, env = "FFRTMP_MASTER")]
-    master: Option<SocketAddr>,
+    master: Option<ffrtmp_actors::cluster::MasterAddr>,
     /// worker: token from `ffrtmp-node pki join-token`; needed only until the worker has its certificate.
     #[arg(long, env = "FFRTMP_JOIN_TOKEN", hide_env_values = true)]
     join_token: Option<String>,
@@ -445,6 +445,7 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
     use ffrtmp_actors::cluster;
     let master = flags
         .master
+        .clone()
         .context("--role worker needs --master HOST:PORT")?;
     let cfg = standalone_config(&flags)?;
     std::fs::create_dir_all(&cfg.data_dir)
@@ -650,7 +651,7 @@ mod tests {
         let f = &p.cli.node;
         assert!(matches!(f.role, Role::Worker));
         assert_eq!(f.data_dir, Path::new("/var/lib/ffrtmp"));
-        assert_eq!(f.master, Some(addr("10.0.0.10:7400")));
+        assert_eq!(f.master, Some(addr("10.0.0.10:7400").into()));
         assert_eq!(f.join_token, None, "the token comes from FFRTMP_JOIN_TOKEN");
         assert_eq!(f.slots, Some(4));
         assert_eq!(f.media_roots, [Path::new("/srv/media")]);
@@ -739,7 +740,7 @@ mod tests {
         assert_eq!(f.media_roots, [Path::new("/m1"), Path::new("/m2")]);
         assert_eq!(f.api_key.as_deref(), Some("k"));
         assert_eq!(f.join_token.as_deref(), Some("t"));
-        assert_eq!(f.master, Some(addr("127.0.0.1:3")));
+        assert_eq!(f.master, Some(addr("127.0.0.1:3").into()));
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
         assert_eq!(f.estimate_max_watts, Some(20.0));
