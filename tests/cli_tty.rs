@@ -412,7 +412,9 @@ fn watch_without_ids_picks_up_jobs_submitted_later() {
     node.wait_state(&old, &["succeeded"], LONG);
 
     // Default: the jobs under way, each new one, then exit when none is left.
-    let first = node.submit(small_job(6.0));
+    // Long enough to be under way when the watch starts and when `later` is
+    // submitted, on a fast host too.
+    let first = node.submit(small_job(20.0));
     node.wait_state(&first, &["running"], LONG);
     let mut watch = Lines::spawn(&["jobs", "watch", "-o", "json"], &env);
     watch.wait("the running job's first event", LONG, |l| {
