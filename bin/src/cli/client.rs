@@ -3,11 +3,12 @@
 //! failure maps to.
 
 use std::fmt;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use reqwest::blocking::{Client as Http, RequestBuilder, Response};
-use reqwest::{StatusCode, Url};
+use reqwest::{Certificate, StatusCode, Url};
 use serde_json::Value;
 
 /// Exit codes scripts can rely on (also in `ffrtmp --help` and docs/CLI.md).
@@ -84,19 +85,30 @@ pub struct Client {
 }
 
 impl Client {
-    /// `master` is the API's base URL (`http://host:port`, maybe with a path
-    /// prefix); `key` the bearer key, if any.
-    pub fn new(master: &str, key: Option<String>) -> CliResult<Client> {
+    /// `master` is the API's base URL (`http://` or `https://host:port`,
+    /// maybe with a path prefix); `key` the bearer key, if any; `ca_cert` a
+    /// PEM file of CA certificates to trust for an `https://` master, on top
+    /// of the built-in public roots.
+    pub fn new(master: &str, key: Option<String>, ca_cert: Option<&Path>) -> CliResult<Client> {
         let base = parse_master(master)?;
+        let https = base.scheme() == "https";
+        let roots = match ca_cert {
+            Some(path) => read_ca_certs(path)?,
+            None => Vec::new(),
+        };
         let build = |timeout: Duration| {
-            Http::builder()
+            let mut b = Http::builder()
                 .connect_timeout(CONNECT_TIMEOUT)
                 .timeout(timeout)
                 .user_agent(concat!("ffrtmp/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| {
-                    CliError::new(Exit::Server, format!("cannot build an HTTP client: {e}"))
-                })
+                .use_rustls_tls()
+                .https_only(https);
+            for cert in &roots {
+                b = b.add_root_certificate(cert.clone());
+            }
+            b.build().map_err(|e| {
+                CliError::new(Exit::Server, format!("cannot build an HTTP client: {e}"))
+            })
         };
         Ok(Client {
             base,
@@ -185,12 +197,15 @@ impl Client {
         } else {
             root_cause(e)
         };
+        // A certificate the client does not trust: say which knob trusts it.
+        let hint = if self.base.scheme() == "https" && mentions_certificate(e) {
+            "; trust the master's CA with --ca-cert or FFRTMP_CA_CERT, or check --master"
+        } else {
+            "; set --master or FFRTMP_MASTER"
+        };
         CliError::new(
             Exit::Unreachable,
-            format!(
-                "cannot reach the master at {} ({why}); set --master or FFRTMP_MASTER",
-                self.base
-            ),
+            format!("cannot reach the master at {} ({why}){hint}", self.base),
         )
     }
 
@@ -209,8 +224,43 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// `--master` as a URL: `http://` only (this build has no TLS); a bare
-/// `host:port` means `http://host:port`.
+/// Whether any error in the chain is about the peer's certificate (rustls
+/// says "invalid peer certificate: UnknownIssuer" and the like).
+fn mentions_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.to_string().to_ascii_lowercase().contains("certificate") {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The CA certificates in a PEM file (`--ca-cert`, `FFRTMP_CA_CERT`): one or
+/// more `CERTIFICATE` blocks. Errors name the file (exit 2: nothing was sent).
+pub fn read_ca_certs(path: &Path) -> CliResult<Vec<Certificate>> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| {
+        CliError::usage(format!(
+            "--ca-cert / FFRTMP_CA_CERT {shown}: cannot read it ({e})"
+        ))
+    })?;
+    let certs = Certificate::from_pem_bundle(&pem).map_err(|e| {
+        CliError::usage(format!(
+            "--ca-cert / FFRTMP_CA_CERT {shown}: not PEM certificates ({e})"
+        ))
+    })?;
+    if certs.is_empty() {
+        return Err(CliError::usage(format!(
+            "--ca-cert / FFRTMP_CA_CERT {shown}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)"
+        )));
+    }
+    Ok(certs)
+}
+
+/// `--master` as a URL: `http://` or `https://`; a bare `host:port` means
+/// `http://host:port`.
 pub fn parse_master(master: &str) -> CliResult<Url> {
     let text = if master.contains("://") {
         master.to_string()
@@ -222,9 +272,9 @@ pub fn parse_master(master: &str) -> CliResult<Url> {
             "--master / FFRTMP_MASTER {master:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"
         ))
     })?;
-    if url.scheme() != "http" {
+    if !matches!(url.scheme(), "http" | "https") {
         return Err(CliError::usage(format!(
-            "--master / FFRTMP_MASTER {master:?}: only http:// is supported (this build has no TLS)"
+            "--master / FFRTMP_MASTER {master:?}: the scheme must be http:// or https://"
         )));
     }
     if url.host_str().is_none() || url.cannot_be_a_base() {
@@ -357,16 +407,52 @@ mod tests {
             parse_master("127.0.0.1:9000").expect("bare").as_str(),
             "http://127.0.0.1:9000/"
         );
-        assert!(parse_master("https://x:1").is_err());
+        assert_eq!(
+            parse_master("https://x:1").expect("https").as_str(),
+            "https://x:1/"
+        );
+        assert!(parse_master("ftp://x:1").is_err());
         assert!(parse_master("http://").is_err());
-        let c = Client::new("http://h:1/prefix/", None).expect("client");
+        let c = Client::new("http://h:1/prefix/", None, None).expect("client");
         assert_eq!(
             c.url(&["v1", "jobs", "a/b"], &[("state", "running".into())])
                 .as_str(),
             "http://h:1/prefix/v1/jobs/a%2Fb?state=running"
         );
-        let c = Client::new("http://h:1", Some(String::new())).expect("client");
+        let c = Client::new("http://h:1", Some(String::new()), None).expect("client");
         assert!(!c.has_key(), "an empty key is no key");
         assert_eq!(c.url(&["v1", "nodes"], &[]).as_str(), "http://h:1/v1/nodes");
+    }
+
+    #[test]
+    fn a_ca_cert_file_is_read_or_named_in_the_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A real CA certificate, from the cluster PKI's own generator.
+        ffrtmp_transport_quic::pki::init(dir.path(), &[]).expect("pki init");
+        let ca = dir.path().join(ffrtmp_transport_quic::pki::CA_CERT_FILE);
+        assert_eq!(read_ca_certs(&ca).expect("ca.pem").len(), 1);
+        Client::new("https://127.0.0.1:1", None, Some(&ca)).expect("client with a CA");
+
+        let missing = dir.path().join("nope.pem");
+        let e = Client::new("https://127.0.0.1:1", None, Some(&missing))
+            .err()
+            .expect("a missing file is an error");
+        assert_eq!(e.exit, Exit::Usage);
+        assert!(
+            e.message.contains(&missing.display().to_string())
+                && e.message.contains("FFRTMP_CA_CERT"),
+            "{}",
+            e.message
+        );
+
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").expect("write");
+        let e = read_ca_certs(&junk).expect_err("no certificate in it");
+        assert_eq!(e.exit, Exit::Usage);
+        assert!(
+            e.message.contains(&junk.display().to_string()),
+            "{}",
+            e.message
+        );
     }
 }

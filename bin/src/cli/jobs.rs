@@ -44,10 +44,7 @@ pub enum JobsCmd {
         id: String,
     },
     /// Live progress of jobs until they end, then their outcome and energy.
-    Watch {
-        /// Jobs to watch (default: every job running or assigned now).
-        ids: Vec<String>,
-    },
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -155,14 +152,7 @@ pub fn run(client: &Client, cmd: JobsCmd, format: Format) -> CliResult<Exit> {
         JobsCmd::Cancel { id } => cancel(client, &id, format),
         JobsCmd::Retry { id, wait } => retry(client, &id, wait, format),
         JobsCmd::Logs { id } => logs(client, &id, format),
-        JobsCmd::Watch { ids } => {
-            let ids = if ids.is_empty() { active(client)? } else { ids };
-            if ids.is_empty() {
-                eprintln!("no running jobs");
-                return Ok(Exit::Ok);
-            }
-            Ok(watch::watch(client, &ids, format))
-        }
+        JobsCmd::Watch(args) => watch::run(client, args, format),
     }
 }
 
@@ -425,33 +415,6 @@ fn list(client: &Client, a: &ListArgs, format: Format) -> CliResult<Exit> {
         }
     }
     Ok(Exit::Ok)
-}
-
-/// Jobs running or assigned now, in submission order.
-fn active(client: &Client) -> CliResult<Vec<String>> {
-    let mut out: Vec<(u64, String)> = Vec::new();
-    for state in ["assigned", "running"] {
-        let mut cursor: Option<u64> = None;
-        let mut seen = HashSet::new();
-        loop {
-            let mut q = vec![("state", state.to_string()), ("limit", "1000".to_string())];
-            if let Some(c) = cursor {
-                q.push(("cursor", c.to_string()));
-            }
-            let page = client.get(&["v1", "jobs"], &q)?;
-            for j in page["jobs"].as_array().into_iter().flatten() {
-                if let (Some(id), Some(seq)) = (j["id"].as_str(), j["seq"].as_u64()) {
-                    out.push((seq, id.to_string()));
-                }
-            }
-            match page["next_cursor"].as_u64() {
-                Some(n) if seen.insert(n) => cursor = Some(n),
-                _ => break,
-            }
-        }
-    }
-    out.sort();
-    Ok(out.into_iter().map(|(_, id)| id).collect())
 }
 
 // ---------------------------------------------------------------------------

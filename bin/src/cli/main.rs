@@ -8,6 +8,7 @@ mod nodes;
 mod output;
 mod watch;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -26,7 +27,8 @@ Exit codes:
   6  refused (any other 4xx: a field that does not validate, a job already finished)
   7  the master failed (5xx) or answered something that is not the API
 
-Environment: FFRTMP_MASTER (--master), FFRTMP_API_KEY (--api-key).
+Environment: FFRTMP_MASTER (--master), FFRTMP_API_KEY (--api-key),
+FFRTMP_CA_CERT (--ca-cert).
 See docs/CLI.md.";
 
 #[derive(Parser, Debug)]
@@ -38,7 +40,7 @@ See docs/CLI.md.";
     propagate_version = true
 )]
 struct Cli {
-    /// The master's HTTP API.
+    /// The master's HTTP API: http://HOST:PORT or https://HOST:PORT (a path prefix is kept).
     #[arg(
         long,
         global = true,
@@ -50,6 +52,10 @@ struct Cli {
     /// The master's API key, sent as `Authorization: Bearer KEY`.
     #[arg(long, global = true, env = "FFRTMP_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// PEM file of CA certificates to trust for an https:// master (e.g. a private CA), on top
+    /// of the built-in public roots.
+    #[arg(long, global = true, env = "FFRTMP_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// `table` for people, `json` for scripts (the API's documents; `watch`: one object per event).
     #[arg(
         long,
@@ -110,14 +116,26 @@ fn run(cli: Cli) -> CliResult<Exit> {
             Ok(Exit::Ok)
         }
         Command::Demo { duration } => demo(duration),
-        Command::Jobs(cmd) => jobs::run(&client(&cli.master, cli.api_key)?, cmd, format),
-        Command::Nodes(cmd) => nodes::run(&client(&cli.master, cli.api_key)?, cmd, format),
-        Command::Report(cmd) => nodes::report(&client(&cli.master, cli.api_key)?, cmd, format),
+        Command::Jobs(cmd) => jobs::run(
+            &client(&cli.master, cli.api_key, &cli.ca_cert)?,
+            cmd,
+            format,
+        ),
+        Command::Nodes(cmd) => nodes::run(
+            &client(&cli.master, cli.api_key, &cli.ca_cert)?,
+            cmd,
+            format,
+        ),
+        Command::Report(cmd) => nodes::report(
+            &client(&cli.master, cli.api_key, &cli.ca_cert)?,
+            cmd,
+            format,
+        ),
     }
 }
 
-fn client(master: &str, key: Option<String>) -> CliResult<Client> {
-    Client::new(master, key)
+fn client(master: &str, key: Option<String>, ca_cert: &Option<PathBuf>) -> CliResult<Client> {
+    Client::new(master, key, ca_cert.as_deref())
 }
 
 /// `ffrtmp demo`: the same demo as `ffrtmp-node demo`, with the daemon's

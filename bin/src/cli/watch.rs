@@ -2,16 +2,18 @@
 //! events, each `data:` the whole job): live progress bars for people, one
 //! JSON object per event for scripts, and the outcome of each job.
 
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::ops::ControlFlow;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::model::{Job, JobState, Progress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
-use crate::client::{CliError, Client, Exit};
+use crate::client::{CliError, CliResult, Client, Exit};
 use crate::output::{self, Format, Table};
 
 /// Broken streams in a row before a job is given up on (each retry
@@ -60,40 +62,107 @@ enum Msg {
     },
 }
 
-/// Follow every job in `ids` to its end, all at once.
-pub fn follow_all(client: &Client, ids: &[String], show: Show) -> Vec<Followed> {
-    let (tx, rx) = mpsc::channel();
-    let mut threads = Vec::new();
-    for (idx, id) in ids.iter().enumerate() {
-        let (client, id, tx) = (client.clone(), id.clone(), tx.clone());
-        threads.push(std::thread::spawn(move || {
-            let events = tx.clone();
-            let result = follow(&client, &id, |kind, raw, job| {
-                let _ = events.send(Msg::Event {
-                    idx,
-                    kind: kind.to_string(),
-                    raw,
-                    job: Box::new(job),
-                });
-            });
-            let _ = tx.send(Msg::Done {
-                idx,
-                error: result.err(),
-            });
-        }));
-    }
-    drop(tx);
+/// How often `jobs watch` with no ids lists the master's jobs to find new
+/// ones (the API has no event stream over all jobs).
+const POLL: Duration = Duration::from_secs(1);
 
-    let mut out: Vec<Followed> = ids
-        .iter()
-        .map(|id| Followed {
-            id: id.clone(),
+/// `ffrtmp jobs watch [ID...] [--follow]`.
+#[derive(clap::Args, Debug)]
+pub struct WatchArgs {
+    /// Jobs to watch until they end. Default: every job queued, assigned or running, and every
+    /// job submitted while watching, until none is left.
+    pub ids: Vec<String>,
+    /// With no ids: keep watching for new jobs when none is left, until interrupted (Ctrl-C).
+    #[arg(long, short = 'f', conflicts_with = "ids")]
+    pub follow: bool,
+}
+
+/// Jobs being followed, one thread each, their bars and what each did.
+struct Watcher<'a> {
+    client: &'a Client,
+    show: Show,
+    tx: mpsc::Sender<Msg>,
+    out: Vec<Followed>,
+    index: HashMap<String, usize>,
+    /// Followed jobs whose stream has not ended yet.
+    live: usize,
+    done: HashSet<String>,
+    bars: Bars,
+    threads: HashMap<usize, JoinHandle<()>>,
+    /// Keep no document of a job that ended (`--follow` runs for days and
+    /// prints no summary).
+    forget: bool,
+}
+
+impl<'a> Watcher<'a> {
+    /// `scroll`: a job that ends leaves the bars for the scrollback (when
+    /// jobs keep coming, the live region holds only those under way).
+    fn new(
+        client: &'a Client,
+        show: Show,
+        scroll: bool,
+        forget: bool,
+    ) -> (Watcher<'a>, mpsc::Receiver<Msg>) {
+        let (tx, rx) = mpsc::channel();
+        let w = Watcher {
+            client,
+            show,
+            tx,
+            out: Vec::new(),
+            index: HashMap::new(),
+            live: 0,
+            done: HashSet::new(),
+            bars: Bars::new(show == Show::Bars, scroll),
+            threads: HashMap::new(),
+            forget,
+        };
+        (w, rx)
+    }
+
+    fn knows(&self, id: &str) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Start following `id` (once).
+    fn add(&mut self, id: &str) {
+        if self.knows(id) {
+            return;
+        }
+        let idx = self.out.len();
+        self.index.insert(id.to_string(), idx);
+        self.out.push(Followed {
+            id: id.to_string(),
             last: None,
             error: None,
-        })
-        .collect();
-    let bars = Bars::new(ids, show == Show::Bars);
-    for msg in rx {
+        });
+        self.bars.add(id);
+        self.live += 1;
+        let (client, id, tx) = (self.client.clone(), id.to_string(), self.tx.clone());
+        let thread = std::thread::spawn(move || {
+            let events = tx.clone();
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                follow(&client, &id, |kind, raw, job| {
+                    let _ = events.send(Msg::Event {
+                        idx,
+                        kind: kind.to_string(),
+                        raw,
+                        job: Box::new(job),
+                    });
+                })
+            }));
+            let error = match result {
+                Ok(r) => r.err(),
+                Err(_) => Some(CliError::new(
+                    Exit::Server,
+                    format!("following job {id} stopped on an internal error"),
+                )),
+            };
+            let _ = tx.send(Msg::Done { idx, error });
+        });
+        self.threads.insert(idx, thread);
+    }
+
+    fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Event {
                 idx,
@@ -101,28 +170,304 @@ pub fn follow_all(client: &Client, ids: &[String], show: Show) -> Vec<Followed> 
                 raw,
                 job,
             } => {
-                match show {
-                    Show::Bars => bars.update(idx, &job),
+                match self.show {
+                    Show::Bars => self.bars.update(idx, &job),
                     Show::JsonLines => output::json(&event_line(&kind, &job)),
                     Show::Quiet => {}
                 }
-                out[idx].last = Some((raw, *job));
+                self.out[idx].last = Some((raw, *job));
             }
             Msg::Done { idx, error } => {
-                let f = &mut out[idx];
+                let f = &mut self.out[idx];
                 f.error = error;
-                match show {
-                    Show::Bars => bars.finish(idx, f),
+                match self.show {
+                    Show::Bars => self.bars.finish(idx, f),
                     Show::JsonLines => output::json(&end_line(f)),
                     Show::Quiet => {}
+                }
+                self.done.insert(f.id.clone());
+                if self.forget {
+                    f.last = None;
+                }
+                self.live = self.live.saturating_sub(1);
+                // Its last act was this message.
+                if let Some(t) = self.threads.remove(&idx) {
+                    let _ = t.join();
                 }
             }
         }
     }
-    for t in threads {
-        let _ = t.join();
+
+    fn finish(self) -> Vec<Followed> {
+        for t in self.threads.into_values() {
+            let _ = t.join();
+        }
+        self.out
     }
-    out
+}
+
+/// Follow every job in `ids` to its end, all at once.
+pub fn follow_all(client: &Client, ids: &[String], show: Show) -> Vec<Followed> {
+    let (mut w, rx) = Watcher::new(client, show, false, false);
+    for id in ids {
+        w.add(id);
+    }
+    while w.live > 0 {
+        match rx.recv() {
+            Ok(msg) => w.handle(msg),
+            Err(_) => break,
+        }
+    }
+    w.finish()
+}
+
+/// What one look at the master's job lists found.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Jobs submitted since the last look: id and state.
+    new: Vec<(String, JobState)>,
+    /// Every queued job.
+    queued: Vec<String>,
+    /// Every assigned or running job.
+    active: Vec<String>,
+}
+
+/// Jobs to start following after a look, and whether any job is left to
+/// wait for. Queued jobs are not followed yet (a long queue would be a
+/// stream each), only remembered in `pending`: they are followed once they
+/// leave the queue, whichever state they are in then, so a job that ran
+/// and ended between two looks still shows up (as it ended). `known`: being
+/// followed or followed already; `done`: its stream ended.
+fn plan(
+    seen: &Seen,
+    pending: &mut HashSet<String>,
+    known: impl Fn(&str) -> bool,
+    done: impl Fn(&str) -> bool,
+) -> (Vec<String>, bool) {
+    let queued: HashSet<&str> = seen.queued.iter().map(String::as_str).collect();
+    let mut start: Vec<String> = Vec::new();
+    let begin = |id: &str, start: &mut Vec<String>| {
+        if !known(id) && !start.iter().any(|s| s == id) {
+            start.push(id.to_string());
+        }
+    };
+    for (id, state) in &seen.new {
+        if *state == JobState::Queued {
+            pending.insert(id.clone());
+        } else {
+            begin(id, &mut start);
+        }
+    }
+    for id in &seen.queued {
+        if !known(id) {
+            pending.insert(id.clone());
+        }
+    }
+    for id in &seen.active {
+        begin(id, &mut start);
+    }
+    let left: Vec<String> = pending
+        .iter()
+        .filter(|id| !queued.contains(id.as_str()))
+        .cloned()
+        .collect();
+    for id in left {
+        pending.remove(&id);
+        begin(&id, &mut start);
+    }
+    pending.retain(|id| !known(id));
+    let busy = !start.is_empty() || seen.queued.iter().chain(&seen.active).any(|id| !done(id));
+    (start, busy)
+}
+
+/// Looks at the master's job lists: where the last one ended, and the
+/// queued jobs not followed yet.
+struct Discovery {
+    /// The highest submission seq seen (jobs after it are new).
+    high: u64,
+    pending: HashSet<String>,
+}
+
+impl Discovery {
+    fn new(client: &Client) -> CliResult<Discovery> {
+        Ok(Discovery {
+            high: latest_seq(client)?,
+            pending: HashSet::new(),
+        })
+    }
+
+    fn look(&mut self, client: &Client) -> CliResult<Seen> {
+        let mut seen = Seen::default();
+        // New submissions first, then the states in the order jobs move
+        // through them, so a job that moves during the look is still seen.
+        for (seq, id, state) in list(client, None, Some(self.high))? {
+            self.high = self.high.max(seq);
+            seen.new.push((id, state));
+        }
+        seen.queued = list(client, Some(JobState::Queued), None)?
+            .into_iter()
+            .map(|(_, id, _)| id)
+            .collect();
+        for state in [JobState::Assigned, JobState::Running] {
+            seen.active.extend(
+                list(client, Some(state), None)?
+                    .into_iter()
+                    .map(|(_, id, _)| id),
+            );
+        }
+        Ok(seen)
+    }
+}
+
+/// Every job in `state` (any, if `None`) submitted after `after`, as (seq,
+/// id, state), following `next_cursor` page by page.
+fn list(
+    client: &Client,
+    state: Option<JobState>,
+    after: Option<u64>,
+) -> CliResult<Vec<(u64, String, JobState)>> {
+    let mut out = Vec::new();
+    let mut cursor = after;
+    let mut seen_cursors = HashSet::new();
+    loop {
+        let mut q = vec![("limit", "1000".to_string())];
+        if let Some(s) = state {
+            q.push(("state", s.as_str().to_string()));
+        }
+        if let Some(c) = cursor {
+            q.push(("cursor", c.to_string()));
+        }
+        let page = client.get(&["v1", "jobs"], &q)?;
+        for j in page["jobs"].as_array().into_iter().flatten() {
+            let parsed = (
+                j["seq"].as_u64(),
+                j["id"].as_str(),
+                serde_json::from_value::<JobState>(j["state"].clone()).ok(),
+            );
+            if let (Some(seq), Some(id), Some(st)) = parsed {
+                out.push((seq, id.to_string(), st));
+            }
+        }
+        match page["next_cursor"].as_u64() {
+            Some(n) if seen_cursors.insert(n) => cursor = Some(n),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The highest submission seq on the master (0 if it has no job). The list
+/// runs oldest first, so this asks "any job after N?" (`limit=1`) for a
+/// doubling N, then halves the gap: about 2·log2(seq) tiny requests instead
+/// of reading every job ever submitted.
+fn latest_seq(client: &Client) -> CliResult<u64> {
+    let any_after = |n: u64| -> CliResult<bool> {
+        let page = client.get(
+            &["v1", "jobs"],
+            &[("limit", "1".to_string()), ("cursor", n.to_string())],
+        )?;
+        Ok(page["jobs"].as_array().is_some_and(|a| !a.is_empty()))
+    };
+    if !any_after(0)? {
+        return Ok(0);
+    }
+    // any_after(lo) holds, any_after(hi) does not.
+    let mut lo = 0u64;
+    let mut hi = 1u64;
+    while any_after(hi)? {
+        lo = hi;
+        if hi == u64::MAX {
+            return Ok(hi);
+        }
+        hi = hi.saturating_mul(2);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if any_after(mid)? {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(hi)
+}
+
+/// `jobs watch` with no ids: the jobs under way and queued, then each new
+/// one, until none is left (or, with `follow`, until interrupted).
+fn watch_new(client: &Client, format: Format, follow: bool) -> CliResult<Exit> {
+    let show = match format {
+        Format::Table => Show::Bars,
+        Format::Json => Show::JsonLines,
+    };
+    let mut disc = Discovery::new(client)?;
+    let seen = disc.look(client)?;
+    let (start, busy) = plan(&seen, &mut disc.pending, |_| false, |_| false);
+    if !busy && !follow {
+        eprintln!("no job is queued, assigned or running");
+        return Ok(Exit::Ok);
+    }
+    let (mut w, rx) = Watcher::new(client, show, true, follow);
+    for id in &start {
+        w.add(id);
+    }
+    let mut next = Instant::now() + POLL;
+    let mut failures = 0;
+    loop {
+        // Events until the next look is due (a steady flow of events does
+        // not put the looks off).
+        let now = Instant::now();
+        if now < next {
+            match rx.recv_timeout(next - now) {
+                Ok(msg) => {
+                    w.handle(msg);
+                    // The last stream ended: look now, to end without waiting.
+                    if w.live == 0 && !follow {
+                        next = Instant::now();
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        next = Instant::now() + POLL;
+        let seen = match disc.look(client) {
+            Ok(s) => {
+                failures = 0;
+                s
+            }
+            // The master restarting: the streams reconnect, so do the looks.
+            Err(e) if e.exit == Exit::Unreachable && failures < MAX_RECONNECTS => {
+                failures += 1;
+                continue;
+            }
+            Err(e) => {
+                // Streams may be blocked on a master that is gone: no join.
+                let followed = w.out;
+                if format == Format::Table && !follow {
+                    summary(&followed).print();
+                }
+                return Err(e);
+            }
+        };
+        let (start, busy) = plan(
+            &seen,
+            &mut disc.pending,
+            |id| w.knows(id),
+            |id| w.done.contains(id),
+        );
+        for id in &start {
+            w.add(id);
+        }
+        if !follow && !busy && w.live == 0 {
+            break;
+        }
+    }
+    let followed = w.finish();
+    if format == Format::Table {
+        summary(&followed).print();
+    }
+    Ok(exit_of(&followed))
 }
 
 /// Follow one job until its terminal state, calling `on_event` for each
@@ -313,12 +658,16 @@ fn end_line(f: &Followed) -> Value {
 
 /// The progress bars, one per job.
 struct Bars {
-    _multi: MultiProgress,
+    multi: MultiProgress,
+    style: ProgressStyle,
     bars: Vec<ProgressBar>,
+    /// A job that ends prints its last lines above the live bars and drops
+    /// its bar, instead of keeping it.
+    scroll: bool,
 }
 
 impl Bars {
-    fn new(ids: &[String], visible: bool) -> Bars {
+    fn new(visible: bool, scroll: bool) -> Bars {
         let multi = MultiProgress::with_draw_target(if visible {
             ProgressDrawTarget::stderr()
         } else {
@@ -328,20 +677,21 @@ impl Bars {
             ProgressStyle::with_template("{prefix:.bold}\n  [{bar:32.cyan/blue}] {pos:>3}%  {msg}")
                 .map(|s| s.progress_chars("=> "))
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
-        let bars = ids
-            .iter()
-            .map(|id| {
-                let pb = multi.add(ProgressBar::new(100));
-                pb.set_style(style.clone());
-                pb.set_prefix(id.clone());
-                pb.set_message("connecting");
-                pb
-            })
-            .collect();
         Bars {
-            _multi: multi,
-            bars,
+            multi,
+            style,
+            bars: Vec::new(),
+            scroll,
         }
+    }
+
+    /// A bar for the next job (its index is the count so far).
+    fn add(&mut self, id: &str) {
+        let pb = self.multi.add(ProgressBar::new(100));
+        pb.set_style(self.style.clone());
+        pb.set_prefix(id.to_string());
+        pb.set_message("connecting");
+        self.bars.push(pb);
     }
 
     fn update(&self, idx: usize, job: &Job) {
@@ -354,6 +704,14 @@ impl Bars {
 
     fn finish(&self, idx: usize, f: &Followed) {
         let pb = &self.bars[idx];
+        if self.scroll {
+            let _ = self
+                .multi
+                .println(format!("{}\n  {}", pb.prefix(), outcome_text(f)));
+            pb.finish_and_clear();
+            self.multi.remove(pb);
+            return;
+        }
         if f.state() == Some(JobState::Succeeded) {
             pb.set_position(100);
         }
@@ -481,17 +839,21 @@ pub fn exit_of(followed: &[Followed]) -> Exit {
     exit
 }
 
-/// `ffrtmp jobs watch`: follow `ids` and print how each ended.
-pub fn watch(client: &Client, ids: &[String], format: Format) -> Exit {
+/// `ffrtmp jobs watch`: follow `ids` (or, with none, every job under way
+/// and each new one) and print how each ended.
+pub fn run(client: &Client, args: WatchArgs, format: Format) -> CliResult<Exit> {
+    if args.ids.is_empty() {
+        return watch_new(client, format, args.follow);
+    }
     let show = match format {
         Format::Table => Show::Bars,
         Format::Json => Show::JsonLines,
     };
-    let followed = follow_all(client, ids, show);
+    let followed = follow_all(client, &args.ids, show);
     if format == Format::Table {
         summary(&followed).print();
     }
-    exit_of(&followed)
+    Ok(exit_of(&followed))
 }
 
 #[cfg(test)]
@@ -555,5 +917,81 @@ mod tests {
             }),
             None
         );
+    }
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn queued_jobs_wait_and_are_followed_once_they_leave_the_queue() {
+        let mut pending = HashSet::new();
+        // A running job is followed; a queued one waits.
+        let look = Seen {
+            new: vec![],
+            queued: ids(&["q"]),
+            active: ids(&["r"]),
+        };
+        let (start, busy) = plan(&look, &mut pending, |_| false, |_| false);
+        assert_eq!(start, ids(&["r"]));
+        assert!(busy);
+        assert!(pending.contains("q"));
+        // Still queued: nothing new to follow, still busy.
+        let known = |id: &str| id == "r";
+        let (start, busy) = plan(&look, &mut pending, known, |_| false);
+        assert!(start.is_empty());
+        assert!(busy);
+        // It ran and ended between two looks: followed all the same.
+        let look = Seen {
+            new: vec![],
+            queued: vec![],
+            active: vec![],
+        };
+        let (start, busy) = plan(&look, &mut pending, known, |id| id == "r");
+        assert_eq!(start, ids(&["q"]));
+        assert!(busy, "a job to follow is work left");
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn new_submissions_are_followed_whatever_their_state() {
+        let mut pending = HashSet::new();
+        let look = Seen {
+            new: vec![
+                ("a".to_string(), JobState::Succeeded),
+                ("b".to_string(), JobState::Queued),
+                ("c".to_string(), JobState::Assigned),
+            ],
+            queued: vec![],
+            // c is also listed as active: followed once.
+            active: ids(&["c"]),
+        };
+        let (start, busy) = plan(&look, &mut pending, |_| false, |_| false);
+        // b left the queue between the two lists: followed too.
+        assert_eq!(start, ids(&["a", "c", "b"]));
+        assert!(busy);
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn idle_when_nothing_is_queued_or_under_way_but_ended_streams() {
+        let mut pending = HashSet::new();
+        let empty = Seen::default();
+        assert_eq!(
+            plan(&empty, &mut pending, |_| false, |_| false),
+            (vec![], false)
+        );
+        // A job whose stream ended but that a list still shows running
+        // (the list was read first) is not work left.
+        let stale = Seen {
+            new: vec![],
+            queued: vec![],
+            active: ids(&["x"]),
+        };
+        let (start, busy) = plan(&stale, &mut pending, |_| true, |_| true);
+        assert!(start.is_empty() && !busy);
+        // One still streaming is.
+        let (_, busy) = plan(&stale, &mut pending, |_| true, |_| false);
+        assert!(busy);
     }
 }
