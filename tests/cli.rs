@@ -7,6 +7,7 @@
 mod common;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -601,6 +602,19 @@ fn wrong_key_unreachable_master_nodes_and_report() {
         "{out:?}"
     );
     assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+    assert!(
+        !out.stderr.contains("QUIC"),
+        "a URL is not mistaken: {out:?}"
+    );
+    // A bare HOST:PORT, as a worker's FFRTMP_MASTER would be: the hint
+    // says the CLI wants the HTTP API's URL.
+    let bare = format!("127.0.0.1:{port}");
+    let out = run(&["jobs", "list"], &[("FFRTMP_MASTER", &bare)], "", LONG);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains("HTTP API URL") && out.stderr.contains("QUIC address"),
+        "{out:?}"
+    );
     let out = run(
         &["jobs", "watch", "x"],
         &[("FFRTMP_MASTER", &url)],
@@ -629,4 +643,71 @@ fn completions_and_help() {
         out.stdout.contains("Exit codes") && out.stdout.contains("FFRTMP_MASTER"),
         "{out:?}"
     );
+}
+
+/// The README's first command: sample jobs through a throw-away node, a
+/// results table with energy, and nothing left behind (data dir, job
+/// cgroups, FFmpeg processes); `--keep` keeps the dir and its output file.
+#[test]
+fn demo_runs_the_sample_jobs_and_leaves_nothing_behind() {
+    let _g = serial();
+    require_ffmpeg();
+    let data_dir = |out: &Out| -> PathBuf {
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("(data in "))
+            .unwrap_or_else(|| panic!("the demo names its data dir: {out:?}"));
+        let dir = line
+            .rsplit_once("(data in ")
+            .and_then(|(_, d)| d.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("a dir in {line:?}"));
+        PathBuf::from(dir)
+    };
+    let job_cgroups = || -> Vec<PathBuf> {
+        cgroup_dirs("ffrtmp-demo")
+            .into_iter()
+            .filter(|d| !d.ends_with("ffrtmp-demo"))
+            .collect()
+    };
+
+    let out = run(&["demo", "--duration", "1"], &[], "", LONG);
+    ok(&out);
+    // One row per sample job, each succeeded, with joules and a source.
+    let rows: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains(" succeeded ") && !l.contains('['))
+        .collect();
+    assert_eq!(rows.len(), 5, "five sample jobs: {out:?}");
+    for r in &rows {
+        let source = r.split_whitespace().last().unwrap_or("");
+        assert!(
+            ["estimate", "rapl", "nvml", "rapl+nvml"].contains(&source),
+            "{r}"
+        );
+    }
+    let dir = data_dir(&out);
+    assert!(!dir.exists(), "{} removed: {out:?}", dir.display());
+    assert!(out.stdout.contains("--keep"), "{out:?}");
+    assert_eq!(job_cgroups(), Vec::<PathBuf>::new(), "no job cgroup left");
+    // No process still works in the demo's dir (FFmpeg's argv names it).
+    let needle = dir.to_string_lossy().into_owned();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&needle))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "processes left");
+
+    let out = run(&["demo", "--duration", "0.5", "--keep"], &[], "", LONG);
+    ok(&out);
+    let dir = data_dir(&out);
+    let file = dir.join("media").join("demo-720p.mp4");
+    let kept = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(kept > 0, "{} kept: {out:?}", file.display());
 }

@@ -466,7 +466,16 @@ pub async fn maintain_link(
                             .close_reason()
                             .map(|e| e.to_string())
                             .unwrap_or_else(|| "closed by this node".into());
-                        tracing::warn!(reason = %why, "link to the master lost; reconnecting");
+                        if matches!(
+                            node.get_status(),
+                            ractor::ActorStatus::Stopping | ractor::ActorStatus::Stopped
+                        ) {
+                            // Our own node is stopping (an embedder's or a
+                            // standalone node's shutdown): nothing is wrong.
+                            tracing::debug!(reason = %why, "link closed: the node is stopping");
+                        } else {
+                            tracing::warn!(reason = %why, "link to the master lost; reconnecting");
+                        }
                     }
                     _ = &mut done => return node_ended(drained()),
                     _ = shutdown.changed(), if bound.is_none() => {

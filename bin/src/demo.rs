@@ -50,18 +50,20 @@ const DEMO_CGROUP_PARENT: &str = "ffrtmp-demo";
 /// parent). Jobs encode `duration` seconds of video each.
 pub async fn run(
     duration: f64,
+    keep: bool,
     config: impl FnOnce(&Path) -> anyhow::Result<StandaloneConfig>,
 ) -> anyhow::Result<()> {
     if !(0.5..=600.0).contains(&duration) {
         anyhow::bail!("--duration must be between 0.5 and 600 seconds");
     }
     ffmpeg_check::ensure_installed()?;
-    // Kept after the demo so its output file can be played.
-    let dir: PathBuf = tempfile::Builder::new()
+    // Removed when the demo ends (or fails), unless `keep`: then its output
+    // file can be played afterwards.
+    let temp = tempfile::Builder::new()
         .prefix("ffrtmp-demo-")
         .tempdir()
-        .context("creating a temporary data dir")?
-        .keep();
+        .context("creating a temporary data dir")?;
+    let dir: PathBuf = temp.path().to_path_buf();
     let mut cfg = config(&dir)?;
     cfg.http = "127.0.0.1:0".parse()?;
     cfg.cgroup_parent = DEMO_CGROUP_PARENT.to_string();
@@ -209,11 +211,18 @@ pub async fn run(
         );
     }
     println!();
-    println!(
-        "Output file: {} (play it with ffplay; remove {} when done)",
-        media.join("demo-720p.mp4").display(),
-        dir.display()
-    );
+    if keep {
+        println!(
+            "Output file: {} (play it with ffplay; remove {} when done)",
+            media.join("demo-720p.mp4").display(),
+            dir.display()
+        );
+    } else {
+        println!(
+            "Removing {} (run `ffrtmp demo --keep` to keep it and the encoded file).",
+            dir.display()
+        );
+    }
     // Say where the figures came from, and whether they are measurements.
     if let Some(j) = finals.iter().flatten().find(|j| j["energy"].is_object()) {
         if j["energy"]["estimate"] == true {
@@ -229,6 +238,12 @@ pub async fn run(
         }
     }
     node.shutdown().await;
+    if keep {
+        let _ = temp.keep();
+    } else {
+        temp.close()
+            .with_context(|| format!("removing {}", dir.display()))?;
+    }
     if failed > 0 {
         anyhow::bail!("{failed} sample job(s) did not succeed");
     }

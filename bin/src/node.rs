@@ -43,6 +43,10 @@ enum Command {
         /// Seconds of video each sample job encodes.
         #[arg(long, default_value_t = 6.0)]
         duration: f64,
+        /// Keep the demo's temporary data dir (its store and the encoded sample file) instead of
+        /// removing it at the end.
+        #[arg(long)]
+        keep: bool,
     },
     /// The cluster PKI: the CA, the master's certificate, join tokens.
     Pki {
@@ -548,9 +552,9 @@ fn main() -> anyhow::Result<()> {
     }
     rt.block_on(async move {
         match cli.command {
-            Some(Command::Demo { duration }) => {
+            Some(Command::Demo { duration, keep }) => {
                 let mut flags = cli.node;
-                demo::run(duration, move |dir| {
+                demo::run(duration, keep, move |dir| {
                     flags.data_dir = dir.to_path_buf();
                     standalone_config(&flags)
                 })

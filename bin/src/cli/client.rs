@@ -78,6 +78,8 @@ const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct Client {
     base: Url,
+    /// `--master` was a bare `host:port` (no scheme).
+    bare: bool,
     key: Option<String>,
     http: Http,
     /// For event streams: its timeout bounds each read, not the whole body.
@@ -112,6 +114,7 @@ impl Client {
         };
         Ok(Client {
             base,
+            bare: !master.contains("://"),
             key: key.filter(|k| !k.is_empty()),
             http: build(REQUEST_TIMEOUT)?,
             stream: build(STREAM_IDLE_TIMEOUT)?,
@@ -200,6 +203,11 @@ impl Client {
         // A certificate the client does not trust: say which knob trusts it.
         let hint = if self.base.scheme() == "https" && mentions_certificate(e) {
             "; trust the master's CA with --ca-cert or FFRTMP_CA_CERT, or check --master"
+        } else if self.bare {
+            // FFRTMP_MASTER is also a worker's QUIC address (HOST:PORT), so
+            // a shell that starts workers may hand us the wrong port.
+            "; set --master or FFRTMP_MASTER to the master's HTTP API URL (its --http, e.g. \
+             http://HOST:8080), not a worker's --master QUIC address"
         } else {
             "; set --master or FFRTMP_MASTER"
         };

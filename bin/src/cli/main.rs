@@ -91,6 +91,10 @@ enum Command {
         /// Seconds of video each sample job encodes.
         #[arg(long, default_value_t = 6.0)]
         duration: f64,
+        /// Keep the demo's temporary data dir (its store and the encoded sample file) instead of
+        /// removing it at the end.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -115,7 +119,7 @@ fn run(cli: Cli) -> CliResult<Exit> {
             clap_complete::generate(shell, &mut cmd, "ffrtmp", &mut out);
             Ok(Exit::Ok)
         }
-        Command::Demo { duration } => demo(duration),
+        Command::Demo { duration, keep } => demo(duration, keep),
         Command::Jobs(cmd) => jobs::run(
             &client(&cli.master, cli.api_key, &cli.ca_cert)?,
             cmd,
@@ -140,7 +144,7 @@ fn client(master: &str, key: Option<String>, ca_cert: &Option<PathBuf>) -> CliRe
 
 /// `ffrtmp demo`: the same demo as `ffrtmp-node demo`, with the daemon's
 /// defaults.
-fn demo(duration: f64) -> CliResult<Exit> {
+fn demo(duration: f64, keep: bool) -> CliResult<Exit> {
     // The demo draws progress bars: only warnings interrupt them.
     let filter = tracing_subscriber::EnvFilter::try_from_env("FFRTMP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -154,6 +158,7 @@ fn demo(duration: f64) -> CliResult<Exit> {
         .map_err(|e| CliError::new(Exit::JobFailed, format!("starting the tokio runtime: {e}")))?;
     rt.block_on(ffrtmp_shared::demo::run(
         duration,
+        keep,
         ffrtmp_shared::demo::default_config,
     ))
     .map_err(|e| CliError::new(Exit::JobFailed, format!("demo: {e:#}")))?;
