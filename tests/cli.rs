@@ -274,6 +274,12 @@ fn submit_list_get_cancel_retry_logs_and_wait() {
     assert_eq!(again["id"], bad_id.as_str());
     assert_eq!(again["state"], "queued", "{again}");
     assert_eq!(again["requeue"]["count"], 2, "{again}");
+    let out = cli(&node, &["jobs", "get", &bad_id]);
+    ok(&out);
+    assert!(
+        out.stdout.contains("requeued") && out.stdout.contains("2 time(s)"),
+        "{out:?}"
+    );
     let job = node.wait_state(&bad_id, &["failed"], LONG);
     assert_eq!(
         job["attempts"].as_array().map(Vec::len),

@@ -540,6 +540,18 @@ fn describe(j: &Job) {
         },
     ));
     rows.push(("retries", format!("up to {}", j.spec.max_retries)));
+    if let Some(r) = &j.requeue {
+        let ago = ffrtmp_actors::now_ms().saturating_sub(r.at_ms) as f64 / 1000.0;
+        rows.push((
+            "requeued",
+            format!(
+                "{} time(s) by a retry, the last {} ago, after attempt {}",
+                r.count,
+                output::duration(ago),
+                r.after_attempt
+            ),
+        ));
+    }
     if let Some(i) = &j.isolation {
         rows.push(("isolation", output::name(i)));
     }
