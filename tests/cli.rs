@@ -256,14 +256,66 @@ fn submit_list_get_cancel_retry_logs_and_wait() {
         "FFmpeg's stderr lines: {out:?}"
     );
 
-    // Retry: a new job with the same spec.
+    // Retry: the same job runs again. Its input is still bad, so it fails
+    // again and --wait exits 1.
+    let out = cli(&node, &["jobs", "retry", &bad_id, "--wait"]);
+    assert_eq!(out.code, 1, "the retried job failed again: {out:?}");
+    let first = out.stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(bad_id.as_str()) && first.contains("queued again"),
+        "{out:?}"
+    );
+    let job = node.job(&bad_id);
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempt"], 2, "{job}");
+    // -o json: the job as re-queued, same id.
     let out = cli(&node, &["jobs", "retry", &bad_id, "-o", "json"]);
     ok(&out);
     let again = out.json();
-    assert_ne!(again["id"], bad_id.as_str());
-    assert_eq!(again["spec"], node.job(&bad_id)["spec"]);
-    let retry_id = again["id"].as_str().expect("id").to_string();
-    node.wait_state(&retry_id, &["failed"], LONG);
+    assert_eq!(again["id"], bad_id.as_str());
+    assert_eq!(again["state"], "queued", "{again}");
+    assert_eq!(again["requeue"]["count"], 2, "{again}");
+    let out = cli(&node, &["jobs", "get", &bad_id]);
+    ok(&out);
+    assert!(
+        out.stdout.contains("requeued") && out.stdout.contains("2 time(s)"),
+        "{out:?}"
+    );
+    let job = node.wait_state(&bad_id, &["failed"], LONG);
+    assert_eq!(
+        job["attempts"].as_array().map(Vec::len),
+        Some(3),
+        "three attempts under one id: {job}"
+    );
+    // logs: one header per attempt, each with FFmpeg's lines; JSON is the
+    // route's document.
+    let out = cli(&node, &["jobs", "logs", &bad_id]);
+    ok(&out);
+    let headers: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("attempt "))
+        .collect();
+    assert_eq!(headers.len(), 3, "{out:?}");
+    assert!(
+        headers.iter().all(|h| h.contains("ffmpeg_error")),
+        "{out:?}"
+    );
+    let out = cli(&node, &["jobs", "logs", &bad_id, "-o", "json"]);
+    ok(&out);
+    let logs = out.json();
+    assert_eq!(logs["id"], bad_id.as_str());
+    assert_eq!(logs["state"], "failed");
+    let attempts = logs["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 3, "{logs}");
+    for (n, a) in attempts.iter().enumerate() {
+        assert_eq!(a["attempt"], n as u64 + 1, "{logs}");
+        assert_eq!(a["outcome"], "failed", "{logs}");
+        assert!(
+            !a["stderr_tail"].as_array().expect("tail").is_empty(),
+            "{logs}"
+        );
+    }
 
     // get: for people and for scripts.
     let out = cli(&node, &["jobs", "get", &flags_id]);
@@ -276,8 +328,8 @@ fn submit_list_get_cancel_retry_logs_and_wait() {
     ok(&out);
     assert_eq!(out.json()["id"], flags_id.as_str());
 
-    // list: five jobs so far, in submission order.
-    let all = [&flags_id, &file_id, &stdin_id, &bad_id, &retry_id];
+    // list: four jobs so far (a retry makes none), in submission order.
+    let all = [&flags_id, &file_id, &stdin_id, &bad_id];
     let out = cli(&node, &["jobs", "list"]);
     ok(&out);
     let header = out.stdout.lines().next().expect("header");
@@ -338,7 +390,7 @@ fn submit_list_get_cancel_retry_logs_and_wait() {
     // Filters.
     let out = cli(&node, &["jobs", "list", "--state", "failed", "-o", "json"]);
     ok(&out);
-    assert_eq!(ids_of(&out.json()), vec![bad_id.clone(), retry_id.clone()]);
+    assert_eq!(ids_of(&out.json()), vec![bad_id.clone()]);
     let out = cli(
         &node,
         &["jobs", "list", "--priority", "batch", "-o", "json"],
@@ -406,6 +458,12 @@ fn submit_list_get_cancel_retry_logs_and_wait() {
     let running = out.stdout.trim().to_string();
     let out = cli(&node, &["jobs", "retry", &running]);
     assert_eq!(out.code, 6, "{out:?}");
+    assert!(out.stderr.contains("not_retryable"), "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "one line: {out:?}");
+    let out = cli(&node, &["jobs", "retry", "no-such-job"]);
+    assert_eq!(out.code, 5, "{out:?}");
+    let out = cli(&node, &["jobs", "logs", "no-such-job"]);
+    assert_eq!(out.code, 5, "{out:?}");
     let out = cli(&node, &["jobs", "cancel", &running]);
     ok(&out);
 

@@ -581,3 +581,235 @@ fn a_go_seed_submission_runs_as_the_job_it_maps_onto() {
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["error"]["field"], "parameters.duration", "{err}");
 }
+
+/// The state in the next event of an SSE stream; `None` at its end.
+fn next_state(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> Option<String> {
+    for line in lines.by_ref() {
+        let line = line.expect("sse line");
+        if let Some(d) = line.strip_prefix("data:") {
+            let job: Value = serde_json::from_str(d.trim()).expect("event json");
+            return job["state"].as_str().map(str::to_string);
+        }
+    }
+    None
+}
+
+/// `job` without the fields a running job changes on its own.
+fn at_rest(job: &Value) -> Value {
+    let mut j = job.clone();
+    if let Some(m) = j.as_object_mut() {
+        m.remove("progress");
+        m.remove("updated_ms");
+    }
+    j
+}
+
+/// `POST /v1/jobs/{id}/retry` re-queues the same job, which then really
+/// runs again; `GET /v1/jobs/{id}/logs` shows FFmpeg's lines of the failed
+/// attempt. Jobs that are queued, running or succeeded are refused and left
+/// as they were; two retries at once re-queue once.
+#[test]
+fn a_failed_job_retried_runs_again_under_its_id_and_logs_keep_the_failure() {
+    let _g = serial();
+    let node = Node::start(
+        "retry",
+        NodeOpts {
+            slots: 1,
+            ..NodeOpts::default()
+        },
+    );
+    // An input FFmpeg rejects: the job fails on its own (terminal).
+    let input = node.media.join("in.mp4");
+    std::fs::write(&input, b"this is not a video\n").expect("bad input");
+    let id = node.submit(json!({
+        "scenario": "480p30-h264", "width": 320, "height": 180,
+        "input": {"type": "file", "path": "in.mp4"},
+        "output": {"type": "null"}
+    }));
+    let failed = node.wait_state(&id, &["failed", "succeeded"], LONG);
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["failure"]["reason"], "ffmpeg_error", "{failed}");
+    assert_eq!(failed["attempt"], 1);
+
+    // The logs route: the failed attempt with FFmpeg's own lines.
+    let (status, logs) = node.get(&format!("/v1/jobs/{id}/logs"));
+    assert_eq!(status, 200, "{logs}");
+    assert_eq!(logs["id"], id.as_str());
+    assert_eq!(logs["state"], "failed");
+    let attempts = logs["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 1, "{logs}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["reason"], "ffmpeg_error");
+    assert_eq!(attempts[0]["node"], failed["attempts"][0]["node"]);
+    let tail: Vec<&str> = attempts[0]["stderr_tail"]
+        .as_array()
+        .expect("stderr_tail")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tail.iter().any(|l| l.contains("in.mp4")),
+        "FFmpeg's complaint about the input: {tail:?}"
+    );
+    assert_eq!(
+        failed["attempts"][0]["outcome"]["failure"]["stderr_tail"], attempts[0]["stderr_tail"],
+        "the lines the job record keeps"
+    );
+
+    // Fix the input, then retry: the same id runs again and succeeds.
+    let fixed = node.media.join("fixed.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30:duration=1",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .arg(&fixed)
+        .status()
+        .expect("make a real clip");
+    assert!(status.success());
+    std::fs::rename(&fixed, &input).expect("replace the input");
+    let (status, requeued) = node.post(&format!("/v1/jobs/{id}/retry"));
+    assert_eq!(status, 200, "{requeued}");
+    assert_eq!(requeued["id"], id.as_str());
+    assert_eq!(requeued["state"], "queued", "stored as queued: {requeued}");
+    assert_eq!(requeued["attempts"], failed["attempts"], "history kept");
+    assert_eq!(requeued["failure"], Value::Null);
+    assert_eq!(requeued["requeue"]["count"], 1, "{requeued}");
+    assert_eq!(requeued["requeue"]["after_attempt"], 1, "{requeued}");
+    assert_eq!(
+        requeued["seq"], failed["seq"],
+        "its place in the list stays"
+    );
+    let done = node.wait_state(&id, &["succeeded", "failed"], LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempt"], 2, "{done}");
+    let runs = done["attempts"].as_array().expect("attempts");
+    assert_eq!(runs.len(), 2, "the attempt list grew: {done}");
+    assert_eq!(runs[0], failed["attempts"][0], "the failed attempt stays");
+    assert_eq!(runs[1]["attempt"], 2);
+    assert_eq!(runs[1]["outcome"]["outcome"], "succeeded", "{done}");
+    assert_eq!(done["result"]["frames"], 30, "1 s at 30 fps: {done}");
+    assert_eq!(done["failure"], Value::Null);
+    // Energy: each attempt once in the job's total.
+    let sum: f64 = runs
+        .iter()
+        .filter_map(|a| a["energy"]["energy_joules"].as_f64())
+        .sum();
+    let total = done["energy"]["energy_joules"]
+        .as_f64()
+        .expect("the job's energy (an estimate on a host without RAPL)");
+    assert!(
+        total > 0.0 && (total - sum).abs() < 1e-6,
+        "{total} J vs {sum} J: {done}"
+    );
+    let (_, logs) = node.get(&format!("/v1/jobs/{id}/logs"));
+    let attempts = logs["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 2, "{logs}");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert!(!attempts[0]["stderr_tail"]
+        .as_array()
+        .expect("tail")
+        .is_empty());
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert_eq!(attempts[1]["stderr_tail"], json!([]), "{logs}");
+
+    // A succeeded job is not retried; nothing changes.
+    let (status, err) = node.post(&format!("/v1/jobs/{id}/retry"));
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "not_retryable", "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("succeeded"), "names the state: {message}");
+    assert_eq!(node.job(&id), done);
+
+    // Running and queued jobs are refused too (one slot: a blocker runs,
+    // the next job waits).
+    let blocker = node.submit(long_job(60.0));
+    node.wait_state(&blocker, &["running"], LONG);
+    let before = node.job(&blocker);
+    let (status, err) = node.post(&format!("/v1/jobs/{blocker}/retry"));
+    assert_eq!(status, 409, "{err}");
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("running"));
+    let after = node.job(&blocker);
+    assert_eq!(after["state"], "running");
+    assert_eq!(at_rest(&after), at_rest(&before));
+    let waiting = node.submit(small_job(1.0));
+    let before = node.job(&waiting);
+    assert_eq!(before["state"], "queued");
+    let (status, err) = node.post(&format!("/v1/jobs/{waiting}/retry"));
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(
+        node.job(&waiting),
+        before,
+        "a refused retry changes nothing"
+    );
+
+    // Two retries at once of a cancelled job: exactly one re-queues.
+    let (status, _) = node.post(&format!("/v1/jobs/{waiting}/cancel"));
+    assert_eq!(status, 200);
+    let path = format!("/v1/jobs/{waiting}/retry");
+    let (a, b) = std::thread::scope(|s| {
+        let one = s.spawn(|| node.post(&path));
+        let two = s.spawn(|| node.post(&path));
+        (
+            one.join().expect("first retry"),
+            two.join().expect("second retry"),
+        )
+    });
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let requeued = node.job(&waiting);
+    assert_eq!(requeued["state"], "queued", "the slot is still taken");
+    assert_eq!(requeued["requeue"]["count"], 1, "{requeued}");
+    assert_eq!(requeued["attempts"], json!([]), "it never ran");
+
+    // Its event stream starts from `queued` and follows it to the end once
+    // the slot frees.
+    let client = reqwest::blocking::Client::builder()
+        .timeout(LONG)
+        .build()
+        .expect("client");
+    let resp = client
+        .get(node.url(&format!("/v1/jobs/{waiting}/events")))
+        .send()
+        .expect("events");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut lines = BufReader::new(resp).lines();
+    let mut states: Vec<String> = Vec::new();
+    states.extend(next_state(&mut lines));
+    assert_eq!(states, ["queued"]);
+    let (status, _) = node.post(&format!("/v1/jobs/{blocker}/cancel"));
+    assert_eq!(status, 202);
+    while let Some(s) = next_state(&mut lines) {
+        states.push(s);
+    }
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{states:?}"
+    );
+    assert!(states.iter().any(|s| s == "running"), "{states:?}");
+
+    // Unknown ids.
+    for (status, err) in [
+        node.post("/v1/jobs/no-such-job/retry"),
+        node.get("/v1/jobs/no-such-job/logs"),
+    ] {
+        assert_eq!(status, 404, "{err}");
+        assert_eq!(err["error"]["code"], "not_found", "{err}");
+    }
+
+    // The efficiency report counts each succeeded job once, however often
+    // it ran: the retried one and the one retried after its cancel.
+    let (status, report) = node.get("/v1/reports/efficiency");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["jobs_considered"], 2, "{report}");
+}

@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ffrtmp_runtime::error::FieldError;
-use ffrtmp_runtime::model::{Job, JobState, Priority};
+use ffrtmp_runtime::model::{FailureReason, Job, JobState, NodeId, Outcome, Priority};
 use ffrtmp_runtime::report::EfficiencyReport;
 use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
@@ -30,7 +30,7 @@ use ffrtmp_runtime::store::{ListFilter, Store};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{broadcast, oneshot};
@@ -40,7 +40,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::events::JobEvents;
 use crate::metrics as m;
-use crate::scheduler::{CancelReply, NodeInfo, SchedulerMsg};
+use crate::scheduler::{CancelReply, NodeInfo, RetryReply, SchedulerMsg};
 
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -252,6 +252,80 @@ pub struct JobPage {
     pub next_cursor: Option<u64>,
 }
 
+/// `GET /v1/jobs/{id}/logs`: what the store keeps of FFmpeg's output, per
+/// attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobLogs {
+    /// The job's id.
+    pub id: String,
+    /// The job's state now.
+    pub state: JobState,
+    /// Every attempt, oldest first (attempts before a retry included).
+    pub attempts: Vec<AttemptLog>,
+}
+
+/// One attempt in [`JobLogs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AttemptLog {
+    /// The attempt's number (1-based; numbering continues across retries).
+    pub attempt: u32,
+    /// The node it ran on.
+    #[schema(value_type = String)]
+    pub node: NodeId,
+    /// How it ended: `succeeded`, `failed`, `transient`, `timed_out` or
+    /// `cancelled`; `null` while it is in flight.
+    pub outcome: Option<String>,
+    /// Why it did not succeed (`ffmpeg_error`, `stalled`, ...), when it did
+    /// not.
+    pub reason: Option<FailureReason>,
+    /// The failure's message, when it did not succeed.
+    pub message: Option<String>,
+    /// FFmpeg's exit code, when it exited with one.
+    pub exit_code: Option<i32>,
+    /// The signal that ended FFmpeg, when one did.
+    pub signal: Option<i32>,
+    /// The last lines FFmpeg wrote to stderr (at most 40 lines, 16 KiB), as
+    /// the worker reported them with a failed, transient or timed-out
+    /// outcome. Empty for an attempt that succeeded, was cancelled, is in
+    /// flight, or was lost without a report.
+    pub stderr_tail: Vec<String>,
+}
+
+impl JobLogs {
+    /// The logs view of `job`.
+    pub fn of(job: &Job) -> JobLogs {
+        let attempts = job
+            .attempts
+            .iter()
+            .map(|a| {
+                let (outcome, failure) = match &a.outcome {
+                    None => (None, None),
+                    Some(Outcome::Succeeded { .. }) => (Some("succeeded"), None),
+                    Some(Outcome::Cancelled) => (Some("cancelled"), None),
+                    Some(Outcome::Failed { failure }) => (Some("failed"), Some(failure)),
+                    Some(Outcome::Transient { failure }) => (Some("transient"), Some(failure)),
+                    Some(Outcome::TimedOut { failure }) => (Some("timed_out"), Some(failure)),
+                };
+                AttemptLog {
+                    attempt: a.attempt,
+                    node: a.node.clone(),
+                    outcome: outcome.map(str::to_string),
+                    reason: failure.map(|f| f.reason),
+                    message: failure.map(|f| f.message.clone()),
+                    exit_code: failure.and_then(|f| f.exit_code),
+                    signal: failure.and_then(|f| f.signal),
+                    stderr_tail: failure.map(|f| f.stderr_tail.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        JobLogs {
+            id: job.id.clone(),
+            state: job.state,
+            attempts,
+        }
+    }
+}
+
 /// `GET /v1/nodes`.
 #[derive(Serialize, ToSchema)]
 pub struct NodeList {
@@ -360,6 +434,8 @@ fn table() -> Vec<(Route, MethodRouter<Arc<Api>>)> {
         (keyed("GET", "/v1/jobs"), get(list)),
         (keyed("GET", "/v1/jobs/{id}"), get(get_job)),
         (keyed("POST", "/v1/jobs/{id}/cancel"), post(cancel)),
+        (keyed("POST", "/v1/jobs/{id}/retry"), post(retry)),
+        (keyed("GET", "/v1/jobs/{id}/logs"), get(logs)),
         (keyed("GET", "/v1/jobs/{id}/events"), get(events)),
         (keyed("GET", "/v1/nodes"), get(nodes)),
         (keyed("POST", "/v1/nodes/{id}/drain"), post(drain)),
@@ -425,6 +501,8 @@ const API_KEY_SCHEME: &str = "api_key";
         list,
         get_job,
         cancel,
+        retry,
+        logs,
         events,
         nodes,
         drain,
@@ -433,7 +511,7 @@ const API_KEY_SCHEME: &str = "api_key";
     ),
     modifiers(&ApiKeyScheme),
     tags(
-        (name = "jobs", description = "Submit, list, watch and cancel jobs."),
+        (name = "jobs", description = "Submit, list, watch, cancel and retry jobs, and read their FFmpeg logs."),
         (name = "nodes", description = "Worker nodes."),
         (name = "reports", description = "Reports over finished jobs."),
         (name = "operations", description = "Health, readiness, metrics and this document.")
@@ -867,6 +945,71 @@ async fn cancel(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResul
             format!("job {} is already {}", job.id, job.state.as_str()),
         )),
         CancelReply::NotFound => Err(ApiError::not_found(&id)),
+    }
+}
+
+/// Re-queue a job that ended without success: the same job (same id), its
+/// attempts kept, a fresh `max_retries` budget; placed like a new
+/// submission. Stored before the reply.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Queued again: the job as `GET /v1/jobs/{id}` shows it \
+            (`state` `queued`, `requeue` set).", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`not_retryable`: the job is not `failed`, `cancelled`, \
+            `timed_out` or `lost` (the message names its state); nothing changed.", body = ErrorBody),
+        (status = 500, description = "`internal`: the scheduler did not answer, or the store \
+            failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn retry(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+    let reply = ractor::call_t!(
+        api.scheduler,
+        SchedulerMsg::Retry,
+        SCHEDULER_CALL_TIMEOUT.as_millis() as u64,
+        id.clone()
+    )
+    .map_err(ApiError::internal)?;
+    match reply {
+        RetryReply::Requeued(job) => Ok(Json(*job)),
+        RetryReply::NotRetryable(job) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "job {} is {}; only a failed, cancelled, timed_out or lost job can be retried",
+                job.id,
+                job.state.as_str()
+            ),
+        )),
+        RetryReply::NotFound => Err(ApiError::not_found(&id)),
+    }
+}
+
+/// FFmpeg's last stderr lines of each attempt, as the store keeps them.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/logs",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "Per attempt: how it ended and FFmpeg's last stderr lines.",
+            body = JobLogs),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn logs(State(api): State<Arc<Api>>, Path(id): Path<String>) -> ApiResult<Json<JobLogs>> {
+    match api.store.get(&id).map_err(ApiError::internal)? {
+        Some(job) => Ok(Json(JobLogs::of(&job))),
+        None => Err(ApiError::not_found(&id)),
     }
 }
 
@@ -1415,6 +1558,151 @@ mod tests {
             .and_then(|s| s.parse().ok())
             .expect("a status line");
         (status, head.to_string(), body.to_string())
+    }
+
+    /// A job as a run that failed on its own leaves it: attempt 1 on `n1`,
+    /// FFmpeg's stderr lines kept.
+    fn failed_job(store: &Store) -> Job {
+        use ffrtmp_runtime::model::{Failure, Isolation};
+        use ffrtmp_runtime::state;
+        let roots = MediaRoots::new(&[]).expect("no roots");
+        let body = json!({"scenario": "480p30-h264", "output": {"type": "null"},
+                          "input": {"type": "testsrc", "duration_s": 1}});
+        let spec = spec::parse_job_request(body.to_string().as_bytes(), &roots).expect("spec");
+        let seq = store.next_seq().expect("seq");
+        let mut job = Job::new("job-failed".into(), seq, spec, 1_000);
+        let token = store.next_token().expect("token");
+        state::assign(&mut job, &"n1".to_string(), token, 1_000).expect("assign");
+        state::start(&mut job, token, Isolation::None, 1_100).expect("start");
+        let mut f = Failure::new(FailureReason::FfmpegError, "ffmpeg exited with 1");
+        f.exit_code = Some(1);
+        f.stderr_tail = vec!["in.mp4: Invalid data found when processing input".into()];
+        let policy = ffrtmp_runtime::retry::RetryPolicy::default();
+        let outcome = Outcome::Failed { failure: f };
+        state::finish(&mut job, token, outcome, None, 2_000, &policy, 0.5).expect("finish");
+        job
+    }
+
+    /// The retry and logs routes against a real scheduler and store, with no
+    /// worker attached (so a re-queued job stays `queued`).
+    #[tokio::test]
+    async fn retry_requeues_once_and_logs_show_the_stderr_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("master.sled")).expect("store");
+        let failed = failed_job(&store);
+        store
+            .put_durable(&failed)
+            .await
+            .expect("store the failed job");
+        let events = JobEvents::default();
+        let admin = AdminArgs {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            store: store.clone(),
+            events: events.clone(),
+            media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
+            api_key: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            metrics: None,
+            scheduler: None,
+            fault_node: None,
+        };
+        let mut args = crate::scheduler::SchedulerArgs::new(store.clone());
+        args.events = events.clone();
+        args.admin = Some(admin);
+        args.lease = Duration::from_secs(5);
+        let (scheduler, done) = crate::embed::spawn_scheduler(args, None)
+            .await
+            .expect("master");
+        let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+            .expect("scheduler answers")
+            .expect("the API listens");
+        let path = "/v1/jobs/job-failed/retry";
+
+        // The logs of the failed attempt.
+        let (status, _, body) = get(addr, "/v1/jobs/job-failed/logs").await;
+        assert_eq!(status, 200, "{body}");
+        let logs: JobLogs = serde_json::from_str(&body).expect("logs");
+        assert_eq!(logs, JobLogs::of(&failed));
+        assert_eq!(logs.state, JobState::Failed);
+        assert_eq!(logs.attempts.len(), 1);
+        let a = &logs.attempts[0];
+        assert_eq!(
+            (
+                a.attempt,
+                a.node.as_str(),
+                a.outcome.as_deref(),
+                a.exit_code
+            ),
+            (1, "n1", Some("failed"), Some(1))
+        );
+        assert_eq!(a.reason, Some(FailureReason::FfmpegError));
+        assert_eq!(
+            a.stderr_tail,
+            vec!["in.mp4: Invalid data found when processing input".to_string()]
+        );
+
+        // Two retries at once: exactly one re-queues.
+        let mut watcher = events.subscribe();
+        let (one, two) = tokio::join!(request(addr, "POST", path), request(addr, "POST", path));
+        let mut statuses = [one.0, two.0];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "{one:?} {two:?}");
+        let (ok, refused) = if one.0 == 200 { (one, two) } else { (two, one) };
+        let job: Job = serde_json::from_str(&ok.2).expect("the job");
+        assert_eq!(job.id, "job-failed");
+        assert_eq!(job.state, JobState::Queued);
+        assert_eq!(job.attempts, failed.attempts, "the history is kept");
+        assert_eq!((job.attempt, job.token), (failed.attempt, failed.token));
+        assert_eq!((&job.failure, &job.node), (&None, &None));
+        let requeue = job.requeue.clone().expect("requeue recorded");
+        assert_eq!((requeue.count, requeue.after_attempt), (1, 1));
+        assert!(requeue.queue_seq > failed.seq, "{requeue:?}");
+        let err: Value = serde_json::from_str(&refused.2).expect("a JSON error");
+        assert_eq!(err["error"]["code"], "not_retryable", "{err}");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("queued"), "names the state: {message}");
+        // Durable before the reply: the store has it as answered.
+        assert_eq!(store.get("job-failed").expect("get"), Some(job.clone()));
+        // Watchers saw it go back to `queued`.
+        let update = watcher.try_recv().expect("an update was published");
+        assert_eq!(update.job.id, "job-failed");
+        assert_eq!(update.job.state, JobState::Queued);
+
+        // A late result of the attempt before the retry changes nothing.
+        let late = ffrtmp_runtime::wire::ToMaster::Finished {
+            job_id: "job-failed".into(),
+            token: failed.token,
+            outcome: Outcome::Succeeded {
+                result: ffrtmp_runtime::model::JobResult::default(),
+            },
+            energy: None,
+        };
+        scheduler
+            .cast(SchedulerMsg::FromWorker {
+                node_id: "n1".into(),
+                msg: late,
+            })
+            .expect("cast");
+        ractor::call_t!(scheduler, SchedulerMsg::Sync, 10_000).expect("sync");
+        assert_eq!(store.get("job-failed").expect("get"), Some(job.clone()));
+
+        // A queued job is not retried again; nothing changes.
+        let (status, _, body) = request(addr, "POST", path).await;
+        assert_eq!(status, 409, "{body}");
+        assert_eq!(store.get("job-failed").expect("get"), Some(job));
+        // Unknown ids.
+        for (method, p) in [
+            ("POST", "/v1/jobs/nope/retry"),
+            ("GET", "/v1/jobs/nope/logs"),
+        ] {
+            let (status, _, body) = request(addr, method, p).await;
+            assert_eq!(status, 404, "{method} {p}: {body}");
+            let err: Value = serde_json::from_str(&body).expect("a JSON error");
+            assert_eq!(err["error"]["code"], "not_found", "{err}");
+        }
+
+        scheduler.stop(None);
+        let _ = done.await;
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 pub const JOBS_SUBMITTED: &str = "ffrtmp_jobs_submitted_total";
 /// Label `outcome`: a terminal state name.
 pub const JOBS_FINISHED: &str = "ffrtmp_jobs_finished_total";
-/// Transient failures that were requeued, label `reason`.
+/// Jobs requeued, label `reason`: a transient failure's reason
+/// (`stalled`, `worker_crash`, ...), or `manual` for a user's
+/// `POST /v1/jobs/{id}/retry`.
 pub const JOBS_RETRIED: &str = "ffrtmp_jobs_retried_total";
 /// Label `priority`.
 pub const QUEUE_DEPTH: &str = "ffrtmp_queue_depth";
@@ -82,7 +84,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         JOBS_RETRIED,
-        "Attempts that failed transiently and were requeued."
+        "Jobs requeued: after a transient failure (reason = the failure), or by a user's retry (reason = manual)."
     );
     metrics::describe_gauge!(QUEUE_DEPTH, "Jobs waiting to be placed, by priority.");
     metrics::describe_gauge!(JOBS_RUNNING, "Jobs assigned to or running on a node.");

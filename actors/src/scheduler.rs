@@ -97,6 +97,19 @@ pub enum CancelReply {
     NotFound,
 }
 
+/// What a retry request did.
+#[derive(Debug, Clone)]
+pub enum RetryReply {
+    /// The job was re-queued (the same id) and is stored as `queued`; this is
+    /// the job as stored.
+    Requeued(Box<Job>),
+    /// The job is in a state a retry does not apply to (anything but
+    /// `failed`, `cancelled`, `timed_out` and `lost`); nothing changed.
+    NotRetryable(Box<Job>),
+    /// No job has that id.
+    NotFound,
+}
+
 /// A node as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct NodeInfo {
@@ -142,6 +155,13 @@ pub enum SchedulerMsg {
     /// worker is told to stop it (the job becomes `cancelled` when the worker
     /// reports). The reply says which.
     Cancel(JobId, RpcReplyPort<CancelReply>),
+    /// Re-queue a job that ended without success (`POST
+    /// /v1/jobs/{id}/retry`) through `state::retry`: the same job, stored
+    /// durably as `queued` before the reply, then placed like a new
+    /// submission. Handled one at a time like every message, so of two
+    /// concurrent retries exactly one re-queues and the other finds the job
+    /// `queued` (or further) and is refused.
+    Retry(JobId, RpcReplyPort<RetryReply>),
     /// A new worker link: the scheduler spawns a `NodeLink` for it under
     /// itself. The link's first frame must be the worker's hello. Sent by the
     /// QUIC accept loop and by [`crate::embed::link_in_process`].
@@ -259,7 +279,7 @@ fn queued(job: &Job) -> QueuedJob {
     QueuedJob {
         id: job.id.clone(),
         priority: job.spec.priority,
-        seq: job.seq,
+        seq: job.queue_seq(),
         not_before_ms: job.not_before_ms,
         encoder: job.spec.encode.codec.encoder().to_string(),
     }
@@ -877,6 +897,33 @@ impl Actor for SchedulerActor {
                         let _ = reply.send(CancelReply::AlreadyFinished(Box::new(job)));
                     }
                 }
+            }
+            SchedulerMsg::Retry(job_id, reply) => {
+                let Some(mut job) = state.store.get(&job_id)? else {
+                    let _ = reply.send(RetryReply::NotFound);
+                    return Ok(());
+                };
+                // Refused before a queue place is drawn for it.
+                if state::transition(job.state, state::JobEvent::Retry).is_err() {
+                    let _ = reply.send(RetryReply::NotRetryable(Box::new(job)));
+                    return Ok(());
+                }
+                let queue_seq = state.store.next_seq()?;
+                let from = job.state;
+                if let Err(e) = state::retry(&mut job, queue_seq, now_ms()) {
+                    tracing::warn!(job = %job_id, error = ?e, "retry refused");
+                    let _ = reply.send(RetryReply::NotRetryable(Box::new(job)));
+                    return Ok(());
+                }
+                // On disk before the reply, like every transition.
+                state.store.put_durable(&job).await?;
+                tracing::info!(job = %job_id, from = from.as_str(), attempts = job.attempt, "re-queued by a retry");
+                metrics::counter!(m::JOBS_RETRIED, "reason" => "manual").increment(1);
+                state.queue.push(queued(&job));
+                state.publish(UpdateKind::State, &job);
+                let _ = reply.send(RetryReply::Requeued(Box::new(job)));
+                // As for a submission: place it now if a slot is free.
+                state.dispatch(&myself).await?;
             }
             SchedulerMsg::AttachLink(link) => {
                 let args = NodeLinkArgs {

@@ -432,6 +432,30 @@ pub struct Job {
     /// What the job cost in energy over all its attempts; set when it ends.
     #[serde(default)]
     pub energy: Option<Energy>,
+    /// Set when a user re-queued the finished job
+    /// (`POST /v1/jobs/{id}/retry`); absent for a job never retried.
+    #[serde(default)]
+    pub requeue: Option<Requeue>,
+}
+
+/// A job's manual retries (`POST /v1/jobs/{id}/retry`): the same job,
+/// queued again with its attempt history kept and a fresh retry budget.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, ToSchema)]
+pub struct Requeue {
+    /// How many times the job was retried this way.
+    pub count: u32,
+    /// When the last retry was made.
+    #[schema(value_type = u64)]
+    pub at_ms: UnixMs,
+    /// Attempts made before the last retry. `max_retries` counts from
+    /// here: the job may run attempts `after_attempt + 1` to
+    /// `after_attempt + 1 + max_retries`.
+    pub after_attempt: u32,
+    /// The job's place in the queue since the last retry, drawn from the
+    /// same counter as `seq`: a retried job waits behind every job queued
+    /// before the retry, as a new submission would. (`seq`, and so the
+    /// job's place in `GET /v1/jobs`, does not change.)
+    pub queue_seq: u64,
 }
 
 impl Job {
@@ -453,12 +477,29 @@ impl Job {
             failure: None,
             attempts: Vec::new(),
             energy: None,
+            requeue: None,
         }
     }
 
-    /// Total attempts this job may make: the first plus `max_retries`.
+    /// Attempts made before the last manual retry (0 if never retried):
+    /// the retry budget counts from here.
+    pub fn attempt_base(&self) -> u32 {
+        self.requeue.as_ref().map_or(0, |r| r.after_attempt)
+    }
+
+    /// The highest attempt number this job may reach: the attempts made
+    /// before its last manual retry, plus the first attempt since, plus
+    /// `max_retries`. For a job never retried, the first plus `max_retries`.
     pub fn max_attempts(&self) -> u32 {
-        self.spec.max_retries.saturating_add(1)
+        self.attempt_base()
+            .saturating_add(self.spec.max_retries)
+            .saturating_add(1)
+    }
+
+    /// Where the job sorts in the ready queue within its priority: its
+    /// submission `seq`, or the queue place its last manual retry gave it.
+    pub fn queue_seq(&self) -> u64 {
+        self.requeue.as_ref().map_or(self.seq, |r| r.queue_seq)
     }
 }
 

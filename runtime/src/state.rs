@@ -13,7 +13,20 @@
 //!   └──Cancel─▶ Cancelled  └──Lose──▶ Lost ◀──Lose─────┘
 //!                                      ├──Requeue──▶ Queued  (attempts left)
 //!                                      └──Fail─────▶ Failed  (none left)
+//!
+//! Failed | Cancelled | TimedOut | Lost ──Retry──▶ Queued   (a user's retry)
 //! ```
+//!
+//! **Retry.** [`retry`] re-queues a job that ended without success (a user's
+//! `POST /v1/jobs/{id}/retry`): the same job, its attempt history kept
+//! (attempt numbers continue), a fresh `max_retries` budget counted from the
+//! retry ([`Job::max_attempts`]), its `failure`/`energy` cleared.
+//! `Succeeded` accepts nothing, so a retry never runs a succeeded job again.
+//! The token is kept: a late message about an earlier attempt still carries
+//! a token the job knows, but the job is `queued`, so [`start`], [`progress`]
+//! and [`finish`] refuse it ([`JobOpError::Illegal`] or
+//! [`JobOpError::NotActive`]); once re-assigned it is
+//! [`JobOpError::StaleToken`].
 //!
 //! **Fencing.** Every worker message carries the token of its assignment.
 //! [`start`], [`progress`] and [`finish`] check it first: a mismatch is
@@ -26,7 +39,7 @@
 
 use crate::model::{
     AttemptRecord, Energy, Failure, FailureReason, Isolation, Job, JobState, NodeId, Outcome,
-    Progress, UnixMs,
+    Progress, Requeue, UnixMs,
 };
 use crate::retry::RetryPolicy;
 use crate::wire::Assignment;
@@ -50,11 +63,13 @@ pub enum JobEvent {
     Lose,
     /// A lost job with attempts left goes back to the queue.
     Requeue,
+    /// A user re-queues a job that ended without success.
+    Retry,
 }
 
 impl JobEvent {
     /// Every event, for exhaustive tests.
-    pub const ALL: [JobEvent; 8] = [
+    pub const ALL: [JobEvent; 9] = [
         JobEvent::Assign,
         JobEvent::Start,
         JobEvent::Succeed,
@@ -63,6 +78,7 @@ impl JobEvent {
         JobEvent::Timeout,
         JobEvent::Lose,
         JobEvent::Requeue,
+        JobEvent::Retry,
     ];
 }
 
@@ -78,7 +94,8 @@ pub struct IllegalTransition {
 
 /// The one validated transition function: the state `event` leads to from
 /// `from`, or an error if the lifecycle does not allow it. Terminal states
-/// accept nothing.
+/// accept nothing but a user's [`JobEvent::Retry`], and `Succeeded` not even
+/// that.
 pub fn transition(from: JobState, event: JobEvent) -> Result<JobState, IllegalTransition> {
     use JobEvent as E;
     use JobState as S;
@@ -96,6 +113,7 @@ pub fn transition(from: JobState, event: JobEvent) -> Result<JobState, IllegalTr
         (S::Running, E::Lose) => S::Lost,
         (S::Lost, E::Requeue) => S::Queued,
         (S::Lost, E::Fail) => S::Failed,
+        (S::Failed | S::Cancelled | S::TimedOut | S::Lost, E::Retry) => S::Queued,
         _ => return Err(IllegalTransition { from, event }),
     };
     Ok(to)
@@ -376,8 +394,10 @@ fn lose_attempt(
     job.progress = None;
     job.result = None;
     if retry {
-        // The n-th attempt failed, so this is the n-th retry.
-        let not_before_ms = now.saturating_add(policy.delay_ms(job.attempt, jitter_unit));
+        // The n-th attempt (since the last manual retry) failed, so this is
+        // the n-th retry.
+        let nth = job.attempt.saturating_sub(job.attempt_base());
+        let not_before_ms = now.saturating_add(policy.delay_ms(nth, jitter_unit));
         job.node = None;
         job.isolation = None;
         job.failure = None;
@@ -434,6 +454,51 @@ pub fn cancel(job: &mut Job, now: UnixMs) -> Result<CancelAction, JobOpError> {
     }
 }
 
+/// A user re-queues a job that ended without success (`failed`, `cancelled`,
+/// `timed_out`, or a `lost` record left by a crash): `→ Queued`, the same job
+/// under the same id. Its attempts stay as they are (numbers continue), a
+/// fresh `max_retries` budget counts from here (`requeue.after_attempt`),
+/// `failure`, `result`, `energy`, `progress`, `node` and `isolation` are
+/// cleared, and it is eligible at once (no backoff) at queue place
+/// `queue_seq` (a fresh number from the submission counter, so it queues
+/// behind the jobs already waiting, as a new arrival). The fencing token is
+/// kept (see the module docs). Anything else, `succeeded` included, is
+/// [`JobOpError::Illegal`] and leaves the job untouched.
+pub fn retry(job: &mut Job, queue_seq: u64, now: UnixMs) -> Result<(), JobOpError> {
+    let to = transition(job.state, JobEvent::Retry)?;
+    if let Some(rec) = job.attempts.last_mut().filter(|a| a.outcome.is_none()) {
+        // Only a `lost` record left by a crash can still have one open.
+        rec.ended_ms = Some(now);
+        rec.outcome = Some(Outcome::Transient {
+            failure: Failure::new(
+                FailureReason::WorkerCrash,
+                "interrupted while being requeued; closed by a retry",
+            ),
+        });
+    }
+    let count = job
+        .requeue
+        .as_ref()
+        .map_or(0, |r| r.count)
+        .saturating_add(1);
+    job.requeue = Some(Requeue {
+        count,
+        at_ms: now,
+        after_attempt: job.attempt,
+        queue_seq,
+    });
+    job.state = to;
+    job.node = None;
+    job.isolation = None;
+    job.progress = None;
+    job.result = None;
+    job.failure = None;
+    job.energy = None;
+    job.not_before_ms = None;
+    job.updated_ms = now;
+    Ok(())
+}
+
 /// Check the consistency rules that every operation here keeps, returning the
 /// first one broken. Useful on records read back from disk and in tests.
 pub fn check_invariants(job: &Job) -> Result<(), String> {
@@ -443,6 +508,11 @@ pub fn check_invariants(job: &Job) -> Result<(), String> {
     }
     if job.attempt > job.max_attempts() {
         return fail("attempt > max_attempts");
+    }
+    if let Some(r) = &job.requeue {
+        if r.count == 0 || r.after_attempt > job.attempt {
+            return fail("a requeue record counts at least one retry, after attempts made");
+        }
     }
     if job
         .attempts
@@ -491,8 +561,10 @@ pub fn check_invariants(job: &Job) -> Result<(), String> {
         if job.node.is_some() {
             return fail("a queued job has no node");
         }
-        if (job.attempt > 0) != job.not_before_ms.is_some() {
-            return fail("a requeued job (and only that) has a not_before");
+        if (job.attempt > job.attempt_base()) != job.not_before_ms.is_some() {
+            return fail(
+                "a job requeued after a transient failure (and only that) has a not_before",
+            );
         }
     }
     if job.state == JobState::Lost {
@@ -507,7 +579,7 @@ mod tests {
     use crate::model::{JobResult, JobSpec};
     use proptest::prelude::*;
 
-    const LEGAL: [(JobState, JobEvent, JobState); 13] = {
+    const LEGAL: [(JobState, JobEvent, JobState); 17] = {
         use JobEvent as E;
         use JobState as S;
         [
@@ -524,6 +596,10 @@ mod tests {
             (S::Running, E::Lose, S::Lost),
             (S::Lost, E::Requeue, S::Queued),
             (S::Lost, E::Fail, S::Failed),
+            (S::Failed, E::Retry, S::Queued),
+            (S::Cancelled, E::Retry, S::Queued),
+            (S::TimedOut, E::Retry, S::Queued),
+            (S::Lost, E::Retry, S::Queued),
         ]
     };
 
@@ -853,6 +929,275 @@ mod tests {
         assert_eq!(j, before);
     }
 
+    /// A job that ran once and failed on its own (FFmpeg's fault), on n1
+    /// under token 5, its attempt measured at `joules`.
+    fn failed_once(max_retries: u32, joules: f64) -> Job {
+        let mut j = job(max_retries);
+        assign(&mut j, &"n1".to_string(), 5, 1_000).unwrap();
+        start(&mut j, 5, Isolation::None, 1_100).unwrap();
+        let mut f = Failure::new(FailureReason::FfmpegError, "exit 1");
+        f.stderr_tail = vec!["bad.mp4: Invalid data found".into()];
+        finish(
+            &mut j,
+            5,
+            Outcome::Failed { failure: f },
+            Some(joules_energy(joules)),
+            2_000,
+            &P,
+            0.5,
+        )
+        .unwrap();
+        j
+    }
+
+    fn joules_energy(joules: f64) -> Energy {
+        Energy::new(
+            vec![crate::model::DomainEnergy {
+                domain: "cpu".into(),
+                source: crate::model::PowerSource::Estimate,
+                joules,
+            }],
+            1.0,
+            None,
+            None,
+        )
+    }
+
+    #[test]
+    fn retry_requeues_the_same_job_keeping_its_attempts() {
+        let mut j = failed_once(3, 10.0);
+        assert!(j.energy.is_some() && j.failure.is_some() && j.node.is_some());
+        let history = j.attempts.clone();
+        retry(&mut j, 77, 3_000).expect("a failed job may be retried");
+        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(j.id, "j1");
+        assert_eq!(j.attempts, history, "the history is kept as it was");
+        assert_eq!((j.attempt, j.token), (1, 5), "attempt and token kept");
+        assert_eq!(
+            (&j.failure, &j.result, &j.energy, &j.node, j.not_before_ms),
+            (&None, &None, &None, &None, None),
+            "cleared; eligible at once"
+        );
+        assert_eq!(
+            j.requeue,
+            Some(Requeue {
+                count: 1,
+                at_ms: 3_000,
+                after_attempt: 1,
+                queue_seq: 77
+            })
+        );
+        assert_eq!(j.queue_seq(), 77);
+        assert_eq!(j.seq, 1, "the submission seq is unchanged");
+        assert_eq!(j.updated_ms, 3_000);
+        check_invariants(&j).unwrap();
+        // The next assignment continues the numbering under a new token.
+        let a = assign(&mut j, &"n2".to_string(), 6, 3_100).unwrap();
+        assert_eq!((a.attempt, a.token), (2, 6));
+        assert_eq!(j.attempts.len(), 2);
+        assert_eq!(j.attempts[0], history[0]);
+        check_invariants(&j).unwrap();
+    }
+
+    #[test]
+    fn retry_is_refused_unless_the_job_ended_without_success() {
+        let succeeded = {
+            let mut j = job(3);
+            assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+            start(&mut j, 1, Isolation::None, 1_000).unwrap();
+            let ok = Outcome::Succeeded {
+                result: JobResult::default(),
+            };
+            finish(&mut j, 1, ok, None, 2_000, &P, 0.0).unwrap();
+            j
+        };
+        let queued = job(3);
+        let mut assigned = job(3);
+        assign(&mut assigned, &"n1".to_string(), 1, 1_000).unwrap();
+        let mut running = assigned.clone();
+        start(&mut running, 1, Isolation::None, 1_000).unwrap();
+        for mut j in [succeeded, queued, assigned, running] {
+            let before = j.clone();
+            let from = j.state;
+            assert_eq!(
+                retry(&mut j, 9, 5_000),
+                Err(JobOpError::Illegal(IllegalTransition {
+                    from,
+                    event: JobEvent::Retry
+                }))
+            );
+            assert_eq!(j, before, "a refused retry changes nothing");
+        }
+        // Cancelled and timed out may be retried, like failed.
+        let mut c = job(3);
+        cancel(&mut c, 1_000).unwrap();
+        retry(&mut c, 9, 2_000).unwrap();
+        assert_eq!(c.state, JobState::Queued);
+        check_invariants(&c).unwrap();
+        let mut t = job(3);
+        assign(&mut t, &"n1".to_string(), 1, 1_000).unwrap();
+        start(&mut t, 1, Isolation::None, 1_000).unwrap();
+        let out = Outcome::TimedOut {
+            failure: Failure::new(FailureReason::Timeout, "slow"),
+        };
+        finish(&mut t, 1, out, None, 2_000, &P, 0.0).unwrap();
+        retry(&mut t, 9, 3_000).unwrap();
+        check_invariants(&t).unwrap();
+        // A second retry of the now queued job is refused.
+        let before = t.clone();
+        assert!(matches!(
+            retry(&mut t, 10, 3_001),
+            Err(JobOpError::Illegal(_))
+        ));
+        assert_eq!(t, before);
+    }
+
+    #[test]
+    fn a_late_result_of_an_attempt_before_the_retry_is_refused() {
+        let mut j = failed_once(3, 1.0);
+        retry(&mut j, 9, 3_000).unwrap();
+        let queued = j.clone();
+        // Before re-assignment the old token is the job's, but it is queued.
+        let ok = Outcome::Succeeded {
+            result: JobResult::default(),
+        };
+        assert!(matches!(
+            finish(&mut j, 5, ok.clone(), None, 3_100, &P, 0.0),
+            Err(JobOpError::Illegal(_))
+        ));
+        assert!(matches!(
+            start(&mut j, 5, Isolation::None, 3_100),
+            Err(JobOpError::Illegal(_))
+        ));
+        assert_eq!(
+            progress(&mut j, 5, Progress::default(), 3_100),
+            Err(JobOpError::NotActive {
+                state: JobState::Queued
+            })
+        );
+        assert_eq!(j, queued);
+        // Once re-assigned, the old token is stale.
+        assign(&mut j, &"n1".to_string(), 8, 3_200).unwrap();
+        let assigned = j.clone();
+        assert_eq!(
+            finish(&mut j, 5, ok, None, 3_300, &P, 0.0),
+            Err(JobOpError::StaleToken { current: 8, got: 5 })
+        );
+        assert_eq!(j, assigned);
+    }
+
+    #[test]
+    fn a_retry_gives_a_fresh_budget_and_backoff_counts_from_it() {
+        // No retries: one transient failure ends the job...
+        let mut j = job(0);
+        assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+        let applied = lose(
+            &mut j,
+            Failure::new(FailureReason::NodeLost, "x"),
+            2_000,
+            &P,
+            0.5,
+        );
+        assert_eq!(applied, Ok(Applied::Terminal(JobState::Failed)));
+        assert_eq!(
+            j.failure.as_ref().map(|f| f.reason),
+            Some(FailureReason::RetriesExhausted)
+        );
+        // ...and after a retry it gets one attempt again.
+        retry(&mut j, 9, 3_000).unwrap();
+        assert_eq!(j.max_attempts(), 2);
+        assign(&mut j, &"n1".to_string(), 2, 3_100).unwrap();
+        check_invariants(&j).unwrap();
+        // With one retry: the first transient failure after the manual
+        // retry is the 1st retry's backoff, not the 2nd's.
+        let mut k = job(1);
+        assign(&mut k, &"n1".to_string(), 1, 1_000).unwrap();
+        lose(
+            &mut k,
+            Failure::new(FailureReason::NodeLost, "x"),
+            1_500,
+            &P,
+            0.5,
+        )
+        .unwrap();
+        assign(&mut k, &"n1".to_string(), 2, 2_000).unwrap();
+        lose(
+            &mut k,
+            Failure::new(FailureReason::NodeLost, "x"),
+            2_500,
+            &P,
+            0.5,
+        )
+        .unwrap();
+        assert_eq!(k.state, JobState::Failed);
+        retry(&mut k, 9, 3_000).unwrap();
+        assign(&mut k, &"n1".to_string(), 3, 3_100).unwrap();
+        let applied = lose(
+            &mut k,
+            Failure::new(FailureReason::NodeLost, "x"),
+            4_000,
+            &P,
+            0.5,
+        );
+        assert_eq!(
+            applied,
+            Ok(Applied::Requeued {
+                not_before_ms: 4_000 + P.delay_ms(1, 0.5)
+            })
+        );
+        check_invariants(&k).unwrap();
+        assign(&mut k, &"n1".to_string(), 4, 9_000_000).unwrap();
+        let applied = lose(
+            &mut k,
+            Failure::new(FailureReason::NodeLost, "x"),
+            9_000_100,
+            &P,
+            0.5,
+        );
+        assert_eq!(applied, Ok(Applied::Terminal(JobState::Failed)));
+        assert_eq!((k.attempt, k.attempts.len()), (4, 4));
+        check_invariants(&k).unwrap();
+    }
+
+    #[test]
+    fn a_retried_jobs_energy_counts_each_attempt_once() {
+        let mut j = failed_once(3, 10.0);
+        assert_eq!(j.energy.as_ref().map(|e| e.energy_joules), Some(10.0));
+        retry(&mut j, 9, 3_000).unwrap();
+        assert_eq!(j.energy, None, "the old total goes with the old ending");
+        assign(&mut j, &"n1".to_string(), 6, 3_100).unwrap();
+        start(&mut j, 6, Isolation::None, 3_200).unwrap();
+        let ok = Outcome::Succeeded {
+            result: JobResult {
+                frames: 30,
+                ..JobResult::default()
+            },
+        };
+        finish(&mut j, 6, ok, Some(joules_energy(4.0)), 4_000, &P, 0.0).unwrap();
+        let e = j.energy.as_ref().expect("energy");
+        assert_eq!(e.energy_joules, 14.0, "10 J + 4 J, each attempt once");
+        assert_eq!(e.measured_s, 2.0);
+        // The efficiency report takes the succeeding attempt only.
+        let r = crate::report::efficiency([&j]);
+        assert_eq!(r.jobs_considered, 1);
+    }
+
+    #[test]
+    fn a_lost_record_left_by_a_crash_may_be_retried() {
+        let mut j = job(3);
+        assign(&mut j, &"n1".to_string(), 1, 1_000).unwrap();
+        // What an older version could leave on disk: lost, attempt open.
+        j.state = JobState::Lost;
+        retry(&mut j, 9, 2_000).unwrap();
+        assert_eq!(j.state, JobState::Queued);
+        assert!(matches!(
+            j.attempts[0].outcome,
+            Some(Outcome::Transient { .. })
+        ));
+        assert_eq!(j.attempts[0].ended_ms, Some(2_000));
+        check_invariants(&j).unwrap();
+    }
+
     fn event_strategy() -> impl Strategy<Value = JobEvent> {
         proptest::sample::select(JobEvent::ALL.to_vec())
     }
@@ -870,6 +1215,7 @@ mod tests {
         Transient { stale: bool },
         Lose,
         Cancel,
+        Retry,
     }
 
     fn op_strategy() -> impl Strategy<Value = Op> {
@@ -885,6 +1231,7 @@ mod tests {
             3 => s().prop_map(|stale| Op::Transient { stale }),
             2 => Just(Op::Lose),
             1 => Just(Op::Cancel),
+            2 => Just(Op::Retry),
         ]
     }
 
@@ -897,7 +1244,7 @@ mod tests {
             for e in events {
                 match transition(state, e) {
                     Ok(to) => {
-                        prop_assert!(!state.is_terminal());
+                        prop_assert!(!state.is_terminal() || e == JobEvent::Retry);
                         prop_assert!(LEGAL.contains(&(state, e, to)));
                         state = to;
                     }
@@ -910,12 +1257,16 @@ mod tests {
         }
 
         #[test]
-        fn terminal_states_absorb(
+        fn terminal_states_accept_only_a_retry_and_succeeded_nothing(
             from in proptest::sample::select(JobState::ALL.to_vec()),
             e in event_strategy(),
         ) {
             if from.is_terminal() {
-                prop_assert!(transition(from, e).is_err());
+                let retryable = e == JobEvent::Retry && from != JobState::Succeeded;
+                prop_assert_eq!(transition(from, e).is_ok(), retryable);
+                if retryable {
+                    prop_assert_eq!(transition(from, e), Ok(JobState::Queued));
+                }
             }
         }
 
@@ -926,6 +1277,7 @@ mod tests {
         ) {
             let mut j = job(max_retries);
             let mut next_token = 1u64;
+            let mut next_queue_seq = 100u64;
             let mut now = 1_000u64;
             let mut was_terminal = None;
             for (op, jitter) in ops {
@@ -953,8 +1305,27 @@ mod tests {
                     Op::Transient { stale } => finish(&mut j, tok(stale), transient(FailureReason::WorkerCrash), None, now, &P, jitter).map(|_| ()),
                     Op::Lose => lose(&mut j, f(FailureReason::NodeLost), now, &P, jitter).map(|_| ()),
                     Op::Cancel => cancel(&mut j, now).map(|_| ()),
+                    Op::Retry => {
+                        next_queue_seq += 1;
+                        retry(&mut j, next_queue_seq, now)
+                    }
                 };
+                let retried = matches!(op, Op::Retry) && res.is_ok();
                 match res {
+                    Ok(()) if retried => {
+                        // Only a job that ended without success; the same
+                        // job with its history, queued and eligible now.
+                        prop_assert!(matches!(
+                            before.state,
+                            JobState::Failed | JobState::Cancelled | JobState::TimedOut
+                        ));
+                        prop_assert_eq!(j.state, JobState::Queued);
+                        prop_assert_eq!(&j.attempts, &before.attempts);
+                        prop_assert_eq!((j.attempt, j.token), (before.attempt, before.token));
+                        prop_assert_eq!(j.not_before_ms, None);
+                        prop_assert_eq!(j.max_attempts(), j.attempt + max_retries + 1);
+                        was_terminal = None;
+                    }
                     Ok(()) => {
                         if let Some(t) = was_terminal {
                             prop_assert!(false, "terminal job {:?} changed by {:?}", t, op);

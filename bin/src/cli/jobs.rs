@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
-use ffrtmp_runtime::model::{Codec, Input, Job, JobState, Outcome, Output, Priority};
+use ffrtmp_actors::admin::JobLogs;
+use ffrtmp_runtime::model::{Codec, Input, Job, JobState, Output, Priority};
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
 
@@ -30,15 +31,15 @@ pub enum JobsCmd {
         /// The job's id.
         id: String,
     },
-    /// Run a finished job again, as a new job with the same spec (the API has no retry route).
+    /// Queue a failed, cancelled or timed-out job again: the same job (same id), a fresh retry budget.
     Retry {
-        /// The finished job's id.
+        /// The job's id.
         id: String,
-        /// Follow the new job to its end (exit 1 if it does not succeed).
+        /// Follow the job to its end (exit 1 if it does not succeed).
         #[arg(long)]
         wait: bool,
     },
-    /// FFmpeg's last stderr lines of each failed attempt (what the API keeps).
+    /// FFmpeg's last stderr lines of each attempt (what the master keeps: failed attempts only).
     Logs {
         /// The job's id.
         id: String,
@@ -166,7 +167,8 @@ fn submit(client: &Client, args: &SubmitArgs, format: Format) -> CliResult<Exit>
     };
     let body = build_body(base, args)?;
     let (job, raw) = post_job(client, &body)?;
-    finish_submit(client, job, raw, args.wait, format)
+    let headline = job.id.clone();
+    follow_job(client, job, raw, args.wait, format, &headline)
 }
 
 /// POST /v1/jobs: the new job.
@@ -176,17 +178,19 @@ fn post_job(client: &Client, body: &Value) -> CliResult<(Job, Value)> {
     Ok((job, raw))
 }
 
-/// Print a new job (and follow it with `--wait`).
-fn finish_submit(
+/// Print a job the master just queued, `headline` in table mode (and follow
+/// it with `--wait`).
+fn follow_job(
     client: &Client,
     job: Job,
     raw: Value,
     wait: bool,
     format: Format,
+    headline: &str,
 ) -> CliResult<Exit> {
     if !wait {
         match format {
-            Format::Table => output::line(&job.id),
+            Format::Table => output::line(headline),
             Format::Json => output::json(&raw),
         }
         return Ok(Exit::Ok);
@@ -194,7 +198,7 @@ fn finish_submit(
     let ids = [job.id.clone()];
     match format {
         Format::Table => {
-            output::line(&job.id);
+            output::line(headline);
             let followed = watch::follow_all(client, &ids, Show::Bars);
             watch::summary(&followed).print();
             Ok(watch::exit_of(&followed))
@@ -499,6 +503,18 @@ fn describe(j: &Job) {
         },
     ));
     rows.push(("retries", format!("up to {}", j.spec.max_retries)));
+    if let Some(r) = &j.requeue {
+        let ago = ffrtmp_actors::now_ms().saturating_sub(r.at_ms) as f64 / 1000.0;
+        rows.push((
+            "requeued",
+            format!(
+                "{} time(s) by a retry, the last {} ago, after attempt {}",
+                r.count,
+                output::duration(ago),
+                r.after_attempt
+            ),
+        ));
+    }
     if let Some(i) = &j.isolation {
         rows.push(("isolation", output::name(i)));
     }
@@ -575,112 +591,58 @@ fn cancel(client: &Client, id: &str, format: Format) -> CliResult<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The POST /v1/jobs body that asks for `job`'s spec again.
-pub fn resubmission(job: &Job) -> CliResult<Value> {
-    let s = &job.spec;
-    let mut limits = to_value(&s.resource_limits)?;
-    if let Value::Object(m) = &mut limits {
-        m.retain(|_, v| !v.is_null());
-    }
-    let mut body = json!({
-        "width": s.encode.width,
-        "height": s.encode.height,
-        "fps": s.encode.fps,
-        "codec": s.encode.codec.as_str(),
-        "bitrate": s.encode.bitrate_kbps,
-        "preset": s.encode.preset,
-        "input": to_value(&s.input)?,
-        "output": to_value(&s.output)?,
-        "priority": s.priority.as_str(),
-        "resource_limits": limits,
-        "max_retries": s.max_retries,
-    });
-    if let Some(sc) = &s.scenario {
-        body["scenario"] = Value::from(sc.clone());
-    }
-    Ok(body)
-}
-
-/// A model value as JSON, for a request body.
-fn to_value<T: serde::Serialize>(v: &T) -> CliResult<Value> {
-    serde_json::to_value(v)
-        .map_err(|e| CliError::new(Exit::Server, format!("cannot encode the spec: {e}")))
-}
-
+/// POST /v1/jobs/{id}/retry: the same job, queued again. A job that is not
+/// failed, cancelled or timed out is refused by the master (409, exit 6).
 fn retry(client: &Client, id: &str, wait: bool, format: Format) -> CliResult<Exit> {
-    let (old, _) = get_job(client, id)?;
-    if !old.state.is_terminal() {
-        return Err(CliError::new(
-            Exit::Refused,
-            format!(
-                "job {id} is {}; only a finished job can be retried",
-                old.state.as_str()
-            ),
-        ));
-    }
-    let body = resubmission(&old)?;
-    let (job, raw) = post_job(client, &body)?;
-    if format == Format::Table {
-        eprintln!(
-            "job {id} ({}) submitted again as a new job:",
-            old.state.as_str()
-        );
-    }
-    finish_submit(client, job, raw, wait, format)
+    let (_, raw) = client.post(&["v1", "jobs", id, "retry"], &[], None)?;
+    let job = parse_job(&raw)?;
+    let headline = format!(
+        "job {} is queued again (retry {}; its attempt {} comes next)",
+        job.id,
+        job.requeue.as_ref().map_or(1, |r| r.count),
+        job.attempt.saturating_add(1)
+    );
+    follow_job(client, job, raw, wait, format, &headline)
 }
 
+/// GET /v1/jobs/{id}/logs: each attempt's outcome and FFmpeg's last stderr
+/// lines, as the master keeps them.
 fn logs(client: &Client, id: &str, format: Format) -> CliResult<Exit> {
-    let (job, raw) = get_job(client, id)?;
+    let raw = client.get(&["v1", "jobs", id, "logs"], &[])?;
     if format == Format::Json {
-        output::json(&json!({
-            "id": job.id,
-            "state": job.state,
-            "attempts": raw["attempts"],
-            "failure": raw["failure"],
-        }));
+        output::json(&raw);
         return Ok(Exit::Ok);
     }
+    let logs: JobLogs = serde_json::from_value(raw)
+        .map_err(|e| unexpected("GET /v1/jobs/{id}/logs", &format!("it does not parse: {e}")))?;
     let mut any_lines = false;
-    for a in &job.attempts {
-        let (what, failure) = match &a.outcome {
-            None => ("in progress".to_string(), None),
-            Some(Outcome::Succeeded { .. }) => ("succeeded".to_string(), None),
-            Some(Outcome::Cancelled) => ("cancelled".to_string(), None),
-            Some(Outcome::Failed { failure }) => ("failed".to_string(), Some(failure)),
-            Some(Outcome::Transient { failure }) => {
-                ("failed (transient)".to_string(), Some(failure))
-            }
-            Some(Outcome::TimedOut { failure }) => ("timed out".to_string(), Some(failure)),
+    for a in &logs.attempts {
+        let what = match a.outcome.as_deref() {
+            None => "in progress",
+            Some("transient") => "failed (transient)",
+            Some("timed_out") => "timed out",
+            Some(other) => other,
         };
         let mut head = format!("attempt {} on {}: {what}", a.attempt, a.node);
-        if let Some(f) = failure {
-            head.push_str(&format!(": {}: {}", output::name(&f.reason), f.message));
-            if let Some(c) = f.exit_code {
-                head.push_str(&format!(" (exit {c})"));
-            }
-            if let Some(s) = f.signal {
-                head.push_str(&format!(" (signal {s})"));
-            }
+        if let (Some(reason), Some(message)) = (&a.reason, &a.message) {
+            head.push_str(&format!(": {}: {message}", output::name(reason)));
+        }
+        if let Some(c) = a.exit_code {
+            head.push_str(&format!(" (exit {c})"));
+        }
+        if let Some(s) = a.signal {
+            head.push_str(&format!(" (signal {s})"));
         }
         output::line(&head);
-        for l in failure.map(|f| f.stderr_tail.as_slice()).unwrap_or(&[]) {
+        for l in &a.stderr_tail {
             output::line(&format!("  | {l}"));
-            any_lines = true;
-        }
-    }
-    if let Some(f) = &job.failure {
-        if !f.stderr_tail.is_empty() && !any_lines {
-            output::line(&format!("job: {}: {}", output::name(&f.reason), f.message));
-            for l in &f.stderr_tail {
-                output::line(&format!("  | {l}"));
-            }
             any_lines = true;
         }
     }
     if !any_lines {
         eprintln!(
-            "no FFmpeg output kept for job {id}: the API keeps the last stderr lines of failed \
-             attempts only"
+            "no FFmpeg output kept for job {id}: the master keeps the last stderr lines of \
+             failed, transient and timed-out attempts only"
         );
     }
     Ok(Exit::Ok)
@@ -759,25 +721,5 @@ mod tests {
         // No output named: encode and discard.
         let body = build_body(None, &SubmitArgs::default()).expect("body");
         assert_eq!(body, json!({"output": {"type": "null"}}));
-    }
-
-    #[test]
-    fn a_resubmission_parses_back_to_the_same_spec() {
-        let dir = tempfile::tempdir().expect("dir");
-        let roots =
-            ffrtmp_runtime::spec::MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
-        let body = json!({
-            "scenario": "480p30-vp9", "width": 320, "height": 180, "preset": "good",
-            "input": {"type": "testsrc", "duration_s": 3},
-            "output": {"type": "file", "path": "o.webm"},
-            "priority": "batch", "resource_limits": {"stall_timeout_s": 9}, "max_retries": 0
-        });
-        let spec = ffrtmp_runtime::spec::parse_job_request(body.to_string().as_bytes(), &roots)
-            .expect("spec");
-        let job = Job::new("j".into(), 1, spec.clone(), 0);
-        let again = resubmission(&job).expect("body");
-        let spec2 = ffrtmp_runtime::spec::parse_job_request(again.to_string().as_bytes(), &roots)
-            .expect("resubmission parses");
-        assert_eq!(spec, spec2);
     }
 }
