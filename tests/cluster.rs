@@ -324,6 +324,36 @@ fn a_worker_given_the_masters_host_name_joins_and_runs_a_job() {
 }
 
 #[test]
+fn a_worker_with_metrics_listen_serves_its_own_metrics() {
+    let _g = serial();
+    let mut c = Cluster::start(0);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    c.add_worker_with(0, true, &["--metrics-listen", &listen]);
+    c.wait_nodes(1);
+    let http = reqwest::blocking::Client::new();
+    // The sampler's cycle histogram exists only in the worker's process.
+    let text = wait_for("the worker's sampler histogram", LONG, || {
+        let r = http.get(format!("http://{listen}/metrics")).send().ok()?;
+        let text = r.text().ok()?;
+        text.contains("ffrtmp_power_sampler_cycle_seconds_count")
+            .then_some(text)
+    });
+    assert!(
+        !text.contains("ffrtmp_queue_depth"),
+        "the master's metrics are not the worker's: {text}"
+    );
+    let health = http
+        .get(format!("http://{listen}/healthz"))
+        .send()
+        .expect("GET /healthz");
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[test]
 fn a_worker_with_every_core_encoding_is_never_declared_lost() {
     let _g = serial();
     let c = Cluster::start_with(1, 2);

@@ -148,6 +148,11 @@ struct NodeFlags {
     /// Once the HTTP API listens, write its address to this file (useful with `--http 127.0.0.1:0`).
     #[arg(long, env = "FFRTMP_HTTP_ADDR_FILE")]
     http_addr_file: Option<PathBuf>,
+    /// worker: serve Prometheus `/metrics` (and `/healthz`) on this address, without a key
+    /// (bind it to an address only your Prometheus reaches). Default: no listener (the master
+    /// exports the workers' power and energy).
+    #[arg(long, env = "FFRTMP_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Seconds between SIGTERM and SIGKILL when a job is cancelled or times out.
     #[arg(long, default_value_t = 2.0, env = "FFRTMP_KILL_GRACE_S")]
     kill_grace_s: f64,
@@ -468,8 +473,14 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
         },
         drain_deadline: Duration::from_secs(flags.drain_deadline_s),
     };
+    let metrics = match flags.metrics_listen {
+        Some(addr) => Some(serve_worker_metrics(addr, cfg.metrics.clone()).await?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(cluster::run_worker(net, config, stop_rx));
+    // Stop serving metrics when this function returns, however it does.
+    let _metrics = metrics.map(AbortOnDrop);
     tokio::pin!(worker);
     tokio::select! {
         r = stop_signal() => r?,
@@ -488,6 +499,49 @@ async fn run_worker(flags: NodeFlags) -> anyhow::Result<()> {
     let _ = worker.await;
     remove_cgroup_parent(&cgroups);
     Ok(())
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A worker's own Prometheus listener (`--metrics-listen`): `/metrics` with
+/// what only the worker sees (FFmpeg spawn failures, the sampler's cycle
+/// histogram), and `/healthz`. Binds before returning, so a taken address
+/// fails the start.
+async fn serve_worker_metrics(
+    addr: SocketAddr,
+    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::{http::header, routing::get, Router};
+    let handle = handle.context(
+        "--metrics-listen: another metrics recorder is installed in this process, so there is \
+         nothing to serve",
+    )?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = handle.render();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(metrics = %bound, "serving /metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    }))
 }
 
 fn remove_cgroup_parent(cgroups: &ffrtmp_runtime::cgroup::CgroupManager) {
@@ -719,6 +773,7 @@ mod tests {
             keep_alive_ms = 5
             idle_timeout_ms = 6
             http_addr_file = "/ha"
+            metrics_listen = "127.0.0.1:4"
             kill_grace_s = 0.5
             lease_ms = 7000
             power_source = "estimate"
@@ -744,6 +799,7 @@ mod tests {
         assert_eq!(f.media_roots, [Path::new("/m1"), Path::new("/m2")]);
         assert_eq!(f.api_key.as_deref(), Some("k"));
         assert_eq!(f.join_token.as_deref(), Some("t"));
+        assert_eq!(f.metrics_listen, Some(addr("127.0.0.1:4")));
         assert_eq!(f.master, Some(addr("127.0.0.1:3").into()));
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
