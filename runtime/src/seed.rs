@@ -36,11 +36,12 @@ pub const DEFAULT_DURATION_S: f64 = 10.0;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, expecting = "a JSON object")]
 pub struct SeedRequest {
-    /// `<resolution>[<fps>]-<codec>`: resolutions 480p, 720p, 1080p, 1440p,
-    /// 2160p or 4K; fps default 30; codecs h264, h265 (hevc), vp9, av1.
+    /// `<resolution>[<fps>]-<codec>`, any case: resolutions 480p, 720p,
+    /// 1080p, 1440p, 2160p or 4K; fps 1-240, default 30; codecs h264, h265
+    /// (hevc), vp9, av1.
     #[schema(
         example = "4K60-h264",
-        pattern = "^(480p|720p|1080p|1440p|2160p|4[Kk])[0-9]*-(h264|h265|hevc|vp9|av1)$"
+        pattern = "^(480[pP]|720[pP]|1080[pP]|1440[pP]|2160[pP]|4[kK])(0*([1-9]|[1-9][0-9]|1[0-9][0-9]|2[0-3][0-9]|240))?-([hH]26[45]|[hH][eE][vV][cC]|[vV][pP]9|[aA][vV]1)$"
     )]
     pub scenario: String,
     /// The test pattern's length and the bitrate.
@@ -59,10 +60,11 @@ pub struct SeedRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, expecting = "a JSON object")]
 pub struct SeedParameters {
-    /// Seconds of test pattern (default 10).
+    /// Seconds of test pattern (default 10), at most a day.
+    #[schema(exclusive_minimum = 0.0, maximum = 86_400.0)]
     pub duration: Option<f64>,
     /// `"5000k"`, `"10M"`, or kbit/s as a number.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = spec::bitrate_schema)]
     pub bitrate: Option<Value>,
 }
 
@@ -176,6 +178,16 @@ pub fn parse_seed_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, Fi
             None,
             "request body must be a JSON object",
         ));
+    }
+    // serde would read a struct from an array too (`[30, "5M"]`): the Go
+    // shape is an object, and anything else is refused by name.
+    if let Some(p) = value.get("parameters") {
+        if !(p.is_object() || p.is_null()) {
+            return Err(FieldError::invalid(
+                "parameters",
+                "`parameters` must be a JSON object: {\"duration\", \"bitrate\"}",
+            ));
+        }
     }
     let raw: SeedRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
         let path = e.path().to_string();
@@ -347,9 +359,72 @@ mod tests {
                 "parameters.output_mode",
             ),
             (json!({"scenario": "720p30-h264", "extra": 1}), "extra"),
+            // Found by schemathesis: serde reads a struct from an array.
+            (
+                json!({"scenario": "720p30-h264", "parameters": [null, null]}),
+                "parameters",
+            ),
+            (
+                json!({"scenario": "720p30-h264", "parameters": [30, "5M"]}),
+                "parameters",
+            ),
+            (
+                json!({"scenario": "720p30-h264", "parameters": 5}),
+                "parameters",
+            ),
+            // The rate the schema's pattern allows is 1-240.
+            (json!({"scenario": "4k241-hevc"}), "scenario"),
+            (json!({"scenario": "4k73041-hevc"}), "scenario"),
+            (json!({"scenario": "720p0-h264"}), "scenario"),
         ] {
             let e = parse(body.clone()).expect_err(&body.to_string());
             assert_eq!(e.field.as_deref(), Some(field), "{body}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn the_parameters_schema_states_the_parsers_limits() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(SeedParameters::schema()).expect("serialises");
+        let d = &schema["properties"]["duration"];
+        assert_eq!(d["exclusiveMinimum"].as_f64(), Some(0.0), "{schema}");
+        assert_eq!(
+            d["maximum"].as_f64(),
+            Some(spec::MAX_TESTSRC_DURATION_S),
+            "{schema}"
+        );
+        let b = &schema["properties"]["bitrate"];
+        assert!(
+            b["anyOf"].as_array().is_some_and(|a| a.len() == 3),
+            "{schema}"
+        );
+        // The edges themselves.
+        for (duration, ok) in [
+            (0.0, false),
+            (0.001, true),
+            (86_400.0, true),
+            (86_400.5, false),
+        ] {
+            let r = parse(json!({"scenario": "720p30-h264", "parameters": {"duration": duration}}));
+            assert_eq!(r.is_ok(), ok, "{duration}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn what_the_schema_pattern_allows_is_accepted() {
+        // The edges of the documented pattern: any case, leading zeros,
+        // rates 1 and 240, no rate, null parameters.
+        for scenario in [
+            "4K240-H264",
+            "4k1-hEvC",
+            "480P-vp9",
+            "720p060-AV1",
+            "1440p30-h265",
+            "2160p-h264",
+        ] {
+            let spec = parse(json!({"scenario": scenario, "parameters": null}))
+                .unwrap_or_else(|e| panic!("{scenario}: {e:?}"));
+            assert!(spec.encode.fps >= 1, "{scenario}");
         }
     }
 

@@ -945,6 +945,12 @@ impl utoipa::PartialSchema for JobRequest {
     }
 }
 
+/// The schema of a `bitrate` value (an integer of kbit/s or a string such as
+/// `"2500k"`), for other request shapes that take one (the Go-seed alias).
+pub fn bitrate_schema() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::Schema::AnyOf(request_schema::bitrate().build())
+}
+
 mod request_schema {
     use serde_json::Value;
     use utoipa::openapi::schema::{
@@ -1180,7 +1186,7 @@ mod request_schema {
             )
     }
 
-    fn bitrate() -> AnyOfBuilder {
+    pub(super) fn bitrate() -> AnyOfBuilder {
         let (lo, hi) = BITRATE_KBPS_RANGE;
         AnyOfBuilder::new()
             .description(Some(
