@@ -211,18 +211,6 @@ pub async fn run(
         );
     }
     println!();
-    if keep {
-        println!(
-            "Output file: {} (play it with ffplay; remove {} when done)",
-            media.join("demo-720p.mp4").display(),
-            dir.display()
-        );
-    } else {
-        println!(
-            "Removing {} (run `ffrtmp demo --keep` to keep it and the encoded file).",
-            dir.display()
-        );
-    }
     // Say where the figures came from, and whether they are measurements.
     if let Some(j) = finals.iter().flatten().find(|j| j["energy"].is_object()) {
         if j["energy"]["estimate"] == true {
@@ -236,6 +224,18 @@ pub async fn run(
                 j["energy"]["energy_source"].as_str().unwrap_or("?")
             );
         }
+    }
+    if keep {
+        println!(
+            "Output file: {} (play it with ffplay; remove {} when done)",
+            media.join("demo-720p.mp4").display(),
+            dir.display()
+        );
+    } else {
+        println!(
+            "Removing {} (run `ffrtmp demo --keep` to keep it and the encoded file).",
+            dir.display()
+        );
     }
     node.shutdown().await;
     if keep {
