@@ -33,14 +33,16 @@ impl Proc {
             .append(true)
             .open(&self.log)
             .expect("log");
+        // A 1 s kill grace unless the caller chose one (benches/failure_detection.rs).
+        let grace: &[&str] = if self.args.iter().any(|a| a == "--kill-grace-s") {
+            &[]
+        } else {
+            &["--kill-grace-s", "1"]
+        };
         let child = Command::new(BIN)
             .args(&self.args)
-            .args([
-                "--cgroup-parent",
-                &self.cgroup_parent,
-                "--kill-grace-s",
-                "1",
-            ])
+            .args(["--cgroup-parent", &self.cgroup_parent])
+            .args(grace)
             .env("FFRTMP_LOG", "info")
             .env_remove("FFRTMP_API_KEY")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
