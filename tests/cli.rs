@@ -761,6 +761,17 @@ fn demo_runs_the_sample_jobs_and_leaves_nothing_behind() {
         .collect();
     assert_eq!(left, Vec::<String>::new(), "processes left");
 
+    // No FFmpeg on PATH (and no apt-get to install it with): the exact
+    // command to run, exit 1, and nothing started.
+    let out = run(&["demo"], &[("PATH", "/nonexistent")], "", LONG);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("sudo apt-get update && sudo apt-get install -y ffmpeg"),
+        "{out:?}"
+    );
+    assert!(!out.stdout.contains("standalone node"), "{out:?}");
+
     let out = run(&["demo", "--duration", "0.5", "--keep"], &[], "", LONG);
     ok(&out);
     let dir = data_dir(&out);
