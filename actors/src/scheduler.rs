@@ -93,8 +93,11 @@ pub struct SchedulerArgs {
 /// The default of [`SchedulerArgs::max_commit_batch`].
 pub const DEFAULT_MAX_COMMIT_BATCH: usize = 4096;
 
-/// The default of [`SchedulerArgs::commit_interval`]: 500 µs.
-pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_micros(500);
+/// The default of [`SchedulerArgs::commit_interval`]: none, flushes run
+/// back to back (a flush covers the writes made while the previous one
+/// ran). A spacing helps where flushes are much faster than the writes
+/// arrive (docs/BENCHMARKS.md, "Scheduling throughput").
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::ZERO;
 
 impl SchedulerArgs {
     /// A scheduler over `store` with the defaults of `ffrtmp-node`: a fresh
