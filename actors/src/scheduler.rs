@@ -211,10 +211,17 @@ pub enum SchedulerMsg {
     HttpAddr(RpcReplyPort<Option<std::net::SocketAddr>>),
     /// A fence may have expired (the scheduler's own timer).
     Fence,
-    /// From the scheduler's own durability waiter: every write up to the
+    /// From the scheduler's own durability waiter: every write up to a
     /// mark is durable (or the flush failed), so the effects held back for
-    /// them can go.
-    Durable(WriteMark, Result<(), String>),
+    /// them can go. Only the scheduler can make one (the fields are
+    /// private): a forged one would release effects early.
+    Durable(Durable),
+}
+
+/// What a [`SchedulerMsg::Durable`] carries; made by the scheduler only.
+pub struct Durable {
+    mark: WriteMark,
+    result: Result<(), String>,
 }
 
 /// Something a transition licenses, held back until the transition is
@@ -223,7 +230,7 @@ enum Effect {
     /// A message to a worker, on the link it had when the effect was made.
     Send(ActorRef<NodeLinkMsg>, ToWorker),
     /// A job update for watchers.
-    Publish(UpdateKind, Job),
+    Publish(UpdateKind, Box<Job>),
     /// The reply to a cancel that changed the job.
     CancelReply(RpcReplyPort<CancelReply>, CancelReply),
 }
@@ -342,7 +349,7 @@ fn queued(job: &Job) -> QueuedJob {
 impl SchedulerState {
     /// Publish a job update once every write made so far is durable.
     fn publish(&mut self, kind: UpdateKind, job: &Job) {
-        self.hold(Effect::Publish(kind, job.clone()));
+        self.hold(Effect::Publish(kind, Box::new(job.clone())));
     }
 
     /// Write a job without waiting for the flush; what the write licenses
@@ -403,9 +410,9 @@ impl SchedulerState {
         let store = self.store.clone();
         let me = myself.clone();
         tokio::spawn(async move {
-            let r = store.wait_mark(mark).await.map_err(|e| e.to_string());
+            let result = store.wait_mark(mark).await.map_err(|e| e.to_string());
             // A scheduler that stopped meanwhile drops its held effects.
-            let _ = me.cast(SchedulerMsg::Durable(mark, r));
+            let _ = me.cast(SchedulerMsg::Durable(Durable { mark, result }));
         });
     }
 
@@ -973,7 +980,7 @@ impl SchedulerActor {
             SchedulerMsg::Sync(reply) => {
                 let _ = reply.send(());
             }
-            SchedulerMsg::Durable(mark, result) => {
+            SchedulerMsg::Durable(Durable { mark, result }) => {
                 state.waiting_for = None;
                 if let Err(e) = result {
                     // Nothing held may go: the writes may not be on disk.
@@ -1157,6 +1164,11 @@ impl Actor for SchedulerActor {
         myself: ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        // What is durable may still go (acknowledgements, assignments); a
+        // failed flush releases nothing.
+        if let Err(e) = state.commit().await {
+            tracing::warn!(error = %e, "held messages dropped at stop: the store did not flush");
+        }
         // Children first, so the lost-node path does not run for links we close.
         state.admin_args = None;
         myself
