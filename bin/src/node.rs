@@ -731,6 +731,8 @@ mod tests {
             http_addr_file = "/ha"
             kill_grace_s = 0.5
             lease_ms = 7000
+            max_commit_batch = 64
+            commit_interval_us = 250
             power_source = "estimate"
             powercap_root = "/pc"
             power_sample_hz = 2
@@ -758,6 +760,7 @@ mod tests {
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
         assert_eq!(f.estimate_max_watts, Some(20.0));
+        assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
     }
