@@ -43,6 +43,11 @@ pub const JOB_ENERGY_JOULES: &str = "ffrtmp_job_energy_joules_total";
 pub const NODE_SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_node_power_sampler_cycle_seconds";
 /// Duration of one power sampling cycle (worker side).
 pub const SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_power_sampler_cycle_seconds";
+/// Flushes of the master's job store (group commit), emitted by the store.
+pub const STORE_FLUSHES: &str = ffrtmp_runtime::store::STORE_FLUSHES;
+/// Durable writes covered by those flushes; over [`STORE_FLUSHES`], the
+/// mean batch of a flush.
+pub const STORE_FLUSHED_WRITES: &str = ffrtmp_runtime::store::STORE_FLUSHED_WRITES;
 
 const SAMPLER_BUCKETS: [f64; 10] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,
@@ -122,6 +127,11 @@ fn describe() {
         SAMPLER_CYCLE_SECONDS,
         metrics::Unit::Seconds,
         "Duration of one power sampling cycle."
+    );
+    metrics::describe_counter!(STORE_FLUSHES, "Flushes (fsyncs) of the master's job store.");
+    metrics::describe_counter!(
+        STORE_FLUSHED_WRITES,
+        "Durable writes made durable by those flushes (their sum of batch sizes)."
     );
 }
 

@@ -6,6 +6,18 @@
 //! Talk to it with [`SchedulerMsg`]; [`crate::embed`] wraps the messages an
 //! embedding application needs (submit, subscribe, attach a worker).
 //!
+//! Group commit: the scheduler writes each transition to the store without
+//! waiting for the flush ([`Store::put_marked`]) and holds back what the
+//! transition licenses (an `Assign` or `Ack` to a worker, a cancel's reply,
+//! the job update published to watchers) until a flush covering the write
+//! has completed; then it releases them in the order they were made. One
+//! flush runs at a time (the store's flusher), and every write made while
+//! it runs joins the next, so the batch grows with the load. Nothing leaves
+//! the master before the write that justifies it is durable (DESIGN.md §4,
+//! §7). [`SchedulerArgs::max_commit_batch`] bounds the writes held back: at
+//! that many the scheduler waits for the flush in line (1: a flush per
+//! write, the scheduler waiting on each).
+//!
 //! Restart policy:
 //! - `NodeLink`: never restarted by the master; a link is re-created only
 //!   when its worker connects again. Its end (clean or failed) starts the
@@ -30,7 +42,7 @@ use ffrtmp_runtime::model::{
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
 use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
-use ffrtmp_runtime::store::Store;
+use ffrtmp_runtime::store::{Store, WriteMark};
 use ffrtmp_runtime::supervision::RestartIntensity;
 use ffrtmp_runtime::wire::{AttemptRef, Capabilities, ToMaster, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -66,7 +78,26 @@ pub struct SchedulerArgs {
     /// jobs when it runs out, and a silent node's attempts are held back
     /// until then (docs/PROTOCOL.md, "Leases").
     pub lease: Duration,
+    /// Group commit: at most this many writes wait for a flush while the
+    /// scheduler goes on; at the limit it waits for the flush itself. 1
+    /// makes every transition wait for its own flush. Default
+    /// [`DEFAULT_MAX_COMMIT_BATCH`]; 0 counts as 1.
+    pub max_commit_batch: usize,
+    /// Group commit: store flushes start at most once per this interval
+    /// (`Store::set_min_flush_interval`; the scheduler sets it on its store
+    /// at start). Zero flushes back to back. Default
+    /// [`DEFAULT_COMMIT_INTERVAL`].
+    pub commit_interval: Duration,
 }
+
+/// The default of [`SchedulerArgs::max_commit_batch`].
+pub const DEFAULT_MAX_COMMIT_BATCH: usize = 4096;
+
+/// The default of [`SchedulerArgs::commit_interval`]: none, flushes run
+/// back to back (a flush covers the writes made while the previous one
+/// ran). A spacing helps where flushes are much faster than the writes
+/// arrive (docs/BENCHMARKS.md, "Scheduling throughput").
+pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::ZERO;
 
 impl SchedulerArgs {
     /// A scheduler over `store` with the defaults of `ffrtmp-node`: a fresh
@@ -79,8 +110,23 @@ impl SchedulerArgs {
             retry: RetryPolicy::default(),
             admin: None,
             lease: Duration::from_millis(lease::DEFAULT_LEASE_MS),
+            max_commit_batch: DEFAULT_MAX_COMMIT_BATCH,
+            commit_interval: DEFAULT_COMMIT_INTERVAL,
         }
     }
+}
+
+/// What a retry request did.
+#[derive(Debug, Clone)]
+pub enum RetryReply {
+    /// The job was re-queued (the same id) and is stored as `queued`; this is
+    /// the job as stored.
+    Requeued(Box<Job>),
+    /// The job is in a state a retry does not apply to (anything but
+    /// `failed`, `cancelled`, `timed_out` and `lost`); nothing changed.
+    NotRetryable(Box<Job>),
+    /// No job has that id.
+    NotFound,
 }
 
 /// What a cancel request did.
@@ -93,19 +139,6 @@ pub enum CancelReply {
     /// The job had already reached a terminal state (or could not be
     /// cancelled from the one it is in); nothing changed.
     AlreadyFinished(Box<Job>),
-    /// No job has that id.
-    NotFound,
-}
-
-/// What a retry request did.
-#[derive(Debug, Clone)]
-pub enum RetryReply {
-    /// The job was re-queued (the same id) and is stored as `queued`; this is
-    /// the job as stored.
-    Requeued(Box<Job>),
-    /// The job is in a state a retry does not apply to (anything but
-    /// `failed`, `cancelled`, `timed_out` and `lost`); nothing changed.
-    NotRetryable(Box<Job>),
     /// No job has that id.
     NotFound,
 }
@@ -198,6 +231,49 @@ pub enum SchedulerMsg {
     HttpAddr(RpcReplyPort<Option<std::net::SocketAddr>>),
     /// A fence may have expired (the scheduler's own timer).
     Fence,
+    /// From the scheduler's own durability waiter: every write up to a
+    /// mark is durable (or the flush failed), so the effects held back for
+    /// them can go. Only the scheduler can make one (the fields are
+    /// private): a forged one would release effects early.
+    Durable(Durable),
+}
+
+/// What a [`SchedulerMsg::Durable`] carries; made by the scheduler only.
+pub struct Durable {
+    mark: WriteMark,
+    result: Result<(), String>,
+}
+
+/// Something a transition licenses, held back until the transition is
+/// durable (group commit).
+enum Effect {
+    /// A message to a worker, on the link it had when the effect was made.
+    Send(ActorRef<NodeLinkMsg>, ToWorker),
+    /// A job update for watchers.
+    Publish(UpdateKind, Box<Job>),
+    /// The reply to a cancel that changed the job.
+    CancelReply(RpcReplyPort<CancelReply>, CancelReply),
+    /// The reply to a retry that re-queued the job.
+    RetryReply(RpcReplyPort<RetryReply>, RetryReply),
+}
+
+impl Effect {
+    fn release(self, events: &JobEvents) {
+        match self {
+            Effect::Send(link, msg) => {
+                if link.cast(NodeLinkMsg::Outbound(msg)).is_err() {
+                    tracing::debug!("link gone before a held message could go");
+                }
+            }
+            Effect::Publish(kind, job) => events.publish(kind, &job),
+            Effect::CancelReply(port, reply) => {
+                let _ = port.send(reply);
+            }
+            Effect::RetryReply(port, reply) => {
+                let _ = port.send(reply);
+            }
+        }
+    }
 }
 
 struct NodeEntry {
@@ -252,6 +328,16 @@ pub struct SchedulerState {
     fence_timer_at: Option<u64>,
     /// Until then, a lease from the previous run may be outstanding.
     recovery_until_ms: Option<u64>,
+    /// Group commit: effects waiting for the writes before their mark to be
+    /// durable, in the order they were made.
+    held: std::collections::VecDeque<(WriteMark, Effect)>,
+    /// The mark of this scheduler's last write.
+    last_mark: WriteMark,
+    /// Writes made since the last one known durable.
+    unflushed: usize,
+    /// The mark a durability waiter is waiting for, if one runs.
+    waiting_for: Option<WriteMark>,
+    max_commit_batch: usize,
 }
 
 impl Drop for SchedulerState {
@@ -286,8 +372,73 @@ fn queued(job: &Job) -> QueuedJob {
 }
 
 impl SchedulerState {
-    fn publish(&self, kind: UpdateKind, job: &Job) {
-        self.events.publish(kind, job);
+    /// Publish a job update once every write made so far is durable.
+    fn publish(&mut self, kind: UpdateKind, job: &Job) {
+        self.hold(Effect::Publish(kind, Box::new(job.clone())));
+    }
+
+    /// Write a job without waiting for the flush; what the write licenses
+    /// goes through [`SchedulerState::hold`]. At `max_commit_batch`
+    /// unflushed writes, waits for the flush here (and releases what it
+    /// covers).
+    async fn put(&mut self, job: &Job) -> Result<(), ActorProcessingErr> {
+        self.last_mark = self.store.put_marked(job)?;
+        self.unflushed += 1;
+        if self.unflushed >= self.max_commit_batch {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Wait until every write made so far is durable, then release every
+    /// held effect.
+    async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
+        let mark = self.last_mark;
+        self.store.wait_mark(mark).await?;
+        self.release_up_to(mark);
+        Ok(())
+    }
+
+    /// Run `effect` once every write made so far is durable: now if they
+    /// are (and nothing is held before it), else in order after them.
+    fn hold(&mut self, effect: Effect) {
+        if self.held.is_empty() && self.store.is_durable(self.last_mark) {
+            self.unflushed = 0;
+            effect.release(&self.events);
+        } else {
+            self.held.push_back((self.last_mark, effect));
+        }
+    }
+
+    /// Every write up to `mark` is durable: release what waited for them.
+    fn release_up_to(&mut self, mark: WriteMark) {
+        if mark >= self.last_mark {
+            self.unflushed = 0;
+        }
+        while self.held.front().is_some_and(|(m, _)| *m <= mark) {
+            if let Some((_, effect)) = self.held.pop_front() {
+                effect.release(&self.events);
+            }
+        }
+    }
+
+    /// After a message: if effects are held and no waiter runs, start one
+    /// for the latest write. It tells the scheduler when the flush covering
+    /// that write is done ([`SchedulerMsg::Durable`]); writes made
+    /// meanwhile wait for the next waiter, and share its flush.
+    fn watch_durability(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        if self.waiting_for.is_some() || self.held.is_empty() {
+            return;
+        }
+        let mark = self.last_mark;
+        self.waiting_for = Some(mark);
+        let store = self.store.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = store.wait_mark(mark).await.map_err(|e| e.to_string());
+            // A scheduler that stopped meanwhile drops its held effects.
+            let _ = me.cast(SchedulerMsg::Durable(Durable { mark, result }));
+        });
     }
 
     fn gauges(&self) {
@@ -366,19 +517,15 @@ impl SchedulerState {
                     continue;
                 }
             };
-            // The token is on disk before the worker hears of it.
-            self.store.put_durable(&job).await?;
+            // The token is on disk before the worker hears of it: the
+            // assignment is held until the write is durable.
+            self.put(&job).await?;
             let Some(node) = self.nodes.get_mut(&node_id) else {
                 continue;
             };
             node.running.insert(job_id.clone());
-            if node
-                .link
-                .cast(NodeLinkMsg::Outbound(ToWorker::Assign(assignment)))
-                .is_err()
-            {
-                tracing::warn!(node = %node_id, "link gone while assigning; the lost-node path will requeue");
-            }
+            let link = node.link.clone();
+            self.hold(Effect::Send(link, ToWorker::Assign(assignment)));
             tracing::info!(job = %job_id, node = %node_id, attempt = job.attempt, "assigned");
             self.publish(UpdateKind::State, &job);
         }
@@ -512,7 +659,7 @@ impl SchedulerState {
             rand::random::<f64>(),
         ) {
             Ok(applied) => {
-                self.store.put_durable(&job).await?;
+                self.put(&job).await?;
                 tracing::info!(job = %job_id, state = job.state.as_str(), "attempt lost: {why}");
                 self.after_applied(&job, &applied);
             }
@@ -601,9 +748,12 @@ impl SchedulerState {
         Ok(())
     }
 
-    fn tell(&self, node_id: &NodeId, msg: ToWorker) {
+    /// Send `msg` to the node's current link, in order after every held
+    /// effect (an `Ack` goes once the result it acknowledges is durable).
+    fn tell(&mut self, node_id: &NodeId, msg: ToWorker) {
         if let Some(n) = self.nodes.get(node_id) {
-            let _ = n.link.cast(NodeLinkMsg::Outbound(msg));
+            let link = n.link.clone();
+            self.hold(Effect::Send(link, msg));
         }
     }
 
@@ -674,6 +824,8 @@ impl SchedulerState {
             ToMaster::Progress { progress, .. } => {
                 match state::progress(&mut job, token, progress, now) {
                     Ok(()) => {
+                        // Not waited for: progress licenses nothing. Its
+                        // update still goes in order after held ones.
                         self.store.put(&job)?;
                         self.publish(UpdateKind::Progress, &job);
                         return Ok(());
@@ -696,7 +848,7 @@ impl SchedulerState {
         };
         match result {
             Ok(applied) => {
-                self.store.put_durable(&job).await?;
+                self.put(&job).await?;
                 if let Some(applied) = applied {
                     if let Some(n) = self.nodes.get_mut(&node_id) {
                         n.running.remove(&job_id);
@@ -724,7 +876,7 @@ impl SchedulerState {
             }
         }
         if is_result {
-            // Only now, with the outcome durable: the worker may forget it.
+            // Held until the outcome is durable: then the worker may forget it.
             self.tell(&node_id, ToWorker::Ack(ack));
         }
         Ok(())
@@ -743,6 +895,221 @@ impl SchedulerState {
     }
 }
 
+impl SchedulerActor {
+    async fn handle_msg(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
+        msg: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Enqueued(job_id) => {
+                if let Some(job) = state.store.get(&job_id)? {
+                    if job.state == JobState::Queued {
+                        state.queue.push(queued(&job));
+                        state.dispatch(myself).await?;
+                    }
+                }
+            }
+            SchedulerMsg::Submit(spec, reply) => {
+                let seq = match state.store.next_seq() {
+                    Ok(seq) => seq,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                        return Ok(());
+                    }
+                };
+                let job = Job::new(uuid::Uuid::now_v7().to_string(), seq, *spec, now_ms());
+                // Stored off the actor, so submissions share a flush and the
+                // scheduler does not wait on the disk.
+                let (store, events, me) =
+                    (state.store.clone(), state.events.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let r = store_new_job(&store, &events, &me, &job).await;
+                    let _ = reply.send(r.map(|()| job).map_err(|e| e.to_string()));
+                });
+            }
+            SchedulerMsg::Subscribe(job_id, reply) => {
+                let r = JobUpdates::open(&state.events, state.store.clone(), &job_id);
+                let _ = reply.send(r.map_err(|e| e.to_string()));
+            }
+            SchedulerMsg::Cancel(job_id, reply) => {
+                let Some(mut job) = state.store.get(&job_id)? else {
+                    let _ = reply.send(CancelReply::NotFound);
+                    return Ok(());
+                };
+                if job.state.is_terminal() {
+                    // As it is once durable (it may have just finished).
+                    state.hold(Effect::CancelReply(
+                        reply,
+                        CancelReply::AlreadyFinished(Box::new(job)),
+                    ));
+                    return Ok(());
+                }
+                match state::cancel(&mut job, now_ms()) {
+                    Ok(CancelAction::CancelledWhileQueued) => {
+                        state.queue.remove(&job_id);
+                        state.put(&job).await?;
+                        m::job_finished(JobState::Cancelled);
+                        state.publish(UpdateKind::State, &job);
+                        state.gauges();
+                        // Answered once the cancellation is durable.
+                        state.hold(Effect::CancelReply(
+                            reply,
+                            CancelReply::Cancelled(Box::new(job)),
+                        ));
+                    }
+                    Ok(CancelAction::NotifyWorker { node, token }) => {
+                        state.tell(&node, ToWorker::Cancel { job_id, token });
+                        state.hold(Effect::CancelReply(
+                            reply,
+                            CancelReply::Requested(Box::new(job)),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = %job_id, error = ?e, "cancel refused");
+                        state.hold(Effect::CancelReply(
+                            reply,
+                            CancelReply::AlreadyFinished(Box::new(job)),
+                        ));
+                    }
+                }
+            }
+            SchedulerMsg::Retry(job_id, reply) => {
+                let Some(mut job) = state.store.get(&job_id)? else {
+                    let _ = reply.send(RetryReply::NotFound);
+                    return Ok(());
+                };
+                // Refused before a queue place is drawn for it, with the
+                // job as it is once durable (it may have just changed).
+                if state::transition(job.state, state::JobEvent::Retry).is_err() {
+                    state.hold(Effect::RetryReply(
+                        reply,
+                        RetryReply::NotRetryable(Box::new(job)),
+                    ));
+                    return Ok(());
+                }
+                let queue_seq = state.store.next_seq()?;
+                let from = job.state;
+                if let Err(e) = state::retry(&mut job, queue_seq, now_ms()) {
+                    tracing::warn!(job = %job_id, error = ?e, "retry refused");
+                    state.hold(Effect::RetryReply(
+                        reply,
+                        RetryReply::NotRetryable(Box::new(job)),
+                    ));
+                    return Ok(());
+                }
+                state.put(&job).await?;
+                tracing::info!(job = %job_id, from = from.as_str(), attempts = job.attempt, "re-queued by a retry");
+                metrics::counter!(m::JOBS_RETRIED, "reason" => "manual").increment(1);
+                state.queue.push(queued(&job));
+                state.publish(UpdateKind::State, &job);
+                // Answered once the re-queue is durable, like every transition.
+                state.hold(Effect::RetryReply(
+                    reply,
+                    RetryReply::Requeued(Box::new(job)),
+                ));
+                // As for a submission: place it now if a slot is free (the
+                // assignment is held behind the re-queue's write).
+                state.dispatch(&myself).await?;
+            }
+            SchedulerMsg::AttachLink(link) => {
+                let args = NodeLinkArgs {
+                    link,
+                    scheduler: myself.clone(),
+                    lease_ms: state.lease_ms,
+                };
+                Actor::spawn_linked(None, NodeLink, args, myself.get_cell()).await?;
+            }
+            SchedulerMsg::NodeUp { hello, link } => {
+                state.node_up(hello, link).await?;
+                state.dispatch(myself).await?;
+            }
+            SchedulerMsg::FromWorker { node_id, msg } => {
+                let finished = matches!(msg, ToMaster::Finished { .. });
+                state.on_worker_message(node_id, msg).await?;
+                if finished {
+                    state.dispatch(myself).await?;
+                }
+            }
+            SchedulerMsg::Fence => {
+                state.expire_fences(myself).await?;
+                state.dispatch(myself).await?;
+            }
+            SchedulerMsg::Wake => {
+                state.wake_at = None;
+                state.dispatch(myself).await?;
+            }
+            SchedulerMsg::Sync(reply) => {
+                let _ = reply.send(());
+            }
+            SchedulerMsg::Durable(Durable { mark, result }) => {
+                state.waiting_for = None;
+                if let Err(e) = result {
+                    // Nothing held may go: the writes may not be on disk.
+                    return Err(format!("store flush failed: {e}").into());
+                }
+                state.release_up_to(mark);
+            }
+            SchedulerMsg::Drain(node_id, deadline, reply) => {
+                let info = match state.nodes.get_mut(&node_id) {
+                    Some(n) => {
+                        n.draining = true;
+                        tracing::info!(node = %node_id, ?deadline, "drain requested");
+                        Some(node_info(&node_id, n))
+                    }
+                    None => None,
+                };
+                if info.is_some() {
+                    // After the assignments already held for it.
+                    state.tell(
+                        &node_id,
+                        ToWorker::Drain {
+                            deadline_ms: deadline.as_millis() as u64,
+                        },
+                    );
+                }
+                let _ = reply.send(info);
+            }
+            SchedulerMsg::Nodes(reply) => {
+                let mut nodes: Vec<NodeInfo> =
+                    state.nodes.iter().map(|(id, n)| node_info(id, n)).collect();
+                // Nodes that are gone but may still run fenced attempts.
+                let mut gone: HashMap<&NodeId, Vec<JobId>> = HashMap::new();
+                for (job_id, f) in &state.fenced {
+                    if !state.nodes.contains_key(&f.node) {
+                        gone.entry(&f.node).or_default().push(job_id.clone());
+                    }
+                }
+                for (id, mut running) in gone {
+                    running.sort();
+                    nodes.push(NodeInfo {
+                        id: id.clone(),
+                        slots: 0,
+                        running,
+                        capabilities: Capabilities::default(),
+                        draining: false,
+                        connected: false,
+                        power: None,
+                    });
+                }
+                nodes.sort_by(|a, b| a.id.cmp(&b.id));
+                let _ = reply.send(nodes);
+            }
+            SchedulerMsg::HttpAddr(reply) => match &state.admin {
+                Some(admin) => {
+                    let addr = ractor::call!(admin, crate::admin::AdminMsg::LocalAddr).ok();
+                    let _ = reply.send(addr);
+                }
+                None => {
+                    let _ = reply.send(None);
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
 impl Actor for SchedulerActor {
     type Msg = SchedulerMsg;
     type State = SchedulerState;
@@ -753,6 +1120,7 @@ impl Actor for SchedulerActor {
         myself: ActorRef<SchedulerMsg>,
         args: SchedulerArgs,
     ) -> Result<SchedulerState, ActorProcessingErr> {
+        args.store.set_min_flush_interval(args.commit_interval);
         let mut state = SchedulerState {
             store: args.store,
             events: args.events,
@@ -771,6 +1139,11 @@ impl Actor for SchedulerActor {
             fenced: HashMap::new(),
             fence_timer_at: None,
             recovery_until_ms: None,
+            held: std::collections::VecDeque::new(),
+            last_mark: 0,
+            unflushed: 0,
+            waiting_for: None,
+            max_commit_batch: args.max_commit_batch.max(1),
             admin_restarts: RestartIntensity::new(
                 ADMIN_MAX_RESTARTS,
                 ADMIN_RESTART_WINDOW.as_millis() as u64,
@@ -820,6 +1193,8 @@ impl Actor for SchedulerActor {
                 )
                 .await?;
         }
+        // Recovery's own writes are durable before the scheduler starts.
+        state.commit().await?;
         state.arm_fence_timer(&myself);
         state.gauges();
         Ok(state)
@@ -831,7 +1206,9 @@ impl Actor for SchedulerActor {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         state.spawn_admin(&myself).await?;
-        state.dispatch(&myself).await
+        state.dispatch(&myself).await?;
+        state.watch_durability(&myself);
+        Ok(())
     }
 
     async fn handle(
@@ -840,171 +1217,9 @@ impl Actor for SchedulerActor {
         msg: SchedulerMsg,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            SchedulerMsg::Enqueued(job_id) => {
-                if let Some(job) = state.store.get(&job_id)? {
-                    if job.state == JobState::Queued {
-                        state.queue.push(queued(&job));
-                        state.dispatch(&myself).await?;
-                    }
-                }
-            }
-            SchedulerMsg::Submit(spec, reply) => {
-                let seq = match state.store.next_seq() {
-                    Ok(seq) => seq,
-                    Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
-                        return Ok(());
-                    }
-                };
-                let job = Job::new(uuid::Uuid::now_v7().to_string(), seq, *spec, now_ms());
-                // Stored off the actor, so submissions share a flush and the
-                // scheduler does not wait on the disk.
-                let (store, events, me) = (state.store.clone(), state.events.clone(), myself);
-                tokio::spawn(async move {
-                    let r = store_new_job(&store, &events, &me, &job).await;
-                    let _ = reply.send(r.map(|()| job).map_err(|e| e.to_string()));
-                });
-            }
-            SchedulerMsg::Subscribe(job_id, reply) => {
-                let r = JobUpdates::open(&state.events, state.store.clone(), &job_id);
-                let _ = reply.send(r.map_err(|e| e.to_string()));
-            }
-            SchedulerMsg::Cancel(job_id, reply) => {
-                let Some(mut job) = state.store.get(&job_id)? else {
-                    let _ = reply.send(CancelReply::NotFound);
-                    return Ok(());
-                };
-                if job.state.is_terminal() {
-                    let _ = reply.send(CancelReply::AlreadyFinished(Box::new(job)));
-                    return Ok(());
-                }
-                match state::cancel(&mut job, now_ms()) {
-                    Ok(CancelAction::CancelledWhileQueued) => {
-                        state.queue.remove(&job_id);
-                        state.store.put_durable(&job).await?;
-                        m::job_finished(JobState::Cancelled);
-                        state.publish(UpdateKind::State, &job);
-                        state.gauges();
-                        let _ = reply.send(CancelReply::Cancelled(Box::new(job)));
-                    }
-                    Ok(CancelAction::NotifyWorker { node, token }) => {
-                        state.tell(&node, ToWorker::Cancel { job_id, token });
-                        let _ = reply.send(CancelReply::Requested(Box::new(job)));
-                    }
-                    Err(e) => {
-                        tracing::warn!(job = %job_id, error = ?e, "cancel refused");
-                        let _ = reply.send(CancelReply::AlreadyFinished(Box::new(job)));
-                    }
-                }
-            }
-            SchedulerMsg::Retry(job_id, reply) => {
-                let Some(mut job) = state.store.get(&job_id)? else {
-                    let _ = reply.send(RetryReply::NotFound);
-                    return Ok(());
-                };
-                // Refused before a queue place is drawn for it.
-                if state::transition(job.state, state::JobEvent::Retry).is_err() {
-                    let _ = reply.send(RetryReply::NotRetryable(Box::new(job)));
-                    return Ok(());
-                }
-                let queue_seq = state.store.next_seq()?;
-                let from = job.state;
-                if let Err(e) = state::retry(&mut job, queue_seq, now_ms()) {
-                    tracing::warn!(job = %job_id, error = ?e, "retry refused");
-                    let _ = reply.send(RetryReply::NotRetryable(Box::new(job)));
-                    return Ok(());
-                }
-                // On disk before the reply, like every transition.
-                state.store.put_durable(&job).await?;
-                tracing::info!(job = %job_id, from = from.as_str(), attempts = job.attempt, "re-queued by a retry");
-                metrics::counter!(m::JOBS_RETRIED, "reason" => "manual").increment(1);
-                state.queue.push(queued(&job));
-                state.publish(UpdateKind::State, &job);
-                let _ = reply.send(RetryReply::Requeued(Box::new(job)));
-                // As for a submission: place it now if a slot is free.
-                state.dispatch(&myself).await?;
-            }
-            SchedulerMsg::AttachLink(link) => {
-                let args = NodeLinkArgs {
-                    link,
-                    scheduler: myself.clone(),
-                    lease_ms: state.lease_ms,
-                };
-                Actor::spawn_linked(None, NodeLink, args, myself.get_cell()).await?;
-            }
-            SchedulerMsg::NodeUp { hello, link } => {
-                state.node_up(hello, link).await?;
-                state.dispatch(&myself).await?;
-            }
-            SchedulerMsg::FromWorker { node_id, msg } => {
-                let finished = matches!(msg, ToMaster::Finished { .. });
-                state.on_worker_message(node_id, msg).await?;
-                if finished {
-                    state.dispatch(&myself).await?;
-                }
-            }
-            SchedulerMsg::Fence => {
-                state.expire_fences(&myself).await?;
-                state.dispatch(&myself).await?;
-            }
-            SchedulerMsg::Wake => {
-                state.wake_at = None;
-                state.dispatch(&myself).await?;
-            }
-            SchedulerMsg::Sync(reply) => {
-                let _ = reply.send(());
-            }
-            SchedulerMsg::Drain(node_id, deadline, reply) => {
-                let info = match state.nodes.get_mut(&node_id) {
-                    Some(n) => {
-                        n.draining = true;
-                        let _ = n.link.cast(NodeLinkMsg::Outbound(ToWorker::Drain {
-                            deadline_ms: deadline.as_millis() as u64,
-                        }));
-                        tracing::info!(node = %node_id, ?deadline, "drain requested");
-                        Some(node_info(&node_id, n))
-                    }
-                    None => None,
-                };
-                let _ = reply.send(info);
-            }
-            SchedulerMsg::Nodes(reply) => {
-                let mut nodes: Vec<NodeInfo> =
-                    state.nodes.iter().map(|(id, n)| node_info(id, n)).collect();
-                // Nodes that are gone but may still run fenced attempts.
-                let mut gone: HashMap<&NodeId, Vec<JobId>> = HashMap::new();
-                for (job_id, f) in &state.fenced {
-                    if !state.nodes.contains_key(&f.node) {
-                        gone.entry(&f.node).or_default().push(job_id.clone());
-                    }
-                }
-                for (id, mut running) in gone {
-                    running.sort();
-                    nodes.push(NodeInfo {
-                        id: id.clone(),
-                        slots: 0,
-                        running,
-                        capabilities: Capabilities::default(),
-                        draining: false,
-                        connected: false,
-                        power: None,
-                    });
-                }
-                nodes.sort_by(|a, b| a.id.cmp(&b.id));
-                let _ = reply.send(nodes);
-            }
-            SchedulerMsg::HttpAddr(reply) => match &state.admin {
-                Some(admin) => {
-                    let addr = ractor::call!(admin, crate::admin::AdminMsg::LocalAddr).ok();
-                    let _ = reply.send(addr);
-                }
-                None => {
-                    let _ = reply.send(None);
-                }
-            },
-        }
-        Ok(())
+        let r = self.handle_msg(&myself, msg, state).await;
+        state.watch_durability(&myself);
+        r
     }
 
     async fn post_stop(
@@ -1012,6 +1227,11 @@ impl Actor for SchedulerActor {
         myself: ActorRef<SchedulerMsg>,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
+        // What is durable may still go (acknowledgements, assignments); a
+        // failed flush releases nothing.
+        if let Err(e) = state.commit().await {
+            tracing::warn!(error = %e, "held messages dropped at stop: the store did not flush");
+        }
         // Children first, so the lost-node path does not run for links we close.
         state.admin_args = None;
         myself
@@ -1026,6 +1246,19 @@ impl Actor for SchedulerActor {
     async fn handle_supervisor_evt(
         &self,
         myself: ActorRef<SchedulerMsg>,
+        evt: SupervisionEvent,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        let r = self.supervision_event(&myself, evt, state).await;
+        state.watch_durability(&myself);
+        r
+    }
+}
+
+impl SchedulerActor {
+    async fn supervision_event(
+        &self,
+        myself: &ActorRef<SchedulerMsg>,
         evt: SupervisionEvent,
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
@@ -1046,8 +1279,8 @@ impl Actor for SchedulerActor {
                 .map(|n| n.link.get_id() == id)
                 .unwrap_or(false);
             if current {
-                state.lose_node(&myself, &node_id, &why)?;
-                state.dispatch(&myself).await?;
+                state.lose_node(myself, &node_id, &why)?;
+                state.dispatch(myself).await?;
             }
             return Ok(());
         }
@@ -1055,7 +1288,7 @@ impl Actor for SchedulerActor {
             state.admin = None;
             if state.admin_restarts.record_restart(now_ms()) {
                 tracing::error!("HTTP API actor ended ({why}); restarting it");
-                state.spawn_admin(&myself).await?;
+                state.spawn_admin(myself).await?;
             } else {
                 tracing::error!("HTTP API actor ended ({why}) too often; stopping the scheduler");
                 myself.stop(Some(format!("admin restart intensity exceeded: {why}")));

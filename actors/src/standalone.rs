@@ -65,6 +65,12 @@ pub struct StandaloneConfig {
     pub retry: RetryPolicy,
     /// The lease the master grants its workers (docs/PROTOCOL.md, "Leases").
     pub lease: Duration,
+    /// Group commit: the most writes the scheduler leaves waiting for a
+    /// flush ([`crate::scheduler::SchedulerArgs::max_commit_batch`]).
+    pub max_commit_batch: usize,
+    /// Group commit: the least time between two store flushes
+    /// ([`crate::scheduler::SchedulerArgs::commit_interval`]).
+    pub commit_interval: Duration,
     /// Serves `GET /metrics` when set.
     pub metrics: Option<PrometheusHandle>,
     /// Advertise only these encoders (of those that pass a test encode).
@@ -210,6 +216,8 @@ pub async fn start_master(
         retry: cfg.retry,
         admin: Some(admin),
         lease: cfg.lease,
+        max_commit_batch: cfg.max_commit_batch,
+        commit_interval: cfg.commit_interval,
     };
     let (scheduler, done) = embed::spawn_scheduler(args, None)
         .await

@@ -35,6 +35,8 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         kill_grace: Duration::from_secs(2),
         retry: ffrtmp_runtime::retry::RetryPolicy::default(),
         lease: Duration::from_millis(ffrtmp_runtime::lease::DEFAULT_LEASE_MS),
+        max_commit_batch: ffrtmp_actors::scheduler::DEFAULT_MAX_COMMIT_BATCH,
+        commit_interval: ffrtmp_actors::scheduler::DEFAULT_COMMIT_INTERVAL,
         metrics: None,
         encoder_allowlist: None,
         power: Some(power),

@@ -161,6 +161,19 @@ struct NodeFlags {
     #[arg(long, default_value_t = ffrtmp_runtime::lease::DEFAULT_LEASE_MS, env = "FFRTMP_LEASE_MS",
           value_parser = clap::value_parser!(u64).range(1_000..=600_000))]
     lease_ms: u64,
+    /// master, standalone: group commit. The scheduler applies state changes without waiting
+    /// for the disk and holds back what they allow (assignments, acknowledgements, replies)
+    /// until a flush covers them; at this many unflushed changes it waits for the flush
+    /// itself. 1: every change waits for its own flush.
+    #[arg(long, default_value_t = ffrtmp_actors::scheduler::DEFAULT_MAX_COMMIT_BATCH as u64,
+          env = "FFRTMP_MAX_COMMIT_BATCH", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_commit_batch: u64,
+    /// master, standalone: group commit. Store flushes start at most once per this many
+    /// microseconds, so under load each covers more changes (fewer fsyncs, less CPU); a
+    /// flush after a quiet spell starts at once. 0: flush back to back.
+    #[arg(long, default_value_t = ffrtmp_actors::scheduler::DEFAULT_COMMIT_INTERVAL.as_micros() as u64,
+          env = "FFRTMP_COMMIT_INTERVAL_US", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    commit_interval_us: u64,
     /// worker, standalone: where energy figures come from. `auto`: RAPL if readable, else an
     /// estimate from CPU utilisation (labelled `estimate`), plus NVML GPUs if a driver is present.
     #[arg(long, value_enum, default_value = "auto", env = "FFRTMP_POWER_SOURCE")]
@@ -253,6 +266,8 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         kill_grace: Duration::from_secs_f64(f.kill_grace_s),
         retry: RetryPolicy::default(),
         lease: Duration::from_millis(f.lease_ms),
+        max_commit_batch: f.max_commit_batch as usize,
+        commit_interval: Duration::from_micros(f.commit_interval_us),
         metrics: ffrtmp_actors::metrics::install_prometheus(),
         encoder_allowlist: f.encoders.clone(),
         power: Some(power_config(f)?),
@@ -776,6 +791,8 @@ mod tests {
             metrics_listen = "127.0.0.1:4"
             kill_grace_s = 0.5
             lease_ms = 7000
+            max_commit_batch = 64
+            commit_interval_us = 250
             power_source = "estimate"
             powercap_root = "/pc"
             power_sample_hz = 2
@@ -804,6 +821,7 @@ mod tests {
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
         assert_eq!(f.estimate_max_watts, Some(20.0));
+        assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
     }

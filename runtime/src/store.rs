@@ -33,6 +33,17 @@ use tokio::sync::watch;
 
 use crate::model::{Job, JobState, Priority};
 
+/// Flushes the group-commit flusher has run (Prometheus counter).
+pub const STORE_FLUSHES: &str = "ffrtmp_store_flushes_total";
+/// Durable writes those flushes covered (Prometheus counter): divided by
+/// [`STORE_FLUSHES`], the mean batch size of a flush.
+pub const STORE_FLUSHED_WRITES: &str = "ffrtmp_store_flushed_writes_total";
+
+/// A point in the store's write history, from [`Store::put_marked`]: every
+/// write made before it was taken. [`Store::wait_mark`] waits until a flush
+/// has covered it. Marks only grow; a larger mark covers a smaller one.
+pub type WriteMark = u64;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -154,12 +165,17 @@ struct Shared {
     cv: Condvar,
     status: watch::Sender<FlushStatus>,
     flushes: AtomicU64,
-    /// Held by a test to hold flushes back while writers line up.
-    #[cfg(test)]
+    /// The least time between the starts of two flushes, in µs
+    /// ([`Store::set_min_flush_interval`]).
+    min_interval_us: AtomicU64,
+    /// Held by a test to hold flushes back while writers line up
+    /// ([`Store::hold_flushes`], feature `test-hooks`).
+    #[cfg(any(test, feature = "test-hooks"))]
     gate: Mutex<()>,
 }
 
 fn run_flusher(db: sled::Db, shared: Arc<Shared>) {
+    let mut last_start: Option<std::time::Instant> = None;
     loop {
         {
             let mut w = lock(&shared.wake);
@@ -174,16 +190,34 @@ fn run_flusher(db: sled::Db, shared: Arc<Shared>) {
             }
             w.pending = false;
         }
-        #[cfg(test)]
+        // Under load, flushes start at most once per interval, so each one
+        // covers more writes: sled wakes its whole I/O thread pool on every
+        // flush, which costs more CPU than the writes themselves at a few
+        // writes per flush. After a quiet spell the flush starts at once.
+        let interval =
+            std::time::Duration::from_micros(shared.min_interval_us.load(Ordering::Relaxed));
+        if let Some(t) = last_start {
+            let next = t + interval;
+            let now = std::time::Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+        #[cfg(any(test, feature = "test-hooks"))]
         let _gate = lock(&shared.gate);
         // Every generation up to `target` was taken after its write was
         // applied, so this flush covers all of them.
         let target = shared.written.load(Ordering::SeqCst);
-        if target <= shared.status.borrow().settled {
+        let settled = shared.status.borrow().settled;
+        if target <= settled {
             continue;
         }
+        last_start = Some(std::time::Instant::now());
         let res = db.flush();
         shared.flushes.fetch_add(1, Ordering::SeqCst);
+        metrics::counter!(STORE_FLUSHES).increment(1);
+        // The writes (generations) this flush made durable: its batch.
+        metrics::counter!(STORE_FLUSHED_WRITES).increment(target - settled);
         if let Err(e) = &res {
             tracing::error!(error = %e, "store flush failed");
         }
@@ -253,7 +287,8 @@ impl Store {
             cv: Condvar::new(),
             status,
             flushes: AtomicU64::new(0),
-            #[cfg(test)]
+            min_interval_us: AtomicU64::new(0),
+            #[cfg(any(test, feature = "test-hooks"))]
             gate: Mutex::new(()),
         });
         let flusher = {
@@ -313,8 +348,57 @@ impl Store {
     /// durable on disk. Used before acknowledging a submission and for every
     /// state transition. Concurrent callers share flushes (group commit).
     pub async fn put_durable(&self, job: &Job) -> Result<(), StoreError> {
+        let mark = self.put_marked(job)?;
+        self.wait_mark(mark).await
+    }
+
+    /// Write a job (record and indexes, atomically), ask for a flush, and
+    /// return at once with the [`WriteMark`] that [`Store::wait_mark`]
+    /// waits on. The split form of [`Store::put_durable`], for a caller
+    /// that holds back what the write licenses (an assignment sent, a result
+    /// acknowledged) while it goes on with other work: the scheduler's group
+    /// commit. Reads see the write at once, durable or not.
+    pub fn put_marked(&self, job: &Job) -> Result<WriteMark, StoreError> {
         self.write(job)?;
-        self.wait_durable().await
+        Ok(self.mark())
+    }
+
+    /// Wait until a flush that covers `mark` has completed: `Ok` once every
+    /// write made before `mark` was taken is durable, the flush's error if
+    /// it failed.
+    pub async fn wait_mark(&self, mark: WriteMark) -> Result<(), StoreError> {
+        let mut rx = self.inner.shared.status.subscribe();
+        let status = rx
+            .wait_for(|s| s.settled >= mark)
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .clone();
+        if status.durable >= mark {
+            Ok(())
+        } else {
+            Err(StoreError::Flush(
+                status
+                    .error
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "unknown error".into()),
+            ))
+        }
+    }
+
+    /// Whether every write before `mark` is durable already.
+    pub fn is_durable(&self, mark: WriteMark) -> bool {
+        self.inner.shared.status.borrow().durable >= mark
+    }
+
+    /// Holds every flush back until the returned guard is dropped (a flush
+    /// already running completes first). Writes still succeed; waiters on
+    /// durability wait. Test-only (feature `test-hooks`): lets a test check
+    /// that nothing a write licenses happens before the write is durable.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn hold_flushes(&self) -> FlushHold<'_> {
+        FlushHold {
+            _gate: lock(&self.inner.shared.gate),
+        }
     }
 
     /// Write a job (record and indexes, atomically) without waiting for
@@ -425,6 +509,18 @@ impl Store {
         self.wait_durable().await
     }
 
+    /// Let flushes start at most once per `interval` (0, the default: back
+    /// to back). A flush after a quiet spell still starts at once; under
+    /// load a durable write waits up to `interval` longer, and each flush
+    /// covers that many more writes.
+    pub fn set_min_flush_interval(&self, interval: std::time::Duration) {
+        let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .shared
+            .min_interval_us
+            .store(us, Ordering::Relaxed);
+    }
+
     /// How many flushes the group-commit flusher has run (for metrics and
     /// tests).
     pub fn flush_count(&self) -> u64 {
@@ -476,28 +572,20 @@ impl Store {
         }
     }
 
-    /// Take a write generation and wait until a flush covering it is done.
-    async fn wait_durable(&self) -> Result<(), StoreError> {
+    /// Take a write generation (covering every write applied so far) and
+    /// wake the flusher.
+    fn mark(&self) -> WriteMark {
         let shared = &self.inner.shared;
-        let mut rx = shared.status.subscribe();
         let generation = shared.written.fetch_add(1, Ordering::SeqCst) + 1;
         lock(&shared.wake).pending = true;
         shared.cv.notify_one();
-        let status = rx
-            .wait_for(|s| s.settled >= generation)
-            .await
-            .map_err(|_| StoreError::Closed)?
-            .clone();
-        if status.durable >= generation {
-            Ok(())
-        } else {
-            Err(StoreError::Flush(
-                status
-                    .error
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "unknown error".into()),
-            ))
-        }
+        generation
+    }
+
+    /// Take a write generation and wait until a flush covering it is done.
+    async fn wait_durable(&self) -> Result<(), StoreError> {
+        let mark = self.mark();
+        self.wait_mark(mark).await
     }
 
     /// The job an index entry points at; `None` (logged) if it is dangling.
@@ -512,6 +600,12 @@ impl Store {
         }
         Ok(job)
     }
+}
+
+/// Flushes are held back while this lives ([`Store::hold_flushes`]).
+#[cfg(any(test, feature = "test-hooks"))]
+pub struct FlushHold<'a> {
+    _gate: MutexGuard<'a, ()>,
 }
 
 fn decode_job(id: &str, bytes: &[u8]) -> Result<Job, StoreError> {
