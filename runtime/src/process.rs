@@ -1137,7 +1137,10 @@ mod tests {
                 .map(|l| l.1)
                 .unwrap_or_else(|| panic!("no {event} line: {lines:?}"))
         };
-        assert!(at("start") < at("kill") && at("exec") < at("kill"), "{lines:?}");
+        assert!(
+            at("start") < at("kill") && at("exec") < at("kill"),
+            "{lines:?}"
+        );
         // The lease runs from the spawn call.
         assert!(at("kill") >= before + 200_000_000, "{lines:?}");
         drop(sp);
