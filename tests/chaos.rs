@@ -200,6 +200,8 @@ fn read_runs(path: &Path) -> BTreeMap<(String, u64), Run> {
         match event {
             "start" => r.start = Some(r.start.map_or(ns, |s| s.min(ns))),
             "stop" | "kill" | "exit" => r.end = Some(r.end.map_or(ns, |e| e.min(ns))),
+            // FFmpeg's child about to execve: inside [start, stop] already.
+            "exec" => {}
             other => panic!("unknown run log event {other:?}"),
         }
     }

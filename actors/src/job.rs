@@ -208,6 +208,7 @@ impl Actor for JobActor {
         } else {
             Isolation::None
         };
+        tracing::debug!(job = %a.job_id, ?isolation, "job cgroup ready");
 
         let expected_duration_s = match &a.spec.input {
             Input::Testsrc { duration_s } => Some(*duration_s),

@@ -401,6 +401,8 @@ impl NodeState {
     }
 
     async fn assign(&mut self, myself: &ActorRef<NodeMsg>, a: Assignment) {
+        // Timestamps the dispatch-latency benchmark splits the path with.
+        tracing::debug!(job = %a.job_id, token = a.token, "assignment received");
         if self.running.contains_key(&a.job_id) {
             tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
             return;

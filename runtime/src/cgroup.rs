@@ -19,7 +19,9 @@
 //!
 //! Processes join a job cgroup from the child side, before exec, by writing
 //! `0` into each of [`JobCgroup::procs_files`] (see `crate::process`), so a job
-//! never runs uncapped.
+//! never runs uncapped. On v1 those are the `tasks` files, not `cgroup.procs`
+//! (the guard that writes them is single-threaded; see `join_file` for the
+//! cost this avoids).
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
@@ -188,6 +190,24 @@ impl Layout {
         let mut seen = BTreeSet::new();
         roots.retain(|r| seen.insert(r.clone()));
         roots
+    }
+}
+
+/// The file a child writes `0` into to join a job cgroup.
+///
+/// On v1 that is `tasks`, which moves only the calling thread, not
+/// `cgroup.procs`: the joining process is the single-threaded guard (a
+/// fresh fork), so the two do the same, but the kernel takes the global
+/// threadgroup lock for writing only for a `cgroup.procs` write or another
+/// process's pid, and taking it for writing waits for an RCU grace period:
+/// 7–11 ms per job start measured on a 2-vCPU VM (cgroup v1, Linux 6.18),
+/// against ~0.1 ms for three `tasks` writes (docs/BENCHMARKS.md). v2 has no
+/// `tasks` (and `cgroup.threads` only in threaded subtrees), so it keeps
+/// `cgroup.procs`.
+fn join_file(version: CgroupVersion) -> &'static str {
+    match version {
+        CgroupVersion::V1 => "tasks",
+        CgroupVersion::V2 => "cgroup.procs",
     }
 }
 
@@ -489,7 +509,7 @@ impl CgroupManager {
                 }
                 Err(e) => return Err(io_err("mkdir", &dir, e)),
             }
-            let procs = dir.join("cgroup.procs");
+            let procs = dir.join(join_file(layout.version));
             let c = CString::new(procs.as_os_str().as_bytes())
                 .map_err(|_| CgroupError::InvalidName(procs.display().to_string()))?;
             job.procs.push(c);
@@ -598,7 +618,8 @@ pub struct JobCgroup {
     version: CgroupVersion,
     /// Every directory of this cgroup, one per hierarchy.
     dirs: Vec<PathBuf>,
-    /// `<dir>/cgroup.procs` for each of `dirs`, ready for the child.
+    /// The file to join each of `dirs` through ([`join_file`]), ready for
+    /// the child.
     procs: Vec<CString>,
     cpu_dir: PathBuf,
     cpuacct_dir: Option<PathBuf>,
@@ -666,8 +687,10 @@ impl JobCgroup {
         &self.dirs
     }
 
-    /// Absolute paths of the `cgroup.procs` files the child must write `0`
-    /// into before exec: one per v1 hierarchy used, or the single v2 one.
+    /// Absolute paths of the files the child must write `0` into before exec
+    /// to join the cgroup: `tasks` in each v1 hierarchy used (see
+    /// [`join_file`]: the child must be single-threaded), or the single v2
+    /// `cgroup.procs`.
     pub fn procs_files(&self) -> Vec<CString> {
         self.procs.clone()
     }
@@ -877,6 +900,62 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         mgr.remove_parent().unwrap();
         assert!(!root.join(&parent).exists());
+    }
+
+    /// On a v1 host: the guard joins through `tasks` in every hierarchy,
+    /// and what it forks (a shell and its children) is in the job cgroup in
+    /// every hierarchy too.
+    #[tokio::test]
+    async fn v1_children_join_every_hierarchy_through_tasks() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root");
+            return;
+        }
+        let parent = format!("ffrtmp-test/v1-join-{}", std::process::id());
+        let mgr = CgroupManager::detect(&parent);
+        if mgr.isolation() != Isolation::CgroupV1 {
+            eprintln!("SKIPPED: not a cgroup v1 host ({:?})", mgr.isolation());
+            return;
+        }
+        let job = mgr.create_job("job", &ResourceLimits::default()).unwrap();
+        let files = job.procs_files();
+        assert_eq!(files.len(), job.dirs().len());
+        assert!(
+            files.iter().all(|f| f.to_bytes().ends_with(b"/tasks")),
+            "{files:?}"
+        );
+        let spec = crate::process::SpawnSpec {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), "sleep 100 & sleep 100".into()],
+            nice: 0,
+            cgroup_procs: files,
+            env: Vec::new(),
+            lease: None,
+            run_log: None,
+        };
+        let mut sp = crate::process::spawn(spec).await.unwrap();
+        // The guard, sh and the two sleeps, in each hierarchy.
+        let start = Instant::now();
+        while job.dirs().iter().any(|d| read_procs(d).len() < 4) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{:?}",
+                job.dirs().iter().map(|d| read_procs(d)).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let own = fs::read_to_string(format!("/proc/{}/cgroup", sp.guard.pid())).unwrap();
+        let suffix = format!(":/{parent}/job");
+        assert!(
+            own.lines().filter(|l| l.ends_with(&suffix)).count() >= job.dirs().len(),
+            "{own}"
+        );
+        job.remove().unwrap();
+        let status = crate::process::wait(&mut sp.child, &sp.guard)
+            .await
+            .unwrap();
+        assert!(!status.success());
+        mgr.remove_parent().unwrap();
     }
 
     #[test]

@@ -276,10 +276,19 @@ impl std::fmt::Debug for Store {
 
 const LEASE_KEY: &[u8] = b"meta/granted_lease_ms";
 
+/// sled's page cache, in bytes. sled's default is 1 GiB, so the cache grows
+/// with the store: a master with 100,000 queued jobs held ~235 MiB RSS with
+/// it (docs/BENCHMARKS.md, footprint). Pages evicted from it are read back
+/// from the file (the kernel's page cache usually still has them).
+const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
+
 impl Store {
     /// Open (or create) the store in `dir` and start its flusher thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_CAPACITY)
+            .open()?;
         let (status, _) = watch::channel(FlushStatus::default());
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),

@@ -436,6 +436,10 @@ unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! 
         fail(STATUS_FD, errno());
     }
     libc::close(HEARTBEAT_FD);
+    // The instant FFmpeg is handed to the kernel (the guard's `start` comes
+    // from the other side of the fork, in whichever order the two run): what
+    // the dispatch-latency benchmark measures up to.
+    log_event(plan.run_log.as_ref(), b"exec");
     libc::execve(
         plan.path.as_ptr(),
         plan.argv_ptrs.as_ptr(),
