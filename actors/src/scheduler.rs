@@ -1011,7 +1011,7 @@ impl SchedulerActor {
                 ));
                 // As for a submission: place it now if a slot is free (the
                 // assignment is held behind the re-queue's write).
-                state.dispatch(&myself).await?;
+                state.dispatch(myself).await?;
             }
             SchedulerMsg::AttachLink(link) => {
                 let args = NodeLinkArgs {

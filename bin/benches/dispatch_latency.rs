@@ -32,6 +32,7 @@
 mod common;
 #[path = "support/mod.rs"]
 mod support;
+use support::Guard;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -105,22 +106,6 @@ fn job_body(duration_s: f64) -> Vec<u8> {
         "output": {"type": "null"}
     }))
     .expect("job JSON")
-}
-
-/// Kills the cluster's processes by pid (workers first) before the harness
-/// removes their directory, on success and on panic alike.
-struct Guard(Option<Cluster>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            for w in c.workers.iter_mut() {
-                w.kill9();
-            }
-            c.master.kill9();
-        }
-        self.0.take();
-    }
 }
 
 /// Per-sample parts, in ms.

@@ -54,6 +54,9 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
+use support::{loadavg, log_time, mono_ns, Guard};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -254,49 +257,11 @@ fn dummy() -> Config {
 
 // ---------------------------------------------------------------- clocks
 
-fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a valid out-pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn unix_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs_f64()
-}
-
-/// Unix time in seconds of the tracing timestamp that starts a log line
-/// (`2026-11-22T14:27:52.141234Z ...`, UTC).
-fn log_time(line: &str) -> Option<f64> {
-    let t = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, clock) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut c = clock.split(':');
-    let h: f64 = c.next()?.parse().ok()?;
-    let mi: f64 = c.next()?.parse().ok()?;
-    let sec: f64 = c.next()?.parse().ok()?;
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + sec)
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------- run logs
@@ -322,22 +287,6 @@ fn first(events: &[(String, u64)], kinds: &[&str]) -> Option<u64> {
 }
 
 // ---------------------------------------------------------------- cluster
-
-/// Kills the cluster's processes (by pid, workers first, SIGCONT not needed:
-/// SIGKILL ends a stopped process) before the harness removes its directory.
-struct Guard(Option<Cluster>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            for w in c.workers.iter_mut() {
-                w.kill9();
-            }
-            c.master.kill9();
-        }
-        self.0.take();
-    }
-}
 
 fn start_cluster(cfg: &Config, workers: usize, slots: u32) -> (Guard, Vec<PathBuf>) {
     let mut c = Cluster::start_opts(0, slots, cfg.worker_args(), cfg.master_args());

@@ -31,6 +31,7 @@
 mod common;
 #[path = "support/mod.rs"]
 mod support;
+use support::Guard;
 
 use std::path::Path;
 use std::process::Command;
@@ -92,20 +93,6 @@ impl Opts {
         o.reopens = reopens.unwrap_or(o.reopens);
         assert!(o.runs >= 1 && o.jobs >= 1 && o.slots >= 1 && o.submitters >= 1);
         o
-    }
-}
-
-struct Guard(Option<Cluster>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            for w in c.workers.iter_mut() {
-                w.kill9();
-            }
-            c.master.kill9();
-        }
-        self.0.take();
     }
 }
 

@@ -27,6 +27,7 @@
 mod common;
 #[path = "support/mod.rs"]
 mod support;
+use support::Guard;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -95,20 +96,6 @@ fn job_body(duration_s: f64) -> Vec<u8> {
         "output": {"type": "null"}
     }))
     .expect("job JSON")
-}
-
-struct Guard(Option<Cluster>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            for w in c.workers.iter_mut() {
-                w.kill9();
-            }
-            c.master.kill9();
-        }
-        self.0.take();
-    }
 }
 
 /// Submits the job and follows its event stream to the end: (job id, wall).

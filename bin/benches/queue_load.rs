@@ -36,6 +36,9 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
+use support::{field, log_time, mono_to_unix, ms, pct, worst, Guard};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -121,15 +124,6 @@ fn job_body(duration_s: f64) -> Value {
 
 // ---------------------------------------------------------------- stats
 
-/// Nearest-rank percentile of sorted values.
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 #[derive(Clone, Copy, Debug, Default)]
 struct Dist {
     n: usize,
@@ -147,10 +141,6 @@ fn dist(values: &[f64]) -> Dist {
         p99: pct(&v, 99.0),
         max: v.last().copied().unwrap_or(f64::NAN),
     }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 // ---------------------------------------------------------------- /proc
@@ -344,57 +334,7 @@ fn slot_gaps(
     }
 }
 
-/// CLOCK_REALTIME − CLOCK_MONOTONIC, in seconds (the tighter of a few reads).
-fn mono_to_unix() -> f64 {
-    let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid clock id and a valid out-pointer.
-        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime");
-        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
-    };
-    (0..5)
-        .map(|_| {
-            let m0 = read(libc::CLOCK_MONOTONIC);
-            let r = read(libc::CLOCK_REALTIME);
-            let m1 = read(libc::CLOCK_MONOTONIC);
-            (m1 - m0, r - (m0 + m1) / 2.0)
-        })
-        .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, off)| off)
-        .expect("five reads")
-}
-
 // ---------------------------------------------------------------- master log
-
-/// Unix time in seconds of the tracing timestamp that starts a log line
-/// (`2026-11-22T14:27:52.141234Z ...`, UTC).
-fn log_time(line: &str) -> Option<f64> {
-    let t = line.split_whitespace().next()?.strip_suffix('Z')?;
-    let (date, clock) = t.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, mo, da) = (d.next()??, d.next()??, d.next()??);
-    let mut c = clock.split(':');
-    let h: f64 = c.next()?.parse().ok()?;
-    let mi: f64 = c.next()?.parse().ok()?;
-    let sec: f64 = c.next()?.parse().ok()?;
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + sec)
-}
-
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
-}
 
 /// When the master logged each job's "assigned" and "attempt finished"
 /// (Unix seconds; both lines come after the write is durable).
@@ -425,23 +365,6 @@ fn master_times(log: &str) -> MasterTimes {
 }
 
 // ---------------------------------------------------------------- one run
-
-/// Kills the cluster's processes (by pid, workers first) before the
-/// harness removes their directory, on success and on panic alike.
-struct Guard(Option<Cluster>);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            for w in c.workers.iter_mut() {
-                w.kill9();
-            }
-            c.master.kill9();
-        }
-        // Dropping the cluster removes its cgroups and the temp dir.
-        self.0.take();
-    }
-}
 
 #[derive(Default, Debug)]
 struct RunResult {
@@ -750,15 +673,6 @@ fn median(v: &[f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     // Lower median for an even count, like the other benches.
     v[(v.len() - 1) / 2]
-}
-
-fn worst(v: &[f64], higher_is_worse: bool) -> f64 {
-    let it = v.iter().copied();
-    if higher_is_worse {
-        it.fold(f64::MIN, f64::max)
-    } else {
-        it.fold(f64::MAX, f64::min)
-    }
 }
 
 fn line(what: &str, unit: &str, v: &[f64], higher_is_worse: bool) {

@@ -411,3 +411,23 @@ pub fn events_of<'a>(events: &'a [Event], kind: &str) -> std::collections::HashM
         .map(|e| (e.job.as_str(), e.ns))
         .collect()
 }
+
+// ---------------------------------------------------------------- cluster
+
+/// Kills a bench's cluster processes by pid (workers first) before the
+/// harness removes their directory and cgroups, on success and on panic
+/// alike.
+pub struct Guard(pub Option<crate::common::cluster::Cluster>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            for w in c.workers.iter_mut() {
+                w.kill9();
+            }
+            c.master.kill9();
+        }
+        // Dropping the cluster removes its cgroups and the temp dir.
+        self.0.take();
+    }
+}
