@@ -7,10 +7,21 @@
 //! - `by_state`: state byte + seq (big-endian) → id;
 //! - `by_priority`: priority rank + seq (big-endian) → id.
 //!
-//! A write replaces the record and moves its index entries in one multi-tree
-//! sled transaction, so a crash never leaves an index pointing at the wrong
-//! state. Readers still re-check each record against the filter they used,
-//! and report undecodable records as [`StoreError::Corrupt`], never a panic.
+//! **Writes without transactions.** A write is a few single-key sled
+//! operations in a fixed order, one writer at a time: first the index
+//! entries the new version needs, then the record, then the old version's
+//! entries that differ. sled transactions (and batches) are not used: each
+//! one seals sled's current log buffer twice and hands it to sled's I/O
+//! threads, which cost more than half the master's CPU at ~1,500 jobs/s
+//! (docs/BENCHMARKS.md, throughput). sled recovers a prefix of its log, so
+//! after a crash a record never lacks its index entries; what a crash can
+//! leave is an extra entry (the old state's, or one for a record not yet
+//! written). So an index entry counts only if the record it points at
+//! agrees with it: readers check each one (seq, and state or priority), skip
+//! the stale ones, and report undecodable records as
+//! [`StoreError::Corrupt`], never a panic. A store that was not closed
+//! cleanly (no `meta/clean_shutdown` key at open) is also repaired at open:
+//! missing entries added, stale ones removed ([`Store::open`]).
 //!
 //! **Group commit.** [`Store::put_durable`] writes, takes a *write
 //! generation* number and waits until a flush that began after that number
@@ -27,8 +38,6 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
 use tokio::sync::watch;
 
 use crate::model::{Job, JobState, Priority};
@@ -135,6 +144,46 @@ struct IndexFields {
 #[derive(Deserialize)]
 struct IndexSpec {
     priority: Priority,
+}
+
+/// An index entry's place: the tree and the key.
+type Entry = (Index, Vec<u8>);
+
+/// The three index trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Index {
+    Seq,
+    State,
+    Priority,
+}
+
+impl Index {
+    const ALL: [Index; 3] = [Index::Seq, Index::State, Index::Priority];
+
+    fn name(self) -> &'static str {
+        match self {
+            Index::Seq => "by_seq",
+            Index::State => "by_state",
+            Index::Priority => "by_priority",
+        }
+    }
+
+    /// The key of a record's entry in this index.
+    fn key(self, seq: u64, state: JobState, priority: Priority) -> Vec<u8> {
+        match self {
+            Index::Seq => seq_key(seq).to_vec(),
+            Index::State => tagged_key(state_byte(state), seq).to_vec(),
+            Index::Priority => tagged_key(priority.rank(), seq).to_vec(),
+        }
+    }
+
+    fn key_of(self, job: &Job) -> Vec<u8> {
+        self.key(job.seq, job.state, job.spec.priority)
+    }
+
+    fn key_of_fields(self, f: &IndexFields) -> Vec<u8> {
+        self.key(f.seq, f.state, f.spec.priority)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -244,17 +293,44 @@ struct Inner {
     by_seq: sled::Tree,
     by_state: sled::Tree,
     by_priority: sled::Tree,
+    /// One writer at a time: the write order (new entries, record, old
+    /// entries) keeps the indexes right only if two writes of the same job
+    /// do not interleave.
+    write_lock: Mutex<()>,
     shared: Arc<Shared>,
     flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn tree(&self, index: Index) -> &sled::Tree {
+        match index {
+            Index::Seq => &self.by_seq,
+            Index::State => &self.by_state,
+            Index::Priority => &self.by_priority,
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         lock(&self.shared.wake).shutdown = true;
         self.shared.cv.notify_all();
+        let mut clean = true;
         if let Some(handle) = lock(&self.flusher).take() {
             if handle.join().is_err() {
                 tracing::error!("store flusher thread panicked");
+                clean = false;
+            }
+        }
+        // Every write is done and flushed: the next open can skip the
+        // repair pass.
+        if clean {
+            let marked = self
+                .db
+                .insert(CLEAN_KEY, &[1u8])
+                .and_then(|_| self.db.flush());
+            if let Err(e) = marked {
+                tracing::warn!(error = %e, "could not mark the store closed cleanly");
             }
         }
     }
@@ -275,6 +351,9 @@ impl std::fmt::Debug for Store {
 }
 
 const LEASE_KEY: &[u8] = b"meta/granted_lease_ms";
+/// Present while the store is closed after a clean shutdown; removed (and
+/// flushed) at open. Absent at open: repair the indexes.
+const CLEAN_KEY: &[u8] = b"meta/clean_shutdown";
 
 /// sled's page cache, in bytes. sled's default is 1 GiB, so the cache grows
 /// with the store: a master with 100,000 queued jobs held ~235 MiB RSS with
@@ -308,17 +387,75 @@ impl Store {
                 .spawn(move || run_flusher(db, shared))
                 .map_err(|e| StoreError::Sled(sled::Error::Io(e)))?
         };
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 jobs: db.open_tree("jobs")?,
                 by_seq: db.open_tree("by_seq")?,
                 by_state: db.open_tree("by_state")?,
                 by_priority: db.open_tree("by_priority")?,
+                write_lock: Mutex::new(()),
                 db,
                 shared,
                 flusher: Mutex::new(Some(flusher)),
             }),
-        })
+        };
+        // The marker goes before anything is written, durably, so a crash
+        // in this run finds it missing at the next open.
+        if store.inner.db.remove(CLEAN_KEY)?.is_some() {
+            store.inner.db.flush()?;
+        } else {
+            let fixed = store.repair()?;
+            if fixed > 0 {
+                tracing::warn!(
+                    fixed,
+                    "job store was not closed cleanly: index entries repaired"
+                );
+            }
+            store.inner.db.flush()?;
+        }
+        Ok(store)
+    }
+
+    /// Make the indexes agree with the records: add each record's missing
+    /// entries, remove entries whose record is gone or says otherwise.
+    /// Records that do not decode keep their entries (readers report them).
+    /// Returns how many entries it changed. Run at open after an unclean
+    /// shutdown; reads every record.
+    fn repair(&self) -> Result<usize, StoreError> {
+        let i = &self.inner;
+        let _w = lock(&i.write_lock);
+        let mut fixed = 0;
+        for item in i.jobs.iter() {
+            let (id, bytes) = item?;
+            let Ok(f) = serde_json::from_slice::<IndexFields>(&bytes) else {
+                continue;
+            };
+            for index in Index::ALL {
+                let key = index.key_of_fields(&f);
+                if i.tree(index).get(&key)?.as_deref() != Some(&id[..]) {
+                    i.tree(index).insert(key, &id)?;
+                    fixed += 1;
+                }
+            }
+        }
+        for index in Index::ALL {
+            let tree = i.tree(index);
+            for item in tree.iter() {
+                let (key, id) = item?;
+                let current = match i.jobs.get(&id)? {
+                    None => false,
+                    Some(bytes) => match serde_json::from_slice::<IndexFields>(&bytes) {
+                        Ok(f) => index.key_of_fields(&f) == key.as_ref(),
+                        Err(_) => true,
+                    },
+                };
+                if !current {
+                    tree.remove(&key)?;
+                    fixed += 1;
+                }
+            }
+        }
+        Ok(fixed)
     }
 
     /// A new submission sequence number, above every one handed out before,
@@ -441,24 +578,24 @@ impl Store {
                 }
             },
         };
-        let (tree_name, iter) = match (filter.state, filter.priority) {
+        let (index, iter) = match (filter.state, filter.priority) {
             (Some(state), _) => {
                 let tag = state_byte(state);
                 let range = tagged_key(tag, start)..=tagged_key(tag, u64::MAX);
-                ("by_state", self.inner.by_state.range(range))
+                (Index::State, self.inner.by_state.range(range))
             }
             (None, Some(p)) => {
                 let tag = p.rank();
                 let range = tagged_key(tag, start)..=tagged_key(tag, u64::MAX);
-                ("by_priority", self.inner.by_priority.range(range))
+                (Index::Priority, self.inner.by_priority.range(range))
             }
-            (None, None) => ("by_seq", self.inner.by_seq.range(seq_key(start)..)),
+            (None, None) => (Index::Seq, self.inner.by_seq.range(seq_key(start)..)),
         };
         let mut jobs: Vec<Job> = Vec::new();
         let mut next_cursor = None;
         for item in iter {
             let (key, id) = item?;
-            let Some(job) = self.get_indexed(tree_name, &key, &id)? else {
+            let Some(job) = self.get_indexed(index, &key, &id)? else {
                 continue;
             };
             if filter.state.is_some_and(|s| s != job.state)
@@ -485,10 +622,8 @@ impl Store {
         for state in wanted {
             for item in self.inner.by_state.scan_prefix([state_byte(state)]) {
                 let (key, id) = item?;
-                if let Some(job) = self.get_indexed("by_state", &key, &id)? {
-                    if job.state == state {
-                        out.push(job);
-                    }
+                if let Some(job) = self.get_indexed(Index::State, &key, &id)? {
+                    out.push(job);
                 }
             }
         }
@@ -497,15 +632,17 @@ impl Store {
     }
 
     /// How many jobs are in each state (every state listed, zeros included),
-    /// counted from the state index without decoding records.
+    /// through the state index; each entry's record is read to check it.
     pub fn count_by_state(&self) -> Result<Vec<(JobState, u64)>, StoreError> {
         JobState::ALL
             .into_iter()
             .map(|state| {
                 let mut n = 0u64;
                 for item in self.inner.by_state.scan_prefix([state_byte(state)]) {
-                    item?;
-                    n += 1;
+                    let (key, id) = item?;
+                    if self.get_indexed(Index::State, &key, &id)?.is_some() {
+                        n += 1;
+                    }
                 }
                 Ok((state, n))
             })
@@ -543,42 +680,52 @@ impl Store {
         })?;
         let id = job.id.as_bytes();
         let i = &self.inner;
-        let res: Result<(), TransactionError<std::convert::Infallible>> =
-            (&i.jobs, &i.by_seq, &i.by_state, &i.by_priority).transaction(
-                |(jobs, by_seq, by_state, by_priority)| {
-                    if let Some(old) = jobs.get(id)? {
-                        match serde_json::from_slice::<IndexFields>(&old) {
-                            Ok(o) => {
-                                if o.seq != job.seq {
-                                    by_seq.remove(&seq_key(o.seq))?;
-                                }
-                                by_state.remove(&tagged_key(state_byte(o.state), o.seq))?;
-                                by_priority.remove(&tagged_key(o.spec.priority.rank(), o.seq))?;
-                            }
-                            Err(_) => {
-                                // The old record is unreadable: drop every
-                                // index entry it could have under this seq.
-                                for s in JobState::ALL {
-                                    by_state.remove(&tagged_key(state_byte(s), job.seq))?;
-                                }
-                                for p in Priority::ALL {
-                                    by_priority.remove(&tagged_key(p.rank(), job.seq))?;
-                                }
-                            }
-                        }
+        let _w = lock(&i.write_lock);
+        // The old version's entries: those it surely has (`had`: none for
+        // a new job, or when its record does not decode) and those it may
+        // have (`may_have`: every one it could have under this seq when its
+        // record does not decode).
+        let (had, may_have): (Vec<Entry>, Vec<Entry>) = match i.jobs.get(id)? {
+            None => (Vec::new(), Vec::new()),
+            Some(old) => match serde_json::from_slice::<IndexFields>(&old) {
+                Ok(f) => {
+                    let keys: Vec<_> = Index::ALL
+                        .into_iter()
+                        .map(|index| (index, index.key_of_fields(&f)))
+                        .collect();
+                    (keys.clone(), keys)
+                }
+                Err(_) => {
+                    let mut keys = vec![(Index::Seq, seq_key(job.seq).to_vec())];
+                    for s in JobState::ALL {
+                        keys.push((Index::State, tagged_key(state_byte(s), job.seq).to_vec()));
                     }
-                    jobs.insert(id, bytes.as_slice())?;
-                    by_seq.insert(&seq_key(job.seq), id)?;
-                    by_state.insert(&tagged_key(state_byte(job.state), job.seq), id)?;
-                    by_priority.insert(&tagged_key(job.spec.priority.rank(), job.seq), id)?;
-                    Ok::<(), ConflictableTransactionError<std::convert::Infallible>>(())
-                },
-            );
-        match res {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(e.into()),
-            Err(TransactionError::Abort(never)) => match never {},
+                    for p in Priority::ALL {
+                        keys.push((Index::Priority, tagged_key(p.rank(), job.seq).to_vec()));
+                    }
+                    (Vec::new(), keys)
+                }
+            },
+        };
+        // 1. The new version's entries, 2. the record, 3. the old version's
+        // entries it no longer has. A crash between any two steps leaves
+        // only extra entries, which readers skip (module docs).
+        let new: Vec<Entry> = Index::ALL
+            .into_iter()
+            .map(|index| (index, index.key_of(job)))
+            .collect();
+        for entry in &new {
+            if !had.contains(entry) {
+                i.tree(entry.0).insert(entry.1.as_slice(), id)?;
+            }
         }
+        i.jobs.insert(id, bytes)?;
+        for entry in &may_have {
+            if !new.contains(entry) {
+                i.tree(entry.0).remove(entry.1.as_slice())?;
+            }
+        }
+        Ok(())
     }
 
     /// Take a write generation (covering every write applied so far) and
@@ -597,17 +744,18 @@ impl Store {
         self.wait_mark(mark).await
     }
 
-    /// The job an index entry points at; `None` (logged) if it is dangling.
-    fn get_indexed(&self, tree: &str, key: &[u8], id: &[u8]) -> Result<Option<Job>, StoreError> {
+    /// The job an index entry points at, if its record agrees with the
+    /// entry (same seq, and same state or priority); `None` for a stale
+    /// entry: the old state's during a write or after a crash, or one
+    /// written just before its record (module docs).
+    fn get_indexed(&self, index: Index, key: &[u8], id: &[u8]) -> Result<Option<Job>, StoreError> {
         let id = std::str::from_utf8(id).map_err(|e| StoreError::Corrupt {
-            key: format!("{tree}/{key:02x?}"),
+            key: format!("{}/{key:02x?}", index.name()),
             message: format!("index value is not a UTF-8 job id: {e}"),
         })?;
-        let job = self.get(id)?;
-        if job.is_none() {
-            tracing::warn!(tree, job_id = id, "index entry points at a missing job");
-        }
-        Ok(job)
+        Ok(self
+            .get(id)?
+            .filter(|job| index.key_of(job).as_slice() == key))
     }
 }
 
@@ -868,6 +1016,8 @@ mod tests {
         assert_eq!(store.get(&j.id).unwrap(), Some(j.clone()));
         assert_eq!(count(&store, JobState::Queued), 0);
         assert_eq!(count(&store, JobState::Failed), 1);
+        assert_eq!(store.inner.by_state.len(), 1);
+        assert_eq!(store.inner.by_priority.len(), 1);
         // A non-UTF-8 id in an index is an error too.
         store
             .inner
@@ -881,6 +1031,175 @@ mod tests {
             }),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    /// The index entries a job has, raw, across the three trees.
+    fn raw_entries(store: &Store, id: &str) -> usize {
+        Index::ALL
+            .into_iter()
+            .map(|index| {
+                store
+                    .inner
+                    .tree(index)
+                    .iter()
+                    .filter(|item| item.as_ref().unwrap().1.as_ref() == id.as_bytes())
+                    .count()
+            })
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_write_keeps_exactly_one_entry_per_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut j = job(&store, 1, Priority::Low);
+        store.put_durable(&j).await.unwrap();
+        assert_eq!(raw_entries(&store, &j.id), 3);
+        for state in [JobState::Assigned, JobState::Running, JobState::Succeeded] {
+            j.state = state;
+            store.put(&j).unwrap();
+            assert_eq!(raw_entries(&store, &j.id), 3, "after {state:?}");
+        }
+        j.spec.priority = Priority::High;
+        j.seq = store.next_seq().unwrap();
+        store.put(&j).unwrap();
+        assert_eq!(raw_entries(&store, &j.id), 3);
+        let page = store
+            .list(&ListFilter {
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(page.jobs, vec![j.clone()]);
+    }
+
+    /// What a crash between a write's steps can leave (an entry for the old
+    /// state not yet removed, entries written before their record) is
+    /// skipped by every reader.
+    #[tokio::test]
+    async fn stale_entries_are_skipped_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let j = job(&store, 1, Priority::Medium);
+        store.put_durable(&j).await.unwrap();
+        let i = &store.inner;
+        // The old state's entry, an old seq's entry, an old priority's entry.
+        i.by_state
+            .insert(
+                tagged_key(state_byte(JobState::Running), j.seq),
+                j.id.as_bytes(),
+            )
+            .unwrap();
+        i.by_seq
+            .insert(seq_key(j.seq + 100), j.id.as_bytes())
+            .unwrap();
+        i.by_priority
+            .insert(tagged_key(Priority::High.rank(), j.seq), j.id.as_bytes())
+            .unwrap();
+        // Entries of a job whose record was never written.
+        for index in Index::ALL {
+            i.tree(index)
+                .insert(
+                    index.key(j.seq + 1, JobState::Queued, Priority::Medium),
+                    &b"job-ghost"[..],
+                )
+                .unwrap();
+        }
+        assert!(store.in_states(&[JobState::Running]).unwrap().is_empty());
+        assert_eq!(
+            store.in_states(&[JobState::Queued]).unwrap(),
+            vec![j.clone()]
+        );
+        assert_eq!(count(&store, JobState::Running), 0);
+        assert_eq!(count(&store, JobState::Queued), 1);
+        for filter in [
+            ListFilter::default(),
+            ListFilter {
+                state: Some(JobState::Running),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                priority: Some(Priority::High),
+                ..ListFilter::default()
+            },
+            ListFilter {
+                priority: Some(Priority::Medium),
+                ..ListFilter::default()
+            },
+        ] {
+            let want: Vec<Job> =
+                if filter.state.is_none() && filter.priority != Some(Priority::High) {
+                    vec![j.clone()]
+                } else {
+                    vec![]
+                };
+            let page = store
+                .list(&ListFilter {
+                    limit: 10,
+                    ..filter.clone()
+                })
+                .unwrap();
+            assert_eq!(page.jobs, want, "{filter:?}");
+        }
+    }
+
+    /// A store closed cleanly is marked so and opens without a repair; one
+    /// that was not (the marker missing) gets its indexes repaired at open:
+    /// a record's missing entries added, stale entries removed.
+    #[tokio::test]
+    async fn an_unclean_store_is_repaired_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = {
+            let store = Store::open(dir.path()).unwrap();
+            let a = job(&store, 1, Priority::Medium);
+            store.put_durable(&a).await.unwrap();
+            a
+        };
+        let mut b = a.clone();
+        b.id = "job-b".into();
+        b.seq = a.seq + 1;
+        b.state = JobState::Running;
+        {
+            // What a crash could leave, written behind the store's back.
+            let db = sled::open(dir.path()).unwrap();
+            assert!(
+                db.get(CLEAN_KEY).unwrap().is_some(),
+                "clean close marks the store"
+            );
+            db.remove(CLEAN_KEY).unwrap();
+            db.open_tree("jobs")
+                .unwrap()
+                .insert(b.id.as_bytes(), serde_json::to_vec(&b).unwrap())
+                .unwrap();
+            db.open_tree("by_state")
+                .unwrap()
+                .insert(
+                    tagged_key(state_byte(JobState::Failed), a.seq),
+                    a.id.as_bytes(),
+                )
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.in_states(&[JobState::Running]).unwrap(),
+            vec![b.clone()]
+        );
+        assert_eq!(raw_entries(&store, &a.id), 3, "the stale entry was removed");
+        assert_eq!(
+            raw_entries(&store, &b.id),
+            3,
+            "the missing entries were added"
+        );
+        let page = store
+            .list(&ListFilter {
+                limit: 10,
+                ..ListFilter::default()
+            })
+            .unwrap();
+        assert_eq!(ids(&page.jobs), vec![a.id.clone(), b.id.clone()]);
+        // Open, the marker is gone (a crash now would be seen as one).
+        assert!(store.inner.db.get(CLEAN_KEY).unwrap().is_none());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
