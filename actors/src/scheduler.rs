@@ -447,20 +447,19 @@ impl SchedulerState {
         metrics::gauge!(m::JOBS_RUNNING).set(running as f64);
     }
 
-    fn views(&self) -> Vec<NodeView> {
-        let mut v: Vec<NodeView> = self
-            .nodes
+    /// The nodes as placement sees them, borrowed (nothing copied; `pick`
+    /// breaks ties by id, so their order does not matter).
+    fn views(&self) -> Vec<NodeView<'_>> {
+        self.nodes
             .iter()
             .map(|(id, n)| NodeView {
-                id: id.clone(),
+                id,
                 slots: n.slots,
-                running: n.running.len() as u32,
-                encoders: n.capabilities.encoders.clone(),
+                running: u32::try_from(n.running.len()).unwrap_or(u32::MAX),
+                encoders: &n.capabilities.encoders,
                 draining: n.draining,
             })
-            .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
-        v
+            .collect()
     }
 
     /// After a terminal transition or a requeue: metrics, queue, events.

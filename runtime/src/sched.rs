@@ -33,22 +33,25 @@ pub struct QueuedJob {
     pub encoder: String,
 }
 
-/// What the scheduler knows of a node when placing work.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodeView {
+/// What the scheduler knows of a node when placing work, borrowed from the
+/// caller's own node table: a pick runs for every assignment, so building
+/// the views must not copy ids and encoder lists (it did: 16 % of the
+/// master's CPU at 4,000 jobs/s with 100 workers, docs/BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeView<'a> {
     /// The node.
-    pub id: NodeId,
+    pub id: &'a str,
     /// How many jobs it may run at once.
     pub slots: u32,
     /// How many it runs (or has been assigned) now.
     pub running: u32,
     /// Encoders it advertised (probed by a real encode).
-    pub encoders: Vec<String>,
+    pub encoders: &'a [String],
     /// A draining node takes no new work.
     pub draining: bool,
 }
 
-impl NodeView {
+impl NodeView<'_> {
     /// Not draining and with a free slot.
     pub fn has_free_slot(&self) -> bool {
         !self.draining && self.running < self.slots
@@ -60,10 +63,10 @@ impl NodeView {
     }
 
     /// Order by load (`running / slots`, compared exactly), then by id.
-    fn cmp_load(&self, other: &NodeView) -> Ordering {
+    fn cmp_load(&self, other: &NodeView<'_>) -> Ordering {
         let a = u64::from(self.running) * u64::from(other.slots);
         let b = u64::from(other.running) * u64::from(self.slots);
-        a.cmp(&b).then_with(|| self.id.cmp(&other.id))
+        a.cmp(&b).then_with(|| self.id.cmp(other.id))
     }
 }
 
@@ -157,12 +160,12 @@ impl ReadyQueue {
     /// node with a free slot and the job's encoder can run. Jobs nobody can
     /// run now are skipped, never blocking the ones behind. Among capable
     /// nodes the least loaded (`running / slots`) wins, ties by node id.
-    /// Does not remove the job.
+    /// Does not remove the job. The order of `nodes` does not matter.
     ///
     /// Cost: for each encoder with a capable node, the delayed jobs ahead of
     /// its first eligible one; encoders no free node has are never visited.
-    pub fn pick(&self, now: UnixMs, nodes: &[NodeView]) -> Option<(JobId, NodeId)> {
-        let mut best: Option<(&QueuedJob, &Key, &NodeView)> = None;
+    pub fn pick(&self, now: UnixMs, nodes: &[NodeView<'_>]) -> Option<(JobId, NodeId)> {
+        let mut best: Option<(&QueuedJob, &Key, &NodeView<'_>)> = None;
         for (encoder, queue) in &self.by_encoder {
             let Some(node) = nodes
                 .iter()
@@ -180,7 +183,7 @@ impl ReadyQueue {
                 }
             }
         }
-        best.map(|(job, _, node)| (job.id.clone(), node.id.clone()))
+        best.map(|(job, _, node)| (job.id.clone(), node.id.to_string()))
     }
 
     /// The earliest `not_before` among queued jobs that is still in the
@@ -212,8 +215,34 @@ mod tests {
         }
     }
 
-    fn node(id: &str, slots: u32, running: u32, encs: &[&str]) -> NodeView {
-        NodeView {
+    /// A node table entry the tests own; [`NodeView`]s borrow from it.
+    #[derive(Debug, Clone)]
+    struct Node {
+        id: String,
+        slots: u32,
+        running: u32,
+        encoders: Vec<String>,
+        draining: bool,
+    }
+
+    impl Node {
+        fn view(&self) -> NodeView<'_> {
+            NodeView {
+                id: &self.id,
+                slots: self.slots,
+                running: self.running,
+                encoders: &self.encoders,
+                draining: self.draining,
+            }
+        }
+    }
+
+    fn views(nodes: &[Node]) -> Vec<NodeView<'_>> {
+        nodes.iter().map(Node::view).collect()
+    }
+
+    fn node(id: &str, slots: u32, running: u32, encs: &[&str]) -> Node {
+        Node {
             id: id.into(),
             slots,
             running,
@@ -222,8 +251,8 @@ mod tests {
         }
     }
 
-    fn pick_id(q: &ReadyQueue, now: u64, nodes: &[NodeView]) -> Option<(String, String)> {
-        q.pick(now, nodes)
+    fn pick_id(q: &ReadyQueue, now: u64, nodes: &[Node]) -> Option<(String, String)> {
+        q.pick(now, &views(nodes))
     }
 
     #[test]
@@ -331,7 +360,7 @@ mod tests {
         })
     }
 
-    fn nodes_strategy() -> impl Strategy<Value = Vec<NodeView>> {
+    fn nodes_strategy() -> impl Strategy<Value = Vec<Node>> {
         proptest::collection::vec(
             (
                 0u32..4,
@@ -344,7 +373,7 @@ mod tests {
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (slots, running, encs, draining))| NodeView {
+                .map(|(i, (slots, running, encs, draining))| Node {
                     id: format!("n{}", 9 - i),
                     slots,
                     running,
@@ -356,14 +385,14 @@ mod tests {
     }
 
     /// The obvious quadratic answer.
-    fn reference(jobs: &[QueuedJob], now: u64, nodes: &[NodeView]) -> Option<(JobId, NodeId)> {
+    fn reference(jobs: &[QueuedJob], now: u64, nodes: &[Node]) -> Option<(JobId, NodeId)> {
         let mut sorted: Vec<&QueuedJob> = jobs.iter().collect();
         sorted.sort_by_key(|j| key_of(j));
         for j in sorted {
             if j.not_before_ms.is_some_and(|nb| nb > now) {
                 continue;
             }
-            let mut capable: Vec<&NodeView> = nodes
+            let mut capable: Vec<&Node> = nodes
                 .iter()
                 .filter(|n| !n.draining && n.running < n.slots && n.encoders.contains(&j.encoder))
                 .collect();
@@ -390,7 +419,7 @@ mod tests {
             for j in &jobs {
                 q.push(j.clone());
             }
-            let picked = q.pick(now, &nodes);
+            let picked = q.pick(now, &views(&nodes));
             prop_assert_eq!(&picked, &reference(&jobs, now, &nodes));
             if let Some((jid, nid)) = picked {
                 let j = jobs.iter().find(|j| j.id == jid).unwrap();
@@ -402,7 +431,7 @@ mod tests {
                 // Strict priority and FIFO: no runnable job is ahead of it.
                 for other in &jobs {
                     let runnable = other.not_before_ms.is_none_or(|nb| nb <= now)
-                        && nodes.iter().any(|n| n.can_run(&other.encoder));
+                        && nodes.iter().any(|n| n.view().can_run(&other.encoder));
                     if runnable {
                         prop_assert!(key_of(j) <= key_of(other));
                     }
@@ -410,7 +439,7 @@ mod tests {
             } else {
                 for j in &jobs {
                     let runnable = j.not_before_ms.is_none_or(|nb| nb <= now)
-                        && nodes.iter().any(|n| n.can_run(&j.encoder));
+                        && nodes.iter().any(|n| n.view().can_run(&j.encoder));
                     prop_assert!(!runnable, "{:?} was runnable", j);
                 }
             }
@@ -424,13 +453,13 @@ mod tests {
             // One node that runs everything, with `slots` free slots per round:
             // repeated picks (removing each) come out in strict (rank, seq) order.
             let all: Vec<String> = ENCODERS.iter().map(|e| e.to_string()).collect();
-            let nodes = [NodeView { id: "n".into(), slots, running: 0, encoders: all, draining: false }];
+            let nodes = [Node { id: "n".into(), slots, running: 0, encoders: all, draining: false }];
             let mut q = ReadyQueue::new();
             for j in &jobs {
                 q.push(j.clone());
             }
             let mut order = Vec::new();
-            while let Some((id, _)) = q.pick(u64::MAX, &nodes) {
+            while let Some((id, _)) = q.pick(u64::MAX, &views(&nodes)) {
                 prop_assert!(q.remove(&id));
                 order.push(id);
             }
