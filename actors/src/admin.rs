@@ -715,7 +715,7 @@ async fn store_submission(
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());
     // 201 means on disk.
-    crate::scheduler::store_new_job(&api.store, &api.events, &api.scheduler, &job)
+    crate::scheduler::store_new_job(&api.store, &api.scheduler, &job)
         .await
         .map_err(ApiError::internal)?;
     let location = format!("/v1/jobs/{id}");

@@ -171,9 +171,12 @@ pub struct NodeInfo {
 /// [`RpcReplyPort`]s (use `ractor::call!`); a dropped reply port means the
 /// scheduler stopped before it could answer.
 pub enum SchedulerMsg {
-    /// A job was stored durably (by the HTTP API) and waits to be queued.
-    /// Ignored if it is no longer `queued`.
-    Enqueued(JobId),
+    /// A new `queued` job was written to the store (not yet durably, by
+    /// the HTTP API or [`SchedulerMsg::Submit`]): queue it, place it if a node is free, and reply
+    /// with the [`WriteMark`] whose flush makes both the submission and any
+    /// assignment durable (one flush for the two). Nothing it licenses (its
+    /// `queued` update, the assignment) goes out before that flush.
+    Accept(Box<Job>, RpcReplyPort<WriteMark>),
     /// Store a new job durably and queue it. Replies once the job is on disk
     /// (what `201 Created` means over HTTP) with the job as stored, or with
     /// why it could not be stored. The spec is not validated again: build it
@@ -902,13 +905,19 @@ impl SchedulerActor {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SchedulerMsg::Enqueued(job_id) => {
-                if let Some(job) = state.store.get(&job_id)? {
-                    if job.state == JobState::Queued {
-                        state.queue.push(queued(&job));
-                        state.dispatch(myself).await?;
-                    }
+            SchedulerMsg::Accept(job, reply) => {
+                // The submission was written before this message was sent:
+                // a mark taken now covers it. No flush yet, so that the
+                // assignment below (if any) shares it.
+                state.last_mark = state.store.mark_unflushed();
+                state.unflushed += 1;
+                state.publish(UpdateKind::State, &job);
+                if job.state == JobState::Queued {
+                    state.queue.push(queued(&job));
+                    state.dispatch(myself).await?;
                 }
+                state.store.request_flush();
+                let _ = reply.send(state.last_mark);
             }
             SchedulerMsg::Submit(spec, reply) => {
                 let seq = match state.store.next_seq() {
@@ -921,10 +930,9 @@ impl SchedulerActor {
                 let job = Job::new(uuid::Uuid::now_v7().to_string(), seq, *spec, now_ms());
                 // Stored off the actor, so submissions share a flush and the
                 // scheduler does not wait on the disk.
-                let (store, events, me) =
-                    (state.store.clone(), state.events.clone(), myself.clone());
+                let (store, me) = (state.store.clone(), myself.clone());
                 tokio::spawn(async move {
-                    let r = store_new_job(&store, &events, &me, &job).await;
+                    let r = store_new_job(&store, &me, &job).await;
                     let _ = reply.send(r.map(|()| job).map_err(|e| e.to_string()));
                 });
             }
@@ -1297,24 +1305,40 @@ impl SchedulerActor {
     }
 }
 
-/// Stores a new `queued` job durably, publishes it, and tells `scheduler` to
-/// queue it. `Ok` means the job is on disk; if the scheduler is gone by then
-/// the job is queued on its next start.
+/// Stores a new `queued` job and hands it to `scheduler`, which queues it,
+/// places it if it can, and publishes it; returns once the job is durable.
+/// The write happens here, off the actor, so submissions share the work and
+/// the scheduler does not encode them; the flush that makes it durable also
+/// covers the job's assignment when a node was free
+/// ([`SchedulerMsg::Accept`]): one flush between submission and dispatch.
+/// `Ok` means the job is on disk; if the scheduler is gone by then the job
+/// is queued on its next start.
 pub(crate) async fn store_new_job(
     store: &Store,
-    events: &JobEvents,
     scheduler: &ActorRef<SchedulerMsg>,
     job: &Job,
 ) -> Result<(), ffrtmp_runtime::store::StoreError> {
-    store.put_durable(job).await?;
-    metrics::counter!(m::JOBS_SUBMITTED).increment(1);
-    events.publish(UpdateKind::State, job);
-    if let Err(e) = scheduler.cast(SchedulerMsg::Enqueued(job.id.clone())) {
-        // Stored, so not lost: the scheduler queues it on its next start.
-        tracing::error!(job = %job.id, error = %e, "scheduler unreachable after storing a job");
+    store.put(job)?;
+    match ractor::call_t!(
+        scheduler,
+        SchedulerMsg::Accept,
+        ACCEPT_TIMEOUT_MS,
+        Box::new(job.clone())
+    ) {
+        Ok(mark) => store.wait_mark(mark).await?,
+        Err(e) => {
+            // Stored, so not lost once flushed: the scheduler queues it on
+            // its next start.
+            store.flush().await?;
+            tracing::error!(job = %job.id, error = %e, "scheduler unreachable after storing a job");
+        }
     }
+    metrics::counter!(m::JOBS_SUBMITTED).increment(1);
     Ok(())
 }
+
+/// How long [`store_new_job`] waits for the scheduler to take a job.
+const ACCEPT_TIMEOUT_MS: u64 = 10_000;
 
 /// Shared handle used by the HTTP layer.
 pub type SchedulerRef = Arc<ActorRef<SchedulerMsg>>;

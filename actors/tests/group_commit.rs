@@ -127,7 +127,17 @@ async fn nothing_leaves_before_its_write_is_durable() {
     assert_eq!(published(&mut updates), Vec::<JobState>::new());
     drop(hold);
     let job = submit.await.expect("task").expect("submitted");
-    assert_eq!(published(&mut updates), vec![JobState::Queued]);
+    // Published by the scheduler once it hears the flush is done, which may
+    // be just after the submission's answer.
+    let mut seen = Vec::new();
+    until("the queued update", || {
+        seen.extend(published(&mut updates));
+        !seen.is_empty()
+    })
+    .await;
+    ractor::call!(sched, SchedulerMsg::Sync).expect("sync");
+    seen.extend(published(&mut updates));
+    assert_eq!(seen, vec![JobState::Queued]);
 
     // 2. The assignment leaves only once its token is durable.
     let hold = store.hold_flushes();
@@ -233,6 +243,82 @@ async fn nothing_leaves_before_its_write_is_durable() {
             .expect("update");
         seen.push(u.job.state);
     }
+
+    drop(worker);
+    embed::stop_scheduler(&sched).await;
+    let _ = done.await;
+}
+
+/// A submission that finds a free node is made durable together with its
+/// assignment: one flush between the HTTP request and the `Assign` (it was
+/// two, the second waiting for the first; docs/BENCHMARKS.md, dispatch
+/// latency). With flushes held, both writes are applied and neither the
+/// answer nor the assignment goes; once let go, a single flush releases
+/// both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_and_its_assignment_share_one_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).expect("media");
+    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
+        .await
+        .expect("scheduler");
+    let (master_end, mut worker) = in_process_pair();
+    send(
+        &worker,
+        &ToMaster::Hello {
+            node_id: "sim-1".into(),
+            protocol_version: wire::PROTOCOL_VERSION,
+            slots: 1,
+            capabilities: Capabilities {
+                encoders: vec!["libx264".into()],
+                cores: 1,
+                memory_bytes: 1 << 30,
+            },
+            running: Vec::new(),
+            unacked: Vec::new(),
+        },
+    )
+    .await;
+    sched
+        .cast(SchedulerMsg::AttachLink(master_end))
+        .expect("attach");
+    let start = Instant::now();
+    while ractor::call!(sched, SchedulerMsg::Nodes)
+        .expect("scheduler answers")
+        .is_empty()
+    {
+        assert!(start.elapsed() < DEADLINE, "the node never joined");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    store.flush().await.expect("flush");
+
+    let hold = store.hold_flushes();
+    let flushes_before = store.flush_count();
+    let submit = {
+        let (sched, spec) = (sched.clone(), spec(&media));
+        tokio::spawn(async move { embed::submit(&sched, spec).await })
+    };
+    until("the assignment's write", || {
+        store
+            .in_states(&[JobState::Assigned])
+            .is_ok_and(|j| j.len() == 1)
+    })
+    .await;
+    assert!(!submit.is_finished(), "answered before the job was durable");
+    assert_nothing_sent(&sched, &mut worker, "the assignment").await;
+    drop(hold);
+    let job = submit.await.expect("task").expect("submitted");
+    match next_frame(&mut worker).await {
+        ToWorker::Assign(a) => assert_eq!(a.job_id, job.id),
+        other => panic!("expected the assignment, got {other:?}"),
+    }
+    assert_eq!(
+        store.flush_count() - flushes_before,
+        1,
+        "the submission and its assignment took more than one flush"
+    );
 
     drop(worker);
     embed::stop_scheduler(&sched).await;

@@ -509,6 +509,23 @@ impl Store {
         Ok(self.mark())
     }
 
+    /// Take a [`WriteMark`] covering every write applied so far, without
+    /// starting a flush: for a caller that is about to write more that the
+    /// same flush should cover, and then calls [`Store::request_flush`] (or
+    /// [`Store::put_marked`]). The scheduler uses it to make a submission
+    /// and its assignment durable with one flush.
+    pub fn mark_unflushed(&self) -> WriteMark {
+        self.inner.shared.written.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Start a flush of everything written so far (if the flusher is idle;
+    /// one running now is followed by another). Returns at once.
+    pub fn request_flush(&self) {
+        let shared = &self.inner.shared;
+        lock(&shared.wake).pending = true;
+        shared.cv.notify_one();
+    }
+
     /// Wait until a flush that covers `mark` has completed: `Ok` once every
     /// write made before `mark` was taken is durable, the flush's error if
     /// it failed.
@@ -731,10 +748,8 @@ impl Store {
     /// Take a write generation (covering every write applied so far) and
     /// wake the flusher.
     fn mark(&self) -> WriteMark {
-        let shared = &self.inner.shared;
-        let generation = shared.written.fetch_add(1, Ordering::SeqCst) + 1;
-        lock(&shared.wake).pending = true;
-        shared.cv.notify_one();
+        let generation = self.mark_unflushed();
+        self.request_flush();
         generation
     }
 
