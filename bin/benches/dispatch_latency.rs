@@ -23,8 +23,9 @@
 //! `assigned` log line (the assignment's token durable, the `Assign` handed
 //! to the node's link), the worker's debug lines `assignment received`
 //! (NodeActor) and `job cgroup ready` (JobActor, cgroups made and limited),
-//! the guard's `start` (written by the guard after it forked FFmpeg) and
-//! `exec`. Log lines carry the wall clock (µs), mapped onto CLOCK_MONOTONIC
+//! `exec` (FFmpeg's side of the guard's vfork-style clone, right before
+//! execve) and the guard's `start` (written once it resumes, after that
+//! execve). Log lines carry the wall clock (µs), mapped onto CLOCK_MONOTONIC
 //! by reading both clocks. A 4 KiB write + `fdatasync` loop in the master's
 //! data dir before and after each run gives the disk's flush cost.
 
@@ -113,7 +114,7 @@ fn job_body(duration_s: f64) -> Vec<u8> {
 struct Parts {
     /// send → FFmpeg exec'd: the figure.
     total: Vec<f64>,
-    /// send → the guard's `start` (after it forked FFmpeg).
+    /// send → the guard's `start` (after FFmpeg's execve).
     to_start: Vec<f64>,
     /// send → `201 Created` read (submission durable).
     response: Vec<f64>,
@@ -123,9 +124,9 @@ struct Parts {
     to_worker: Vec<f64>,
     /// `assignment received` → `job cgroup ready` (JobActor, cgroup mkdirs, limits).
     cgroup: Vec<f64>,
-    /// `job cgroup ready` → guard `start` (pipes, fork, cgroup join, fork).
+    /// `job cgroup ready` → `exec` (pipes, fork, cgroup join, vfork).
     spawn: Vec<f64>,
-    /// guard `start` → `exec` (FFmpeg's child, before execve).
+    /// `exec` → guard `start` (the guard resumes after FFmpeg's execve).
     start_exec: Vec<f64>,
     /// `exec` → worker `ffmpeg started` (execve done, the status pipe read).
     exec_seen: Vec<f64>,
@@ -244,7 +245,7 @@ fn run(o: &Opts, run_no: usize) -> RunResult {
         p.total.push((x - t0) as f64 / 1e6);
         p.to_start.push((s - t0) as f64 / 1e6);
         p.response.push((t1 - t0) as f64 / 1e6);
-        p.start_exec.push((x as f64 - s as f64) / 1e6);
+        p.start_exec.push((s as f64 - x as f64) / 1e6);
         let (Some(&a), Some(&r), Some(&cg), Some(&st)) = (
             assigned.get(id),
             received.get(id),
@@ -256,7 +257,7 @@ fn run(o: &Opts, run_no: usize) -> RunResult {
         p.to_assigned.push(msd(unix(*t0), a));
         p.to_worker.push(msd(a, r));
         p.cgroup.push(msd(r, cg));
-        p.spawn.push(msd(cg, unix(s)));
+        p.spawn.push(msd(cg, unix(x)));
         p.exec_seen.push(msd(unix(x), st));
     }
     if let Some(keep) = &o.keep_logs {
@@ -328,7 +329,7 @@ fn main() {
         &d(&|r| r.total),
     );
     dist_lines(
-        "send → guard `start` (FFmpeg forked)",
+        "send → guard `start` (FFmpeg exec'd, guard resumed)",
         "ms",
         &d(&|r| r.to_start),
     );
@@ -354,12 +355,12 @@ fn main() {
         &d(&|r| r.cgroup),
     );
     dist_lines_mean(
-        "  d → guard `start` (fork, cgroup join, fork)",
+        "  d → `exec` (fork, cgroup join, vfork)",
         "ms",
         &d(&|r| r.spawn),
     );
     dist_lines_mean(
-        "  e guard `start` → `exec` (FFmpeg's child)",
+        "  (after) `exec` → guard `start` (execve done)",
         "ms",
         &d(&|r| r.start_exec),
     );

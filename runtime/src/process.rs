@@ -9,7 +9,7 @@
 //! job runs under a small **guard process** that fences it on its own:
 //!
 //! ```text
-//! worker ──fork──▶ guard (leads the job's process group) ──fork+exec──▶ FFmpeg
+//! worker ──fork──▶ guard (leads the job's process group) ──vfork+exec──▶ FFmpeg
 //!        ◀─ heartbeat channel (deadlines) ─┘
 //! ```
 //!

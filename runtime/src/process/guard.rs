@@ -8,9 +8,9 @@
 //! bounds and no arithmetic that could overflow.
 //!
 //! Descriptors in the guard, once set up: 0, 1, 2 (`/dev/null`, the stdout and
-//! stderr pipes, inherited by FFmpeg and closed in the guard right after the
-//! fork of FFmpeg), [`HEARTBEAT_FD`], [`STATUS_FD`] (closed once FFmpeg is
-//! forked) and a pidfd for FFmpeg. Every other descriptor inherited from the
+//! stderr pipes, inherited by FFmpeg and closed in the guard right after
+//! FFmpeg's execve), [`HEARTBEAT_FD`], [`STATUS_FD`] (closed then too) and a
+//! pidfd for FFmpeg. Every other descriptor inherited from the
 //! worker is closed.
 
 use std::ffi::CString;
@@ -398,14 +398,33 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     }
     unblock_all_signals();
 
-    let guard = libc::getpid();
-    let child = libc::fork();
+    // FFmpeg's process: `clone(CLONE_VM | CLONE_VFORK)` on a stack of its
+    // own, as posix_spawn does, rather than a second fork. A fork copies
+    // the page tables of the guard, a copy of the whole worker (it was most
+    // of the worker's spawn time: docs/BENCHMARKS.md, dispatch latency);
+    // the child here shares the guard's memory until its execve, and the
+    // guard sleeps until then. The child has its own descriptor table and
+    // signal handlers (no CLONE_FILES, no CLONE_SIGHAND) and runs only
+    // async-signal-safe code on its own stack.
+    let args = ExecArgs {
+        plan,
+        guard: libc::getpid(),
+        core,
+    };
+    let mut stack = [0u8; EXEC_STACK];
+    // The stack grows down from the (16-byte aligned) end of the buffer.
+    let top = stack.as_mut_ptr().add(EXEC_STACK);
+    let top = top.sub(top as usize % 16);
+    let child = libc::clone(
+        exec_entry,
+        top.cast(),
+        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+        (&args as *const ExecArgs<'_>).cast_mut().cast(),
+    );
     if child < 0 {
         fail(status_fd, errno());
     }
-    if child == 0 {
-        exec_ffmpeg(plan, guard, &core);
-    }
+    // Back here once FFmpeg's side has called execve (or failed and exited).
     log_event(plan.run_log.as_ref(), b"start");
     let pidfd =
         c_int::try_from(libc::syscall(libc::SYS_pidfd_open, child, 0 as c_uint)).unwrap_or(-1);
@@ -419,8 +438,30 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     watch(child, pidfd, plan.deadline, plan.run_log.as_ref())
 }
 
-/// FFmpeg's side of the guard's fork: back to default signals, armed to die
-/// with the guard, then exec. Never returns.
+/// The stack of FFmpeg's side of the guard's `clone` until its execve: a
+/// few frames of plain syscalls and a 512-byte log line.
+const EXEC_STACK: usize = 64 * 1024;
+
+/// What [`exec_entry`] gets from the guard (it lives on the guard's stack,
+/// which the guard does not leave while the child runs: `CLONE_VFORK`).
+struct ExecArgs<'a> {
+    plan: &'a GuardPlan,
+    guard: pid_t,
+    core: libc::rlimit,
+}
+
+/// The entry point of FFmpeg's side of the guard's `clone`.
+extern "C" fn exec_entry(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the guard's `ExecArgs`, alive until the guard resumes,
+    // which is after this side has exec'd or exited (`CLONE_VFORK`).
+    unsafe {
+        let args = &*(arg as *const ExecArgs<'_>);
+        exec_ffmpeg(args.plan, args.guard, &args.core)
+    }
+}
+
+/// FFmpeg's side of the guard's `clone`: back to default signals, armed to
+/// die with the guard, then exec. Never returns.
 unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! {
     for sig in IGNORED {
         set_disposition(sig, libc::SIG_DFL);
@@ -437,8 +478,8 @@ unsafe fn exec_ffmpeg(plan: &GuardPlan, guard: pid_t, core: &libc::rlimit) -> ! 
     }
     libc::close(HEARTBEAT_FD);
     // The instant FFmpeg is handed to the kernel (the guard's `start` comes
-    // from the other side of the fork, in whichever order the two run): what
-    // the dispatch-latency benchmark measures up to.
+    // after it, once the guard resumes): what the dispatch-latency benchmark
+    // measures up to.
     log_event(plan.run_log.as_ref(), b"exec");
     libc::execve(
         plan.path.as_ptr(),
