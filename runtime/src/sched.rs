@@ -15,6 +15,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::model::{JobId, NodeId, Priority, UnixMs};
 
@@ -71,20 +72,25 @@ impl NodeView<'_> {
 }
 
 /// Queue order: priority rank, then seq, then id (ids break ties only if two
-/// jobs were given the same seq).
-type Key = (u8, u64, JobId);
-
-fn key_of(job: &QueuedJob) -> Key {
-    (job.priority.rank(), job.seq, job.id.clone())
-}
+/// jobs were given the same seq). The id is shared (`Arc<str>`) by a job's
+/// entries in the queue, the index and the delay set: one allocation per
+/// queued job, not one per structure (docs/BENCHMARKS.md, footprint).
+type Key = (u8, u64, Arc<str>);
 
 /// The queued jobs, indexed for placement.
+///
+/// Per queued job: one `Arc<str>` id, an entry in its encoder's `BTreeMap`
+/// (key and `not_before`), an index entry (encoder number and key), and a
+/// delay-set entry only while it is delayed. Encoders are interned: a job
+/// holds its encoder's number, not a copy of its name.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyQueue {
-    /// Per encoder, jobs in `(rank, seq)` order.
-    by_encoder: HashMap<String, BTreeMap<Key, QueuedJob>>,
-    /// Where each job is: its encoder and key.
-    index: HashMap<JobId, (String, Key)>,
+    /// The encoders seen, by number (never shrinks: there are a handful).
+    encoders: Vec<String>,
+    /// Per encoder number, jobs in `(rank, seq)` order → `not_before`.
+    by_encoder: Vec<BTreeMap<Key, Option<UnixMs>>>,
+    /// Where each job is: its encoder number and key.
+    index: HashMap<Arc<str>, (usize, Key)>,
     /// Delayed jobs by `not_before`, for [`ReadyQueue::next_wakeup`].
     delayed: BTreeSet<(UnixMs, Key)>,
     /// Jobs per priority rank.
@@ -97,21 +103,32 @@ impl ReadyQueue {
         Self::default()
     }
 
+    /// The number of `encoder`, interned on first sight.
+    fn encoder_number(&mut self, encoder: &str) -> usize {
+        if let Some(n) = self.encoders.iter().position(|e| e == encoder) {
+            return n;
+        }
+        self.encoders.push(encoder.to_string());
+        self.by_encoder.push(BTreeMap::new());
+        self.encoders.len() - 1
+    }
+
     /// Add a job. Idempotent per id: pushing an id that is already queued
     /// replaces its entry (so pushing the same job twice leaves one entry).
     pub fn push(&mut self, job: QueuedJob) {
         self.remove(&job.id);
-        let key = key_of(&job);
+        let encoder = self.encoder_number(&job.encoder);
+        let id: Arc<str> = Arc::from(job.id);
+        let rank = job.priority.rank();
+        let key: Key = (rank, job.seq, id.clone());
         if let Some(nb) = job.not_before_ms {
             self.delayed.insert((nb, key.clone()));
         }
-        self.depth[usize::from(job.priority.rank())] += 1;
-        self.index
-            .insert(job.id.clone(), (job.encoder.clone(), key.clone()));
-        self.by_encoder
-            .entry(job.encoder.clone())
-            .or_default()
-            .insert(key, job);
+        self.depth[usize::from(rank)] += 1;
+        self.index.insert(id, (encoder, key.clone()));
+        if let Some(queue) = self.by_encoder.get_mut(encoder) {
+            queue.insert(key, job.not_before_ms);
+        }
     }
 
     /// Remove a job; `false` if it was not queued.
@@ -119,18 +136,15 @@ impl ReadyQueue {
         let Some((encoder, key)) = self.index.remove(id) else {
             return false;
         };
-        let Some(queue) = self.by_encoder.get_mut(&encoder) else {
+        let Some(queue) = self.by_encoder.get_mut(encoder) else {
             return false;
         };
-        if let Some(job) = queue.remove(&key) {
-            if let Some(nb) = job.not_before_ms {
-                self.delayed.remove(&(nb, key));
+        if let Some(not_before) = queue.remove(&key) {
+            if let Some(nb) = not_before {
+                self.delayed.remove(&(nb, key.clone()));
             }
-            let rank = usize::from(job.priority.rank());
+            let rank = usize::from(key.0);
             self.depth[rank] = self.depth[rank].saturating_sub(1);
-        }
-        if queue.is_empty() {
-            self.by_encoder.remove(&encoder);
         }
         true
     }
@@ -165,8 +179,11 @@ impl ReadyQueue {
     /// Cost: for each encoder with a capable node, the delayed jobs ahead of
     /// its first eligible one; encoders no free node has are never visited.
     pub fn pick(&self, now: UnixMs, nodes: &[NodeView<'_>]) -> Option<(JobId, NodeId)> {
-        let mut best: Option<(&QueuedJob, &Key, &NodeView<'_>)> = None;
-        for (encoder, queue) in &self.by_encoder {
+        let mut best: Option<(&Key, &NodeView<'_>)> = None;
+        for (encoder, queue) in self.encoders.iter().zip(&self.by_encoder) {
+            if queue.is_empty() {
+                continue;
+            }
             let Some(node) = nodes
                 .iter()
                 .filter(|n| n.can_run(encoder))
@@ -174,16 +191,14 @@ impl ReadyQueue {
             else {
                 continue;
             };
-            let first = queue
-                .iter()
-                .find(|(_, j)| j.not_before_ms.is_none_or(|nb| nb <= now));
-            if let Some((key, job)) = first {
-                if best.is_none_or(|(_, k, _)| key < k) {
-                    best = Some((job, key, node));
+            let first = queue.iter().find(|(_, nb)| nb.is_none_or(|nb| nb <= now));
+            if let Some((key, _)) = first {
+                if best.is_none_or(|(k, _)| key < k) {
+                    best = Some((key, node));
                 }
             }
         }
-        best.map(|(job, _, node)| (job.id.clone(), node.id.to_string()))
+        best.map(|(key, node)| (key.2.to_string(), node.id.to_string()))
     }
 
     /// The earliest `not_before` among queued jobs that is still in the
@@ -192,7 +207,7 @@ impl ReadyQueue {
         let from = now.checked_add(1)?;
         self.delayed
             .range((
-                Bound::Included((from, (0, 0, JobId::new()))),
+                Bound::Included((from, (0, 0, Arc::from("")))),
                 Bound::Unbounded,
             ))
             .next()
@@ -204,6 +219,11 @@ impl ReadyQueue {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The queue order of a job (the queue's `Key`, with an owned id).
+    fn key_of(job: &QueuedJob) -> (u8, u64, JobId) {
+        (job.priority.rank(), job.seq, job.id.clone())
+    }
 
     fn qj(id: &str, p: Priority, seq: u64, nb: Option<u64>, enc: &str) -> QueuedJob {
         QueuedJob {
@@ -329,7 +349,8 @@ mod tests {
         assert!(!q.remove("j"));
         assert!(q.is_empty());
         assert_eq!(q.next_wakeup(0), None);
-        assert!(q.by_encoder.is_empty());
+        assert!(q.by_encoder.iter().all(BTreeMap::is_empty));
+        assert!(q.delayed.is_empty());
     }
 
     #[test]
