@@ -401,15 +401,21 @@ impl Store {
         };
         // The marker goes before anything is written, durably, so a crash
         // in this run finds it missing at the next open.
-        if store.inner.db.remove(CLEAN_KEY)?.is_some() {
+        if store.inner.db.remove(CLEAN_KEY)?.is_some() || !store.inner.db.was_recovered() {
+            // Closed cleanly, or new: nothing to check.
             store.inner.db.flush()?;
         } else {
+            let started = std::time::Instant::now();
             let fixed = store.repair()?;
+            let took_ms = started.elapsed().as_millis();
             if fixed > 0 {
                 tracing::warn!(
                     fixed,
+                    took_ms,
                     "job store was not closed cleanly: index entries repaired"
                 );
+            } else {
+                tracing::info!(took_ms, "job store indexes checked (no clean-close marker)");
             }
             store.inner.db.flush()?;
         }
