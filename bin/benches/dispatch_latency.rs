@@ -20,8 +20,8 @@
 //!
 //! The latency is split with timestamps the processes write anyway: the
 //! `201` reaching the bench (the submission durable), the master's
-//! `assigned` log line (the assignment's token durable, the `Assign` handed
-//! to the node's link), the worker's debug lines `assignment received`
+//! `assigned` log line (the submission and the assignment written, the
+//! `Assign` held until the one flush that covers both), the worker's debug lines `assignment received`
 //! (NodeActor) and `job cgroup ready` (JobActor, cgroups made and limited),
 //! `exec` (FFmpeg's side of the guard's vfork-style clone, right before
 //! execve) and the guard's `start` (written once it resumes, after that
@@ -118,9 +118,9 @@ struct Parts {
     to_start: Vec<f64>,
     /// send → `201 Created` read (submission durable).
     response: Vec<f64>,
-    /// send → master `assigned` (token durable, Assign handed to the link).
+    /// send → master `assigned` (parsed, written, placed; not yet flushed).
     to_assigned: Vec<f64>,
-    /// `assigned` → worker `assignment received` (QUIC, NodeActor).
+    /// `assigned` → worker `assignment received` (the flush, QUIC, NodeActor).
     to_worker: Vec<f64>,
     /// `assignment received` → `job cgroup ready` (JobActor, cgroup mkdirs, limits).
     cgroup: Vec<f64>,
@@ -340,12 +340,12 @@ fn main() {
         &d(&|r| r.response),
     );
     dist_lines_mean(
-        "  a send → master `assigned` (2 durable writes)",
+        "  a send → master `assigned` (parse, write, place)",
         "ms",
         &d(&|r| r.to_assigned),
     );
     dist_lines_mean(
-        "  b `assigned` → worker `assignment received`",
+        "  b `assigned` → worker `assignment received` (flush, QUIC)",
         "ms",
         &d(&|r| r.to_worker),
     );
