@@ -96,10 +96,11 @@ pub const DEFAULT_MAX_COMMIT_BATCH: usize = 4096;
 /// The default of [`SchedulerArgs::commit_interval`]: 1 ms. It only ever
 /// delays a flush that would start less than 1 ms after the previous one,
 /// i.e. above ~1,000 flushes a second; there it makes each flush cover
-/// more writes (sled's flush costs CPU in its I/O threads): end-to-end
-/// throughput 4,200–4,650 → 5,460–6,190 jobs/s on 2 cores
-/// (docs/BENCHMARKS.md, "Scheduling throughput"). A flush after a quiet
-/// spell starts at once, so a lone job waits for no timer.
+/// more writes (sled's flush costs CPU in its I/O threads): end to end
+/// with 50 workers 2,819 → 4,277 jobs/s on 2 cores, while a single 4-slot
+/// worker, whose jobs each wait for two flushes in series, loses (4,155 →
+/// 2,384; docs/BENCHMARKS.md, "Scheduling throughput"). A flush after a
+/// quiet spell starts at once, so a lone job waits for no timer.
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_millis(1);
 
 impl SchedulerArgs {
@@ -174,11 +175,12 @@ pub struct NodeInfo {
 /// [`RpcReplyPort`]s (use `ractor::call!`); a dropped reply port means the
 /// scheduler stopped before it could answer.
 pub enum SchedulerMsg {
-    /// A new `queued` job was written to the store (not yet durably, by
-    /// the HTTP API or [`SchedulerMsg::Submit`]): queue it, place it if a node is free, and reply
-    /// with the [`WriteMark`] whose flush makes both the submission and any
-    /// assignment durable (one flush for the two). Nothing it licenses (its
-    /// `queued` update, the assignment) goes out before that flush.
+    /// A new `queued` job was written to the store, not yet durably (by
+    /// the HTTP API or [`SchedulerMsg::Submit`]): queue it, place it if a
+    /// node is free, and reply with the [`WriteMark`] whose flush makes
+    /// both the submission and any assignment durable (one flush for the
+    /// two). Nothing it licenses (its `queued` update, the assignment) goes
+    /// out before that flush.
     Accept(Box<Job>, RpcReplyPort<WriteMark>),
     /// Store a new job durably and queue it. Replies once the job is on disk
     /// (what `201 Created` means over HTTP) with the job as stored, or with

@@ -25,7 +25,10 @@
 //!    list answering; then a worker is started, and the time from the
 //!    master's `node up` log line to its first `assigned` line (the queue of N
 //!    picked from) is the "ready to schedule" part. The worker is killed
-//!    before the next reopen.
+//!    before the next reopen. One more reopen follows a **SIGKILL** of the
+//!    master instead: no clean-close marker, so the store checks its
+//!    indexes at open (every record and index entry read once), and its
+//!    spawn → `/readyz` is printed apart.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -170,6 +173,8 @@ struct RunResult {
     store_mib: f64,
     stop_s: Vec<f64>,
     readyz_s: Vec<f64>,
+    /// spawn → `/readyz` after a SIGKILL (the index check at open).
+    readyz_unclean_s: Vec<f64>,
     list_s: Vec<f64>,
     node_up_to_assigned_ms: Vec<f64>,
     rss_after_reopen: Vec<f64>,
@@ -275,12 +280,20 @@ fn run(o: &Opts, run_no: usize) -> RunResult {
     assert_eq!(queued_now(&mut http), 1, "jobs queued");
 
     // ---- reopen
-    for k in 0..o.reopens {
+    // The last one after a SIGKILL: an unclean stop.
+    for k in 0..=o.reopens {
+        let unclean = k == o.reopens;
         drop(http);
         let t = Instant::now();
-        c.master.signal(nix::sys::signal::Signal::SIGTERM);
+        c.master.signal(if unclean {
+            nix::sys::signal::Signal::SIGKILL
+        } else {
+            nix::sys::signal::Signal::SIGTERM
+        });
         c.master.wait_exit(Duration::from_secs(120));
-        r.stop_s.push(t.elapsed().as_secs_f64());
+        if !unclean {
+            r.stop_s.push(t.elapsed().as_secs_f64());
+        }
         for f in ["quic.addr", "http.addr"] {
             let _ = std::fs::remove_file(c.dir.path().join(f));
         }
@@ -312,14 +325,20 @@ fn run(o: &Opts, run_no: usize) -> RunResult {
                     .map(|_| ())
             },
         );
-        r.readyz_s.push(t.elapsed().as_secs_f64());
+        if unclean {
+            r.readyz_unclean_s.push(t.elapsed().as_secs_f64());
+        } else {
+            r.readyz_s.push(t.elapsed().as_secs_f64());
+        }
         http = RawHttp::connect(&c.base);
         assert_eq!(
             queued_now(&mut http),
             1,
             "jobs still queued after the reopen"
         );
-        r.list_s.push(t.elapsed().as_secs_f64());
+        if !unclean {
+            r.list_s.push(t.elapsed().as_secs_f64());
+        }
         let mpid = c_master_pid(c);
         r.rss_after_reopen
             .push(settled_rss(mpid, Duration::from_secs(20)).0);
@@ -497,6 +516,12 @@ fn main() {
         "REOPEN: spawn → /readyz 200",
         "s",
         &flat(&|r| &r.readyz_s),
+        true,
+    );
+    line(
+        "REOPEN after SIGKILL (index check): spawn → /readyz",
+        "s",
+        &flat(&|r| &r.readyz_unclean_s),
         true,
     );
     line("spawn → job list answers", "s", &flat(&|r| &r.list_s), true);
