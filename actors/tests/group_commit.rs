@@ -73,6 +73,32 @@ async fn send(worker: &LinkEnd, msg: &ToMaster) {
         .expect("link open");
 }
 
+/// A simulated worker (one slot, `libx264`) linked to `sched`: its hello
+/// sent, the master's end attached. Returns the worker's end of the link.
+async fn attach_worker(sched: &ActorRef<SchedulerMsg>) -> LinkEnd {
+    let (master_end, worker) = in_process_pair();
+    send(
+        &worker,
+        &ToMaster::Hello {
+            node_id: "sim-1".into(),
+            protocol_version: wire::PROTOCOL_VERSION,
+            slots: 1,
+            capabilities: Capabilities {
+                encoders: vec!["libx264".into()],
+                cores: 1,
+                memory_bytes: 1 << 30,
+            },
+            running: Vec::new(),
+            unacked: Vec::new(),
+        },
+    )
+    .await;
+    sched
+        .cast(SchedulerMsg::AttachLink(master_end))
+        .expect("attach");
+    worker
+}
+
 /// Asserts that the master has sent nothing on the link since the last
 /// frame read: everything the scheduler did so far is handled (the `Nodes`
 /// call), then a ping's pong must be the next frame.
@@ -141,26 +167,7 @@ async fn nothing_leaves_before_its_write_is_durable() {
 
     // 2. The assignment leaves only once its token is durable.
     let hold = store.hold_flushes();
-    let (master_end, mut worker) = in_process_pair();
-    send(
-        &worker,
-        &ToMaster::Hello {
-            node_id: "sim-1".into(),
-            protocol_version: wire::PROTOCOL_VERSION,
-            slots: 1,
-            capabilities: Capabilities {
-                encoders: vec!["libx264".into()],
-                cores: 1,
-                memory_bytes: 1 << 30,
-            },
-            running: Vec::new(),
-            unacked: Vec::new(),
-        },
-    )
-    .await;
-    sched
-        .cast(SchedulerMsg::AttachLink(master_end))
-        .expect("attach");
+    let mut worker = attach_worker(&sched).await;
     until("the assignment's write", || {
         state_of(&store, &job.id) == JobState::Assigned
     })
@@ -264,26 +271,7 @@ async fn a_submission_and_its_assignment_share_one_flush() {
     let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
         .await
         .expect("scheduler");
-    let (master_end, mut worker) = in_process_pair();
-    send(
-        &worker,
-        &ToMaster::Hello {
-            node_id: "sim-1".into(),
-            protocol_version: wire::PROTOCOL_VERSION,
-            slots: 1,
-            capabilities: Capabilities {
-                encoders: vec!["libx264".into()],
-                cores: 1,
-                memory_bytes: 1 << 30,
-            },
-            running: Vec::new(),
-            unacked: Vec::new(),
-        },
-    )
-    .await;
-    sched
-        .cast(SchedulerMsg::AttachLink(master_end))
-        .expect("attach");
+    let mut worker = attach_worker(&sched).await;
     let start = Instant::now();
     while ractor::call!(sched, SchedulerMsg::Nodes)
         .expect("scheduler answers")
