@@ -411,9 +411,11 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         guard: libc::getpid(),
         core,
     };
-    let mut stack = [0u8; EXEC_STACK];
+    // Left uninitialised: zeroing it would fault in (and copy, the guard's
+    // memory being copy-on-write) all 16 pages for the few the child uses.
+    let mut stack = std::mem::MaybeUninit::<[u8; EXEC_STACK]>::uninit();
     // The stack grows down from the (16-byte aligned) end of the buffer.
-    let top = stack.as_mut_ptr().add(EXEC_STACK);
+    let top = stack.as_mut_ptr().cast::<u8>().add(EXEC_STACK);
     let top = top.sub(top as usize % 16);
     let child = libc::clone(
         exec_entry,
