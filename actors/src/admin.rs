@@ -62,6 +62,10 @@ pub struct AdminArgs {
     pub events: JobEvents,
     /// The only folders job inputs and outputs may name.
     pub media_roots: Arc<MediaRoots>,
+    /// The ffprobe binary: a file input's container is probed at
+    /// submission and refused unless on the allow-list
+    /// (`spec::check_input_format`); `None`: only the worker probes.
+    pub ffprobe: Option<std::path::PathBuf>,
     /// Bearer key required on every route but `/healthz` and `/readyz`.
     pub api_key: Option<String>,
     /// Larger request bodies are refused with 413.
@@ -127,6 +131,7 @@ impl Actor for AdminActor {
             store: args.store.clone(),
             events: args.events.clone(),
             roots: args.media_roots.clone(),
+            ffprobe: args.ffprobe.clone(),
             api_key: args.api_key.clone(),
             metrics: args.metrics.clone(),
             scheduler,
@@ -180,6 +185,7 @@ struct Api {
     store: Store,
     events: JobEvents,
     roots: Arc<MediaRoots>,
+    ffprobe: Option<std::path::PathBuf>,
     api_key: Option<String>,
     metrics: Option<PrometheusHandle>,
     scheduler: ActorRef<SchedulerMsg>,
@@ -638,7 +644,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
         (status = 400, description = "Refused, naming the field: `invalid_json`, `unknown_field`, \
             `missing_field`, `invalid_field`, `path_outside_media_root`, `file_not_found`, \
-            `unknown_scenario`, `bad_body`.", body = ErrorBody),
+            `unknown_scenario`, `output_exists`, `input_format_not_allowed`, `bad_body`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`body_too_large`: over `--max-body-bytes`.", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
@@ -711,6 +717,13 @@ async fn store_submission(
         }
     }
     let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    if let (Some(ffprobe), ffrtmp_runtime::model::Input::File { path }) =
+        (&api.ffprobe, &spec.input)
+    {
+        spec::check_input_format(ffprobe, path, &api.roots)
+            .await
+            .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    }
     let id = uuid::Uuid::now_v7().to_string();
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());
@@ -1600,6 +1613,7 @@ mod tests {
             store: store.clone(),
             events: events.clone(),
             media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
+            ffprobe: None,
             api_key: None,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics: None,
@@ -1715,6 +1729,7 @@ mod tests {
             store: store.clone(),
             events: events.clone(),
             media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
+            ffprobe: None,
             api_key: Some("doc-key".into()),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             metrics: None,

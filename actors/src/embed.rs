@@ -124,7 +124,8 @@ pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Vec
 /// node runs jobs with `nice` only and says `isolation: none`), the encoders
 /// that pass a test encode (limited to `encoder_allowlist`), energy measured
 /// by the best source found ([`PowerConfig::new`]), [`default_slots`],
-/// [`DEFAULT_NICE`], [`DEFAULT_KILL_GRACE`], no run log. Change the fields
+/// [`DEFAULT_NICE`], [`DEFAULT_KILL_GRACE`], no run log, no media roots (set
+/// `media_roots` for file jobs). Change the fields
 /// before spawning the node to differ.
 pub async fn node_config(
     node_id: NodeId,
@@ -149,6 +150,7 @@ pub async fn node_config(
         drained: Default::default(),
         power: Some(PowerConfig::new(crate::node::cores())),
         run_log: None,
+        media_roots: Vec::new(),
     }
 }
 

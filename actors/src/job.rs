@@ -11,17 +11,27 @@
 //! renewed with [`JobMsg::RenewLease`]: that fences the job even when this
 //! whole worker process is frozen.
 //!
+//! A file job's input and output are opened here, beneath the worker's
+//! media roots without following any symlink
+//! ([`ffrtmp_runtime::confine`]), and FFmpeg gets the descriptors, never
+//! the paths. The input must probe as a container on the allow-list
+//! ([`ffmpeg::INPUT_FORMATS`]); the output is written to a temporary file
+//! in the resolved directory and published under its name only when FFmpeg
+//! succeeds (dropped unpublished, it is unlinked).
+//!
 //! The actor reports to its parent `NodeActor` exactly once with `Finished`,
 //! then stops. It is never restarted in place: a retry is a new attempt with a
 //! new fencing token, decided by the master.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::cgroup::{CgroupManager, JobCgroup};
+use ffrtmp_runtime::confine::{ConfineError, OutputFile, Resolver};
 use ffrtmp_runtime::energy::cpu::CpuProbe;
-use ffrtmp_runtime::ffmpeg::{self, ProgressParser, ProgressUpdate};
+use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProbeError, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
 };
@@ -68,6 +78,54 @@ pub struct JobArgs {
     pub power: Option<ActorRef<PowerMsg>>,
     /// Where FFmpeg's start and stop are recorded (`--run-log`).
     pub run_log: Option<PathBuf>,
+    /// The worker's media roots (canonical): a file job's paths are opened
+    /// beneath them, or the job fails (`path_outside_media_root`).
+    pub media_roots: Vec<PathBuf>,
+}
+
+/// A file job's files, opened beneath the media roots.
+#[derive(Default)]
+struct OpenedFiles {
+    /// The input, and the demuxer its probe found.
+    input: Option<(std::fs::File, Option<String>)>,
+    input_duration_s: Option<f64>,
+    output: Option<OutputFile>,
+}
+
+/// Opens the job's input and creates its output's temporary file
+/// ([`ffrtmp_runtime::confine`]); probes the input on its descriptor.
+/// Every refusal is terminal and names the path.
+async fn open_job_files(args: &JobArgs) -> Result<OpenedFiles, Failure> {
+    let a = &args.assignment;
+    let resolver = Resolver::new(&args.media_roots);
+    let refused = |e: ConfineError| Failure::new(e.reason(), e.to_string());
+    let mut files = OpenedFiles::default();
+    if let Input::File { path } = &a.spec.input {
+        let file = resolver.open_input(path).map_err(refused)?;
+        let probe = ffmpeg::probe_input(&args.ffprobe, &file)
+            .await
+            .map_err(|e| match e {
+                ProbeError::NotAllowed { .. } => Failure::new(
+                    FailureReason::InputRefused,
+                    format!("{}: {e}", path.display()),
+                ),
+                ProbeError::Io(_) => Failure::new(
+                    FailureReason::SpawnFailed,
+                    format!("could not probe {}: {e}", path.display()),
+                ),
+            })?;
+        files.input_duration_s = probe.duration_s;
+        files.input = Some((file, probe.format));
+    }
+    if let Output::File { path } = &a.spec.output {
+        let tag = format!("{}-{}", a.job_id, a.token);
+        files.output = Some(
+            resolver
+                .create_output(path, &tag, a.spec.overwrite)
+                .map_err(refused)?,
+        );
+    }
+    Ok(files)
 }
 
 /// Why we are killing the process; decides how its exit is classified.
@@ -119,6 +177,9 @@ pub struct JobState {
     /// Declared before `cgroup` so the group is killed before the cgroup is removed.
     /// The only strong reference: dropping it kills the group.
     guard: Option<Arc<ProcessGuard>>,
+    /// A file output's temporary file: published on success, unlinked when
+    /// dropped otherwise (after the guard above has killed the group).
+    output_file: Option<OutputFile>,
     cgroup: Option<JobCgroup>,
     stderr: Arc<Mutex<StderrRing>>,
     last: Progress,
@@ -192,7 +253,10 @@ impl Actor for JobActor {
         let limits = &a.spec.resource_limits;
         let cgroup_name = format!("job-{}-{}", a.job_id, a.token);
 
-        let cgroup = if args.cgroups.isolation() == Isolation::None {
+        // The job's files first: a job that may not run gets no cgroup.
+        let opened = open_job_files(&args).await;
+
+        let cgroup = if args.cgroups.isolation() == Isolation::None || opened.is_err() {
             None
         } else {
             match args.cgroups.create_job(&cgroup_name, limits) {
@@ -212,10 +276,7 @@ impl Actor for JobActor {
 
         let expected_duration_s = match &a.spec.input {
             Input::Testsrc { duration_s } => Some(*duration_s),
-            Input::File { path } => ffmpeg::probe_duration(&args.ffprobe, path)
-                .await
-                .ok()
-                .flatten(),
+            Input::File { .. } => opened.as_ref().ok().and_then(|f| f.input_duration_s),
         };
 
         let mut state = JobState {
@@ -223,6 +284,7 @@ impl Actor for JobActor {
             token: a.token,
             started: Instant::now(),
             guard: None,
+            output_file: None,
             cgroup,
             stderr: Arc::new(Mutex::new(StderrRing::new(STDERR_LINES, STDERR_BYTES))),
             last: Progress::default(),
@@ -245,7 +307,41 @@ impl Actor for JobActor {
             }),
         };
 
-        let cmd = ffmpeg::build_command(&args.ffmpeg, &a.spec);
+        let files = match opened {
+            Ok(f) => f,
+            Err(failure) => {
+                tracing::warn!(job = %state.job_id, reason = ?failure.reason, "{}", failure.message);
+                report(&mut state, Outcome::Failed { failure }, None);
+                myself.stop(Some("job files refused".into()));
+                return Ok(state);
+            }
+        };
+        // FFmpeg gets the descriptors (input first), named in its argv.
+        let mut fds: Vec<Arc<OwnedFd>> = Vec::new();
+        let mut job_files = JobFiles::default();
+        if let Some((file, format)) = files.input {
+            job_files.input = Some((process::JOB_FD_BASE, format));
+            fds.push(Arc::new(OwnedFd::from(file)));
+        }
+        if let Some(out) = &files.output {
+            let fd = match out.file().try_clone() {
+                Ok(f) => OwnedFd::from(f),
+                Err(e) => {
+                    let failure = Failure::new(
+                        FailureReason::SpawnFailed,
+                        format!("could not pass the output to ffmpeg: {e}"),
+                    );
+                    report(&mut state, Outcome::Failed { failure }, None);
+                    myself.stop(Some("spawn failed".into()));
+                    return Ok(state);
+                }
+            };
+            job_files.output_fd = Some(process::JOB_FD_BASE + fds.len() as i32);
+            fds.push(Arc::new(fd));
+        }
+        state.output_file = files.output;
+
+        let cmd = ffmpeg::build_command_with(&args.ffmpeg, &a.spec, &job_files);
         let spec = SpawnSpec {
             program: cmd.program,
             args: cmd.args,
@@ -258,6 +354,7 @@ impl Actor for JobActor {
                 .unwrap_or_default(),
             lease: args.lease,
             run_log: state.run_log.clone(),
+            fds,
         };
         let spawned = match process::spawn(spec).await {
             Ok(s) => s,
@@ -418,12 +515,27 @@ impl Actor for JobActor {
                         tracing::warn!(error = %e, "cannot write the run log");
                     }
                 }
-                let outcome = classify(state, status);
+                let mut outcome = classify(state, status);
                 // The last sample, with the cgroup's final CPU time, before the cgroup goes.
                 let energy = finish_energy(state).await;
                 // Kill stragglers and remove the cgroup before reporting, so
                 // that "finished" always means "nothing left behind".
                 state.guard = None;
+                // The output gets its name only on success; otherwise its
+                // temporary file goes (dropped).
+                if let Some(out) = state.output_file.take() {
+                    if matches!(outcome, Outcome::Succeeded { .. }) {
+                        if let Err(e) = out.publish() {
+                            tracing::warn!(job = %state.job_id, error = %e, "output not published");
+                            outcome = Outcome::Failed {
+                                failure: Failure::new(
+                                    e.reason(),
+                                    format!("the output was not published: {e}"),
+                                ),
+                            };
+                        }
+                    }
+                }
                 if let Some(cg) = state.cgroup.take() {
                     if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
                         tracing::warn!(error = %e, "cgroup removal failed");
@@ -575,8 +687,9 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
     }
     if status.success() {
         let frames = state.last.frame;
+        // The temporary file, before it is published under its name.
         let output_bytes = match &state.output {
-            Output::File { path } => std::fs::metadata(path).ok().map(|m| m.len()),
+            Output::File { .. } => state.output_file.as_ref().and_then(OutputFile::len),
             _ => None,
         };
         let out_time = state.output_s();
@@ -720,6 +833,7 @@ mod tests {
                 priority: Priority::Medium,
                 resource_limits: ResourceLimits::default(),
                 max_retries: 3,
+                overwrite: false,
             };
             let args = JobArgs {
                 assignment: Assignment {
@@ -738,6 +852,7 @@ mod tests {
                 lease,
                 power: None,
                 run_log: None,
+                media_roots: Vec::new(),
             };
             let (job, _) = Actor::spawn(None, JobActor, args).await.unwrap();
             let mut h = Harness {

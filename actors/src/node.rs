@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// Record every attempt's FFmpeg start and stop here (see
     /// `ffrtmp_runtime::process::RunLog`); `None`: no record.
     pub run_log: Option<PathBuf>,
+    /// The media roots (canonical, `--media-root`): every file a job reads
+    /// or writes is opened beneath one of them, following no symlink; none:
+    /// file jobs fail (`path_outside_media_root`).
+    pub media_roots: Vec<PathBuf>,
 }
 
 /// What a [`NodeActor`] is started with.
@@ -441,6 +445,7 @@ impl NodeState {
             lease,
             power: self.power.clone(),
             run_log: self.config.run_log.clone(),
+            media_roots: self.config.media_roots.clone(),
         };
         match Actor::spawn_linked(
             Some(JobActor::name(&job_id, token)),

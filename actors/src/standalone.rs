@@ -173,6 +173,16 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
     config.kill_grace = cfg.kill_grace;
     config.power = cfg.power.clone();
     config.run_log = cfg.run_log.clone();
+    // Canonical, as the master stores job paths; a root that cannot be
+    // resolved fails the master's start (a standalone) or every file job of
+    // this worker (path_outside_media_root), never opens anything outside.
+    config.media_roots = match MediaRoots::new(&cfg.media_roots) {
+        Ok(roots) => roots.roots().to_vec(),
+        Err(e) => {
+            tracing::error!(error = %e, "media roots unusable: file jobs will fail");
+            Vec::new()
+        }
+    };
     config
 }
 
@@ -204,6 +214,7 @@ pub async fn start_master(
         store: store.clone(),
         events: events.clone(),
         media_roots: Arc::new(roots),
+        ffprobe: Some(cfg.ffprobe.clone()),
         api_key: cfg.api_key.clone(),
         max_body_bytes: cfg.max_body_bytes,
         metrics: cfg.metrics.clone(),

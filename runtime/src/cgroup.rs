@@ -845,6 +845,7 @@ mod tests {
             env: Vec::new(),
             lease: None,
             run_log: None,
+            fds: Vec::new(),
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         let start = Instant::now();
@@ -886,6 +887,7 @@ mod tests {
             env: Vec::new(),
             lease: None,
             run_log: None,
+            fds: Vec::new(),
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         // The guard process and its child (the sleep).
@@ -932,6 +934,7 @@ mod tests {
             env: Vec::new(),
             lease: None,
             run_log: None,
+            fds: Vec::new(),
         };
         let mut sp = crate::process::spawn(spec).await.unwrap();
         // The guard, sh and the two sleeps, in each hierarchy.

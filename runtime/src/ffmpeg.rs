@@ -116,9 +116,52 @@ fn output_format(output: &Output) -> Option<&'static str> {
     }
 }
 
+/// The files of a job as the worker opened them (`crate::confine`): FFmpeg
+/// gets their descriptors at these numbers, never the paths.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFiles {
+    /// The input's descriptor number in FFmpeg, and the demuxer the probe
+    /// found for it ([`probe_input`]; put on the input's
+    /// `-format_whitelist`; `None`: the whole [`INPUT_FORMATS`]).
+    pub input: Option<(i32, Option<String>)>,
+    /// The output's (temporary file's) descriptor number in FFmpeg.
+    pub output_fd: Option<i32>,
+}
+
+/// The URL of an inherited descriptor for FFmpeg's `file` protocol: it
+/// reopens the very file the worker resolved, seekable (which `pipe:N` is
+/// not, and MP4's `+faststart` needs).
+pub fn fd_url(fd: i32) -> OsString {
+    format!("file:/proc/self/fd/{fd}").into()
+}
+
+/// The protocols a file job's input may use: only `file` (no `http`, no
+/// `concat`, no `subfile` tricks).
+pub const FILE_PROTOCOLS: &str = "file";
+
+/// Input container formats a file job may use: plain containers that carry
+/// their media inside and never open another file or URL (FFmpeg's `mov`
+/// demuxer follows external data references only with `-enable_drefs 1`,
+/// off by default). Playlists (HLS, DASH), `concat`/`ffconcat`, image
+/// sequences and subtitle formats are not on it. FFmpeg demuxer names, as
+/// `-format_whitelist` matches them.
+pub const INPUT_FORMATS: &[&str] = &[
+    "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "mpegts", "flv", "avi", "mpeg",
+    "ogg", "asf", "wav",
+];
+
 /// Full argv for one job. Always starts with
 /// `-hide_banner -nostdin -nostats -loglevel warning -progress pipe:1`.
+/// Paths go into the argv as they are; the worker uses
+/// [`build_command_with`] and passes descriptors instead.
 pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
+    build_command_with(ffmpeg, spec, &JobFiles::default())
+}
+
+/// [`build_command`], with the file input and output named by the
+/// descriptors in `files` (`file:/proc/self/fd/N`) where given, and a file
+/// input limited to the `file` protocol and to its probed demuxer.
+pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> FfmpegCommand {
     let e = &spec.encode;
     let mut args: Vec<OsString> = [
         "-hide_banner",
@@ -158,8 +201,25 @@ pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
             args.push("-an".into());
         }
         Input::File { path } => {
-            args.push("-i".into());
-            args.push(path.as_os_str().to_owned());
+            args.push("-protocol_whitelist".into());
+            args.push(FILE_PROTOCOLS.into());
+            match &files.input {
+                Some((fd, format)) => {
+                    args.push("-format_whitelist".into());
+                    args.push(match format {
+                        Some(f) => f.into(),
+                        None => INPUT_FORMATS.join(",").into(),
+                    });
+                    args.push("-i".into());
+                    args.push(fd_url(*fd));
+                }
+                None => {
+                    args.push("-format_whitelist".into());
+                    args.push(INPUT_FORMATS.join(",").into());
+                    args.push("-i".into());
+                    args.push(path.as_os_str().to_owned());
+                }
+            }
             for a in ["-map", "0:v:0", "-map", "0:a:0?"] {
                 args.push(a.into());
             }
@@ -196,7 +256,10 @@ pub fn build_command(ffmpeg: &Path, spec: &JobSpec) -> FfmpegCommand {
                     args.push("+faststart".into());
                 }
             }
-            args.push(path.as_os_str().to_owned());
+            match files.output_fd {
+                Some(fd) => args.push(fd_url(fd)),
+                None => args.push(path.as_os_str().to_owned()),
+            }
         }
         Output::Rtmp { url } => {
             args.push("-f".into());
@@ -404,6 +467,116 @@ pub async fn probe_duration(ffprobe: &Path, input: &Path) -> std::io::Result<Opt
         .filter(|d| *d > 0.0))
 }
 
+/// What [`probe_input`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputProbe {
+    /// The demuxer, as ffprobe names it (`mov,mp4,m4a,3gp,3g2,mj2`), one of
+    /// [`INPUT_FORMATS`]; `None` where ffprobe recognised nothing (not
+    /// media at all): FFmpeg then gets the whole allow-list and fails on
+    /// its own, with its own words.
+    pub format: Option<String>,
+    /// Seconds, where the container says.
+    pub duration_s: Option<f64>,
+}
+
+/// Why [`probe_input`] refused an input.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The input is not a container on [`INPUT_FORMATS`] (named where
+    /// FFmpeg said which format it found).
+    #[error("the input's container format {} is not allowed (allowed: {}): {detail}", format.as_deref().unwrap_or("(unknown)"), INPUT_FORMATS.join(", "))]
+    NotAllowed {
+        format: Option<String>,
+        detail: String,
+    },
+    /// ffprobe could not run, or did not finish in time.
+    #[error("ffprobe: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Probes an input the worker opened (`file`, from `crate::confine`): ffprobe
+/// reads it as its stdin through `file:/proc/self/fd/0` (the same file,
+/// seekable), with only the `file` protocol and only the demuxers of
+/// [`INPUT_FORMATS`], so a playlist is refused before it opens anything.
+/// An error only where FFmpeg recognised a format that is not allowed (or
+/// ffprobe could not run); a file it does not recognise at all probes as
+/// `format: None`.
+pub async fn probe_input(ffprobe: &Path, file: &std::fs::File) -> Result<InputProbe, ProbeError> {
+    let stdin = file.try_clone()?;
+    let mut cmd = tokio::process::Command::new(ffprobe);
+    cmd.args([
+        "-hide_banner",
+        "-v",
+        "error",
+        "-protocol_whitelist",
+        FILE_PROTOCOLS,
+        "-format_whitelist",
+        &INPUT_FORMATS.join(","),
+        "-show_entries",
+        "format=format_name,duration",
+        "-of",
+        "default=noprint_wrappers=1",
+        "-i",
+        "file:/proc/self/fd/0",
+    ])
+    .stdin(Stdio::from(stdin))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .env_clear()
+    .env("LC_ALL", "C")
+    .kill_on_drop(true);
+    if let Some(path) = std::env::var_os("PATH") {
+        cmd.env("PATH", path);
+    }
+    let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "ffprobe timed out"))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut format = None;
+    let mut duration_s = None;
+    for line in stdout.lines() {
+        if let Some(f) = line.strip_prefix("format_name=") {
+            format = Some(f.trim().to_string());
+        } else if let Some(d) = line.strip_prefix("duration=") {
+            duration_s = parse_nonneg_f64(d.trim()).filter(|d| *d > 0.0);
+        }
+    }
+    let refused = stderr.contains("not on whitelist");
+    match format {
+        Some(format) if out.status.success() && format_allowed(&format) => Ok(InputProbe {
+            format: Some(format),
+            duration_s,
+        }),
+        None if !refused => Ok(InputProbe {
+            format: None,
+            duration_s: None,
+        }),
+        format => Err(ProbeError::NotAllowed {
+            // FFmpeg names the format it refused: `[hls @ 0x...] Format not on whitelist`.
+            format: format.or_else(|| refused_format(&stderr)),
+            detail: stderr.trim().chars().take(400).collect(),
+        }),
+    }
+}
+
+/// Whether ffprobe's `format_name` (a comma list) is one of [`INPUT_FORMATS`].
+pub fn format_allowed(format_name: &str) -> bool {
+    !format_name.is_empty()
+        && format_name
+            .split(',')
+            .all(|n| INPUT_FORMATS.contains(&n.trim()))
+}
+
+/// The demuxer FFmpeg names in `[<name> @ 0x...] Format not on whitelist`.
+fn refused_format(stderr: &str) -> Option<String> {
+    stderr.lines().find_map(|l| {
+        let rest = l.strip_prefix('[')?;
+        let (name, tail) = rest.split_once(" @ ")?;
+        (tail.contains("not on whitelist") && is_encoder_name(name)).then(|| name.to_string())
+    })
+}
+
 fn is_encoder_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -496,6 +669,7 @@ mod tests {
             priority: Priority::Medium,
             resource_limits: ResourceLimits::default(),
             max_retries: 3,
+            overwrite: false,
         }
     }
 
@@ -1258,6 +1432,95 @@ progress=continue\n",
             probe_encoders(Path::new("/nonexistent/ffmpeg"), &["libx264"])
                 .await
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn probe_input_allows_plain_containers_and_refuses_playlists_unopened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = make_source(dir.path()).await;
+        let open = |p: &Path| std::fs::File::open(p).expect("open");
+        let p = probe_input(&ffprobe(), &open(&src)).await.expect("mkv");
+        assert_eq!(p.format.as_deref(), Some("matroska,webm"));
+        assert!(
+            p.duration_s.is_some_and(|d| (0.9..=1.1).contains(&d)),
+            "{p:?}"
+        );
+
+        // An HLS playlist saved as .mp4 whose segment is a FIFO elsewhere:
+        // refused by name, and the FIFO is never opened (the probe would
+        // block on it otherwise).
+        let fifo = dir.path().join("segment.ts");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
+            .expect("mkfifo");
+        let hls = dir.path().join("evil.mp4");
+        std::fs::write(
+            &hls,
+            format!(
+                "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
+                fifo.display()
+            ),
+        )
+        .expect("playlist");
+        match probe_input(&ffprobe(), &open(&hls)).await {
+            Err(ProbeError::NotAllowed { format, .. }) => {
+                assert_eq!(format.as_deref(), Some("hls"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let concat = dir.path().join("list.mp4");
+        std::fs::write(
+            &concat,
+            format!("ffconcat version 1.0\nfile '{}'\n", src.display()),
+        )
+        .expect("ffconcat");
+        assert!(matches!(
+            probe_input(&ffprobe(), &open(&concat)).await,
+            Err(ProbeError::NotAllowed { .. })
+        ));
+        // Not media at all: nothing recognised, left to FFmpeg's own error.
+        let junk = dir.path().join("junk.mp4");
+        std::fs::write(&junk, b"not media at all").expect("write");
+        let p = probe_input(&ffprobe(), &open(&junk)).await.expect("junk");
+        assert_eq!(p.format, None);
+        assert!(format_allowed("mov,mp4,m4a,3gp,3g2,mj2"));
+        assert!(!format_allowed("hls") && !format_allowed("concat") && !format_allowed(""));
+    }
+
+    #[test]
+    fn descriptors_replace_paths_and_file_inputs_are_whitelisted() {
+        let s = spec(
+            Codec::H264,
+            Input::File {
+                path: "/m/in.mp4".into(),
+            },
+            Output::File {
+                path: "/m/out.mp4".into(),
+            },
+        );
+        let files = JobFiles {
+            input: Some((5, Some("mov,mp4,m4a,3gp,3g2,mj2".into()))),
+            output_fd: Some(6),
+        };
+        let a = build_command_with(Path::new("ffmpeg"), &s, &files).args_lossy();
+        let i = a.iter().position(|x| x == "-i").expect("-i");
+        assert_eq!(
+            a[i - 4..=i + 1],
+            [
+                "-protocol_whitelist",
+                "file",
+                "-format_whitelist",
+                "mov,mp4,m4a,3gp,3g2,mj2",
+                "-i",
+                "file:/proc/self/fd/5"
+            ]
+        );
+        assert_eq!(a.last().map(String::as_str), Some("file:/proc/self/fd/6"));
+        assert!(!a.iter().any(|x| x.contains("/m/")), "{a:?}");
+        // Without descriptors (tools, tests): the paths, still whitelisted.
+        let a = build_command(Path::new("ffmpeg"), &s).args_lossy();
+        assert!(
+            a.contains(&"/m/in.mp4".to_string()) && a.contains(&"-protocol_whitelist".to_string())
         );
     }
 }

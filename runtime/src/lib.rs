@@ -7,6 +7,7 @@
 //! time is passed in as data.
 
 pub mod cgroup;
+pub mod confine;
 pub mod energy;
 pub mod error;
 pub mod ffmpeg;

@@ -176,6 +176,12 @@ pub struct JobSpec {
     pub resource_limits: ResourceLimits,
     /// Extra attempts after the first for transient failures (default 3).
     pub max_retries: u32,
+    /// A file output may replace an existing regular file of that name
+    /// (default `false`: an existing output is refused at submission, and a
+    /// file that appears under the name while the job runs fails the job
+    /// rather than being replaced). Never a symlink or a non-regular file.
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 impl JobSpec {
@@ -324,6 +330,18 @@ pub enum FailureReason {
     Cancelled,
     /// No attempts left after transient failures.
     RetriesExhausted,
+    /// A file path of the job no longer resolves inside the worker's media
+    /// root without following a symlink (one was swapped in after the
+    /// submission, say), or is not inside any of its roots: terminal;
+    /// nothing was read or written.
+    PathOutsideMediaRoot,
+    /// The input cannot be used: gone, not a regular file, or a container
+    /// format that is not on the allow-list (one that can reference other
+    /// files, such as an HLS playlist): terminal.
+    InputRefused,
+    /// The output's name was taken when the job would publish it and the
+    /// job does not set `overwrite`: terminal; the existing file is kept.
+    OutputExists,
 }
 
 impl FailureReason {
@@ -685,6 +703,7 @@ pub(crate) fn test_spec() -> JobSpec {
         priority: Priority::Medium,
         resource_limits: ResourceLimits::default(),
         max_retries: 3,
+        overwrite: false,
     }
 }
 

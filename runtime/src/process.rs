@@ -62,7 +62,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{self, Signal};
@@ -101,7 +101,18 @@ pub struct SpawnSpec {
     pub lease: Option<Duration>,
     /// Record when FFmpeg starts and stops (see [`RunLog`]).
     pub run_log: Option<RunLog>,
+    /// Descriptors FFmpeg inherits, the `i`th at number
+    /// [`JOB_FD_BASE`]` + i` (at most [`MAX_JOB_FDS`]): the job's input and
+    /// output as the worker opened them (`crate::confine`). The guard
+    /// closes its copies once FFmpeg has exec'd.
+    pub fds: Vec<Arc<OwnedFd>>,
 }
+
+/// The descriptor number in FFmpeg of the first of [`SpawnSpec::fds`]
+/// (0–2 are stdio; 3 and 4 are the guard's own, close-on-exec).
+pub const JOB_FD_BASE: i32 = guard::JOB_FD_BASE;
+/// At most this many [`SpawnSpec::fds`].
+pub const MAX_JOB_FDS: usize = guard::MAX_JOB_FDS;
 
 /// A file where the guard process itself appends `start` (FFmpeg forked),
 /// `stop` (FFmpeg reaped) and `kill` (the group SIGKILLed) lines, and FFmpeg's
@@ -480,7 +491,18 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
         env,
         lease,
         run_log,
+        fds: job_fds,
     } = spec;
+    if job_fds.len() > MAX_JOB_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("at most {MAX_JOB_FDS} descriptors can be passed to a job"),
+        ));
+    }
+    let mut job = [-1; MAX_JOB_FDS];
+    for (slot, fd) in job.iter_mut().zip(&job_fds) {
+        *slot = fd.as_raw_fd();
+    }
     let run_log = match run_log {
         Some(RunLog { path, tag }) => {
             if tag.len() > guard::MAX_TAG || tag.contains('\n') {
@@ -543,6 +565,8 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
             stderr: stderr_w.as_raw_fd(),
             heartbeat: heartbeat_guard.as_raw_fd(),
             status: status_w.as_raw_fd(),
+            job,
+            job_count: job_fds.len(),
         },
     );
     // SAFETY: fork(2). The child runs only guard::run, which is
@@ -559,7 +583,14 @@ fn spawn_now(spec: SpawnSpec) -> io::Result<Spawned> {
         unsafe { guard::run(&plan) }
     }
     drop(plan);
-    drop((stdin, stdout_w, stderr_w, heartbeat_guard, status_w));
+    drop((
+        stdin,
+        stdout_w,
+        stderr_w,
+        heartbeat_guard,
+        status_w,
+        job_fds,
+    ));
 
     if let Err(err) = read_spawn_status(status_r) {
         // SAFETY: `pid` is our unreaped child; kill and waitpid on it.
@@ -935,6 +966,7 @@ mod tests {
             env: Vec::new(),
             lease: None,
             run_log: None,
+            fds: Vec::new(),
         };
         is_send(&spawn(spec));
         fn waits_are_send(child: &mut Child, guard: &ProcessGuard) {
@@ -975,6 +1007,7 @@ mod tests {
             env: Vec::new(),
             lease: None,
             run_log: None,
+            fds: Vec::new(),
         }
     }
 
@@ -1239,6 +1272,65 @@ mod tests {
         let status = terminate(&mut sp.child, &sp.guard, DEADLINE).await.unwrap();
         assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
         eventually("group gone", || !group_alive(guard)).await;
+    }
+
+    #[tokio::test]
+    async fn job_files_reach_the_child_at_fixed_numbers_and_leave_the_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("in"), b"the input").unwrap();
+        let input = std::fs::File::open(dir.path().join("in")).unwrap();
+        let output = std::fs::File::create(dir.path().join("out")).unwrap();
+        // Opened before the child could name them, and moved aside: the
+        // paths are gone, the descriptors still reach the files.
+        std::fs::rename(dir.path().join("in"), dir.path().join("in.moved")).unwrap();
+        let mut spec = cmd(
+            "sh",
+            &[
+                "-c",
+                "cat /proc/self/fd/5 > /proc/self/fd/6 && echo copied && exec sleep 100",
+            ],
+        );
+        spec.fds = vec![
+            Arc::new(OwnedFd::from(input)),
+            Arc::new(OwnedFd::from(output)),
+        ];
+        let mut sp = spawn(spec).await.unwrap();
+        let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(
+            sp.child.stdout.take().unwrap(),
+        ));
+        assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("copied"));
+        assert_eq!(std::fs::read(dir.path().join("out")).unwrap(), b"the input");
+        let guard = sp.guard.pid();
+        if let Some(links) = fd_links(guard) {
+            assert_eq!(links.len(), 2, "the guard kept a job file: {links:?}");
+        }
+        let kids = children_of(guard);
+        assert_eq!(kids.len(), 1, "{kids:?}");
+        if let Some(links) = fd_links(kids[0]) {
+            let at = |n: i32| {
+                links
+                    .iter()
+                    .find(|(fd, _)| *fd == n)
+                    .map(|(_, t)| t.clone())
+            };
+            assert!(
+                at(JOB_FD_BASE).is_some_and(|t| t.ends_with("in.moved")),
+                "{links:?}"
+            );
+            assert!(
+                at(JOB_FD_BASE + 1).is_some_and(|t| t.ends_with("/out")),
+                "{links:?}"
+            );
+            assert_eq!(at(JOB_FD_BASE + 2), None, "{links:?}");
+        }
+        let status = terminate(&mut sp.child, &sp.guard, DEADLINE).await.unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+
+        // More than the guard places: refused before any fork.
+        let mut spec = cmd("true", &[]);
+        let null = || Arc::new(OwnedFd::from(std::fs::File::open("/dev/null").unwrap()));
+        spec.fds = (0..=MAX_JOB_FDS).map(|_| null()).collect();
+        assert!(spawn(spec).await.is_err());
     }
 
     #[tokio::test]

@@ -29,6 +29,12 @@ pub mod codes {
     pub const FILE_NOT_FOUND: &str = "file_not_found";
     /// `scenario` names no preset.
     pub const UNKNOWN_SCENARIO: &str = "unknown_scenario";
+    /// A file output's name is taken and the request does not set
+    /// `"overwrite": true`.
+    pub const OUTPUT_EXISTS: &str = "output_exists";
+    /// A file input's container format is not on the allow-list (a format
+    /// that can pull in other files, such as an HLS playlist, or not media).
+    pub const INPUT_FORMAT_NOT_ALLOWED: &str = "input_format_not_allowed";
 }
 
 /// Width bounds (inclusive); must be even (yuv420p).
@@ -220,6 +226,7 @@ struct RawRequest {
     preset: Option<String>,
     resource_limits: Option<RawLimits>,
     max_retries: Option<u64>,
+    overwrite: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -489,8 +496,12 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         preset,
     };
 
+    let overwrite = raw.overwrite.unwrap_or(false);
     let input = parse_input(raw.input, roots)?;
-    let output = parse_output(raw.output, codec, roots)?;
+    let output = parse_output(raw.output, codec, overwrite, roots)?;
+    if overwrite && !matches!(output, Output::File { .. }) {
+        return Err(not_allowed("overwrite", "an output that is not a file"));
+    }
     if let (Input::File { path: i }, Output::File { path: o }) = (&input, &output) {
         if i == o {
             return Err(invalid(
@@ -550,6 +561,7 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         priority,
         resource_limits,
         max_retries,
+        overwrite,
     })
 }
 
@@ -699,6 +711,7 @@ pub fn container_for_extension(ext: &str) -> Option<(&'static str, &'static [Cod
 fn parse_output(
     raw: Option<RawOutput>,
     codec: Codec,
+    overwrite: bool,
     roots: &MediaRoots,
 ) -> Result<Output, FieldError> {
     let raw = raw.ok_or_else(|| missing("output"))?;
@@ -719,7 +732,7 @@ fn parse_output(
             }
             let path = raw.path.ok_or_else(|| missing("output.path"))?;
             Ok(Output::File {
-                path: resolve_output_path(&path, codec, roots)?,
+                path: resolve_output_path(&path, codec, overwrite, roots)?,
             })
         }
         "rtmp" => {
@@ -857,7 +870,52 @@ fn resolve_input_path(s: &str, roots: &MediaRoots) -> Result<PathBuf, FieldError
     Ok(canon)
 }
 
-fn resolve_output_path(s: &str, codec: Codec, roots: &MediaRoots) -> Result<PathBuf, FieldError> {
+/// The submission's probe of a file input: opened beneath its root as the
+/// worker will open it (`crate::confine`, no symlink followed) and probed on
+/// that descriptor with only the `file` protocol and the allowed demuxers
+/// (`crate::ffmpeg::probe_input`). A container that is not on
+/// [`crate::ffmpeg::INPUT_FORMATS`] (an HLS playlist saved as `.mp4`, say)
+/// is refused with `input_format_not_allowed` on `input.path`. The worker
+/// probes again before it runs the job.
+pub async fn check_input_format(
+    ffprobe: &Path,
+    input: &Path,
+    roots: &MediaRoots,
+) -> Result<(), FieldError> {
+    use crate::confine::{ConfineError, Resolver};
+    use crate::ffmpeg::{probe_input, ProbeError};
+    const F: &str = "input.path";
+    let file = Resolver::new(roots.roots())
+        .open_input(input)
+        .map_err(|e| match e {
+            ConfineError::Outside { .. } => outside_roots(F, input),
+            ConfineError::NotFound { .. } => FieldError::new(
+                codes::FILE_NOT_FOUND,
+                Some(F),
+                format!("input file {} does not exist", input.display()),
+            ),
+            e => invalid(F, format!("input {e}")),
+        })?;
+    match probe_input(ffprobe, &file).await {
+        Ok(_) => Ok(()),
+        Err(e @ ProbeError::NotAllowed { .. }) => Err(FieldError::new(
+            codes::INPUT_FORMAT_NOT_ALLOWED,
+            Some(F),
+            format!("input {}: {e}", input.display()),
+        )),
+        Err(ProbeError::Io(e)) => Err(invalid(
+            F,
+            format!("input {} could not be probed: {e}", input.display()),
+        )),
+    }
+}
+
+fn resolve_output_path(
+    s: &str,
+    codec: Codec,
+    overwrite: bool,
+    roots: &MediaRoots,
+) -> Result<PathBuf, FieldError> {
     const F: &str = "output.path";
     let p = check_path_syntax(F, s)?;
     let name = p
@@ -912,7 +970,12 @@ fn resolve_output_path(s: &str, codec: Codec, roots: &MediaRoots) -> Result<Path
             F,
             format!("output {s:?} exists and is not a regular file"),
         )),
-        Ok(_) => Ok(target),
+        Ok(_) if overwrite => Ok(target),
+        Ok(_) => Err(FieldError::new(
+            codes::OUTPUT_EXISTS,
+            Some(F),
+            format!("output {s:?} already exists; set \"overwrite\": true to replace it"),
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(target),
         Err(e) => Err(invalid(F, format!("output {s:?} cannot be checked: {e}"))),
     }
@@ -1260,6 +1323,15 @@ mod request_schema {
                 "max_retries",
                 integer(0, MAX_RETRIES.into(), true)
                     .description(Some("Extra attempts after transient failures; absent: 3.")),
+            )
+            .property(
+                "overwrite",
+                ObjectBuilder::new()
+                    .schema_type(types(Type::Boolean, true))
+                    .description(Some(
+                        "A file output may replace an existing regular file; absent: \
+                         false (an existing output is refused). Only with a file output.",
+                    )),
             )
     }
 
@@ -1871,6 +1943,7 @@ mod tests {
                     stall_timeout_s: Some(30),
                 },
                 max_retries: 3,
+                overwrite: false,
             }
         );
     }
@@ -2638,12 +2711,40 @@ mod tests {
             ("sub/out.mkv", "sub/out.mkv"),
             ("./x.MOV", "x.MOV"),
             ("in.mp4.ts", "in.mp4.ts"),
-            ("sub/clip.mkv", "sub/clip.mkv"), // an existing regular file is overwritten
             (abs.as_str(), "sub/out.mp4"),
         ] {
             let spec = parse_in(&file_out(base(), given), &f.roots).expect("valid");
             assert_eq!(spec.output, Output::File { path: f.canon(rel) }, "{given}");
+            assert!(!spec.overwrite);
         }
+        // An existing regular file: refused unless the request overwrites.
+        let e = assert_err(
+            parse_in(&file_out(base(), "sub/clip.mkv"), &f.roots),
+            codes::OUTPUT_EXISTS,
+            Some("output.path"),
+        );
+        assert!(e.message.contains("overwrite"), "{e:?}");
+        let v = with(file_out(base(), "sub/clip.mkv"), "overwrite", json!(true));
+        let spec = parse_in(&v, &f.roots).expect("valid");
+        assert_eq!(
+            spec.output,
+            Output::File {
+                path: f.canon("sub/clip.mkv")
+            }
+        );
+        assert!(spec.overwrite);
+        // `overwrite` only goes with a file output.
+        assert_err(
+            parse(&with(base(), "overwrite", json!(true))),
+            codes::UNKNOWN_FIELD,
+            Some("overwrite"),
+        );
+        parse(&with(base(), "overwrite", json!(false))).expect("false is the default");
+        assert_err(
+            parse(&with(base(), "overwrite", json!("yes"))),
+            codes::INVALID_FIELD,
+            Some("overwrite"),
+        );
     }
 
     #[test]
@@ -2685,7 +2786,11 @@ mod tests {
             );
         }
         // The output may not overwrite the input.
-        let v = file_out(file_in("in.mp4"), "./in.mp4");
+        let v = with(
+            file_out(file_in("in.mp4"), "./in.mp4"),
+            "overwrite",
+            json!(true),
+        );
         assert_err(
             parse_in(&v, &f.roots),
             codes::INVALID_FIELD,

@@ -20,7 +20,10 @@ use crate::model::{Energy, Isolation, JobId, JobSpec, NodeId, NodePower, Outcome
 ///
 /// 3: energy — `Finished` carries the attempt's [`Energy`], and the worker
 /// reports its power with [`ToMaster::Power`].
-pub const PROTOCOL_VERSION: u32 = 3;
+///
+/// 4: confinement — a job spec's `overwrite`, and the failure reasons
+/// `path_outside_media_root`, `input_refused`, `output_exists`.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Upper bound on one encoded message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

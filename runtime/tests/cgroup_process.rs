@@ -59,6 +59,7 @@ fn spec(program: &str, args: &[&str], procs: Vec<CString>) -> SpawnSpec {
         env: Vec::new(),
         lease: None,
         run_log: None,
+        fds: Vec::new(),
     }
 }
 

@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 secs="${FUZZ_SECS:-60}"
 sanitizer="${FUZZ_SANITIZER:-address}"
-targets=(frame_decode wire_decode handshake_decode job_spec_parse)
+targets=(frame_decode wire_decode handshake_decode job_spec_parse path_resolve)
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

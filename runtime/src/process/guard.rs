@@ -9,9 +9,10 @@
 //!
 //! Descriptors in the guard, once set up: 0, 1, 2 (`/dev/null`, the stdout and
 //! stderr pipes, inherited by FFmpeg and closed in the guard right after
-//! FFmpeg's execve), [`HEARTBEAT_FD`], [`STATUS_FD`] (closed then too) and a
-//! pidfd for FFmpeg. Every other descriptor inherited from the
-//! worker is closed.
+//! FFmpeg's execve), [`HEARTBEAT_FD`], [`STATUS_FD`] (closed then too), the
+//! job's files from [`JOB_FD_BASE`] on (inherited by FFmpeg, closed in the
+//! guard after its execve too) and a pidfd for FFmpeg. Every other
+//! descriptor inherited from the worker is closed.
 
 use std::ffi::CString;
 use std::ptr;
@@ -23,8 +24,14 @@ const HEARTBEAT_FD: c_int = 3;
 /// The spawn status pipe: an errno written here fails the spawn; EOF (the
 /// guard's copy closed and FFmpeg's closed by a successful exec) means success.
 const STATUS_FD: c_int = 4;
-/// The first descriptor number that the guard does not keep.
-const FIRST_UNUSED_FD: c_int = 5;
+/// Where the job's files (the worker's `SpawnSpec::fds`) sit in the guard
+/// and in FFmpeg: `JOB_FD_BASE + i`, not close-on-exec.
+pub(super) const JOB_FD_BASE: c_int = 5;
+/// At most this many job files.
+pub(super) const MAX_JOB_FDS: usize = 4;
+/// Above every number the guard places a descriptor at: where the
+/// descriptors it keeps are moved first, out of the way.
+const FIRST_UNUSED_FD: c_int = JOB_FD_BASE + MAX_JOB_FDS as c_int;
 /// Where `close_range(2)` is missing: close up to this many descriptors.
 const MAX_FALLBACK_FDS: c_int = 1 << 20;
 /// Signal numbers are 1..NSIG on Linux.
@@ -76,6 +83,9 @@ pub(super) struct GuardPlan {
     stderr: c_int,
     heartbeat: c_int,
     status: c_int,
+    /// The job's files; the first `job_count` are used.
+    job: [c_int; MAX_JOB_FDS],
+    job_count: usize,
     run_log: Option<RunLogPlan>,
 }
 
@@ -152,6 +162,10 @@ pub(super) struct GuardFds {
     pub stderr: c_int,
     pub heartbeat: c_int,
     pub status: c_int,
+    /// The job's files, placed at `JOB_FD_BASE + i`; the first `job_count`
+    /// are used (at most [`MAX_JOB_FDS`]).
+    pub job: [c_int; MAX_JOB_FDS],
+    pub job_count: usize,
 }
 
 /// Where and how the guard sets itself (and so FFmpeg) up.
@@ -193,6 +207,8 @@ impl GuardPlan {
             stderr: fds.stderr,
             heartbeat: fds.heartbeat,
             status: fds.status,
+            job: fds.job,
+            job_count: fds.job_count.min(MAX_JOB_FDS),
             run_log: setup.run_log,
         }
     }
@@ -306,10 +322,11 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         0 as libc::c_ulong,
     );
 
-    // Descriptors: first move the five we keep above the fixed numbers (any of
-    // them may currently sit on 0..=4), then put them in place, then close
-    // everything else inherited from the worker (other jobs' pipes and
-    // heartbeat ends among it: held here, they would hide EOFs).
+    // Descriptors: first move the five we keep and the job's files above the
+    // fixed numbers (any of them may currently sit on 0..FIRST_UNUSED_FD),
+    // then put them in place, then close everything else inherited from the
+    // worker (other jobs' pipes and heartbeat ends among it: held here, they
+    // would hide EOFs).
     let mut fds = [
         plan.stdin,
         plan.stdout,
@@ -327,6 +344,13 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         }
         *fd = moved;
     }
+    let mut job = [-1; MAX_JOB_FDS];
+    for (moved, &fd) in job.iter_mut().zip(plan.job.iter()).take(plan.job_count) {
+        *moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD);
+        if *moved < 0 {
+            fail(status_fd, errno());
+        }
+    }
     let [stdin, stdout, stderr, heartbeat, status] = fds;
     for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
         if libc::dup2(fd, target) < 0 {
@@ -339,7 +363,15 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         }
     }
     status_fd = STATUS_FD;
-    close_from(FIRST_UNUSED_FD);
+    // The job's files, inheritable: FFmpeg gets them across its execve.
+    let mut target = JOB_FD_BASE;
+    for &fd in job.iter().take(plan.job_count) {
+        if libc::dup2(fd, target) < 0 {
+            fail(status_fd, errno());
+        }
+        target += 1;
+    }
+    close_from(target);
 
     // Join every job cgroup, so FFmpeg starts inside them.
     for path in plan.cgroup_procs.iter() {
@@ -435,6 +467,11 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     libc::close(0);
     libc::close(1);
     libc::close(2);
+    let mut fd = JOB_FD_BASE;
+    while fd < target {
+        libc::close(fd);
+        fd += 1;
+    }
     // Last: with FFmpeg's copy closed by exec, this tells the worker the spawn worked.
     libc::close(STATUS_FD);
     watch(child, pidfd, plan.deadline, plan.run_log.as_ref())
