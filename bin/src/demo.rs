@@ -87,7 +87,8 @@ pub async fn run(
         json!({"scenario":"480p30-vp9","input":{"type":"testsrc","duration_s":duration},"output":{"type":"null"},"priority":"low"}),
         json!({"scenario":"480p30-av1","input":{"type":"testsrc","duration_s":duration},"output":{"type":"null"},"priority":"batch"}),
         json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":duration},
-               "output":{"type":"file","path":"demo-720p.mp4"},"resource_limits":{"max_cpu_percent":50}}),
+               "output":{"type":"file","path":"demo-720p.mp4"},"overwrite":true,
+               "resource_limits":{"max_cpu_percent":50}}),
     ];
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
