@@ -341,6 +341,15 @@ impl Actor for JobActor {
         }
         state.output_file = files.output;
 
+        let mut fd_names: Vec<(String, String)> = Vec::new();
+        if let (Some((fd, _)), Input::File { path }) = (&job_files.input, &a.spec.input) {
+            let url = ffmpeg::fd_url(*fd).to_string_lossy().into_owned();
+            fd_names.push((url, path.display().to_string()));
+        }
+        if let (Some(fd), Output::File { path }) = (job_files.output_fd, &a.spec.output) {
+            let url = ffmpeg::fd_url(fd).to_string_lossy().into_owned();
+            fd_names.push((url, path.display().to_string()));
+        }
         let cmd = ffmpeg::build_command_with(&args.ffmpeg, &a.spec, &job_files);
         let spec = SpawnSpec {
             program: cmd.program,
@@ -416,12 +425,18 @@ impl Actor for JobActor {
                 }
             }));
         }
-        // stderr: bounded ring for failure reports.
+        // stderr: bounded ring for failure reports, FFmpeg's names for the
+        // descriptors put back to the job's paths (what the user knows).
         if let Some(stderr) = child.stderr.take() {
             let ring = state.stderr.clone();
             readers.push(tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
+                while let Ok(Some(mut line)) = lines.next_line().await {
+                    for (url, path) in &fd_names {
+                        if line.contains(url.as_str()) {
+                            line = line.replace(url.as_str(), path);
+                        }
+                    }
                     if let Ok(mut r) = ring.lock() {
                         r.push(&line);
                     }
