@@ -24,7 +24,8 @@ const INSIDE: &[u8] = b"INSIDE";
 
 /// A name the setup may create: one plain component, or `sub/<one>`.
 fn setup_name(name: &str) -> Option<&str> {
-    let plain = |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0');
+    let plain =
+        |n: &str| !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0');
     match name.strip_prefix("sub/") {
         Some(rest) if plain(rest) => Some(name),
         _ if plain(name) => Some(name),
