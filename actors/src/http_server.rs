@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn at_the_cap_the_oldest_silent_connection_makes_room() {
         let mut t = Table::default();
-        let mut add = |t: &mut Table, spoke: bool| {
+        let add = |t: &mut Table, spoke: bool| {
             let id = t.next_id;
             t.next_id += 1;
             let evict = Arc::new(Notify::new());
