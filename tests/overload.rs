@@ -221,7 +221,11 @@ fn a_body_announced_too_large_is_refused_before_it_is_sent() {
         }
     };
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
-    let (_, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "the client is told the connection ends (its body is never read): {head}"
+    );
     let err: Value = serde_json::from_str(body).expect("a JSON error");
     assert_eq!(err["error"]["code"], "body_too_large", "{err}");
     assert!(err["error"]["field"].is_null(), "{err}");

@@ -727,36 +727,40 @@ async fn store_submission(
 ) -> ApiResult<Response> {
     if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
         if !is_json_media_type(ct.to_str().unwrap_or("")) {
-            return Err(ApiError::new(
+            return Ok(closing(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the job as application/json",
-            ));
+            )));
         }
     }
     // The whole body within the body timeout: a client trickling it is
     // answered 408 and, its body left unread, disconnected by hyper.
-    let body = tokio::time::timeout(api.body_timeout, Bytes::from_request(req, &()))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "body_timeout",
-                format!(
-                    "the request body did not arrive within {} s",
-                    api.body_timeout.as_secs_f64()
-                ),
-            )
-        })?
-        .map_err(|rej: BytesRejection| {
+    let body = tokio::time::timeout(api.body_timeout, Bytes::from_request(req, &())).await;
+    let Ok(body) = body else {
+        return Ok(closing(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                api.body_timeout.as_secs_f64()
+            ),
+        )));
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rej) => {
+            let rej: BytesRejection = rej;
             let status = rej.status();
             let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
                 "body_too_large"
             } else {
                 "bad_body"
             };
-            ApiError::new(status, code, rej.body_text())
-        })?;
+            // Cut off part way: the rest of the body is never read.
+            return Ok(closing(ApiError::new(status, code, rej.body_text())));
+        }
+    };
     let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     let id = uuid::Uuid::now_v7().to_string();
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
@@ -797,14 +801,25 @@ async fn refuse_announced_oversize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     match announced {
-        Some(n) if n > max_body_bytes as u64 => ApiError::new(
+        Some(n) if n > max_body_bytes as u64 => closing(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body ({n} bytes) is over the limit of {max_body_bytes} bytes"),
-        )
-        .into_response(),
+        )),
         _ => next.run(req).await,
     }
+}
+
+/// An answer sent with the request's body left unread: hyper closes the
+/// connection after it, and `Connection: close` tells the client so, lest it
+/// send its next request on a connection that is going away.
+fn closing(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// A query string as (name, value) pairs, percent-decoded.
