@@ -281,3 +281,137 @@ fn subcommands_do_not_read_the_config_file() {
         .arg(dir.path().join("pki")));
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+// ---------------------------------------------------------------------------
+// Operator mistakes refused at start (docs/CONFIG.md, "Refused at start").
+
+/// Start a real node with `args` (a fresh data dir, any HTTP port) and
+/// expect it to refuse to start: its exit status and stderr. A node that
+/// starts instead is stopped with SIGTERM and the test fails.
+fn refused_at_start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = node();
+    cmd.arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--http", "127.0.0.1:0", "--cgroup-parent"])
+        .arg(format!("ffrtmp-test-{}-refused", std::process::id()))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn ffrtmp-node");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let out = child.wait_with_output().expect("stopped");
+            panic!(
+                "ffrtmp-node {args:?} {env:?} started instead of refusing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("read stderr");
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn an_empty_api_key_is_refused_at_start_from_a_flag_the_environment_or_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(dir.path(), "empty-key.toml", "api_key = \"\"\n");
+    let file = file.to_str().expect("a UTF-8 path");
+    for (args, env) in [
+        (vec!["--api-key", ""], vec![]),
+        (vec![], vec![("FFRTMP_API_KEY", "")]),
+        (vec!["--config", file], vec![]),
+    ] {
+        let (code, err) = refused_at_start(dir.path(), &args, &env);
+        assert_eq!(code, 1, "{args:?} {env:?}: {err}");
+        for name in ["--api-key", "FFRTMP_API_KEY", "`api_key`", "empty"] {
+            assert!(err.contains(name), "{args:?} {env:?}: {name} in {err}");
+        }
+    }
+}
+
+#[test]
+fn system_directories_and_the_data_dir_are_refused_as_media_roots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let inside = data.join("pki");
+    std::fs::create_dir_all(&inside).expect("mkdir");
+    // A symlink to a system directory is that directory.
+    let link = dir.path().join("looks-harmless");
+    std::os::unix::fs::symlink("/etc", &link).expect("symlink");
+    let to_str = |p: &Path| p.to_str().expect("a UTF-8 path").to_string();
+    let cases = [
+        "/".to_string(),
+        "/etc".to_string(),
+        "/usr/share".to_string(),
+        "/var/lib".to_string(),
+        "/var".to_string(),
+        "/proc".to_string(),
+        to_str(&data),
+        to_str(dir.path()),
+        to_str(&inside),
+        to_str(&link),
+    ];
+    for root in &cases {
+        let (code, err) = refused_at_start(dir.path(), &["--media-root", root], &[]);
+        assert_eq!(code, 1, "{root}: {err}");
+        assert!(
+            err.contains(&format!("--media-root {root}")),
+            "{root}: {err}"
+        );
+        assert!(err.contains("--allow-system-media-root"), "{root}: {err}");
+    }
+    // The explicit switch accepts one (checked without starting a node on `/`).
+    let out = run(node().args(["--data-dir"]).arg(&data).args([
+        "--media-root",
+        "/",
+        "--allow-system-media-root",
+        "--print-config",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The default root, `<data_dir>/media`, and a root beside the data dir
+    // pass.
+    let beside = dir.path().join("media");
+    std::fs::create_dir_all(&beside).expect("mkdir");
+    for root in [data.join("media"), beside] {
+        let out = run(node()
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--media-root")
+            .arg(&root)
+            .arg("--print-config"));
+        assert!(out.status.success(), "{}: {}", root.display(), stderr(&out));
+    }
+}
+
+#[test]
+fn zero_slots_are_refused_naming_the_flag_or_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, err) = refused_at_start(dir.path(), &["--slots", "0"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--slots"), "{err}");
+    let file = write(
+        dir.path(),
+        "zero.toml",
+        "role = \"standalone\"\nslots = 0\n",
+    );
+    let (code, err) = refused_at_start(
+        dir.path(),
+        &["--config", file.to_str().expect("a UTF-8 path")],
+        &[],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("line 2: `slots`"), "{err}");
+}

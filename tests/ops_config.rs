@@ -240,3 +240,27 @@ fn the_dashboard_and_scrape_config_name_only_metrics_a_live_node_exports() {
         assert!(text.contains(needle), "{needle} in /metrics:\n{text}");
     }
 }
+
+/// An operator mistake refused by the API: a standalone node's worker is its
+/// only one, so draining it would leave a node that accepts jobs it can never
+/// run. `409` with the reason; the node keeps running jobs.
+#[test]
+fn draining_a_standalone_nodes_only_worker_is_refused_with_409() {
+    let node = Node::start("drain-own", NodeOpts::default());
+    let nodes = wait_for("the local worker to be listed", LONG, || {
+        let (status, v) = node.get("/v1/nodes");
+        (status == 200 && v["nodes"].as_array().is_some_and(|a| !a.is_empty())).then_some(v)
+    });
+    let id = nodes["nodes"][0]["id"].as_str().expect("a node id");
+    let (status, err) = node.post(&format!("/v1/nodes/{id}/drain"));
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "only_worker", "{err}");
+    let message = err["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(id) && message.contains("only"),
+        "{message}"
+    );
+    let job = node.submit(small_job(0.5));
+    let done = node.wait_state(&job, &["succeeded", "failed"], LONG);
+    assert_eq!(done["state"], "succeeded", "{done}");
+}

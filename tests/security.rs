@@ -6,6 +6,8 @@
 //! |---|---|
 //! | every route that needs the API key answers 401 (JSON error) without it, with a wrong one, or without `Bearer `; `/healthz`, `/readyz` and `/v1/openapi.json` need none; no other route is public | [`every_route_but_health_needs_the_api_key`] |
 //! | a body over `--max-body-bytes` (sized, or chunked) → 413, nothing stored | [`an_oversized_body_is_refused_with_413_and_nothing_is_stored`] |
+//! | `Content-Type` matched exactly as a media type, any case; duplicate keys and numbers out of range refused on both job routes, naming the innermost field | [`media_types_match_exactly_and_both_job_routes_name_the_innermost_bad_field`] |
+//! | idle-connection floods, trickled headers or bodies, a body announced too large → capped, disconnected, 413 at once | tests/overload.rs |
 //! | input/output paths: `..`, absolute outside the roots, a look-alike root, a symlinked dir or file escaping → 400 naming the field, nothing stored | [`paths_escaping_the_media_root_are_refused_with_the_field_and_nothing_is_stored`] (more cases: tests/standalone.rs `bad_input_is_rejected_with_the_field_and_nothing_is_stored`) |
 //! | worker with an expired certificate from the right CA → refused, never listed, both logs name the expiry | [`a_worker_with_an_expired_certificate_is_refused_and_both_sides_log_the_expiry`] |
 //! | worker with a certificate from another CA → refused and logged | tests/cluster.rs `a_worker_with_a_certificate_from_another_ca_is_refused` |
@@ -189,6 +191,62 @@ fn an_oversized_body_is_refused_with_413_and_nothing_is_stored() {
     // Just under the limit is accepted.
     node.submit(small_job(0.5));
     assert_eq!(job_count(&node), 1);
+}
+
+/// `Content-Type` is matched as a media type (any case, parameters
+/// allowed, nothing that merely starts like JSON); both job routes refuse
+/// duplicate keys and numbers out of range on the innermost field.
+#[test]
+fn media_types_match_exactly_and_both_job_routes_name_the_innermost_bad_field() {
+    let node = keyed_node("media-types", 64 * 1024);
+    let client = reqwest::blocking::Client::new();
+    let post = |path: &str, content_type: &str, body: Vec<u8>| {
+        let r = client
+            .post(node.url(path))
+            .bearer_auth(KEY)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let job = serde_json::to_vec(&small_job(0.5)).expect("json");
+    for (content_type, want) in [
+        ("Application/JSON", 201),
+        ("application/json; charset=UTF-8", 201),
+        ("application/jsonx", 415),
+        ("application/json-patch+json", 415),
+    ] {
+        let (status, body) = post("/v1/jobs", content_type, job.clone());
+        assert_eq!(status, want, "{content_type}: {body}");
+        if want == 415 {
+            assert_eq!(body["error"]["code"], "unsupported_media_type", "{body}");
+        }
+    }
+    for (path, body, field) in [
+        (
+            "/jobs",
+            &br#"{"scenario":"720p-h264","scenario":"1080p-h264"}"#[..],
+            "scenario",
+        ),
+        (
+            "/jobs",
+            br#"{"scenario":"720p-h264","parameters":{"duration":1e309}}"#,
+            "parameters.duration",
+        ),
+        (
+            "/v1/jobs",
+            br#"{"scenario":"480p30-h264","input":{"type":"file","path":"a.mp4","path":"b.mp4"},"output":{"type":"null"}}"#,
+            "input.path",
+        ),
+    ] {
+        let (status, err) = post(path, "application/json", body.to_vec());
+        assert_eq!(status, 400, "{path} {field}: {err}");
+        assert_eq!(err["error"]["code"], "invalid_field", "{err}");
+        assert_eq!(err["error"]["field"], field, "{err}");
+    }
+    assert_eq!(job_count(&node), 2, "only the two accepted jobs are stored");
 }
 
 #[test]

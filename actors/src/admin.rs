@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,10 @@ use crate::scheduler::{CancelReply, NodeInfo, RetryReply, SchedulerMsg};
 
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+/// Default cap on open HTTP connections ([`HttpLimits::max_connections`]).
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 512;
+/// Default time a client has to send a request's head, and its body.
+pub const DEFAULT_HTTP_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Page size of `GET /v1/jobs` when none is asked for, and the most it returns.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
@@ -70,6 +74,11 @@ pub struct AdminArgs {
     pub api_key: Option<String>,
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// Connection cap and read timeouts.
+    pub limits: HttpLimits,
+    /// The node id of a standalone node's own worker, the only worker it can
+    /// have: draining it is refused (`409`).
+    pub standalone_worker: Option<String>,
     /// What `GET /metrics` renders; without it the route answers 404.
     pub metrics: Option<PrometheusHandle>,
     /// Filled in by the scheduler that supervises this actor.
@@ -77,6 +86,31 @@ pub struct AdminArgs {
     /// The local worker, for the test-only panic hook (used only when the
     /// `fault-injection` feature is compiled in).
     pub fault_node: Option<ActorRef<crate::node::NodeMsg>>,
+}
+
+/// How much of the process the HTTP API's clients may hold, and for how long
+/// (docs/API.md, "Connections").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections at most; at the cap the oldest connection that has
+    /// sent nothing is closed to make room, or the new one is refused.
+    pub max_connections: usize,
+    /// A connection that has not sent a whole request head this long after
+    /// hyper started waiting for one (idle keep-alive included) is closed.
+    pub header_timeout: Duration,
+    /// A request whose body has not arrived whole this long after its head
+    /// gets `408` and the connection is closed.
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> HttpLimits {
+        HttpLimits {
+            max_connections: DEFAULT_MAX_HTTP_CONNECTIONS,
+            header_timeout: DEFAULT_HTTP_READ_TIMEOUT,
+            body_timeout: DEFAULT_HTTP_READ_TIMEOUT,
+        }
+    }
 }
 
 /// Messages the [`AdminActor`] handles.
@@ -135,23 +169,22 @@ impl Actor for AdminActor {
             api_key: args.api_key.clone(),
             metrics: args.metrics.clone(),
             scheduler,
+            max_body_bytes: args.max_body_bytes,
+            body_timeout: args.limits.body_timeout,
+            standalone_worker: args.standalone_worker.clone(),
             #[cfg(feature = "fault-injection")]
             fault_node: args.fault_node.clone(),
         }))
         .layer(DefaultBodyLimit::max(args.max_body_bytes));
         let (tx, rx) = oneshot::channel::<()>();
         let me = myself.clone();
+        let limits = args.limits;
         let server = tokio::spawn(async move {
-            let res = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            let why = match res {
-                Ok(()) => "server stopped".to_string(),
-                Err(e) => format!("server error: {e}"),
-            };
-            let _ = me.cast(AdminMsg::ServerDied(why));
+            crate::http_server::serve(listener, app, limits, async {
+                let _ = rx.await;
+            })
+            .await;
+            let _ = me.cast(AdminMsg::ServerDied("server stopped".to_string()));
         });
         tracing::info!(%addr, "HTTP API listening");
         Ok(AdminState {
@@ -189,6 +222,9 @@ struct Api {
     api_key: Option<String>,
     metrics: Option<PrometheusHandle>,
     scheduler: ActorRef<SchedulerMsg>,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+    standalone_worker: Option<String>,
     #[cfg(feature = "fault-injection")]
     fault_node: Option<ActorRef<crate::node::NodeMsg>>,
 }
@@ -466,7 +502,14 @@ fn router(api: Arc<Api>) -> Router {
             public = public.route(r.path, handler);
         }
     }
-    let protected = protected.route_layer(middleware::from_fn_with_state(api.clone(), auth));
+    // The key first (401 whatever the size), then a body announced too
+    // large is refused before anything waits for it.
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(
+            api.clone(),
+            refuse_announced_oversize,
+        ))
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     public
         .merge(protected)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
@@ -646,18 +689,17 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             `missing_field`, `invalid_field`, `path_outside_media_root`, `file_not_found`, \
             `unknown_scenario`, `output_exists`, `input_format_not_allowed`, `bad_body`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: over `--max-body-bytes`.", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive whole within \
+            `--http-body-timeout-s`; the connection is closed.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
+            over it is refused before the body is read).", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
         (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]
-async fn submit(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    store_submission(api, headers, body, spec::parse_job_request).await
+async fn submit(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response> {
+    store_submission(api, req, spec::parse_job_request).await
 }
 
 /// A job in the Go `ffmpeg-rtmp` master's shape (for clients moving over):
@@ -675,47 +717,62 @@ async fn submit(
         (status = 400, description = "Refused, naming the field in the Go shape \
             (`scenario`, `parameters.duration`, `queue`, ...).", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 413, description = "`body_too_large`: over `--max-body-bytes`.", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive whole within \
+            `--http-body-timeout-s`; the connection is closed.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
+            over it is refused before the body is read).", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
         (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]
-async fn submit_seed(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
-    store_submission(api, headers, body, ffrtmp_runtime::seed::parse_seed_request).await
+async fn submit_seed(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response> {
+    store_submission(api, req, ffrtmp_runtime::seed::parse_seed_request).await
 }
 
 /// Parse a submission with `parse`, store it durably, queue it: `201` with
 /// the job once it is on disk.
 async fn store_submission(
     api: Arc<Api>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: Request,
     parse: fn(&[u8], &MediaRoots) -> Result<ffrtmp_runtime::model::JobSpec, FieldError>,
 ) -> ApiResult<Response> {
-    let body = body.map_err(|rej| {
-        let status = rej.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        ApiError::new(status, code, rej.body_text())
-    })?;
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        if !ct.starts_with("application/json") {
-            return Err(ApiError::new(
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        if !is_json_media_type(ct.to_str().unwrap_or("")) {
+            return Ok(closing(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the job as application/json",
-            ));
+            )));
         }
     }
+    // The whole body within the body timeout: a client trickling it is
+    // answered 408 and, its body left unread, disconnected by hyper.
+    let body = tokio::time::timeout(api.body_timeout, Bytes::from_request(req, &())).await;
+    let Ok(body) = body else {
+        return Ok(closing(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                api.body_timeout.as_secs_f64()
+            ),
+        )));
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rej) => {
+            let rej: BytesRejection = rej;
+            let status = rej.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "bad_body"
+            };
+            // Cut off part way: the rest of the body is never read.
+            return Ok(closing(ApiError::new(status, code, rej.body_text())));
+        }
+    };
     let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     if let (Some(ffprobe), ffrtmp_runtime::model::Input::File { path }) =
         (&api.ffprobe, &spec.input)
@@ -738,6 +795,50 @@ async fn store_submission(
         Json(job),
     )
         .into_response())
+}
+
+/// `application/json`, any case, optionally with parameters
+/// (`; charset=utf-8`): media types compare case-insensitively (RFC 9110
+/// 8.3.1), and nothing else is JSON here (`application/jsonx`,
+/// `application/json-patch+json` are not).
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or("");
+    essence.trim().eq_ignore_ascii_case("application/json")
+}
+
+/// `413` before the body is read when its `Content-Length` is over the
+/// limit; bodies without one are cut off at the limit as they are read.
+async fn refuse_announced_oversize(
+    State(api): State<Arc<Api>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let max_body_bytes = api.max_body_bytes;
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match announced {
+        Some(n) if n > max_body_bytes as u64 => closing(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body ({n} bytes) is over the limit of {max_body_bytes} bytes"),
+        )),
+        _ => next.run(req).await,
+    }
+}
+
+/// An answer sent with the request's body left unread: hyper closes the
+/// connection after it, and `Connection: close` tells the client so, lest it
+/// send its next request on a connection that is going away.
+fn closing(e: ApiError) -> Response {
+    let mut r = e.into_response();
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
 }
 
 /// A query string as (name, value) pairs, percent-decoded.
@@ -1111,6 +1212,8 @@ const DEFAULT_DRAIN_DEADLINE_S: u64 = 600;
             (a bad or repeated `deadline_s`), naming the parameter.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`: no such node is connected.", body = ErrorBody),
+        (status = 409, description = "`only_worker`: the node is a standalone node's own \
+            worker, its only one; drained, the node would take jobs it can never run.", body = ErrorBody),
         (status = 500, description = "`internal`: the scheduler did not answer.", body = ErrorBody)
     ),
     security(("api_key" = []))
@@ -1121,6 +1224,16 @@ async fn drain(
     query: QueryPairs,
 ) -> ApiResult<Response> {
     let q = DrainQuery::parse(query)?;
+    if api.standalone_worker.as_deref() == Some(id.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "only_worker",
+            format!(
+                "{id} is this standalone node's own worker, its only one: drained, the node \
+                 would accept jobs it can never run (to stop the node, send it SIGTERM)"
+            ),
+        ));
+    }
     let deadline_s = q.deadline_s.unwrap_or(DEFAULT_DRAIN_DEADLINE_S);
     if deadline_s > MAX_DRAIN_DEADLINE_S {
         return Err(ApiError::field(
@@ -1542,6 +1655,91 @@ mod tests {
         }
     }
 
+    /// The API's settings for a test: no media roots, the default limits.
+    fn test_admin(store: &Store, events: &JobEvents, api_key: Option<&str>) -> AdminArgs {
+        AdminArgs {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            store: store.clone(),
+            events: events.clone(),
+            media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
+            ffprobe: None,
+            api_key: api_key.map(str::to_string),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            limits: HttpLimits::default(),
+            standalone_worker: None,
+            metrics: None,
+            scheduler: None,
+            fault_node: None,
+        }
+    }
+
+    /// A scheduler (no workers) serving `admin`: it, its end, the API's address.
+    async fn start_api(
+        store: &Store,
+        events: &JobEvents,
+        admin: AdminArgs,
+    ) -> (
+        ActorRef<SchedulerMsg>,
+        tokio::task::JoinHandle<()>,
+        SocketAddr,
+    ) {
+        let mut args = crate::scheduler::SchedulerArgs::new(store.clone());
+        args.events = events.clone();
+        args.admin = Some(admin);
+        args.lease = Duration::from_secs(5);
+        let (scheduler, done) = crate::embed::spawn_scheduler(args, None)
+            .await
+            .expect("master");
+        let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
+            .expect("scheduler answers")
+            .expect("the API listens");
+        (scheduler, done, addr)
+    }
+
+    #[test]
+    fn json_media_types_match_exactly_and_in_any_case() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "APPLICATION/JSON; charset=utf-8",
+            "application/json ;charset=UTF-8",
+        ] {
+            assert!(is_json_media_type(ok), "{ok}");
+        }
+        for refused in [
+            "application/jsonx",
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "text/json",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json_media_type(refused), "{refused}");
+        }
+    }
+
+    /// A standalone node's own worker is its only one: draining it is
+    /// refused with 409 and the reason; any other id is still looked up.
+    #[tokio::test]
+    async fn draining_a_standalone_nodes_own_worker_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("master.sled")).expect("store");
+        let events = JobEvents::default();
+        let mut admin = test_admin(&store, &events, None);
+        admin.standalone_worker = Some("node-own".into());
+        let (scheduler, done, addr) = start_api(&store, &events, admin).await;
+        let (status, _, body) = request(addr, "POST", "/v1/nodes/node-own/drain").await;
+        assert_eq!(status, 409, "{body}");
+        let err: Value = serde_json::from_str(&body).expect("a JSON error");
+        assert_eq!(err["error"]["code"], "only_worker", "{err}");
+        let message = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("only"), "{message}");
+        let (status, _, body) = request(addr, "POST", "/v1/nodes/node-other/drain").await;
+        assert_eq!(status, 404, "{body}");
+        scheduler.stop(None);
+        let _ = done.await;
+    }
+
     /// A bare HTTP/1.1 GET: (status, content type, body).
     async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         let (status, head, body) = request(addr, "GET", path).await;
@@ -1608,28 +1806,8 @@ mod tests {
             .await
             .expect("store the failed job");
         let events = JobEvents::default();
-        let admin = AdminArgs {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            store: store.clone(),
-            events: events.clone(),
-            media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
-            ffprobe: None,
-            api_key: None,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            metrics: None,
-            scheduler: None,
-            fault_node: None,
-        };
-        let mut args = crate::scheduler::SchedulerArgs::new(store.clone());
-        args.events = events.clone();
-        args.admin = Some(admin);
-        args.lease = Duration::from_secs(5);
-        let (scheduler, done) = crate::embed::spawn_scheduler(args, None)
-            .await
-            .expect("master");
-        let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
-            .expect("scheduler answers")
-            .expect("the API listens");
+        let admin = test_admin(&store, &events, None);
+        let (scheduler, done, addr) = start_api(&store, &events, admin).await;
         let path = "/v1/jobs/job-failed/retry";
 
         // The logs of the failed attempt.
@@ -1724,28 +1902,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&dir.path().join("master.sled")).expect("store");
         let events = JobEvents::default();
-        let admin = AdminArgs {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            store: store.clone(),
-            events: events.clone(),
-            media_roots: Arc::new(MediaRoots::new(&[]).expect("no roots")),
-            ffprobe: None,
-            api_key: Some("doc-key".into()),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            metrics: None,
-            scheduler: None,
-            fault_node: None,
-        };
-        let mut args = crate::scheduler::SchedulerArgs::new(store);
-        args.events = events;
-        args.admin = Some(admin);
-        args.lease = Duration::from_secs(5);
-        let (scheduler, done) = crate::embed::spawn_scheduler(args, None)
-            .await
-            .expect("master");
-        let addr = ractor::call_t!(scheduler, SchedulerMsg::HttpAddr, 10_000)
-            .expect("scheduler answers")
-            .expect("the API listens");
+        let admin = test_admin(&store, &events, Some("doc-key"));
+        let (scheduler, done, addr) = start_api(&store, &events, admin).await;
 
         let (status, ct, body) = get(addr, "/v1/openapi.json").await;
         assert_eq!(status, 200, "{body}");

@@ -85,6 +85,7 @@ pub mod admin;
 pub mod cluster;
 pub mod embed;
 pub mod events;
+mod http_server;
 pub mod job;
 pub mod link;
 pub mod metrics;

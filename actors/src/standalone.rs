@@ -51,6 +51,8 @@ pub struct StandaloneConfig {
     pub api_key: Option<String>,
     /// Largest HTTP request body accepted.
     pub max_body_bytes: usize,
+    /// The HTTP API's connection cap and read timeouts.
+    pub http_limits: crate::admin::HttpLimits,
     /// The FFmpeg binary jobs run (a path, or a name looked up in `PATH`).
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (output file sizes and bitrates).
@@ -196,13 +198,25 @@ pub struct MasterTree {
     pub done: JoinHandle<()>,
 }
 
+/// A standalone node's own worker, as its master tree knows it.
+pub struct LocalWorker {
+    /// The worker's node actor (for the test-only panic hook).
+    pub node: ActorRef<NodeMsg>,
+    /// Its node id: the API refuses to drain it, the node's only worker.
+    pub id: String,
+}
+
 /// The master tree from the shared config: the job store in the data dir,
-/// the scheduler, and its HTTP API over the media roots. `fault_node` is the
-/// local worker of a standalone node (for the test-only panic hook).
+/// the scheduler, and its HTTP API over the media roots. `local` is the
+/// worker of a standalone node (`None` for `--role master`).
 pub async fn start_master(
     cfg: &StandaloneConfig,
-    fault_node: Option<ActorRef<NodeMsg>>,
+    local: Option<LocalWorker>,
 ) -> Result<MasterTree, StartError> {
+    let (fault_node, standalone_worker) = match local {
+        Some(w) => (Some(w.node), Some(w.id)),
+        None => (None, None),
+    };
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
     let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
@@ -217,6 +231,8 @@ pub async fn start_master(
         ffprobe: Some(cfg.ffprobe.clone()),
         api_key: cfg.api_key.clone(),
         max_body_bytes: cfg.max_body_bytes,
+        limits: cfg.http_limits,
+        standalone_worker,
         metrics: cfg.metrics.clone(),
         scheduler: None,
         fault_node,
@@ -295,7 +311,11 @@ pub async fn start(cfg: StandaloneConfig) -> Result<Standalone, StartError> {
     .await
     .map_err(|e| StartError::Spawn(e.to_string()))?;
 
-    let master = match start_master(&cfg, Some(node.clone())).await {
+    let local = LocalWorker {
+        node: node.clone(),
+        id: node_id.clone(),
+    };
+    let master = match start_master(&cfg, Some(local)).await {
         Ok(m) => m,
         Err(e) => {
             node.stop(Some("master failed to start".into()));

@@ -28,6 +28,7 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         slots: standalone::default_slots().max(1),
         api_key: None,
         max_body_bytes: ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES,
+        http_limits: ffrtmp_actors::admin::HttpLimits::default(),
         ffmpeg: ffmpeg_check::locate(Path::new("ffmpeg"))?,
         ffprobe: ffmpeg_check::locate(Path::new("ffprobe"))?,
         cgroup_parent: DEMO_CGROUP_PARENT.to_string(),

@@ -100,14 +100,33 @@ struct NodeFlags {
     #[arg(long = "media-root", env = "FFRTMP_MEDIA_ROOT", value_delimiter = ',')]
     media_roots: Vec<PathBuf>,
     /// Jobs run at once (default: half the cores, at least 1).
-    #[arg(long, env = "FFRTMP_SLOTS")]
+    #[arg(long, env = "FFRTMP_SLOTS", value_parser = clap::value_parser!(u32).range(1..))]
     slots: Option<u32>,
+    /// Accept a media root that is `/`, a system directory (`/etc`, `/usr`, `/var/lib`, ...) or
+    /// the node's own data directory: everything in a media root can be read and overwritten
+    /// through the API.
+    #[arg(long, env = "FFRTMP_ALLOW_SYSTEM_MEDIA_ROOT")]
+    allow_system_media_root: bool,
     /// Require `Authorization: Bearer KEY` on every route but /healthz and /readyz.
     #[arg(long, env = "FFRTMP_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES, env = "FFRTMP_MAX_BODY_BYTES")]
     max_body_bytes: usize,
+    /// Open HTTP API connections at most. At the cap, a new connection replaces the oldest one
+    /// that has sent nothing yet, or is refused (503) if every one has.
+    #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_HTTP_CONNECTIONS as u64,
+          env = "FFRTMP_MAX_HTTP_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_http_connections: u64,
+    /// Seconds an HTTP client has to send a request's headers (an idle connection included)
+    /// before it is disconnected.
+    #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_HTTP_READ_TIMEOUT.as_secs(),
+          env = "FFRTMP_HTTP_HEADER_TIMEOUT_S", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_header_timeout_s: u64,
+    /// Seconds an HTTP client has to send a request's body once its headers are in (then 408).
+    #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_HTTP_READ_TIMEOUT.as_secs(),
+          env = "FFRTMP_HTTP_BODY_TIMEOUT_S", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_body_timeout_s: u64,
     /// The ffmpeg program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffmpeg", env = "FFRTMP_FFMPEG")]
     ffmpeg: PathBuf,
@@ -259,6 +278,11 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         slots: f.slots.unwrap_or_else(standalone::default_slots).max(1),
         api_key: f.api_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: f.max_body_bytes,
+        http_limits: ffrtmp_actors::admin::HttpLimits {
+            max_connections: usize::try_from(f.max_http_connections).unwrap_or(usize::MAX),
+            header_timeout: Duration::from_secs(f.http_header_timeout_s),
+            body_timeout: Duration::from_secs(f.http_body_timeout_s),
+        },
         ffmpeg,
         ffprobe,
         cgroup_parent: f.cgroup_parent.clone(),
@@ -292,9 +316,136 @@ fn check_kill_grace(f: &NodeFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Operator mistakes refused at start, each naming its flag, variable and
+/// key: an empty API key (an unset secret in a template would leave the API
+/// open), and media roots that would hand the host or the node's own files
+/// to API clients (`check_media_roots`).
+fn check_operator_mistakes(f: &NodeFlags) -> anyhow::Result<()> {
+    if f.api_key.as_deref().is_some_and(str::is_empty) {
+        anyhow::bail!(
+            "--api-key is empty (FFRTMP_API_KEY, `api_key` in the config file): an empty key \
+             would leave the HTTP API open to anyone. Set a key, or leave it out entirely to \
+             run without one"
+        );
+    }
+    check_media_roots(f)
+}
+
+/// Directories no media root may be or contain; no media root may lie in
+/// one either, but for `/var/lib` (whose subdirectories hold applications'
+/// data, a node's data dir and its `media` folder among them).
+const SYSTEM_DIRS: [&str; 7] = ["/etc", "/proc", "/sys", "/dev", "/boot", "/usr", "/var/lib"];
+
+/// Refuses a media root that is `/`, is, contains or (but for `/var/lib`)
+/// lies in a system directory, or is, contains or lies in the data dir (but
+/// for `<data-dir>/media`, the default root), unless
+/// `--allow-system-media-root`. Paths are compared with symlinks resolved.
+fn check_media_roots(f: &NodeFlags) -> anyhow::Result<()> {
+    use std::path::Path;
+    if f.allow_system_media_root {
+        return Ok(());
+    }
+    let data = resolved(&f.data_dir);
+    let data_media = data.join("media");
+    for root in &f.media_roots {
+        let r = resolved(root);
+        let system = SYSTEM_DIRS.iter().map(Path::new);
+        let why = if r == Path::new("/") {
+            "it is `/`, the whole file system".to_string()
+        } else if let Some(sys) = system.clone().find(|sys| sys.starts_with(&r)) {
+            format!("it is or contains the system directory {}", sys.display())
+        } else if let Some(sys) = system
+            .filter(|sys| *sys != Path::new("/var/lib"))
+            .find(|sys| r.starts_with(sys))
+        {
+            format!("it lies in the system directory {}", sys.display())
+        } else if data.starts_with(&r) {
+            format!(
+                "it is or contains the node's data directory {} (--data-dir: the job store, \
+                 the node's keys and secret)",
+                data.display()
+            )
+        } else if r.starts_with(&data) && !r.starts_with(&data_media) {
+            format!(
+                "it lies in the node's data directory {} (only {} is meant for media)",
+                data.display(),
+                data_media.display()
+            )
+        } else {
+            continue;
+        };
+        anyhow::bail!(
+            "--media-root {} (FFRTMP_MEDIA_ROOT, `media_root` in the config file) is refused: \
+             {why}. Every file in a media root can be read and overwritten through the API; \
+             name a directory of media files, or pass --allow-system-media-root if you mean it",
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// `p` absolute, with symlinks resolved as far as it exists.
+fn resolved(p: &std::path::Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.as_path();
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(mut real) = existing.canonicalize() {
+            real.extend(missing.iter().rev());
+            return real;
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                existing = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
+/// Raise the soft limit on open files to the hard one and log both: the
+/// HTTP API's connections, the store, QUIC and every job's pipes share them
+/// (docs/OPERATIONS.md, "Open files").
+fn raise_open_file_limit(max_http_connections: u64) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the open-file limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    let now = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => {
+                tracing::info!(soft_was = soft, soft = hard, hard, "open-file limit raised");
+                hard
+            }
+            Err(e) => {
+                tracing::warn!(soft, hard, error = %e, "cannot raise the open-file limit");
+                soft
+            }
+        }
+    } else {
+        tracing::info!(soft, hard, "open-file limit");
+        soft
+    };
+    if max_http_connections.saturating_mul(2) > now {
+        tracing::warn!(
+            max_http_connections,
+            open_file_limit = now,
+            "--max-http-connections is not well under the open-file limit: a flood of \
+             connections could leave jobs without descriptors"
+        );
+    }
+}
+
 /// The checks of a node's flags that need nothing outside this process (no
-/// FFmpeg, no disk): before a node starts, and for `--print-config`.
+/// FFmpeg; the disk only to resolve paths): before a node starts, and for
+/// `--print-config`.
 fn check_flags(f: &NodeFlags) -> anyhow::Result<()> {
+    check_operator_mistakes(f)?;
     match f.role {
         Role::Master if f.pki.is_none() => anyhow::bail!(
             "--role master needs --pki DIR (create it with: ffrtmp-node pki init --dir DIR)"
@@ -402,6 +553,7 @@ async fn stop_signal() -> anyhow::Result<()> {
 
 async fn run_node(flags: NodeFlags) -> anyhow::Result<()> {
     check_flags(&flags)?;
+    raise_open_file_limit(flags.max_http_connections);
     match flags.role {
         Role::Standalone => {
             let cfg = standalone_config(&flags)?;
@@ -775,6 +927,10 @@ mod tests {
             slots = 3
             api_key = "k"
             max_body_bytes = 1000
+            max_http_connections = 10
+            http_header_timeout_s = 11
+            http_body_timeout_s = 12
+            allow_system_media_root = true
             ffmpeg = "/f/ffmpeg"
             ffprobe = "/f/ffprobe"
             cgroup_parent = "cg"
@@ -824,6 +980,15 @@ mod tests {
         assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
+        assert_eq!(
+            (
+                f.max_http_connections,
+                f.http_header_timeout_s,
+                f.http_body_timeout_s
+            ),
+            (10, 11, 12)
+        );
+        assert!(f.allow_system_media_root);
     }
 
     #[test]

@@ -165,13 +165,7 @@ fn go_field(ours: &str) -> String {
 /// Parse a Go-seed `POST /jobs` body into a job spec, or refuse it naming
 /// the field. Nothing is stored by this function.
 pub fn parse_seed_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, FieldError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        FieldError::new(
-            "invalid_json",
-            None,
-            format!("request body is not valid JSON: {e}"),
-        )
-    })?;
+    let value = spec::parse_json_value(body)?;
     if !value.is_object() {
         return Err(FieldError::new(
             "invalid_json",
@@ -189,28 +183,11 @@ pub fn parse_seed_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, Fi
             ));
         }
     }
-    let raw: SeedRequest = serde_path_to_error::deserialize(&value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let field = if path == "." {
-            inner
-                .strip_prefix("missing field `")
-                .or_else(|| inner.strip_prefix("unknown field `"))
-                .and_then(|r| r.split('`').next())
-                .unwrap_or("")
-                .to_string()
-        } else {
-            path
-        };
-        let code = if inner.starts_with("unknown field") {
-            "unknown_field"
-        } else if inner.starts_with("missing field") {
-            "missing_field"
-        } else {
-            "invalid_field"
-        };
-        FieldError::new(code, (!field.is_empty()).then_some(field.as_str()), inner)
-    })?;
+    // From the text, not from `value`: a JSON value keeps the last of two
+    // equal keys, the derived structs refuse the second (as on `/v1/jobs`).
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let raw: SeedRequest =
+        serde_path_to_error::deserialize(&mut de).map_err(spec::map_serde_error)?;
     // `engine` needs no mapping: serde refused anything but auto/ffmpeg.
     let priority = match raw.queue.unwrap_or(SeedQueue::Default) {
         SeedQueue::Live => "live",
@@ -426,6 +403,38 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{scenario}: {e:?}"));
             assert!(spec.encode.fps >= 1, "{scenario}");
         }
+    }
+
+    /// As on `/v1/jobs`: a repeated key is refused, named in full.
+    #[test]
+    fn duplicate_keys_are_refused_naming_the_innermost_field() {
+        for (body, field) in [
+            (
+                &br#"{"scenario":"720p-h264","scenario":"1080p-h264"}"#[..],
+                "scenario",
+            ),
+            (
+                br#"{"scenario":"720p-h264","parameters":{"duration":5,"duration":6}}"#,
+                "parameters.duration",
+            ),
+            (
+                br#"{"scenario":"720p-h264","queue":"live","queue":"batch"}"#,
+                "queue",
+            ),
+        ] {
+            let e = parse_seed_request(body, &roots()).expect_err("refused");
+            assert_eq!(e.code, "invalid_field", "{e:?}");
+            assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
+            assert!(e.message.contains("duplicate field"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn a_duration_out_of_range_is_refused_on_its_field() {
+        let body = br#"{"scenario":"720p-h264","parameters":{"duration":1e309}}"#;
+        let e = parse_seed_request(body, &roots()).expect_err("refused");
+        assert_eq!(e.code, "invalid_field", "{e:?}");
+        assert_eq!(e.field.as_deref(), Some("parameters.duration"), "{e:?}");
     }
 
     #[test]

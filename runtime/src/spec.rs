@@ -308,10 +308,11 @@ fn backticked_name<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
         .find_map(|sep| rest.find(sep).map(|i| &rest[..i]))
 }
 
-fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+/// The dotted field name of a path serde_path_to_error tracked.
+fn field_path(segments: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let mut path = String::new();
-    for seg in err.path().iter() {
+    for seg in segments.iter() {
         match seg {
             // An empty key would leave `field` empty (or `input.`):
             // name it as the JSON it is.
@@ -322,6 +323,13 @@ fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldE
             Segment::Unknown => path = join_path(&path, "?"),
         }
     }
+    path
+}
+
+/// A request body's deserialization error as a refusal naming the
+/// innermost field (shared by `POST /v1/jobs` and the Go-seed `POST /jobs`).
+pub(crate) fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let path = field_path(err.path());
     let inner = err.into_inner();
     if !inner.is_data() {
         return FieldError::new(
@@ -352,11 +360,9 @@ fn map_serde_error(err: serde_path_to_error::Error<serde_json::Error>) -> FieldE
         return missing(&join_path(&path, name));
     }
     if let Some(name) = backticked_name(message, "duplicate field `") {
-        let field = if path.is_empty() {
-            name.to_string()
-        } else {
-            path
-        };
+        // serde refuses the second key before reading its value: the path
+        // ends at the object that holds it.
+        let field = join_path(&path, name);
         return invalid(&field, format!("duplicate field `{field}`"));
     }
     if path.is_empty() {
@@ -391,16 +397,39 @@ pub fn parse_job_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, Fie
     validate(raw, roots)
 }
 
-/// serde's derived structs also accept JSON arrays (fields by position); the
-/// API takes objects only. This pass also reports malformed JSON.
-fn check_object_shapes(body: &[u8]) -> Result<(), FieldError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+/// A request body as a JSON value. Malformed JSON is `invalid_json` on no
+/// field, but for a number too large for any type (`1e309`), which is
+/// refused on the field that holds it.
+pub(crate) fn parse_json_value(body: &[u8]) -> Result<serde_json::Value, FieldError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<serde_json::Value, _> = serde_path_to_error::deserialize(&mut de);
+    let value = parsed.map_err(|e| {
+        let path = field_path(e.path());
+        let inner = e.into_inner();
+        let full = inner.to_string();
+        if full.starts_with("number out of range") && !path.is_empty() {
+            return invalid(&path, format!("`{path}`: the number is out of range"));
+        }
+        FieldError::new(
+            codes::INVALID_JSON,
+            None,
+            format!("request body is not valid JSON: {full}"),
+        )
+    })?;
+    de.end().map_err(|e| {
         FieldError::new(
             codes::INVALID_JSON,
             None,
             format!("request body is not valid JSON: {e}"),
         )
     })?;
+    Ok(value)
+}
+
+/// serde's derived structs also accept JSON arrays (fields by position); the
+/// API takes objects only. This pass also reports malformed JSON.
+fn check_object_shapes(body: &[u8]) -> Result<(), FieldError> {
+    let value = parse_json_value(body)?;
     let obj = value.as_object().ok_or_else(|| {
         FieldError::new(
             codes::INVALID_JSON,
@@ -2511,7 +2540,6 @@ mod tests {
             b"{} trailing",
             b"{}{}",
             b"\xff\xfe",
-            b"{\"width\": 1e999}",
             br#"["720p30-h264", {"type": "testsrc", "duration_s": 1}, {"type": "null"}]"#,
         ] {
             let r = parse_job_request(body, &no_roots());
@@ -2525,6 +2553,46 @@ mod tests {
             let v = with(base(), key, json!(["testsrc", 1]));
             assert_err(parse(&v), codes::INVALID_FIELD, Some(key));
         }
+    }
+
+    /// A number no type holds is refused on its own field, the innermost.
+    #[test]
+    fn numbers_out_of_range_name_their_field() {
+        for (body, field) in [
+            (&br#"{"width": 1e999}"#[..], "width"),
+            (
+                br#"{"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1e309},"output":{"type":"null"}}"#,
+                "input.duration_s",
+            ),
+            (
+                br#"{"scenario":"720p30-h264","resource_limits":{"timeout_s":-1e400},"output":{"type":"null"}}"#,
+                "resource_limits.timeout_s",
+            ),
+        ] {
+            let e = assert_err(
+                parse_job_request(body, &no_roots()),
+                codes::INVALID_FIELD,
+                Some(field),
+            );
+            assert!(e.message.contains("out of range"), "{e:?}");
+        }
+    }
+
+    /// A repeated key is named in full, however deep it is.
+    #[test]
+    fn duplicate_nested_fields_name_the_innermost_field() {
+        let body = br#"{"scenario":"720p30-h264","input":{"type":"file","path":"a.mp4","path":"b.mp4"},"output":{"type":"null"}}"#;
+        assert_err(
+            parse_job_request(body, &no_roots()),
+            codes::INVALID_FIELD,
+            Some("input.path"),
+        );
+        let body = br#"{"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":1},"output":{"type":"null"},"resource_limits":{"timeout_s":5,"timeout_s":6}}"#;
+        assert_err(
+            parse_job_request(body, &no_roots()),
+            codes::INVALID_FIELD,
+            Some("resource_limits.timeout_s"),
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct NodeOpts {
     pub slots: u32,
     pub api_key: Option<String>,
     pub extra: Vec<String>,
+    /// The node's soft and hard `RLIMIT_NOFILE` (`None`: this process's).
+    pub nofile: Option<u64>,
 }
 
 impl Default for NodeOpts {
@@ -106,6 +108,7 @@ impl Default for NodeOpts {
             slots: 2,
             api_key: None,
             extra: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -180,6 +183,17 @@ impl Node {
             .stderr(log);
         if let Some(k) = &self.opts.api_key {
             cmd.args(["--api-key", k]);
+        }
+        if let Some(n) = self.opts.nofile {
+            use nix::sys::resource::{setrlimit, Resource};
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the forked child before exec; setrlimit is
+            // async-signal-safe and the closure allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(std::io::Error::from)
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn ffrtmp-node");
         let pid = child.id();
