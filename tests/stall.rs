@@ -37,12 +37,13 @@ fn outcomes(job: &Value) -> Vec<Value> {
 #[test]
 fn a_stuck_probe_fails_only_its_own_job_and_the_node_keeps_its_lease() {
     let _g = serial();
-    // A short lease: a node that stops renewing for 1.5 s loses its jobs.
+    // A short lease (the shortest a 1 s kill grace allows): a node that
+    // stops renewing for 2 s loses its jobs.
     let node = Node::start(
         "stuck-probe",
         NodeOpts {
             slots: 2,
-            extra: vec!["--lease-ms".into(), "1500".into()],
+            extra: vec!["--lease-ms".into(), "2000".into()],
             ..NodeOpts::default()
         },
     );

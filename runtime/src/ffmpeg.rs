@@ -1294,7 +1294,11 @@ progress=continue\n",
             nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
             nix::sys::stat::Mode::empty(),
         );
-        assert_eq!(open.err(), Some(nix::errno::Errno::ENXIO), "ffprobe still holds the FIFO");
+        assert_eq!(
+            open.err(),
+            Some(nix::errno::Errno::ENXIO),
+            "ffprobe still holds the FIFO"
+        );
     }
 
     #[tokio::test]

@@ -817,15 +817,29 @@ mod spawn_failure_tests {
     #[test]
     fn the_nodes_own_exhaustion_is_transient() {
         for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
-            assert_eq!(reason(errno), (true, FailureReason::NodeExhausted), "{errno}");
+            assert_eq!(
+                reason(errno),
+                (true, FailureReason::NodeExhausted),
+                "{errno}"
+            );
             assert!(FailureReason::NodeExhausted.is_transient());
         }
     }
 
     #[test]
     fn other_spawn_errors_stay_terminal() {
-        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC, libc::EINVAL, libc::E2BIG] {
-            assert_eq!(reason(errno), (false, FailureReason::SpawnFailed), "{errno}");
+        for errno in [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::ENOEXEC,
+            libc::EINVAL,
+            libc::E2BIG,
+        ] {
+            assert_eq!(
+                reason(errno),
+                (false, FailureReason::SpawnFailed),
+                "{errno}"
+            );
         }
         let no_errno = Outcome::spawn_failed(&std::io::Error::other("spawner thread ended"));
         assert!(matches!(no_errno, Outcome::Failed { .. }), "{no_errno:?}");

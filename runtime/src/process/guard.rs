@@ -203,7 +203,11 @@ impl GuardPlan {
     ) -> GuardPlan {
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
-        let cgroup_dirs = setup.cgroup_procs.iter().filter_map(|f| parent_dir(f)).collect();
+        let cgroup_dirs = setup
+            .cgroup_procs
+            .iter()
+            .filter_map(|f| parent_dir(f))
+            .collect();
         GuardPlan {
             path,
             _argv: argv,
