@@ -203,11 +203,7 @@ impl GuardPlan {
     ) -> GuardPlan {
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
-        let cgroup_dirs = setup
-            .cgroup_procs
-            .iter()
-            .filter_map(|f| parent_dir(f))
-            .collect();
+        let cgroup_dirs = setup.cgroup_procs.iter().filter_map(parent_dir).collect();
         GuardPlan {
             path,
             _argv: argv,
@@ -233,9 +229,8 @@ impl GuardPlan {
 fn parent_dir(file: &CString) -> Option<CString> {
     let bytes = file.as_bytes();
     let slash = bytes.iter().rposition(|&b| b == b'/')?;
-    (slash > 0)
-        .then(|| CString::new(bytes.get(..slash)?).ok())
-        .flatten()
+    let dir = bytes.get(..slash).filter(|d| !d.is_empty())?;
+    CString::new(dir).ok()
 }
 
 fn nul_terminated(strings: &[CString]) -> Vec<*const c_char> {
