@@ -25,6 +25,7 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,13 @@ const STDERR_BYTES: usize = 16 * 1024;
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 /// How often the stall detector looks at progress.
 const STALL_CHECK: Duration = Duration::from_millis(500);
+/// How long creating the attempt's cgroup may take (sysfs writes, on the
+/// blocking pool); past it the job runs with `nice` only, as when the cgroup
+/// cannot be created.
+const CGROUP_SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long starting FFmpeg (the guard's fork, its set-up, the exec) may
+/// take before the attempt is given up as the node's failure (transient).
+const SPAWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything a `JobActor` needs, handed over by its `NodeActor`.
 pub struct JobArgs {
@@ -73,7 +81,13 @@ pub struct JobArgs {
     /// The job's initial lease: the guard process SIGKILLs FFmpeg this long
     /// after the spawn unless [`JobMsg::RenewLease`] extends it. `None`: no
     /// deadline (FFmpeg is still killed if this worker process dies).
+    /// Counted from the actor's start, so time spent probing is taken off.
     pub lease: Option<Duration>,
+    /// The node's lease as it stands when FFmpeg is forked: the instant it
+    /// ends on [`crate::mono_ms`]'s clock (`0`: none), kept current by the
+    /// node. Overrides `lease` when set: the probe may take long enough for
+    /// the node to renew (or lose) its lease meanwhile.
+    pub lease_end_ms: Option<Arc<AtomicU64>>,
     /// The node's power sampler, which attributes energy to this attempt.
     pub power: Option<ActorRef<PowerMsg>>,
     /// Where FFmpeg's start and stop are recorded (`--run-log`).
@@ -108,6 +122,16 @@ async fn open_job_files(args: &JobArgs) -> Result<OpenedFiles, Failure> {
                 ProbeError::NotAllowed { .. } => Failure::new(
                     FailureReason::InputRefused,
                     format!("{}: {e}", path.display()),
+                ),
+                // One that hangs (ffprobe is killed and reaped at the
+                // timeout) fails the attempt: FFmpeg would hang on that
+                // input the same way.
+                ProbeError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::new(
+                    FailureReason::ProbeTimeout,
+                    format!(
+                        "probing the input {} timed out, ffprobe was killed: {io}",
+                        path.display()
+                    ),
                 ),
                 ProbeError::Io(_) => Failure::new(
                     FailureReason::SpawnFailed,
@@ -249,6 +273,11 @@ impl Actor for JobActor {
         myself: ActorRef<JobMsg>,
         args: JobArgs,
     ) -> Result<JobState, ActorProcessingErr> {
+        // This runs in the actor's own task, not in its node's handler
+        // (`NodeActor` spawns it with `spawn_linked_instant`): nothing here
+        // can hold up the node's lease renewals or its other jobs. Each step
+        // has its own time limit.
+        let began = Instant::now();
         let a = &args.assignment;
         let limits = &a.spec.resource_limits;
         let cgroup_name = format!("job-{}-{}", a.job_id, a.token);
@@ -259,10 +288,21 @@ impl Actor for JobActor {
         let cgroup = if args.cgroups.isolation() == Isolation::None || opened.is_err() {
             None
         } else {
-            match args.cgroups.create_job(&cgroup_name, limits) {
-                Ok(cg) => Some(cg),
-                Err(e) => {
+            let (cgroups, name, lim) = (args.cgroups.clone(), cgroup_name.clone(), limits.clone());
+            let create = tokio::task::spawn_blocking(move || cgroups.create_job(&name, &lim));
+            // A late result is dropped by the blocking task, which removes it.
+            match tokio::time::timeout(CGROUP_SETUP_TIMEOUT, create).await {
+                Ok(Ok(Ok(cg))) => Some(cg),
+                Ok(Ok(Err(e))) => {
                     tracing::warn!(job = %a.job_id, error = %e, "cgroup unavailable; running with nice only");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(job = %a.job_id, error = %e, "cgroup set-up failed; running with nice only");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(job = %a.job_id, timeout = ?CGROUP_SETUP_TIMEOUT, "cgroup set-up timed out; running with nice only");
                     None
                 }
             }
@@ -350,6 +390,14 @@ impl Actor for JobActor {
             let url = ffmpeg::fd_url(fd).to_string_lossy().into_owned();
             fd_names.push((url, path.display().to_string()));
         }
+        // The lease as it stands now, not when the assignment came in.
+        let lease = match &args.lease_end_ms {
+            Some(end) => match end.load(Ordering::SeqCst) {
+                0 => None,
+                end => Some(Duration::from_millis(end.saturating_sub(crate::mono_ms()))),
+            },
+            None => args.lease.map(|l| l.saturating_sub(began.elapsed())),
+        };
         let cmd = ffmpeg::build_command_with(&args.ffmpeg, &a.spec, &job_files);
         let spec = SpawnSpec {
             program: cmd.program,
@@ -361,20 +409,28 @@ impl Actor for JobActor {
                 .as_ref()
                 .map(|c| c.procs_files())
                 .unwrap_or_default(),
-            lease: args.lease,
+            lease,
             run_log: state.run_log.clone(),
             fds,
         };
-        let spawned = match process::spawn(spec).await {
-            Ok(s) => s,
-            Err(e) => {
+        // A late spawn's result is dropped by the spawner thread, which kills its group.
+        let spawned = match tokio::time::timeout(SPAWN_TIMEOUT, process::spawn(spec)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                metrics::counter!(crate::metrics::SPAWN_FAILURES).increment(1);
+                // The node's own exhaustion (EMFILE, ...) is transient.
+                report(&mut state, Outcome::spawn_failed(&e), None);
+                myself.stop(Some("spawn failed".into()));
+                return Ok(state);
+            }
+            Err(_) => {
                 metrics::counter!(crate::metrics::SPAWN_FAILURES).increment(1);
                 let failure = Failure::new(
-                    FailureReason::SpawnFailed,
-                    format!("could not start ffmpeg: {e}"),
+                    FailureReason::NodeExhausted,
+                    format!("ffmpeg did not start within {} s", SPAWN_TIMEOUT.as_secs()),
                 );
-                report(&mut state, Outcome::Failed { failure }, None);
-                myself.stop(Some("spawn failed".into()));
+                report(&mut state, Outcome::Transient { failure }, None);
+                myself.stop(Some("spawn timed out".into()));
                 return Ok(state);
             }
         };
@@ -865,6 +921,7 @@ mod tests {
                 nice: 0,
                 kill_grace: Duration::from_secs(5),
                 lease,
+                lease_end_ms: None,
                 power: None,
                 run_log: None,
                 media_roots: Vec::new(),

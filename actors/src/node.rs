@@ -15,14 +15,35 @@
 //! it when the master acknowledges it; on each new link the outbox is sent
 //! again.
 //!
-//! Restart policy (DESIGN.md §3): a `JobActor` is never restarted in place.
+//! Restart policy: a `JobActor` is never restarted in place.
 //! When one stops without having reported (it panicked, or its `pre_start`
 //! failed), the node reports the attempt to the master as a transient
 //! `worker_crash`, and the master decides whether to retry (a new attempt,
 //! new token, new actor).
+//!
+//! Starting a job never blocks the node. A `JobActor`'s `pre_start` does
+//! the slow and fallible part of an attempt (the cgroup's set-up, the
+//! input's probe, the guard's fork), each step with its own timeout, and an
+//! input can make the probe hang (a playlist whose segment is a FIFO). So
+//! the node spawns it with ractor's `spawn_linked_instant`: `pre_start` runs
+//! in the job's own task, and the node goes on with its lease, its links and
+//! its other jobs meanwhile. The attempt is in `running` (it takes a slot,
+//! it is in the hello) from the moment it is assigned; messages for it
+//! (`Cancel`, `RenewLease`, `LeaseExpired`, `DrainStop`) wait in its
+//! mailbox and are handled as soon as `pre_start` returns (the fork reads
+//! the node's lease as it is then, through `lease_end`, not as it was at
+//! assignment). ractor links the actor under the node only once `pre_start`
+//! returns, so a small task awaits the start and turns a failed one into
+//! [`NodeMsg::JobStartFailed`], which the node reports as `worker_crash`.
+//! One result per attempt still holds: a `pre_start` that reports (a probe
+//! timeout, a spawn failure) returns `Ok` and stops, one that fails reports
+//! nothing, and a linked actor reports as before. A stopping node kills the
+//! actors still starting (their `pre_start` is dropped: the probe killed,
+//! the cgroup removed, a late fork's group killed) and stops the others.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +57,8 @@ use ffrtmp_runtime::wire::{
     self, Assignment, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION,
 };
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
+    SupervisionEvent,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -159,6 +181,17 @@ pub enum NodeMsg {
     /// The node's power, from its `PowerSamplerActor` (about once a second):
     /// forwarded to the master.
     Power(NodePower),
+    /// A `JobActor`'s `pre_start` failed (or panicked): it reported nothing
+    /// and is not linked under the node. Reported as a transient
+    /// `worker_crash` if the attempt is still the node's.
+    JobStartFailed {
+        /// The job.
+        job_id: JobId,
+        /// The attempt's fencing token.
+        token: u64,
+        /// What ractor said.
+        why: String,
+    },
     /// Test-only: make the JobActor of `job_id` panic.
     #[cfg(feature = "fault-injection")]
     InjectJobPanic(JobId),
@@ -206,6 +239,9 @@ pub struct NodeState {
     pending: Vec<Assignment>,
     running: HashMap<JobId, Running>,
     by_actor: HashMap<ActorId, (JobId, u64)>,
+    /// Where the lease ends (`mono_ms`; `0`: none), for the jobs to read
+    /// when they fork (see the module docs).
+    lease_end: Arc<AtomicU64>,
     draining: bool,
     power: Option<ActorRef<PowerMsg>>,
 }
@@ -379,6 +415,7 @@ impl NodeState {
         let now = mono_ms();
         self.granted_ms = Some(lease_ms);
         if let Some(until) = self.lease.on_pong(sent_ms, lease_ms, now) {
+            self.lease_end.store(until, Ordering::SeqCst);
             let remaining = Duration::from_millis(until.saturating_sub(now));
             self.lease_stop_sent = false;
             for r in self.running.values() {
@@ -442,20 +479,34 @@ impl NodeState {
             cgroups: self.config.cgroups.clone(),
             nice: self.config.nice,
             kill_grace: self.config.kill_grace,
+            lease_end_ms: lease.is_some().then(|| self.lease_end.clone()),
             lease,
             power: self.power.clone(),
             run_log: self.config.run_log.clone(),
             media_roots: self.config.media_roots.clone(),
         };
-        match Actor::spawn_linked(
+        // Not awaited here: see the module docs.
+        match ractor::ActorRuntime::spawn_linked_instant(
             Some(JobActor::name(&job_id, token)),
             JobActor,
             args,
             myself.get_cell(),
-        )
-        .await
-        {
-            Ok((actor, _)) => {
+        ) {
+            Ok((actor, started)) => {
+                let (me, job, actor_id) = (myself.clone(), job_id.clone(), actor.get_id());
+                tokio::spawn(async move {
+                    let why = match started.await {
+                        Ok(Ok(_)) => return,
+                        Ok(Err(e)) => format!("job actor failed to start: {e}"),
+                        Err(e) => format!("job actor failed to start: {e}"),
+                    };
+                    tracing::error!(job = %job, actor = %actor_id, "{why}");
+                    let _ = me.cast(NodeMsg::JobStartFailed {
+                        job_id: job,
+                        token,
+                        why,
+                    });
+                });
                 self.by_actor
                     .insert(actor.get_id(), (job_id.clone(), token));
                 self.running.insert(
@@ -659,6 +710,7 @@ impl Actor for NodeActor {
             pending: Vec::new(),
             running: HashMap::new(),
             by_actor: HashMap::new(),
+            lease_end: Arc::new(AtomicU64::new(0)),
             draining: false,
             power,
         })
@@ -738,6 +790,15 @@ impl Actor for NodeActor {
             NodeMsg::Tick => state.tick().await,
             NodeMsg::Power(p) => state.send(ToMaster::Power(p)).await,
             NodeMsg::Drain { deadline } => state.begin_drain(&myself, deadline).await,
+            NodeMsg::JobStartFailed { job_id, token, why } => {
+                if state.running.get(&job_id).is_some_and(|r| r.token == token) {
+                    if let Some(r) = state.running.remove(&job_id) {
+                        state.by_actor.remove(&r.actor.get_id());
+                    }
+                    state.report_crash(job_id, token, why).await;
+                    state.stop_if_drained(&myself);
+                }
+            }
             NodeMsg::DrainDeadline => {
                 for r in state.running.values() {
                     let _ = r.actor.cast(JobMsg::DrainStop);
@@ -801,8 +862,24 @@ impl Actor for NodeActor {
     async fn post_stop(
         &self,
         myself: ActorRef<NodeMsg>,
-        _state: &mut NodeState,
+        state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
+        // JobActors still in `pre_start` are not linked yet: kill them (their
+        // `pre_start` is dropped; see the module docs) and wait for them.
+        let starting: Vec<ActorRef<JobMsg>> = state
+            .running
+            .values()
+            .filter(|r| r.actor.get_status() == ActorStatus::Starting)
+            .map(|r| r.actor.clone())
+            .collect();
+        for a in &starting {
+            a.kill();
+        }
+        for a in &starting {
+            if a.wait(Some(STOP_CHILDREN_TIMEOUT)).await.is_err() {
+                tracing::warn!(actor = %a.get_id(), "a starting job actor did not stop in time");
+            }
+        }
         // Every JobActor's state is dropped: its process group killed, its cgroup removed.
         myself
             .stop_children_and_wait(Some("node stopping".into()), Some(STOP_CHILDREN_TIMEOUT))

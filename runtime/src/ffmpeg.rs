@@ -431,8 +431,23 @@ impl ProgressParser {
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Duration of a media file in seconds via ffprobe (argv only); `Ok(None)` if
-/// the container does not say. An error if ffprobe cannot run or rejects the file.
+/// the container does not say. An error if ffprobe cannot run or rejects the
+/// file; [`std::io::ErrorKind::TimedOut`] if it takes longer than
+/// [`PROBE_TIMEOUT`] (see [`probe_duration_within`]).
 pub async fn probe_duration(ffprobe: &Path, input: &Path) -> std::io::Result<Option<f64>> {
+    probe_duration_within(ffprobe, input, PROBE_TIMEOUT).await
+}
+
+/// [`probe_duration`] with its own time limit. An input can make ffprobe
+/// block for good (a playlist whose segment is a FIFO nobody writes): past
+/// `timeout` ffprobe is SIGKILLed *and reaped* here before the
+/// [`std::io::ErrorKind::TimedOut`] error returns, so no probe outlives its
+/// call, not even as a zombie.
+pub async fn probe_duration_within(
+    ffprobe: &Path,
+    input: &Path,
+    timeout: Duration,
+) -> std::io::Result<Option<f64>> {
     let mut cmd = tokio::process::Command::new(ffprobe);
     cmd.args([
         "-hide_banner",
@@ -447,24 +462,69 @@ pub async fn probe_duration(ffprobe: &Path, input: &Path) -> std::io::Result<Opt
     .arg(input)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .kill_on_drop(true);
-    let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "ffprobe timed out"))??;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
+    .stderr(Stdio::piped());
+    let (status, out, err) = output_within(cmd, timeout).await?;
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&err);
         return Err(std::io::Error::other(format!(
             "ffprobe failed ({}): {}",
-            out.status,
+            status,
             stderr.trim()
         )));
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out);
     Ok(stdout
         .lines()
         .find_map(|l| parse_nonneg_f64(l.trim()))
         .filter(|d| *d > 0.0))
+}
+
+/// Runs `cmd` to its end, collecting stdout and stderr, within `timeout`.
+/// Past it the process is SIGKILLed *and reaped* before the
+/// [`std::io::ErrorKind::TimedOut`] error returns, so none outlives the call,
+/// not even as a zombie (tokio's `kill_on_drop` only signals it).
+async fn output_within(
+    mut cmd: tokio::process::Command,
+    timeout: Duration,
+) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+
+    // Only if this future is dropped midway; the timeout below kills and reaps.
+    cmd.kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+    let run = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let read_out = async {
+            match stdout.as_mut() {
+                Some(s) => s.read_to_end(&mut out).await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let read_err = async {
+            match stderr.as_mut() {
+                Some(s) => s.read_to_end(&mut err).await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let (o, e) = tokio::join!(read_out, read_err);
+        o?;
+        e?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, out, err))
+    };
+    let finished = tokio::time::timeout(timeout, run).await;
+    match finished {
+        Ok(r) => r,
+        Err(_) => {
+            // SIGKILL, then wait(2) for it: nothing is left behind.
+            child.kill().await?;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("ffprobe did not finish within {} ms", timeout.as_millis()),
+            ))
+        }
+    }
 }
 
 /// What [`probe_input`] found.
@@ -523,16 +583,13 @@ pub async fn probe_input(ffprobe: &Path, file: &std::fs::File) -> Result<InputPr
     .stdout(Stdio::piped())
     .stderr(Stdio::piped())
     .env_clear()
-    .env("LC_ALL", "C")
-    .kill_on_drop(true);
+    .env("LC_ALL", "C");
     if let Some(path) = std::env::var_os("PATH") {
         cmd.env("PATH", path);
     }
-    let out = tokio::time::timeout(PROBE_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "ffprobe timed out"))??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (status, out, err) = output_within(cmd, PROBE_TIMEOUT).await?;
+    let stdout = String::from_utf8_lossy(&out);
+    let stderr = String::from_utf8_lossy(&err);
     let mut format = None;
     let mut duration_s = None;
     for line in stdout.lines() {
@@ -544,7 +601,7 @@ pub async fn probe_input(ffprobe: &Path, file: &std::fs::File) -> Result<InputPr
     }
     let refused = stderr.contains("not on whitelist");
     match format {
-        Some(format) if out.status.success() && format_allowed(&format) => Ok(InputProbe {
+        Some(format) if status.success() && format_allowed(&format) => Ok(InputProbe {
             format: Some(format),
             duration_s,
         }),
@@ -1399,6 +1456,31 @@ progress=continue\n",
         assert!(probe_duration(&dir.path().join("no-ffprobe"), &src)
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_probe_that_blocks_is_killed_at_its_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A FIFO nobody writes: ffprobe blocks in open(2) for good.
+        let fifo = dir.path().join("stuck.mp4");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        let err = probe_duration_within(&ffprobe(), &fifo, Duration::from_millis(300))
+            .await
+            .expect_err("a probe of a FIFO nobody writes cannot succeed");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        // ffprobe is gone: a reader blocked in open(2) counts as one, so a
+        // non-blocking open for writing would succeed while it lived.
+        let open = nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
+            nix::sys::stat::Mode::empty(),
+        );
+        assert_eq!(
+            open.err(),
+            Some(nix::errno::Errno::ENXIO),
+            "ffprobe still holds the FIFO"
+        );
     }
 
     #[tokio::test]

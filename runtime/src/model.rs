@@ -342,6 +342,16 @@ pub enum FailureReason {
     /// The output's name was taken when the job would publish it and the
     /// job does not set `overwrite`: terminal; the existing file is kept.
     OutputExists,
+    /// The input's probe (ffprobe, before FFmpeg starts) did not finish in
+    /// time, e.g. an input that references a FIFO nobody writes: terminal.
+    /// The probe reads nothing but the job's input, so a probe that hangs is
+    /// that input's doing, and FFmpeg would hang on it the same way; a retry
+    /// would only hold another slot for another probe timeout.
+    ProbeTimeout,
+    /// FFmpeg could not be started because the node itself ran out of
+    /// something (`EMFILE`, `ENFILE`, `EAGAIN`, `ENOMEM`): transient, the
+    /// job is not at fault and runs later or elsewhere.
+    NodeExhausted,
 }
 
 impl FailureReason {
@@ -353,6 +363,7 @@ impl FailureReason {
                 | FailureReason::ResourceKilled
                 | FailureReason::WorkerCrash
                 | FailureReason::NodeLost
+                | FailureReason::NodeExhausted
         )
     }
 }
@@ -399,6 +410,36 @@ pub enum Outcome {
         failure: Failure,
     },
     Cancelled,
+}
+
+impl Outcome {
+    /// The outcome of an attempt whose FFmpeg could not be started: transient
+    /// ([`FailureReason::NodeExhausted`]) when the node itself ran out of
+    /// descriptors, processes or memory (`EMFILE`, `ENFILE`, `EAGAIN`,
+    /// `ENOMEM`), since the job would start elsewhere or later; terminal
+    /// ([`FailureReason::SpawnFailed`]) otherwise (no such program, not
+    /// executable, a bad argument: a retry would fail the same way).
+    pub fn spawn_failed(err: &std::io::Error) -> Outcome {
+        let exhausted = matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+        );
+        if exhausted {
+            Outcome::Transient {
+                failure: Failure::new(
+                    FailureReason::NodeExhausted,
+                    format!("could not start ffmpeg, the node is out of resources: {err}"),
+                ),
+            }
+        } else {
+            Outcome::Failed {
+                failure: Failure::new(
+                    FailureReason::SpawnFailed,
+                    format!("could not start ffmpeg: {err}"),
+                ),
+            }
+        }
+    }
 }
 
 /// One attempt's record in a job's history.
@@ -777,5 +818,50 @@ mod energy_tests {
         assert_eq!(t.joules_per_frame, Some(1.0));
         assert_eq!(t.joules_per_output_minute, Some(1000.0));
         assert!(Energy::total([], None, None).is_none());
+    }
+}
+
+#[cfg(test)]
+mod spawn_failure_tests {
+    use super::*;
+
+    fn reason(errno: i32) -> (bool, FailureReason) {
+        match Outcome::spawn_failed(&std::io::Error::from_raw_os_error(errno)) {
+            Outcome::Transient { failure } => (true, failure.reason),
+            Outcome::Failed { failure } => (false, failure.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_nodes_own_exhaustion_is_transient() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            assert_eq!(
+                reason(errno),
+                (true, FailureReason::NodeExhausted),
+                "{errno}"
+            );
+            assert!(FailureReason::NodeExhausted.is_transient());
+        }
+    }
+
+    #[test]
+    fn other_spawn_errors_stay_terminal() {
+        for errno in [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::ENOEXEC,
+            libc::EINVAL,
+            libc::E2BIG,
+        ] {
+            assert_eq!(
+                reason(errno),
+                (false, FailureReason::SpawnFailed),
+                "{errno}"
+            );
+        }
+        let no_errno = Outcome::spawn_failed(&std::io::Error::other("spawner thread ended"));
+        assert!(matches!(no_errno, Outcome::Failed { .. }), "{no_errno:?}");
+        assert!(!FailureReason::ProbeTimeout.is_transient());
     }
 }

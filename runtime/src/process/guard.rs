@@ -13,6 +13,19 @@
 //! job's files from [`JOB_FD_BASE`] on (inherited by FFmpeg, closed in the
 //! guard after its execve too) and a pidfd for FFmpeg. Every other
 //! descriptor inherited from the worker is closed.
+//!
+//! The guard also starts a **janitor** (when the job has a cgroup): a
+//! `clone(CLONE_VM)` of it on a stack of its own, in its own session, left
+//! in the worker's cgroup (it is started before the guard joins the job's).
+//! It holds only the guard's end of the heartbeat channel and sleeps until
+//! the worker's end closes (the worker dropped the job, or died: a worker
+//! SIGKILLed and never restarted included), then removes the job's cgroup
+//! directories, retrying while the kernel tears the job's processes down
+//! (they die with the guard: `PR_SET_PDEATHSIG`). A worker that lives
+//! removes them itself, after reading the job's figures from them, before
+//! it closes its end; the janitor then finds them gone. It never signals
+//! anything: by then the guard's pid, the job's process group id, may
+//! belong to another process.
 
 use std::ffi::CString;
 use std::ptr;
@@ -54,6 +67,15 @@ pub(super) const NO_DEADLINE: u64 = u64::MAX;
 const EXIT_POLL_MS: c_int = 20;
 /// The guard's name in `/proc/<pid>/comm` (at most 15 bytes).
 const NAME: &[u8] = b"ffrtmp-guard\0";
+/// The janitor's name in `/proc/<pid>/comm`.
+const JANITOR_NAME: &[u8] = b"ffrtmp-janitor\0";
+/// The janitor's stack (a few frames of plain syscalls).
+const JANITOR_STACK: usize = 64 * 1024;
+/// How often, and how many times, the janitor tries to remove a cgroup
+/// directory that is still busy (10 s in all); past that it leaves it to
+/// the next start-up sweep of the node.
+const JANITOR_POLL_MS: c_int = 20;
+const JANITOR_TRIES: u32 = 500;
 
 /// Everything the guard needs, prepared before the fork.
 ///
@@ -72,6 +94,9 @@ pub(super) struct GuardPlan {
     envp_ptrs: Vec<*const c_char>,
     /// `cgroup.procs` files to join.
     cgroup_procs: Vec<CString>,
+    /// The job's cgroup directories (those of `cgroup_procs`), which the
+    /// janitor removes.
+    cgroup_dirs: Vec<CString>,
     nice: c_int,
     /// The worker: if the guard's parent is no longer this, the worker died
     /// before `PR_SET_PDEATHSIG` was armed.
@@ -192,6 +217,7 @@ impl GuardPlan {
     ) -> GuardPlan {
         let argv_ptrs = nul_terminated(&argv);
         let envp_ptrs = nul_terminated(&envp);
+        let cgroup_dirs = setup.cgroup_procs.iter().filter_map(parent_dir).collect();
         GuardPlan {
             path,
             _argv: argv,
@@ -199,6 +225,7 @@ impl GuardPlan {
             _envp: envp,
             envp_ptrs,
             cgroup_procs: setup.cgroup_procs,
+            cgroup_dirs,
             nice: setup.nice,
             parent: setup.parent,
             deadline: setup.deadline,
@@ -212,6 +239,14 @@ impl GuardPlan {
             run_log: setup.run_log,
         }
     }
+}
+
+/// The directory of a `cgroup.procs` (or v1 `tasks`) file: the job's cgroup.
+fn parent_dir(file: &CString) -> Option<CString> {
+    let bytes = file.as_bytes();
+    let slash = bytes.iter().rposition(|&b| b == b'/')?;
+    let dir = bytes.get(..slash).filter(|d| !d.is_empty())?;
+    CString::new(dir).ok()
 }
 
 fn nul_terminated(strings: &[CString]) -> Vec<*const c_char> {
@@ -373,6 +408,11 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     }
     close_from(target);
 
+    // Before the cgroup join: the janitor stays out of the job's cgroup.
+    if !plan.cgroup_dirs.is_empty() {
+        start_janitor(plan);
+    }
+
     // Join every job cgroup, so FFmpeg starts inside them.
     for path in plan.cgroup_procs.iter() {
         let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -475,6 +515,103 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     // Last: with FFmpeg's copy closed by exec, this tells the worker the spawn worked.
     libc::close(STATUS_FD);
     watch(child, pidfd, plan.deadline, plan.run_log.as_ref())
+}
+
+/// Starts the janitor (see the module docs). Best effort: without one (no
+/// memory for its stack, no process left), the job's cgroup is removed by
+/// the worker as before, or by the node's next start-up sweep.
+unsafe fn start_janitor(plan: &GuardPlan) {
+    // Its own mapping, never unmapped: the janitor shares the guard's
+    // memory and may outlive it (the memory lives as long as one of them).
+    let stack = libc::mmap(
+        ptr::null_mut(),
+        JANITOR_STACK,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+        -1,
+        0,
+    );
+    if stack == libc::MAP_FAILED {
+        return;
+    }
+    // Page-aligned, so the top is 16-byte aligned.
+    let top = stack.cast::<u8>().add(JANITOR_STACK);
+    // No CLONE_FILES, no CLONE_SIGHAND: its own descriptor table and signal
+    // dispositions (copies). Shared memory: it reads `plan`, which the guard
+    // never frees (it never returns from `run`), and writes only its stack.
+    libc::clone(
+        janitor_entry,
+        top.cast(),
+        libc::CLONE_VM | libc::SIGCHLD,
+        (plan as *const GuardPlan).cast_mut().cast(),
+    );
+}
+
+/// The janitor's entry point.
+extern "C" fn janitor_entry(arg: *mut libc::c_void) -> c_int {
+    // SAFETY: `arg` is the guard's plan, which stays in memory for as long
+    // as this process shares it (see `start_janitor`).
+    unsafe { janitor(&*(arg as *const GuardPlan)) }
+}
+
+/// The janitor's life: wait for the worker's end of the heartbeat channel
+/// to close, then remove the job's cgroup directories. Never returns.
+///
+/// It shares the guard's memory, `errno` included (same thread pointer): it
+/// makes no call that can fail while the guard may still read `errno`
+/// (setsid and close of open descriptors cannot; poll on a descriptor
+/// cannot, with no signal handler installed). Once the channel has closed,
+/// every path of the guard ends in the group's SIGKILL whatever it reads.
+unsafe fn janitor(plan: &GuardPlan) -> ! {
+    // Out of the job's process group: a SIGKILL of the group spares it.
+    libc::setsid();
+    libc::prctl(
+        libc::PR_SET_NAME,
+        JANITOR_NAME.as_ptr() as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+        0 as libc::c_ulong,
+    );
+    // Only the heartbeat is kept: a copy of FFmpeg's pipes or of the spawn
+    // status pipe would hide their EOFs from the worker.
+    libc::close(0);
+    libc::close(1);
+    libc::close(2);
+    libc::close(STATUS_FD);
+    // Nor the job's files (placed before it started, so each is open and
+    // `close` cannot fail): a dead worker's janitor must not keep them open.
+    let mut fd = JOB_FD_BASE;
+    for _ in 0..plan.job_count {
+        libc::close(fd);
+        fd = fd.saturating_add(1);
+    }
+    // No events asked for: POLLHUP (the worker's end closed) always comes.
+    loop {
+        let mut fds = [libc::pollfd {
+            fd: HEARTBEAT_FD,
+            events: 0,
+            revents: 0,
+        }];
+        if libc::poll(fds.as_mut_ptr(), 1, -1) > 0 {
+            break;
+        }
+    }
+    libc::close(HEARTBEAT_FD);
+    let mut tries = 0;
+    loop {
+        let mut left = false;
+        for dir in plan.cgroup_dirs.iter() {
+            // Busy while a process is inside; gone if the worker removed it.
+            if libc::rmdir(dir.as_ptr()) != 0 && libc::access(dir.as_ptr(), libc::F_OK) == 0 {
+                left = true;
+            }
+        }
+        if !left || tries >= JANITOR_TRIES {
+            libc::_exit(0);
+        }
+        tries += 1;
+        libc::poll(ptr::null_mut(), 0, JANITOR_POLL_MS);
+    }
 }
 
 /// The stack of FFmpeg's side of the guard's `clone` until its execve: a
@@ -668,4 +805,27 @@ unsafe fn set_pdeathsig_kill() -> libc::c_int {
         0 as libc::c_ulong,
         0 as libc::c_ulong,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> CString {
+        CString::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_janitor_removes_the_directories_of_the_files_joined() {
+        assert_eq!(
+            parent_dir(&c("/sys/fs/cgroup/ffrtmp/n1/job-a-1/cgroup.procs")),
+            Some(c("/sys/fs/cgroup/ffrtmp/n1/job-a-1"))
+        );
+        assert_eq!(
+            parent_dir(&c("/sys/fs/cgroup/memory/ffrtmp/n1/job-a-1/tasks")),
+            Some(c("/sys/fs/cgroup/memory/ffrtmp/n1/job-a-1"))
+        );
+        assert_eq!(parent_dir(&c("/tasks")), None, "never the root");
+        assert_eq!(parent_dir(&c("tasks")), None);
+    }
 }
