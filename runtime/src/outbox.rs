@@ -79,6 +79,18 @@ pub enum OutboxError {
         /// Why.
         cause: sidefile::OpenBlocked,
     },
+    /// The outbox's filesystem is below [`sidefile::DISK_RESERVE`]: the
+    /// result was not written (sled must never meet a full disk: it would
+    /// refuse every later operation until reopened).
+    #[error("the outbox's filesystem ({}) has {free} bytes free, below the {reserve} bytes kept in reserve", path.display())]
+    Full {
+        /// The sled directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// sled reported an I/O or storage error.
     #[error("outbox storage error: {0}")]
     Sled(#[from] sled::Error),
@@ -271,6 +283,15 @@ impl Outbox {
     /// Store an encoded `ToMaster::Finished` for `attempt` and wait until it
     /// is on disk (and the side file records it).
     pub async fn put(&self, attempt: &AttemptRef, frame: Vec<u8>) -> Result<(), OutboxError> {
+        if let Ok(free) = sidefile::free_bytes(&self.dir) {
+            if free < sidefile::DISK_RESERVE {
+                return Err(OutboxError::Full {
+                    path: self.dir.clone(),
+                    free,
+                    reserve: sidefile::DISK_RESERVE,
+                });
+            }
+        }
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let mut batch = sled::Batch::default();
         batch.insert(key(attempt), frame);

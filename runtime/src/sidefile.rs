@@ -105,6 +105,21 @@ impl std::fmt::Display for OpenBlocked {
     }
 }
 
+/// Free space a sled database keeps in reserve on its filesystem: below
+/// it, the store and the outbox refuse new writes *before* handing them to
+/// sled. sled 0.34 poisons itself on a failed write of its log (every later
+/// operation returns that error until the database is reopened), so it must
+/// never meet `ENOSPC`; refusing early keeps it usable, and writes resume by
+/// themselves once space is freed.
+pub const DISK_RESERVE: u64 = 32 * 1024 * 1024;
+
+/// Bytes available to this process on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let (blocks, size): (u64, u64) = (st.blocks_available(), st.fragment_size());
+    Ok(blocks.saturating_mul(size))
+}
+
 /// Whether an I/O error means the disk is full (`ENOSPC`, `EDQUOT`).
 pub fn is_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

@@ -124,6 +124,12 @@ pub struct Node {
 
 impl Node {
     pub fn start(name: &str, opts: NodeOpts) -> Node {
+        Node::start_with(name, opts, |_| {})
+    }
+
+    /// [`Node::start`], running `prepare` on the data dir path (not created
+    /// yet) before the node starts: e.g. to mount a filesystem there.
+    pub fn start_with(name: &str, opts: NodeOpts, prepare: impl FnOnce(&Path)) -> Node {
         require_ffmpeg();
         let dir = tempfile::Builder::new()
             .prefix(&format!("ffrtmp-{name}-"))
@@ -144,6 +150,7 @@ impl Node {
                 .build()
                 .expect("http client"),
         };
+        prepare(&node.data_dir());
         node.spawn();
         node
     }

@@ -149,6 +149,23 @@ pub enum StoreError {
         /// Why.
         cause: sidefile::OpenBlocked,
     },
+    /// The store's filesystem has less free space than
+    /// [`sidefile::DISK_RESERVE`]: the write was refused before any of it
+    /// reached sled (nothing half-stored); writes resume once space is
+    /// freed.
+    #[error(
+        "storage full: the job store's filesystem ({}) has {free} bytes free, below the \
+         {reserve} bytes kept in reserve; writes resume once space is freed",
+        path.display()
+    )]
+    Full {
+        /// The sled directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// The side file could not be written or read.
     #[error("job store side file {}: {source}", path.display())]
     Side {
@@ -289,6 +306,10 @@ struct Shared {
     writes: AtomicU64,
     /// The side file ([`sidefile`], module docs).
     side: PathBuf,
+    /// The sled directory.
+    dir: PathBuf,
+    /// Free bytes below which writes are refused ([`Store::space_ok`]).
+    reserve: AtomicU64,
     wake: Mutex<Wake>,
     cv: Condvar,
     status: watch::Sender<FlushStatus>,
@@ -506,6 +527,8 @@ impl Store {
             written: AtomicU64::new(0),
             writes: AtomicU64::new(found.writes),
             side: side_path,
+            dir: dir.to_path_buf(),
+            reserve: AtomicU64::new(sidefile::DISK_RESERVE),
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
             status,
@@ -831,7 +854,30 @@ impl Store {
         self.inner.shared.flushes.load(Ordering::SeqCst)
     }
 
+    /// `Ok` while the store's filesystem has at least the reserve free
+    /// ([`sidefile::DISK_RESERVE`]); [`StoreError::Full`] otherwise. Every
+    /// job write checks it first; `/readyz` reports it.
+    pub fn space_ok(&self) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let reserve = shared.reserve.load(Ordering::Relaxed);
+        match sidefile::free_bytes(&shared.dir) {
+            Ok(free) if free < reserve => Err(StoreError::Full {
+                path: shared.dir.clone(),
+                free,
+                reserve,
+            }),
+            // A filesystem that cannot say is left to sled.
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse writes below `bytes` free instead of the default reserve.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.inner.shared.reserve.store(bytes, Ordering::Relaxed);
+    }
+
     fn write(&self, job: &Job) -> Result<(), StoreError> {
+        self.space_ok()?;
         let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Encode {
             id: job.id.clone(),
             message: e.to_string(),
@@ -1650,6 +1696,25 @@ mod tests {
             msg.contains("side file") && msg.contains("missing"),
             "{msg}"
         );
+    }
+
+    /// Below the reserve a write is refused before it reaches sled; it
+    /// succeeds again once there is room (the same store, not reopened).
+    #[tokio::test]
+    async fn a_write_below_the_disk_reserve_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = job(&store, 1, Priority::Medium);
+        store.put_durable(&a).await.unwrap();
+        store.set_disk_reserve(u64::MAX);
+        let b = job(&store, 2, Priority::Medium);
+        assert!(matches!(store.put(&b), Err(StoreError::Full { .. })));
+        assert!(store.space_ok().is_err());
+        assert_eq!(store.get(&b.id).unwrap(), None, "nothing half-stored");
+        assert_eq!(raw_entries(&store, &b.id), 0);
+        store.set_disk_reserve(0);
+        store.put_durable(&b).await.unwrap();
+        assert_eq!(store.get(&b.id).unwrap(), Some(b));
     }
 
     /// Poll a future once with a waker that does nothing.
