@@ -251,14 +251,28 @@ impl Outbox {
             protocol_version: PROTOCOL_VERSION,
             seq: sled_seq,
         };
+        // A full disk at start is named as such, not as damage.
+        let full = || OutboxError::Blocked {
+            path: dir.to_path_buf(),
+            cause: sidefile::OpenBlocked::Full,
+        };
         if sled_meta.as_ref() != Some(&meta) {
             db.insert(META_KEY, serde_json::to_vec(&meta).map_err(sled_io)?)?;
-            db.flush()?;
+            db.flush().map_err(|e| match &e {
+                sled::Error::Io(io) if sidefile::is_full(io) => full(),
+                _ => OutboxError::Sled(e),
+            })?;
         }
         if side_meta.as_ref() != Some(&meta) {
-            write_side(&side, &meta).map_err(|e| OutboxError::Side {
-                path: side.clone(),
-                source: e,
+            write_side(&side, &meta).map_err(|e| {
+                if sidefile::is_full(&e) {
+                    full()
+                } else {
+                    OutboxError::Side {
+                        path: side.clone(),
+                        source: e,
+                    }
+                }
             })?;
         }
         Ok(Outbox {

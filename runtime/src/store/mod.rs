@@ -518,9 +518,18 @@ impl Store {
             );
         }
         // Before any new write: the side file now says "open, this far".
-        write_side(&side_path, found.writes, None).map_err(|e| StoreError::Side {
-            path: side_path.clone(),
-            source: e,
+        write_side(&side_path, found.writes, None).map_err(|e| {
+            if sidefile::is_full(&e) {
+                StoreError::Blocked {
+                    path: dir.to_path_buf(),
+                    cause: sidefile::OpenBlocked::Full,
+                }
+            } else {
+                StoreError::Side {
+                    path: side_path.clone(),
+                    source: e,
+                }
+            }
         })?;
         let (status, _) = watch::channel(FlushStatus::default());
         let shared = Arc::new(Shared {
