@@ -621,7 +621,7 @@ async fn healthz() -> Json<Status> {
     })
 }
 
-/// The scheduler runs (no API key needed).
+/// The scheduler runs and the store can write (no API key needed).
 #[utoipa::path(
     get,
     path = "/readyz",

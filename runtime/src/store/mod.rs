@@ -60,10 +60,23 @@
 //! not caught: a loss confined to the writes of the last [`SIDE_INTERVAL`]
 //! before a crash (the side file did not know of them yet; a crash loses
 //! nothing sled had flushed, so only damage on top of a crash can do this).
-//! The pass reads every record at every open: ~0.1 s per 10,000 jobs. A
+//! The pass decodes every record at every open (its time grows with the
+//! store; the index repair after an unclean stop already read them all). A
 //! store written before side files existed (no side file, no count in
 //! sled) is verified the same way and gets its side file, with a note in
 //! the log.
+//!
+//! **A full disk.** sled 0.34, once a write of its log fails (`ENOSPC`
+//! included), keeps that error as a global one and returns it from every
+//! later operation until the database is reopened. Reopening would mean
+//! dropping every handle of a store the whole master shares; instead the
+//! store never lets sled meet a full disk: each job write first checks the
+//! free space of its filesystem ([`Store::space_ok`], one `statvfs`) and is
+//! refused whole below [`sidefile::DISK_RESERVE`] with [`StoreError::Full`],
+//! before anything reaches sled. Callers treat that as "not written" (the
+//! scheduler sends nothing the write would have licensed) and writes resume
+//! by themselves once space is freed. Left: a filesystem filled through the
+//! whole reserve between the check and the flush still poisons sled.
 
 mod check;
 
