@@ -69,7 +69,7 @@ pub(super) fn corruption_is_damage(dir: &Path, e: StoreError) -> StoreError {
         StoreError::Sled(e @ sled::Error::Corruption { .. }) => damaged(
             dir,
             format!("sled refuses to read it ({e})"),
-            count_readable(dir).unwrap_or(0),
+            count_readable(dir).map_or(0, |(readable, _)| readable),
         ),
         e => e,
     }
@@ -257,6 +257,7 @@ pub fn check(dir: &Path) -> Result<Inspection, StoreError> {
             problem, readable, ..
         }) => Ok(Inspection {
             readable,
+            writes: count_readable(dir).map_or(0, |(_, writes)| writes),
             side,
             problems: vec![problem],
             ..Inspection::default()
@@ -313,13 +314,14 @@ fn open_readable(dir: &Path) -> Result<(sled::Db, Option<NoSnapshotCopy>), Store
     }
 }
 
-/// How many records of the store in `dir` decode, read through
-/// [`open_readable`]; `None` if even that fails. For the refusal message of
-/// a store sled will not open.
-pub(super) fn count_readable(dir: &Path) -> Option<u64> {
+/// How many records of the store in `dir` decode and sled's count of
+/// writes, read through [`open_readable`]; `None` if even that fails. For a
+/// store sled will not open.
+fn count_readable(dir: &Path) -> Option<(u64, u64)> {
     let (db, _copy) = open_readable(dir).ok()?;
     let jobs = db.open_tree("jobs").ok()?;
-    Some(scan_records(&jobs).0.len() as u64)
+    let writes = read_u64(db.get(WRITES_KEY).ok().flatten());
+    Some((scan_records(&jobs).0.len() as u64, writes))
 }
 
 /// What [`salvage`] did.
