@@ -26,7 +26,7 @@ use ffrtmp_runtime::model::{FailureReason, Job, JobState, NodeId, Outcome, Prior
 use ffrtmp_runtime::report::EfficiencyReport;
 use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
-use ffrtmp_runtime::store::{ListFilter, Store};
+use ffrtmp_runtime::store::{ListFilter, Store, StoreError};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -248,6 +248,19 @@ impl ApiError {
         ApiError { status, error }
     }
 
+    /// A store error: `503 storage_full` when the store refused the write
+    /// for want of space (nothing was stored), else `500 internal`.
+    fn store(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Full { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                format!("{e}; nothing was stored, try again later"),
+            ),
+            e => ApiError::internal(e),
+        }
+    }
+
     fn not_found(id: &str) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no job {id}"))
     }
@@ -283,6 +296,9 @@ pub struct ErrorBody {
 pub struct Status {
     /// `ok` (`/healthz`), `ready` or `not_ready` (`/readyz`).
     pub status: &'static str,
+    /// Why it is `not_ready` (e.g. `storage_full: …`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// One page of `GET /v1/jobs`.
@@ -648,31 +664,45 @@ async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response
     responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Status))
 )]
 async fn healthz() -> Json<Status> {
-    Json(Status { status: "ok" })
+    Json(Status {
+        status: "ok",
+        reason: None,
+    })
 }
 
-/// The scheduler runs (no API key needed).
+/// The scheduler runs and the store can write (no API key needed).
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "operations",
     responses(
         (status = 200, description = "`{\"status\": \"ready\"}`", body = Status),
-        (status = 503, description = "`{\"status\": \"not_ready\"}`", body = Status)
+        (status = 503, description = "`{\"status\": \"not_ready\", \"reason\": \"…\"}`: the scheduler is not running, or `storage_full: …`.", body = Status)
     )
 )]
 async fn readyz(State(api): State<Arc<Api>>) -> Response {
-    let ready = api.scheduler.get_status() == ractor::ActorStatus::Running;
-    if ready {
-        Json(Status { status: "ready" }).into_response()
+    let reason = if api.scheduler.get_status() != ractor::ActorStatus::Running {
+        Some("the scheduler is not running".to_string())
     } else {
-        (
+        api.store
+            .space_ok()
+            .err()
+            .map(|e| format!("storage_full: {e}"))
+    };
+    match reason {
+        None => Json(Status {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Status {
                 status: "not_ready",
+                reason: Some(reason),
             }),
         )
-            .into_response()
+            .into_response(),
     }
 }
 
@@ -694,7 +724,8 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
         (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
             over it is refused before the body is read).", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
-        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody),
+        (status = 503, description = "`storage_full`: the master's data filesystem is below its free-space reserve; nothing was stored, try again later.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]
@@ -787,7 +818,7 @@ async fn store_submission(
     // 201 means on disk.
     crate::scheduler::store_new_job(&api.store, &api.scheduler, &job)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::store)?;
     let location = format!("/v1/jobs/{id}");
     Ok((
         StatusCode::CREATED,

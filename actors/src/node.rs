@@ -233,6 +233,10 @@ pub struct NodeState {
     /// When each unacknowledged result was last sent on the current link:
     /// only those older than [`OUTBOX_RESEND`] are sent again.
     sent_at: HashMap<AttemptRef, u64>,
+    /// Results the outbox could not take (its disk full): kept here, sent
+    /// and resent like the outbox's until the master acknowledges them.
+    /// Lost only if this process dies before that.
+    unstored: HashMap<AttemptRef, Vec<u8>>,
     /// The lease length the master grants (from its last `Pong`).
     granted_ms: Option<u64>,
     /// Assignments that arrived before this link's first `Pong`.
@@ -298,7 +302,7 @@ impl NodeState {
 
     /// A drained node stops once nothing runs and every result is acknowledged.
     fn stop_if_drained(&self, myself: &ActorRef<NodeMsg>) {
-        if self.draining && self.running.is_empty() && self.outbox.is_empty() {
+        if self.draining && self.running.is_empty() && self.all_acknowledged() {
             self.config
                 .drained
                 .store(true, std::sync::atomic::Ordering::SeqCst);
@@ -339,9 +343,10 @@ impl NodeState {
             }
         };
         if let Err(e) = self.outbox.put(&attempt, frame.clone()).await {
-            // Still send it: the master may well get it; only a later
-            // resend is lost.
-            tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox");
+            // Kept in memory instead, sent and resent until acknowledged;
+            // only a crash of this process before then loses it.
+            tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox; the result is kept in memory until the master acknowledges it");
+            self.unstored.insert(attempt.clone(), frame.clone());
         }
         self.send_frame(frame).await;
         if self.link.is_some() {
@@ -379,23 +384,28 @@ impl NodeState {
     /// Send the outbox's results again: all of them (a new link), or only
     /// those sent at least `min_age_ms` ago.
     async fn resend_outbox(&mut self, min_age_ms: Option<u64>) {
-        match self.outbox.pending() {
-            Ok(frames) => {
-                let now = mono_ms();
-                for (attempt, frame) in frames {
-                    let fresh = min_age_ms.is_some_and(|age| {
-                        self.sent_at
-                            .get(&attempt)
-                            .is_some_and(|t| now.saturating_sub(*t) < age)
-                    });
-                    if !fresh {
-                        self.send_frame(frame).await;
-                        self.sent_at.insert(attempt, now);
-                    }
-                }
+        let mut frames = self.outbox.pending().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the outbox");
+            Vec::new()
+        });
+        frames.extend(self.unstored.iter().map(|(a, f)| (a.clone(), f.clone())));
+        let now = mono_ms();
+        for (attempt, frame) in frames {
+            let fresh = min_age_ms.is_some_and(|age| {
+                self.sent_at
+                    .get(&attempt)
+                    .is_some_and(|t| now.saturating_sub(*t) < age)
+            });
+            if !fresh {
+                self.send_frame(frame).await;
+                self.sent_at.insert(attempt, now);
             }
-            Err(e) => tracing::error!(error = %e, "cannot read the outbox"),
         }
+    }
+
+    /// Every result is acknowledged: none in the outbox or in memory.
+    fn all_acknowledged(&self) -> bool {
+        self.outbox.is_empty() && self.unstored.is_empty()
     }
 
     fn attempts(&self) -> Vec<AttemptRef> {
@@ -575,7 +585,7 @@ impl NodeState {
         for msg in started {
             self.send(msg).await;
         }
-        if !self.outbox.is_empty() {
+        if !self.all_acknowledged() {
             tracing::info!("resending the outbox");
         }
         self.resend_outbox(None).await;
@@ -601,7 +611,7 @@ impl NodeState {
             self.ping().await;
         }
         if self.link.is_some()
-            && !self.outbox.is_empty()
+            && !self.all_acknowledged()
             && now.saturating_sub(self.last_resend_ms) >= OUTBOX_CHECK.as_millis() as u64
         {
             self.last_resend_ms = now;
@@ -706,6 +716,7 @@ impl Actor for NodeActor {
             last_ping_ms: None,
             last_resend_ms: 0,
             sent_at: HashMap::new(),
+            unstored: HashMap::new(),
             granted_ms: None,
             pending: Vec::new(),
             running: HashMap::new(),
@@ -763,6 +774,7 @@ impl Actor for NodeActor {
                     }
                     ToWorker::Ack(attempt) => {
                         state.sent_at.remove(&attempt);
+                        state.unstored.remove(&attempt);
                         if let Err(e) = state.outbox.remove(&attempt) {
                             tracing::error!(job = %attempt.job_id, error = %e, "cannot clear the outbox");
                         }
@@ -784,6 +796,7 @@ impl Actor for NodeActor {
                             Vec::new()
                         }
                     };
+                    unacked.extend(state.unstored.keys().cloned());
                 }
                 let _ = reply.send(h);
             }

@@ -42,7 +42,7 @@ use ffrtmp_runtime::model::{
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
 use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
-use ffrtmp_runtime::store::{Store, WriteMark};
+use ffrtmp_runtime::store::{Store, StoreError, WriteMark};
 use ffrtmp_runtime::supervision::RestartIntensity;
 use ffrtmp_runtime::wire::{AttemptRef, Capabilities, ToMaster, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -526,7 +526,14 @@ impl SchedulerState {
             };
             // The token is on disk before the worker hears of it: the
             // assignment is held until the write is durable.
-            self.put(&job).await?;
+            if let Err(e) = self.put(&job).await {
+                // Not assigned (the write was refused, e.g. storage full):
+                // back into the queue as it is stored.
+                if let Ok(Some(stored)) = self.store.get(&job_id) {
+                    self.queue.push(queued(&stored));
+                }
+                return Err(e);
+            }
             let Some(node) = self.nodes.get_mut(&node_id) else {
                 continue;
             };
@@ -917,12 +924,16 @@ impl SchedulerActor {
                 state.last_mark = state.store.mark_unflushed();
                 state.unflushed += 1;
                 state.publish(UpdateKind::State, &job);
-                if job.state == JobState::Queued {
+                let dispatched = if job.state == JobState::Queued {
                     state.queue.push(queued(&job));
-                    state.dispatch(myself).await?;
-                }
+                    state.dispatch(myself).await
+                } else {
+                    Ok(())
+                };
                 state.store.request_flush();
+                // The submission is stored whatever became of the dispatch.
                 let _ = reply.send(state.last_mark);
+                dispatched?;
             }
             SchedulerMsg::Submit(spec, reply) => {
                 let seq = match state.store.next_seq() {
@@ -1231,7 +1242,18 @@ impl Actor for SchedulerActor {
     ) -> Result<(), ActorProcessingErr> {
         let r = self.handle_msg(&myself, msg, state).await;
         state.watch_durability(&myself);
-        r
+        match r {
+            // A write refused for want of space changed nothing (the store
+            // checks before writing): what it would have licensed was not
+            // done — no assignment sent, no result acknowledged (the worker
+            // keeps it and sends it again) — and the scheduler carries on.
+            // Writes resume by themselves once space is freed.
+            Err(e) if is_storage_full(&e) => {
+                tracing::warn!(error = %e, "a write was refused: storage full; carrying on");
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     async fn post_stop(
@@ -1340,6 +1362,15 @@ pub(crate) async fn store_new_job(
     }
     metrics::counter!(m::JOBS_SUBMITTED).increment(1);
     Ok(())
+}
+
+/// Whether an actor error is the store refusing a write for want of space
+/// ([`StoreError::Full`]).
+fn is_storage_full(e: &ActorProcessingErr) -> bool {
+    matches!(
+        e.downcast_ref::<StoreError>(),
+        Some(StoreError::Full { .. })
+    )
 }
 
 /// How long [`store_new_job`] waits for the scheduler to take a job.

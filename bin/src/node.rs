@@ -53,6 +53,32 @@ enum Command {
         #[command(subcommand)]
         command: PkiCommand,
     },
+    /// The master's job store: check it for damage, salvage a damaged one (node stopped).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Verify the job store in DATA_DIR/master.sled; exits 1 if it is damaged.
+    Check {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Copy every readable job of a damaged store into a fresh one, keep the damaged one aside,
+    /// and list what was lost.
+    Salvage {
+        /// The node's data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Write the fresh store into this data directory instead (NEWDIR/master.sled) and
+        /// leave DATA_DIR as it is.
+        #[arg(long, value_name = "NEWDIR")]
+        to: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -746,6 +772,96 @@ fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {
     }
 }
 
+/// `ffrtmp-node store check|salvage` (docs/CLI.md, docs/OPERATIONS.md).
+/// Returns the exit status: 0, or 1 when `check` finds damage.
+fn run_store(cmd: StoreCommand) -> anyhow::Result<i32> {
+    use ffrtmp_runtime::store;
+    match cmd {
+        StoreCommand::Check { data_dir } => {
+            let path = data_dir.join("master.sled");
+            let found = match store::check(&path) {
+                Ok(found) => found,
+                Err(e @ store::StoreError::Damaged { .. }) => {
+                    println!("DAMAGED {}: {e}", path.display());
+                    return Ok(1);
+                }
+                Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+            };
+            println!("store: {}", path.display());
+            println!("readable jobs: {}", found.readable);
+            println!("writes counted in the store: {}", found.writes);
+            match &found.side {
+                Some(s) => println!(
+                    "side file: {} writes durable{}",
+                    s.writes,
+                    s.records
+                        .map(|n| format!(", closed cleanly with {n} jobs"))
+                        .unwrap_or_default()
+                ),
+                None => println!("side file: none"),
+            }
+            if !found.undecodable.is_empty() {
+                println!("undecodable records: {}", found.undecodable.join(" "));
+            }
+            if !found.lost_ids.is_empty() {
+                println!(
+                    "ids in the indexes without a record: {}",
+                    found.lost_ids.join(" ")
+                );
+            }
+            if found.problems.is_empty() {
+                println!("OK");
+                return Ok(0);
+            }
+            for p in &found.problems {
+                println!("DAMAGED: {p}");
+            }
+            println!(
+                "recover the readable jobs with: ffrtmp-node store salvage --data-dir {}",
+                data_dir.display()
+            );
+            Ok(1)
+        }
+        StoreCommand::Salvage { data_dir, to } => {
+            let (report, aside) = store::salvage_data_dir(&data_dir, to.as_deref())
+                .with_context(|| format!("salvaging the job store in {}", data_dir.display()))?;
+            let new_dir = to.as_deref().unwrap_or(&data_dir);
+            println!(
+                "recovered {} jobs into {}",
+                report.recovered,
+                new_dir.join("master.sled").display()
+            );
+            println!("the damaged store is kept at {}", aside.display());
+            if let Some(why) = &report.stopped {
+                println!("reading stopped early: {why}");
+            }
+            if let Some((first, last)) = report.lost_writes {
+                println!(
+                    "lost: job writes number {first} to {last} (submissions or state changes \
+                     after the damage; jobs they created are not in the store)"
+                );
+            }
+            if !report.undecodable.is_empty() {
+                println!("lost (record unreadable): {}", report.undecodable.join(" "));
+            }
+            if !report.lost_ids.is_empty() {
+                println!(
+                    "lost (named by an index, no record): {}",
+                    report.lost_ids.join(" ")
+                );
+            }
+            if report.lost_writes.is_none()
+                && report.undecodable.is_empty()
+                && report.lost_ids.is_empty()
+                && report.stopped.is_none()
+            {
+                println!("nothing known to be lost");
+            }
+            Ok(0)
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let parsed = match parse_args(std::env::args_os().collect()) {
         Ok(parsed) => parsed,
@@ -782,6 +898,15 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Some(Command::Pki { command }) => run_pki(command),
+            // 0 sound, 1 damaged (check), 2 could not look at all.
+            Some(Command::Store { command }) => match run_store(command) {
+                Ok(0) => Ok(()),
+                Ok(code) => std::process::exit(code),
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(2)
+                }
+            },
             None => run_node(cli.node).await,
         }
     })

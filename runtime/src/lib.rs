@@ -19,6 +19,7 @@ pub mod report;
 pub mod retry;
 pub mod sched;
 pub mod seed;
+pub mod sidefile;
 pub mod spec;
 pub mod state;
 pub mod store;

@@ -13,7 +13,8 @@
 //! silently. So the outbox keeps a write sequence number in two places: in
 //! sled, in the same batch as each record, and in a side file
 //! (`<dir>.meta`, e.g. `outbox.meta` beside `outbox.sled`) rewritten
-//! atomically after each flush. The side file is never ahead of what sled
+//! atomically after each flush ([`crate::sidefile`], shared with the
+//! master's job store). The side file is never ahead of what sled
 //! made durable, so on open `sled seq < side seq` proves that sled lost
 //! writes. [`Outbox::open`] refuses such an outbox, and also one that
 //! belongs to another node, one written by another protocol version with
@@ -24,13 +25,13 @@
 //! drop).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sidefile;
 use crate::wire::{self, AttemptRef, ToMaster, PROTOCOL_VERSION};
 
 /// The sled key of the meta record. Result keys start with a job id, which
@@ -69,6 +70,27 @@ pub enum OutboxError {
         /// What is wrong.
         problem: String,
     },
+    /// sled could not open the outbox for a reason other than damage: a
+    /// live process holds it, or the disk is full.
+    #[error("cannot open the outbox {}: {cause}", path.display())]
+    Blocked {
+        /// The sled directory.
+        path: PathBuf,
+        /// Why.
+        cause: sidefile::OpenBlocked,
+    },
+    /// The outbox's filesystem is below [`sidefile::DISK_RESERVE`]: the
+    /// result was not written (sled must never meet a full disk: it would
+    /// refuse every later operation until reopened).
+    #[error("the outbox's filesystem ({}) has {free} bytes free, below the {reserve} bytes kept in reserve", path.display())]
+    Full {
+        /// The sled directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
     /// sled reported an I/O or storage error.
     #[error("outbox storage error: {0}")]
     Sled(#[from] sled::Error),
@@ -103,10 +125,7 @@ fn key(a: &AttemptRef) -> Vec<u8> {
     k
 }
 
-/// The side file of the outbox in `dir`: `outbox.sled` → `outbox.meta`.
-pub fn side_file(dir: &Path) -> PathBuf {
-    dir.with_extension("meta")
-}
+pub use crate::sidefile::side_file;
 
 /// Decode one stored result, checking that it is filed under its own key.
 fn decode_record(k: &[u8], v: &[u8]) -> Result<AttemptRef, String> {
@@ -127,21 +146,10 @@ fn decode_record(k: &[u8], v: &[u8]) -> Result<AttemptRef, String> {
     }
 }
 
-/// Write `meta` to `path` atomically: a temporary file, fsync, rename, fsync
-/// of the directory.
+/// Write `meta` to `path` atomically ([`sidefile::write_atomic`]).
 fn write_side(path: &Path, meta: &Meta) -> std::io::Result<()> {
-    let tmp = path.with_extension("meta.tmp");
     let body = serde_json::to_vec(meta).map_err(std::io::Error::other)?;
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    sidefile::write_atomic(path, &body)
 }
 
 impl Outbox {
@@ -172,7 +180,13 @@ impl Outbox {
         let db = sled::Config::new()
             .path(dir)
             .open()
-            .map_err(|e| refuse(format!("sled cannot open it ({e})")))?;
+            .map_err(|e| match sidefile::open_blocked(dir, &e) {
+                Some(cause) => OutboxError::Blocked {
+                    path: dir.to_path_buf(),
+                    cause,
+                },
+                None => refuse(format!("sled cannot open it ({e})")),
+            })?;
         let sled_meta: Option<Meta> = match db.get(META_KEY)? {
             Some(v) => Some(
                 serde_json::from_slice(&v)
@@ -237,14 +251,28 @@ impl Outbox {
             protocol_version: PROTOCOL_VERSION,
             seq: sled_seq,
         };
+        // A full disk at start is named as such, not as damage.
+        let full = || OutboxError::Blocked {
+            path: dir.to_path_buf(),
+            cause: sidefile::OpenBlocked::Full,
+        };
         if sled_meta.as_ref() != Some(&meta) {
             db.insert(META_KEY, serde_json::to_vec(&meta).map_err(sled_io)?)?;
-            db.flush()?;
+            db.flush().map_err(|e| match &e {
+                sled::Error::Io(io) if sidefile::is_full(io) => full(),
+                _ => OutboxError::Sled(e),
+            })?;
         }
         if side_meta.as_ref() != Some(&meta) {
-            write_side(&side, &meta).map_err(|e| OutboxError::Side {
-                path: side.clone(),
-                source: e,
+            write_side(&side, &meta).map_err(|e| {
+                if sidefile::is_full(&e) {
+                    full()
+                } else {
+                    OutboxError::Side {
+                        path: side.clone(),
+                        source: e,
+                    }
+                }
             })?;
         }
         Ok(Outbox {
@@ -269,6 +297,15 @@ impl Outbox {
     /// Store an encoded `ToMaster::Finished` for `attempt` and wait until it
     /// is on disk (and the side file records it).
     pub async fn put(&self, attempt: &AttemptRef, frame: Vec<u8>) -> Result<(), OutboxError> {
+        if let Ok(free) = sidefile::free_bytes(&self.dir) {
+            if free < sidefile::DISK_RESERVE {
+                return Err(OutboxError::Full {
+                    path: self.dir.clone(),
+                    free,
+                    reserve: sidefile::DISK_RESERVE,
+                });
+            }
+        }
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let mut batch = sled::Batch::default();
         batch.insert(key(attempt), frame);
@@ -338,6 +375,7 @@ fn sled_io(e: serde_json::Error) -> sled::Error {
 mod tests {
     use super::*;
     use crate::model::Outcome;
+    use crate::sidefile::test_util::copy_dir;
 
     fn finished(job: &str, token: u64) -> (AttemptRef, Vec<u8>) {
         let frame = wire::encode(&ToMaster::Finished {
@@ -483,7 +521,7 @@ mod tests {
                 f.set_len(3000).unwrap();
             }),
             ("garbage inside the log", |p| {
-                use std::io::{Seek, SeekFrom};
+                use std::io::{Seek, SeekFrom, Write};
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .open(p.join("db"))
@@ -499,6 +537,26 @@ mod tests {
             let msg = refused(Outbox::open(&path, "w1"));
             assert!(msg.contains("20 results were written"), "{what}: {msg}");
         }
+    }
+
+    /// A live holder of the outbox is named as the cause, with no advice to
+    /// move the outbox aside (a second node on a data dir in use got that).
+    #[tokio::test]
+    async fn an_outbox_in_use_is_not_called_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = written(dir.path(), 1).await;
+        let live = Outbox::open(&path, "w1").unwrap();
+        let msg = match Outbox::open(&path, "w1") {
+            Err(e @ OutboxError::Blocked { .. }) => e.to_string(),
+            Err(e) => panic!("expected the lock as the cause, got {e}"),
+            Ok(_) => panic!("opened twice"),
+        };
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(!msg.contains(".rejected"), "{msg}");
+        drop(live);
     }
 
     #[tokio::test]
@@ -537,17 +595,5 @@ mod tests {
         }
         let side: Meta = serde_json::from_slice(&fs::read(side_file(&path)).unwrap()).unwrap();
         assert_eq!(side.seq, 2);
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        fs::create_dir_all(to).unwrap();
-        for e in fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                copy_dir(&e.path(), &to.join(e.file_name()));
-            } else {
-                fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
     }
 }

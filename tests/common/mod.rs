@@ -127,6 +127,12 @@ pub struct Node {
 
 impl Node {
     pub fn start(name: &str, opts: NodeOpts) -> Node {
+        Node::start_with(name, opts, |_| {})
+    }
+
+    /// [`Node::start`], running `prepare` on the data dir path (not created
+    /// yet) before the node starts: e.g. to mount a filesystem there.
+    pub fn start_with(name: &str, opts: NodeOpts, prepare: impl FnOnce(&Path)) -> Node {
         require_ffmpeg();
         let dir = tempfile::Builder::new()
             .prefix(&format!("ffrtmp-{name}-"))
@@ -147,6 +153,7 @@ impl Node {
                 .build()
                 .expect("http client"),
         };
+        prepare(&node.data_dir());
         node.spawn();
         node
     }
@@ -155,7 +162,9 @@ impl Node {
         self.dir.path().join("data")
     }
 
-    fn spawn(&mut self) {
+    /// Start a node process on this node's data dir; returns it and the
+    /// file it will write its HTTP address to.
+    fn launch(&self) -> (Child, PathBuf) {
         let addr_file = self.dir.path().join("http.addr");
         let _ = std::fs::remove_file(&addr_file);
         let log = std::fs::OpenOptions::new()
@@ -195,7 +204,24 @@ impl Node {
                 });
             }
         }
-        let child = cmd.spawn().expect("spawn ffrtmp-node");
+        (cmd.spawn().expect("spawn ffrtmp-node"), addr_file)
+    }
+
+    /// Start another node process on this node's data dir (beside this one
+    /// if it runs) and wait for it to exit by itself, as it must when it
+    /// refuses to start; returns its exit status and what was logged
+    /// meanwhile.
+    pub fn start_refused(&self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let logged = self.log().len();
+        let (mut child, _) = self.launch();
+        let status = wait_for("the node to exit by itself", timeout, || {
+            child.try_wait().expect("try_wait")
+        });
+        (status, self.log()[logged..].to_string())
+    }
+
+    fn spawn(&mut self) {
+        let (child, addr_file) = self.launch();
         let pid = child.id();
         self.child = Some(child);
         let addr = wait_for("the node's HTTP address", Duration::from_secs(60), || {

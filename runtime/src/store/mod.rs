@@ -31,8 +31,58 @@
 //! is a plain thread (blocking `Db::flush`) rather than a tokio task so that
 //! [`Store::open`] needs no runtime and dropping the last handle can join it
 //! deterministically, releasing sled's file lock before a reopen.
+//!
+//! **Refusing damage.** sled checksums every entry of its log, but when it
+//! meets a bad one at open it keeps the part of the log before it, as it
+//! would after a torn write, and opens without an error: one flipped bit in
+//! the middle of `db` once left a store of 300 jobs with 152. So the store
+//! counts its writes in two places, as the worker's outbox does
+//! ([`crate::sidefile`]):
+//! - in sled, `meta/writes`, written after each job write (so, sled keeping
+//!   a prefix of its log, a recovered count `n` means writes 1..=n are all
+//!   there);
+//! - in a side file beside the database (`master.meta` beside
+//!   `master.sled`, checksummed, replaced atomically), holding a count sled
+//!   had made durable: rewritten after a flush at most once per
+//!   [`SIDE_INTERVAL`] while the store is open (a rename and two fsyncs:
+//!   too dear for every flush of the group commit, which runs up to a
+//!   thousand times a second), and exactly at a clean close, then with the
+//!   number of records too.
+//!
+//! [`Store::open`] first runs a verification pass ([`check`]): every record
+//! decodes and is filed under its own id; sled's count is not below the
+//! side file's (below proves sled dropped writes); after a clean close the
+//! counts agree exactly and so does the number of records, and every index
+//! entry has its record. Any failure is a [`StoreError::Damaged`] that says
+//! what is wrong, how many jobs are still readable, and the recovery
+//! command; the store is left as it is. [`salvage`] copies every readable
+//! record into a fresh store and lists what it could not recover. What is
+//! not caught: a loss confined to the writes of the last [`SIDE_INTERVAL`]
+//! before a crash (the side file did not know of them yet; a crash loses
+//! nothing sled had flushed, so only damage on top of a crash can do this).
+//! The pass decodes every record at every open (its time grows with the
+//! store; the index repair after an unclean stop already read them all). A
+//! store written before side files existed (no side file, no count in
+//! sled) is verified the same way and gets its side file, with a note in
+//! the log.
+//!
+//! **A full disk.** sled 0.34, once a write of its log fails (`ENOSPC`
+//! included), keeps that error as a global one and returns it from every
+//! later operation until the database is reopened. Reopening would mean
+//! dropping every handle of a store the whole master shares; instead the
+//! store never lets sled meet a full disk: each job write first checks the
+//! free space of its filesystem ([`Store::space_ok`], one `statvfs`) and is
+//! refused whole below [`sidefile::DISK_RESERVE`] with [`StoreError::Full`],
+//! before anything reaches sled. Callers treat that as "not written" (the
+//! scheduler sends nothing the write would have licensed) and writes resume
+//! by themselves once space is freed. Left: a filesystem filled through the
+//! whole reserve between the check and the flush still poisons sled.
 
-use std::path::Path;
+mod check;
+
+pub use check::{check, salvage, salvage_data_dir, Inspection, SalvageReport, SideMeta};
+
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -41,6 +91,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::model::{Job, JobState, Priority};
+use crate::sidefile;
 
 /// Flushes the group-commit flusher has run (Prometheus counter).
 pub const STORE_FLUSHES: &str = "ffrtmp_store_flushes_total";
@@ -82,6 +133,60 @@ pub enum StoreError {
     /// The flusher is gone (only while the store is being torn down).
     #[error("store closed")]
     Closed,
+    /// The verification at open found damage ([`check`]); the store was
+    /// left as it is.
+    #[error(
+        "refusing the job store {}: {problem}. {readable} jobs in it are still readable; \
+         acknowledged jobs may be missing, and starting on it would lose them silently. \
+         See what is damaged with `ffrtmp-node store check --data-dir {}`; copy every \
+         readable job into a fresh store (the damaged one is kept aside, and what was \
+         lost is listed) with `ffrtmp-node store salvage --data-dir {}`, then start again",
+        path.display(), data_dir.display(), data_dir.display()
+    )]
+    Damaged {
+        /// The sled directory.
+        path: PathBuf,
+        /// The node's data directory (its parent).
+        data_dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// How many jobs still decode.
+        readable: u64,
+    },
+    /// sled could not open the store for a reason other than damage: a
+    /// live process holds it, or the disk is full.
+    #[error("cannot open the job store {}: {cause}", path.display())]
+    Blocked {
+        /// The sled directory.
+        path: PathBuf,
+        /// Why.
+        cause: sidefile::OpenBlocked,
+    },
+    /// The store's filesystem has less free space than
+    /// [`sidefile::DISK_RESERVE`]: the write was refused before any of it
+    /// reached sled (nothing half-stored); writes resume once space is
+    /// freed.
+    #[error(
+        "storage full: the job store's filesystem ({}) has {free} bytes free, below the \
+         {reserve} bytes kept in reserve; writes resume once space is freed",
+        path.display()
+    )]
+    Full {
+        /// The sled directory.
+        path: PathBuf,
+        /// Bytes free.
+        free: u64,
+        /// The reserve.
+        reserve: u64,
+    },
+    /// The side file could not be written or read.
+    #[error("job store side file {}: {source}", path.display())]
+    Side {
+        /// The side file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Which jobs [`Store::list`] returns.
@@ -210,6 +315,14 @@ struct Wake {
 struct Shared {
     /// Write generations handed out so far.
     written: AtomicU64,
+    /// The number of the last job write applied (`meta/writes` in sled).
+    writes: AtomicU64,
+    /// The side file ([`sidefile`], module docs).
+    side: PathBuf,
+    /// The sled directory.
+    dir: PathBuf,
+    /// Free bytes below which writes are refused ([`Store::space_ok`]).
+    reserve: AtomicU64,
     wake: Mutex<Wake>,
     cv: Condvar,
     status: watch::Sender<FlushStatus>,
@@ -225,6 +338,9 @@ struct Shared {
 
 fn run_flusher(db: sled::Db, shared: Arc<Shared>) {
     let mut last_start: Option<std::time::Instant> = None;
+    // The side file was written at open, with the count sled had then.
+    let mut side_at = std::time::Instant::now();
+    let mut side_writes = shared.writes.load(Ordering::SeqCst);
     loop {
         {
             let mut w = lock(&shared.wake);
@@ -262,7 +378,17 @@ fn run_flusher(db: sled::Db, shared: Arc<Shared>) {
             continue;
         }
         last_start = Some(std::time::Instant::now());
+        // Read before the flush starts: every write up to it is applied, so
+        // the flush makes it durable and the side file may then say so.
+        let writes = shared.writes.load(Ordering::SeqCst);
         let res = db.flush();
+        if res.is_ok() && writes > side_writes && side_at.elapsed() >= SIDE_INTERVAL {
+            side_at = std::time::Instant::now();
+            match write_side(&shared.side, writes, None) {
+                Ok(()) => side_writes = writes,
+                Err(e) => tracing::warn!(error = %e, "store side file not updated"),
+            }
+        }
         shared.flushes.fetch_add(1, Ordering::SeqCst);
         metrics::counter!(STORE_FLUSHES).increment(1);
         // The writes (generations) this flush made durable: its batch.
@@ -327,6 +453,16 @@ impl Drop for Inner {
                 tracing::error!("store flusher thread panicked");
             }
         }
+        // Everything is written: the side file gets the exact count of
+        // writes and of records, checked at the next open.
+        let writes = self.shared.writes.load(Ordering::SeqCst);
+        let res = self.db.flush().map_err(|e| e.to_string()).and_then(|_| {
+            write_side(&self.shared.side, writes, Some(self.jobs.len() as u64))
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "store side file not written at close");
+        }
     }
 }
 
@@ -345,6 +481,16 @@ impl std::fmt::Debug for Store {
 }
 
 const LEASE_KEY: &[u8] = b"meta/granted_lease_ms";
+/// The number of the last job write (u64 big-endian), written after it.
+const WRITES_KEY: &[u8] = b"meta/writes";
+/// The least time between two rewrites of the side file while the store is
+/// open (module docs).
+pub const SIDE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Rewrite the side file of a store.
+fn write_side(path: &Path, writes: u64, records: Option<u64>) -> std::io::Result<()> {
+    sidefile::write_checked(path, &SideMeta::new(writes, records))
+}
 /// Present while the store is closed after a clean shutdown; removed (and
 /// flushed) at open. Absent at open: repair the indexes.
 const CLEAN_KEY: &[u8] = b"meta/clean_shutdown";
@@ -357,11 +503,54 @@ const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 
 impl Store {
     /// Open (or create) the store in `dir` and start its flusher thread.
+    /// Refuses a damaged store with [`StoreError::Damaged`] (module docs).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = open_db(dir)?;
+        let side_path = sidefile::side_file(dir);
+        let side = check::read_side(dir)?;
+        let db = open_db(dir).map_err(|e| check::corruption_is_damage(dir, e))?;
+        let found = check::inspect(&db, dir, side.as_ref())
+            .map_err(|e| check::corruption_is_damage(dir, e))?;
+        if let Some(problem) = found.problems.first() {
+            let more = match found.problems.len() {
+                1 => String::new(),
+                n => format!(" (and {} more problems)", n - 1),
+            };
+            return Err(StoreError::Damaged {
+                path: dir.to_path_buf(),
+                data_dir: check::data_dir_of(dir),
+                problem: format!("{problem}{more}"),
+                readable: found.readable,
+            });
+        }
+        if side.is_none() {
+            tracing::info!(
+                side = %side_path.display(),
+                jobs = found.readable,
+                "job store has no side file yet (new, or written by an earlier version): \
+                 its records were verified; creating it"
+            );
+        }
+        // Before any new write: the side file now says "open, this far".
+        write_side(&side_path, found.writes, None).map_err(|e| {
+            if sidefile::is_full(&e) {
+                StoreError::Blocked {
+                    path: dir.to_path_buf(),
+                    cause: sidefile::OpenBlocked::Full,
+                }
+            } else {
+                StoreError::Side {
+                    path: side_path.clone(),
+                    source: e,
+                }
+            }
+        })?;
         let (status, _) = watch::channel(FlushStatus::default());
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
+            writes: AtomicU64::new(found.writes),
+            side: side_path,
+            dir: dir.to_path_buf(),
+            reserve: AtomicU64::new(sidefile::DISK_RESERVE),
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
             status,
@@ -687,7 +876,30 @@ impl Store {
         self.inner.shared.flushes.load(Ordering::SeqCst)
     }
 
+    /// `Ok` while the store's filesystem has at least the reserve free
+    /// ([`sidefile::DISK_RESERVE`]); [`StoreError::Full`] otherwise. Every
+    /// job write checks it first; `/readyz` reports it.
+    pub fn space_ok(&self) -> Result<(), StoreError> {
+        let shared = &self.inner.shared;
+        let reserve = shared.reserve.load(Ordering::Relaxed);
+        match sidefile::free_bytes(&shared.dir) {
+            Ok(free) if free < reserve => Err(StoreError::Full {
+                path: shared.dir.clone(),
+                free,
+                reserve,
+            }),
+            // A filesystem that cannot say is left to sled.
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse writes below `bytes` free instead of the default reserve.
+    pub fn set_disk_reserve(&self, bytes: u64) {
+        self.inner.shared.reserve.store(bytes, Ordering::Relaxed);
+    }
+
     fn write(&self, job: &Job) -> Result<(), StoreError> {
+        self.space_ok()?;
         let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Encode {
             id: job.id.clone(),
             message: e.to_string(),
@@ -739,6 +951,11 @@ impl Store {
                 i.tree(entry.0).remove(entry.1.as_slice())?;
             }
         }
+        // 4. The write's number, after it (module docs, "Refusing damage");
+        // published only once it is applied, for the flusher to read.
+        let n = i.shared.writes.load(Ordering::SeqCst) + 1;
+        i.db.insert(WRITES_KEY, &n.to_be_bytes())?;
+        i.shared.writes.store(n, Ordering::SeqCst);
         Ok(())
     }
 
@@ -795,7 +1012,16 @@ fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            other => return Ok(other?),
+            Err(e) => {
+                return Err(match sidefile::open_blocked(dir, &e) {
+                    Some(cause) => StoreError::Blocked {
+                        path: dir.to_path_buf(),
+                        cause,
+                    },
+                    None => StoreError::Sled(e),
+                })
+            }
+            Ok(db) => return Ok(db),
         }
     }
 }
@@ -1275,6 +1501,242 @@ mod tests {
             })
             .unwrap();
         assert_eq!(ids(&page.jobs), ids(&expected));
+    }
+
+    /// A store of 300 acknowledged jobs written by the real store (durable
+    /// submissions, then state changes) and closed cleanly.
+    async fn store_of_300(path: &Path) -> Vec<Job> {
+        let store = Store::open(path).unwrap();
+        let mut jobs = Vec::new();
+        for n in 0..300 {
+            let mut j = job(&store, n, Priority::ALL[n % 5]);
+            store.put_durable(&j).await.unwrap();
+            if n % 3 == 0 {
+                j.state = JobState::Running;
+                j.token = store.next_token().unwrap();
+                store.put(&j).unwrap();
+            }
+            jobs.push(j);
+        }
+        store.flush().await.unwrap();
+        jobs
+    }
+
+    /// Flip bit `bit` of byte `pos` of the sled log in `dir`.
+    fn flip_bit(dir: &Path, pos: u64, bit: u8) {
+        use std::io::{Read, Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join("db"))
+            .unwrap();
+        let mut b = [0u8];
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b[0] ^= 1 << bit;
+        f.seek(SeekFrom::Start(pos)).unwrap();
+        f.write_all(&b).unwrap();
+    }
+
+    /// What opening a damaged copy gave: refused (the error text) or the
+    /// store, checked to hold every job unchanged.
+    fn refused_or_whole(path: &Path, jobs: &[Job], what: &str) -> Option<String> {
+        match Store::open(path) {
+            Err(e @ StoreError::Damaged { .. }) => Some(e.to_string()),
+            Err(e) => panic!("{what}: expected a refusal or a full recovery, got {e}"),
+            Ok(store) => {
+                for j in jobs {
+                    assert_eq!(
+                        store.get(&j.id).unwrap().as_ref(),
+                        Some(j),
+                        "{what}: opened without an error but job {} is missing or changed",
+                        j.id
+                    );
+                }
+                let page = store
+                    .list(&ListFilter {
+                        limit: 1000,
+                        ..ListFilter::default()
+                    })
+                    .unwrap();
+                assert_eq!(page.jobs.len(), jobs.len(), "{what}");
+                None
+            }
+        }
+    }
+
+    /// Finding: one flipped bit in the middle of `db` once opened as a store
+    /// with about half its jobs and only a log line. Every bit flip and
+    /// truncation of a real store must now end in a refusal that names the
+    /// recovery command, or in every acknowledged job back: never fewer.
+    #[tokio::test]
+    async fn damage_is_refused_or_fully_recovered_never_silently_lost() {
+        use rand::{Rng, SeedableRng};
+        let base = tempfile::tempdir().unwrap();
+        let good = base.path().join("good").join("master.sled");
+        let jobs = store_of_300(&good).await;
+        let len = std::fs::metadata(good.join("db")).unwrap().len();
+        assert!(len > 4096, "{len}");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        type Damage = Box<dyn Fn(&Path)>;
+        let mut cases: Vec<(String, Damage)> = Vec::new();
+        // The middle of the file (the finding), then seeded positions.
+        let mut positions = vec![len / 2];
+        positions.extend((0..11).map(|_| rng.random_range(0..len)));
+        for pos in positions {
+            let bit = rng.random_range(0..8u8);
+            cases.push((
+                format!("bit {bit} of byte {pos} flipped"),
+                Box::new(move |p: &Path| flip_bit(p, pos, bit)),
+            ));
+        }
+        for cut in [len / 4, len / 2, len * 3 / 4, len - 1, 1000] {
+            cases.push((
+                format!("truncated to {cut} bytes"),
+                Box::new(move |p: &Path| {
+                    let f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(p.join("db"))
+                        .unwrap();
+                    f.set_len(cut).unwrap();
+                }),
+            ));
+        }
+        let mut refusals = 0;
+        for (n, (what, damage)) in cases.iter().enumerate() {
+            let copy = base.path().join(format!("case{n}")).join("master.sled");
+            crate::sidefile::test_util::copy_dir(&good, &copy);
+            std::fs::copy(
+                crate::sidefile::side_file(&good),
+                crate::sidefile::side_file(&copy),
+            )
+            .unwrap();
+            damage(&copy);
+            if let Some(msg) = refused_or_whole(&copy, &jobs, what) {
+                refusals += 1;
+                assert!(
+                    msg.contains("store salvage --data-dir") && msg.contains("still readable"),
+                    "{what}: {msg}"
+                );
+                // A refusal changed nothing: the same again.
+                assert!(refused_or_whole(&copy, &jobs, what).is_some(), "{what}");
+            }
+        }
+        assert!(refusals > 0, "no damage case was refused");
+        // The undamaged original still opens whole.
+        assert!(refused_or_whole(&good, &jobs, "undamaged").is_none());
+    }
+
+    /// The finding's case end to end through the library: refused, `check`
+    /// reports it, `salvage` exports what is readable into a store that
+    /// opens, with the lost writes named.
+    #[tokio::test]
+    async fn check_and_salvage_a_truncated_store() {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("data");
+        let path = data.join("master.sled");
+        let jobs = store_of_300(&path).await;
+        let sound = check(&path).unwrap();
+        assert!(sound.problems.is_empty(), "{:?}", sound.problems);
+        assert_eq!(sound.readable, 300);
+        // A flipped bit from the middle of the log on (the finding): the
+        // first that sled still opens and the check calls damage.
+        let len = std::fs::metadata(path.join("db")).unwrap().len();
+        let pristine = base.path().join("pristine.sled");
+        crate::sidefile::test_util::copy_dir(&path, &pristine);
+        let mut damaged = false;
+        for step in 0..64 {
+            std::fs::remove_dir_all(&path).unwrap();
+            crate::sidefile::test_util::copy_dir(&pristine, &path);
+            flip_bit(&path, len / 2 + step * (len / 128), 4);
+            if check(&path).is_ok_and(|f| !f.problems.is_empty() && f.readable > 0) {
+                damaged = true;
+                break;
+            }
+        }
+        assert!(damaged, "no flip in the second half of the log was damage");
+        let found = check(&path).unwrap();
+        assert!(!found.problems.is_empty());
+        assert!(found.readable < 300, "{}", found.readable);
+        let (report, aside) = salvage_data_dir(&data, None).unwrap();
+        assert_eq!(report.recovered, found.readable);
+        let (first, last) = report.lost_writes.expect("lost writes named");
+        assert!(first <= last && last >= 300, "{first}..={last}");
+        assert!(aside.exists() && crate::sidefile::side_file(&path).exists());
+        let store = Store::open(&path).unwrap();
+        let mut back = 0;
+        for j in &jobs {
+            if let Some(got) = store.get(&j.id).unwrap() {
+                assert_eq!(&got, j);
+                back += 1;
+            }
+        }
+        assert_eq!(back, report.recovered);
+        // New seqs and tokens stay above every old one.
+        let top = jobs.iter().map(|j| j.seq.max(j.token)).max().unwrap();
+        assert!(store.next_seq().unwrap() > top);
+        assert!(store.next_token().unwrap() > top);
+    }
+
+    /// A store written before side files (no count in sled, no side file)
+    /// opens and gets one; a side file removed later is a refusal.
+    #[tokio::test]
+    async fn side_file_created_for_old_stores_and_required_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("master.sled");
+        let j = Job::new("job-old".into(), 1, spec(Priority::Medium), 1);
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("jobs")
+                .unwrap()
+                .insert(j.id.as_bytes(), serde_json::to_vec(&j).unwrap())
+                .unwrap();
+            for index in Index::ALL {
+                db.open_tree(index.name())
+                    .unwrap()
+                    .insert(index.key_of(&j), j.id.as_bytes())
+                    .unwrap();
+            }
+            db.insert(CLEAN_KEY, &[1u8]).unwrap();
+            db.flush().unwrap();
+        }
+        let side = crate::sidefile::side_file(&path);
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.get(&j.id).unwrap(), Some(j.clone()));
+            assert!(side.exists());
+            let mut k = j.clone();
+            k.id = "job-new".into();
+            k.seq = store.next_seq().unwrap();
+            store.put_durable(&k).await.unwrap();
+        }
+        let meta: SideMeta = crate::sidefile::read_checked(&side).unwrap().unwrap();
+        assert_eq!((meta.writes, meta.records), (1, Some(2)));
+        std::fs::remove_file(&side).unwrap();
+        let msg = Store::open(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("side file") && msg.contains("missing"),
+            "{msg}"
+        );
+    }
+
+    /// Below the reserve a write is refused before it reaches sled; it
+    /// succeeds again once there is room (the same store, not reopened).
+    #[tokio::test]
+    async fn a_write_below_the_disk_reserve_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = job(&store, 1, Priority::Medium);
+        store.put_durable(&a).await.unwrap();
+        store.set_disk_reserve(u64::MAX);
+        let b = job(&store, 2, Priority::Medium);
+        assert!(matches!(store.put(&b), Err(StoreError::Full { .. })));
+        assert!(store.space_ok().is_err());
+        assert_eq!(store.get(&b.id).unwrap(), None, "nothing half-stored");
+        assert_eq!(raw_entries(&store, &b.id), 0);
+        store.set_disk_reserve(0);
+        store.put_durable(&b).await.unwrap();
+        assert_eq!(store.get(&b.id).unwrap(), Some(b));
     }
 
     /// Poll a future once with a waker that does nothing.

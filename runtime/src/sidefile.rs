@@ -1,0 +1,291 @@
+//! Side files: a small record kept *beside* a sled database, rewritten
+//! atomically, that says how far the database had got when it was written.
+//!
+//! sled recovers from a damaged log by keeping what precedes the damage, as
+//! it would after a torn write, and opens without an error. A counter kept
+//! both in sled (written with every write) and in a side file (rewritten
+//! only after a flush made that many writes durable) turns such a silent
+//! loss into something [`crate::outbox::Outbox::open`] and
+//! [`crate::store::Store::open`] can see: `sled counter < side counter`
+//! proves sled lost writes. This module holds what both share: where the
+//! side file lives, the atomic replace, and a checksummed encoding.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The side file of the sled database in `dir`: `outbox.sled` →
+/// `outbox.meta`, `master.sled` → `master.meta`.
+pub fn side_file(dir: &Path) -> PathBuf {
+    dir.with_extension("meta")
+}
+
+/// Replace `path` with `body` atomically: a temporary file beside it, fsync,
+/// rename over `path`, fsync of the directory. A crash leaves either the old
+/// content or the new one, never a mix.
+pub fn write_atomic(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("meta.tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Copy the directory tree `from` (a sled database) to `to`, file by file,
+/// leaving out the files whose name `skip` says.
+pub fn copy_tree(
+    from: &Path,
+    to: &Path,
+    skip: &dyn Fn(&std::ffi::OsStr) -> bool,
+) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        if skip(&e.file_name()) {
+            continue;
+        }
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()), skip)?;
+        } else {
+            fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Why a sled database could not be opened, when the cause is not damage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenBlocked {
+    /// Another process holds sled's file lock (its pid, from `/proc/locks`,
+    /// when found): a node is running on this data directory.
+    Locked {
+        /// The process holding the lock.
+        pid: Option<u32>,
+    },
+    /// The filesystem is full (`ENOSPC`) or the user's quota is spent
+    /// (`EDQUOT`).
+    Full,
+}
+
+impl std::fmt::Display for OpenBlocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenBlocked::Locked { pid: Some(pid) } => write!(
+                f,
+                "it is in use by another process (pid {pid}, holding its lock): is a node \
+                 already running on this data directory? Stop that one first, or give this \
+                 one another --data-dir; nothing is wrong with the data"
+            ),
+            OpenBlocked::Locked { pid: None } => write!(
+                f,
+                "it is in use by another process (its lock is held): is a node already \
+                 running on this data directory? Stop that one first, or give this one \
+                 another --data-dir; nothing is wrong with the data"
+            ),
+            OpenBlocked::Full => write!(
+                f,
+                "its filesystem is full (no space or quota left): free some space there and \
+                 start again; nothing is wrong with the data"
+            ),
+        }
+    }
+}
+
+/// Free space a sled database keeps in reserve on its filesystem: below
+/// it, the store and the outbox refuse new writes *before* handing them to
+/// sled. sled 0.34 poisons itself on a failed write of its log (every later
+/// operation returns that error until the database is reopened), so it must
+/// never meet `ENOSPC`; refusing early keeps it usable, and writes resume by
+/// themselves once space is freed.
+pub const DISK_RESERVE: u64 = 32 * 1024 * 1024;
+
+/// Bytes available to this process on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let st = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    let (blocks, size): (u64, u64) = (st.blocks_available(), st.fragment_size());
+    Ok(blocks.saturating_mul(size))
+}
+
+/// Whether an I/O error means the disk is full (`ENOSPC`, `EDQUOT`).
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Tell a lock held by another process and a full disk apart from damage
+/// when sled cannot open the database in `dir`.
+pub fn open_blocked(dir: &Path, e: &sled::Error) -> Option<OpenBlocked> {
+    match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            Some(OpenBlocked::Locked {
+                pid: lock_holder(&dir.join("db")),
+            })
+        }
+        sled::Error::Io(io) if is_full(io) => Some(OpenBlocked::Full),
+        _ => None,
+    }
+}
+
+/// The pid holding a `flock` on `file`, from `/proc/locks` (Linux).
+pub fn lock_holder(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(file).ok()?;
+    let (major, minor) = (
+        nix::sys::stat::major(meta.dev()),
+        nix::sys::stat::minor(meta.dev()),
+    );
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            // "1: FLOCK  ADVISORY  WRITE 1234 fe:00:7127042 0 EOF"
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+                .then(|| f.get(4)?.parse().ok())
+                .flatten()
+        })
+}
+
+/// A value with the CRC-32 of its JSON encoding, so a damaged side file is
+/// told apart from one that says something unexpected.
+#[derive(Serialize, Deserialize)]
+struct Checked<T> {
+    value: T,
+    crc32: u32,
+}
+
+/// Write `value` to `path` atomically ([`write_atomic`]) with a checksum.
+pub fn write_checked<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let json = serde_json::to_value(value).map_err(std::io::Error::other)?;
+    let crc32 = crc32fast::hash(json.to_string().as_bytes());
+    let body =
+        serde_json::to_vec(&Checked { value: json, crc32 }).map_err(std::io::Error::other)?;
+    write_atomic(path, &body)
+}
+
+/// Why a side file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    /// Reading the file failed.
+    #[error("reading {}: {source}", path.display())]
+    Io {
+        /// The side file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file does not decode or its checksum does not match.
+    #[error("the side file {} is damaged ({problem})", path.display())]
+    Damaged {
+        /// The side file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// Read a file written by [`write_checked`]: `None` if there is none.
+pub fn read_checked<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, SideError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SideError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let damaged = |problem: String| SideError::Damaged {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let checked: Checked<serde_json::Value> =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+    if crc32fast::hash(checked.value.to_string().as_bytes()) != checked.crc32 {
+        return Err(damaged("checksum mismatch".into()));
+    }
+    serde_json::from_value(checked.value)
+        .map(Some)
+        .map_err(|e| damaged(e.to_string()))
+}
+
+/// Test helpers shared by the modules that keep side files.
+#[cfg(test)]
+pub(crate) mod test_util {
+    use std::path::Path;
+
+    /// Copy a directory tree (a sled database) file by file.
+    pub fn copy_dir(from: &Path, to: &Path) {
+        super::copy_tree(from, to, &|_| false).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct V {
+        n: u64,
+        s: String,
+    }
+
+    /// The pid of a flock holder is read back from /proc/locks.
+    #[test]
+    fn lock_holder_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sled");
+        let db = sled::open(&path).unwrap();
+        assert_eq!(lock_holder(&path.join("db")), Some(std::process::id()));
+        let Err(err) = sled::Config::new().path(&path).open() else {
+            panic!("the lock refuses a second open");
+        };
+        let blocked = open_blocked(&path, &err).expect("a lock");
+        assert_eq!(
+            blocked,
+            OpenBlocked::Locked {
+                pid: Some(std::process::id())
+            }
+        );
+        assert!(blocked.to_string().contains("already running"));
+        drop(db);
+    }
+
+    #[test]
+    fn round_trip_and_damage_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = side_file(&dir.path().join("x.sled"));
+        assert_eq!(p, dir.path().join("x.meta"));
+        assert_eq!(read_checked::<V>(&p).unwrap(), None);
+        let v = V {
+            n: 42,
+            s: "a".into(),
+        };
+        write_checked(&p, &v).unwrap();
+        assert_eq!(read_checked::<V>(&p).unwrap(), Some(v));
+        let text = fs::read_to_string(&p).unwrap().replace("42", "43");
+        fs::write(&p, text).unwrap();
+        let err = read_checked::<V>(&p).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        fs::write(&p, b"{trunc").unwrap();
+        assert!(matches!(
+            read_checked::<V>(&p),
+            Err(SideError::Damaged { .. })
+        ));
+    }
+}
