@@ -355,3 +355,46 @@ fn an_existing_output_is_never_replaced_unless_asked() {
     );
     no_temporaries(&media);
 }
+
+#[test]
+fn two_live_jobs_never_write_one_output() {
+    let node = one_slot("confine-claims");
+    let media = node.media.clone();
+    let holder = hold_slot(&node);
+    // Queued behind the holder: it owns `shared.mkv` until it finishes.
+    let first = node.submit(job(None, file_out("shared.mkv")));
+    // The same output again (and by another spelling of the path): 409,
+    // naming the field and the owner; nothing stored.
+    let before = node.get("/v1/jobs").1["jobs"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
+    let abs = std::fs::canonicalize(&media)
+        .expect("canon")
+        .join("shared.mkv");
+    for path in ["shared.mkv", abs.to_str().expect("utf-8 path")] {
+        let (status, err) = node.post_json("/v1/jobs", &job(None, file_out(path)));
+        assert_eq!(status, 409, "{err}");
+        assert_eq!(err["error"]["code"], "output_in_use", "{err}");
+        assert_eq!(err["error"]["field"], "output.path", "{err}");
+        let msg = err["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(&first), "names the owner: {err}");
+    }
+    let after = node.get("/v1/jobs").1["jobs"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
+    assert_eq!(before, after, "a refused submission stores nothing");
+    // Another output is free meanwhile.
+    let other = node.submit(job(None, file_out("other.mkv")));
+    // Once the owner has finished, the path is free again (its file is
+    // there now, so a new job must ask to overwrite it).
+    release_slot(&node, &holder);
+    assert_eq!(finished(&node, &first)["state"], "succeeded");
+    assert_eq!(finished(&node, &other)["state"], "succeeded");
+    let mut again = job(None, file_out("shared.mkv"));
+    again["overwrite"] = json!(true);
+    let id = node.submit(again);
+    assert_eq!(finished(&node, &id)["state"], "succeeded");
+    no_temporaries(&media);
+}

@@ -40,6 +40,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::events::JobEvents;
 use crate::metrics as m;
+use crate::output_claims::{output_path, InUse, OutputClaims};
 use crate::scheduler::{CancelReply, NodeInfo, RetryReply, SchedulerMsg};
 
 /// Default request body limit (a job request is well under 4 KiB).
@@ -172,6 +173,7 @@ impl Actor for AdminActor {
             max_body_bytes: args.max_body_bytes,
             body_timeout: args.limits.body_timeout,
             standalone_worker: args.standalone_worker.clone(),
+            claims: OutputClaims::load(&args.store)?,
             #[cfg(feature = "fault-injection")]
             fault_node: args.fault_node.clone(),
         }))
@@ -225,6 +227,8 @@ struct Api {
     max_body_bytes: usize,
     body_timeout: Duration,
     standalone_worker: Option<String>,
+    /// Which live job writes each file output (`409 output_in_use`).
+    claims: OutputClaims,
     #[cfg(feature = "fault-injection")]
     fault_node: Option<ActorRef<crate::node::NodeMsg>>,
 }
@@ -719,6 +723,8 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
             `missing_field`, `invalid_field`, `path_outside_media_root`, `file_not_found`, \
             `unknown_scenario`, `output_exists`, `input_format_not_allowed`, `bad_body`.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`output_in_use`: a queued, assigned or running job \
+            already writes this `output.path`.", body = ErrorBody),
         (status = 408, description = "`body_timeout`: the body did not arrive whole within \
             `--http-body-timeout-s`; the connection is closed.", body = ErrorBody),
         (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
@@ -748,6 +754,8 @@ async fn submit(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response
         (status = 400, description = "Refused, naming the field in the Go shape \
             (`scenario`, `parameters.duration`, `queue`, ...).", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`output_in_use`: a queued, assigned or running job \
+            already writes this `output.path`.", body = ErrorBody),
         (status = 408, description = "`body_timeout`: the body did not arrive whole within \
             `--http-body-timeout-s`; the connection is closed.", body = ErrorBody),
         (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
@@ -815,10 +823,32 @@ async fn store_submission(
     let id = uuid::Uuid::now_v7().to_string();
     let seq = api.store.next_seq().map_err(ApiError::internal)?;
     let job = Job::new(id.clone(), seq, spec, crate::now_ms());
+    // Two live jobs never write one output: claimed before it is stored.
+    let claimed = output_path(&job);
+    if let Some(path) = claimed {
+        api.claims
+            .claim(&api.store, path, &id)
+            .map_err(|InUse { owner }| {
+                ApiError::field(
+                    StatusCode::CONFLICT,
+                    FieldError::new(
+                        "output_in_use",
+                        Some("output.path"),
+                        format!(
+                            "job {owner} is queued or running with the same output {}; \
+                             submit again when it has finished, or choose another path",
+                            path.display()
+                        ),
+                    ),
+                )
+            })?;
+    }
     // 201 means on disk.
-    crate::scheduler::store_new_job(&api.store, &api.scheduler, &job)
-        .await
-        .map_err(ApiError::store)?;
+    let stored = crate::scheduler::store_new_job(&api.store, &api.scheduler, &job).await;
+    if let (Err(_), Some(path)) = (&stored, claimed) {
+        api.claims.release(path, &id);
+    }
+    stored.map_err(ApiError::store)?;
     let location = format!("/v1/jobs/{id}");
     Ok((
         StatusCode::CREATED,

@@ -91,6 +91,7 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod node_link;
+pub mod output_claims;
 pub mod power;
 pub mod scheduler;
 pub mod standalone;
