@@ -821,7 +821,10 @@ fn check_rtmp_url(s: &str) -> Result<String, FieldError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid(F, format!("`{F}` must name a host")));
     }
-    Ok(s.to_string())
+    // Schemes are case-insensitive but FFmpeg's protocol lookup is not:
+    // `Rtmp://` reaches it as `rtmp://` (the rest of the URL as sent).
+    let rest = s.get(url.scheme().len()..).unwrap_or_default();
+    Ok(format!("{}{rest}", url.scheme()))
 }
 
 /// Syntax checks shared by input and output paths.
@@ -2400,6 +2403,14 @@ mod tests {
                 "{ok}"
             );
         }
+        // The scheme in any case reaches FFmpeg lower-cased (its protocol
+        // names are case-sensitive); the rest as sent.
+        assert_eq!(
+            parse(&out("Rtmp://H/App")).map(|s| s.output),
+            Ok(Output::Rtmp {
+                url: "rtmp://H/App".to_string()
+            })
+        );
         let long = format!("rtmp://h/{}", "a".repeat(MAX_URL_LEN));
         for bad in [
             "http://example.com/live",
