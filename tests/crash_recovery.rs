@@ -103,17 +103,23 @@ fn startup_sweep_kills_and_removes_leftover_job_cgroups() {
         (!d.is_empty()).then_some(d)
     });
     node.kill9();
-    // Simulate a survivor PDEATHSIG could not catch: a process placed in the
-    // old job cgroup by hand (a test child of ours, cleaned up by pid).
+    // Simulate a survivor PDEATHSIG could not catch: a process in a job
+    // cgroup of this node that nothing removed (a test child of ours,
+    // cleaned up by pid). The killed job's own cgroups are removed by its
+    // janitor (`stall.rs`), so the leftover is one made here by hand, named
+    // as a job cgroup of this node, beside each of them.
+    let dirs: Vec<_> = dirs
+        .iter()
+        .filter_map(|d| d.parent().map(|p| p.join("job-leftover-1")))
+        .collect();
     let mut survivor = std::process::Command::new("sleep")
         .arg("300")
         .spawn()
         .expect("spawn sleep");
     let pid = survivor.id() as i32;
     for d in &dirs {
-        if d.exists() {
-            std::fs::write(d.join("cgroup.procs"), pid.to_string()).expect("join old cgroup");
-        }
+        std::fs::create_dir_all(d).expect("make the leftover cgroup");
+        std::fs::write(d.join("cgroup.procs"), pid.to_string()).expect("join it");
     }
     node.restart();
     let reaped = wait_for(
