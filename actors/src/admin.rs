@@ -754,14 +754,13 @@ async fn submit(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response
         (status = 400, description = "Refused, naming the field in the Go shape \
             (`scenario`, `parameters.duration`, `queue`, ...).", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
-        (status = 409, description = "`output_in_use`: a queued, assigned or running job \
-            already writes this `output.path`.", body = ErrorBody),
         (status = 408, description = "`body_timeout`: the body did not arrive whole within \
             `--http-body-timeout-s`; the connection is closed.", body = ErrorBody),
         (status = 413, description = "`body_too_large`: over `--max-body-bytes` (a `Content-Length` \
             over it is refused before the body is read).", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than JSON.", body = ErrorBody),
-        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody),
+        (status = 503, description = "`storage_full`: the master's data filesystem is below its free-space reserve; nothing was stored, try again later.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]

@@ -330,7 +330,15 @@ pub fn finish(
             Some(Failure::new(FailureReason::Cancelled, "cancelled by user")),
         ),
     };
-    let to = transition(job.state, event)?;
+    // The attempt ran even where its `Started` was never recorded (the
+    // master could not store it: its disk was full): a success or a timeout
+    // of the current attempt from `Assigned` is applied as if it had started
+    // (its start time and isolation stay unknown), never dropped.
+    let from = match (job.state, event) {
+        (JobState::Assigned, JobEvent::Succeed | JobEvent::Timeout) => JobState::Running,
+        (s, _) => s,
+    };
+    let to = transition(from, event)?;
     close_attempt(job, now, outcome, energy);
     if to == JobState::Succeeded {
         // The last progress block reports the last frame's timestamp, one
@@ -700,6 +708,36 @@ mod tests {
     }
 
     #[test]
+    fn a_result_whose_start_was_never_recorded_is_applied_not_dropped() {
+        // The master could not store the attempt's `Started` (a full disk):
+        // the job is still `Assigned` when the attempt's result arrives.
+        for (outcome, state) in [
+            (
+                Outcome::Succeeded {
+                    result: JobResult::default(),
+                },
+                JobState::Succeeded,
+            ),
+            (
+                Outcome::TimedOut {
+                    failure: Failure::new(FailureReason::Timeout, "too slow"),
+                },
+                JobState::TimedOut,
+            ),
+        ] {
+            let mut j = job(3);
+            assign(&mut j, &"n1".to_string(), 7, 2_000).unwrap();
+            let applied = finish(&mut j, 7, outcome, None, 3_000, &P, 0.5).unwrap();
+            assert_eq!(applied, Applied::Terminal(state));
+            assert_eq!(j.state, state);
+            let rec = &j.attempts[0];
+            assert_eq!(rec.started_ms, None, "the start stays unknown");
+            assert_eq!(rec.ended_ms, Some(3_000));
+            check_invariants(&j).unwrap();
+        }
+    }
+
+    #[test]
     fn stale_tokens_are_refused_without_change() {
         let mut j = job(3);
         assign(&mut j, &"n1".to_string(), 7, 2_000).unwrap();
@@ -825,30 +863,8 @@ mod tests {
         .unwrap();
         assert_eq!(applied, Applied::Terminal(JobState::Failed));
         assert_eq!(j.failure, Some(f));
-        // A success without a start is illegal.
-        let mut k = job(3);
-        assign(&mut k, &"n1".to_string(), 1, 1_000).unwrap();
-        let before = k.clone();
-        let err = finish(
-            &mut k,
-            1,
-            Outcome::Succeeded {
-                result: JobResult::default(),
-            },
-            None,
-            2_000,
-            &P,
-            0.1,
-        )
-        .unwrap_err();
-        assert!(matches!(
-            err,
-            JobOpError::Illegal(IllegalTransition {
-                from: JobState::Assigned,
-                event: JobEvent::Succeed
-            })
-        ));
-        assert_eq!(k, before);
+        // A success without a recorded start is applied (the start's write
+        // may have been refused): `a_result_whose_start_was_never_recorded_…`.
     }
 
     #[test]
