@@ -633,8 +633,23 @@ impl SchedulerState {
         for (job_id, f) in expired {
             self.fenced.remove(&job_id);
             let why = format!("node {} lost and its lease ran out", f.node);
-            self.requeue_attempt(&job_id, f.token, &f.node, FailureReason::NodeLost, &why)
-                .await?;
+            if let Err(e) = self
+                .requeue_attempt(&job_id, f.token, &f.node, FailureReason::NodeLost, &why)
+                .await
+            {
+                // Not stored (a full disk refuses the write whole): held
+                // again, with the others not reached yet, and tried at a
+                // later tick — never forgotten, and no busy loop meanwhile.
+                self.fenced.insert(job_id, f);
+                let retry_at = now.saturating_add(FENCE_RETRY_MS);
+                for held in self.fenced.values_mut() {
+                    if held.until_ms <= now {
+                        held.until_ms = retry_at;
+                    }
+                }
+                self.arm_fence_timer(myself);
+                return Err(e);
+            }
         }
         if self.recovery_until_ms.is_some_and(|t| t <= now) {
             // Leases granted by the previous run have all ended.
@@ -1285,7 +1300,15 @@ impl Actor for SchedulerActor {
     ) -> Result<(), ActorProcessingErr> {
         let r = self.supervision_event(&myself, evt, state).await;
         state.watch_durability(&myself);
-        r
+        match r {
+            // As in `handle`: a write refused for want of space changed
+            // nothing, and what it was for is tried again later.
+            Err(e) if is_storage_full(&e) => {
+                tracing::warn!(error = %e, "a write was refused: storage full; carrying on");
+                Ok(())
+            }
+            r => r,
+        }
     }
 }
 
@@ -1372,6 +1395,10 @@ fn is_storage_full(e: &ActorProcessingErr) -> bool {
         Some(StoreError::Full { .. })
     )
 }
+
+/// How long a fenced attempt whose requeue could not be stored waits before
+/// it is tried again.
+const FENCE_RETRY_MS: u64 = 1_000;
 
 /// How long [`store_new_job`] waits for the scheduler to take a job.
 const ACCEPT_TIMEOUT_MS: u64 = 10_000;
