@@ -1631,7 +1631,7 @@ mod tests {
     /// reports it, `salvage` exports what is readable into a store that
     /// opens, with the lost writes named.
     #[tokio::test]
-    async fn check_and_salvage_a_truncated_store() {
+    async fn check_and_salvage_a_store_with_a_flipped_bit() {
         let base = tempfile::tempdir().unwrap();
         let data = base.path().join("data");
         let path = data.join("master.sled");
