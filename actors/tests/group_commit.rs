@@ -19,85 +19,20 @@
 //! behind it, and the `Pong` comes back only after everything queued before
 //! it. Getting the `Pong` first proves the held message was not sent.
 
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::*;
 use ffrtmp_actors::embed;
 use ffrtmp_actors::events::{JobEvents, JobUpdate};
-use ffrtmp_actors::link::{in_process_pair, LinkEnd};
+use ffrtmp_actors::link::LinkEnd;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
-use ffrtmp_runtime::model::{Isolation, JobResult, JobSpec, JobState, Outcome};
-use ffrtmp_runtime::spec::{parse_job_request, MediaRoots};
+use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome};
 use ffrtmp_runtime::store::Store;
-use ffrtmp_runtime::wire::{self, AttemptRef, Capabilities, ToMaster, ToWorker};
+use ffrtmp_runtime::wire::{AttemptRef, ToMaster, ToWorker};
 use ractor::ActorRef;
 use tokio::sync::broadcast;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-fn spec(media: &Path) -> JobSpec {
-    let roots = MediaRoots::new(&[media.to_path_buf()]).expect("media root");
-    let body = br#"{"scenario": "480p30-h264", "width": 160, "height": 90,
-        "preset": "ultrafast", "input": {"type": "testsrc", "duration_s": 0.2},
-        "output": {"type": "null"}}"#;
-    parse_job_request(body, &roots).expect("valid job")
-}
-
-/// Poll `cond` until it holds (panics after [`DEADLINE`]).
-async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn state_of(store: &Store, id: &str) -> JobState {
-    store.get(id).expect("read").expect("stored").state
-}
-
-/// The next frame from the master to the worker.
-async fn next_frame(worker: &mut LinkEnd) -> ToWorker {
-    let frame = tokio::time::timeout(DEADLINE, worker.rx.recv())
-        .await
-        .expect("a frame from the master in time")
-        .expect("the link is open");
-    wire::decode(&frame).expect("a valid frame")
-}
-
-async fn send(worker: &LinkEnd, msg: &ToMaster) {
-    worker
-        .tx
-        .send(wire::encode(msg).expect("encode"))
-        .await
-        .expect("link open");
-}
-
-/// A simulated worker (one slot, `libx264`) linked to `sched`: its hello
-/// sent, the master's end attached. Returns the worker's end of the link.
-async fn attach_worker(sched: &ActorRef<SchedulerMsg>) -> LinkEnd {
-    let (master_end, worker) = in_process_pair();
-    send(
-        &worker,
-        &ToMaster::Hello {
-            node_id: "sim-1".into(),
-            protocol_version: wire::PROTOCOL_VERSION,
-            slots: 1,
-            capabilities: Capabilities {
-                encoders: vec!["libx264".into()],
-                cores: 1,
-                memory_bytes: 1 << 30,
-            },
-            running: Vec::new(),
-            unacked: Vec::new(),
-        },
-    )
-    .await;
-    sched
-        .cast(SchedulerMsg::AttachLink(master_end))
-        .expect("attach");
-    worker
-}
 
 /// Asserts that the master has sent nothing on the link since the last
 /// frame read: everything the scheduler did so far is handled (the `Nodes`

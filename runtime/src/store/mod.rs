@@ -323,6 +323,8 @@ struct Shared {
     dir: PathBuf,
     /// Free bytes below which writes are refused ([`Store::space_ok`]).
     reserve: AtomicU64,
+    /// Job writes refused for want of space.
+    refused: AtomicU64,
     wake: Mutex<Wake>,
     cv: Condvar,
     status: watch::Sender<FlushStatus>,
@@ -551,6 +553,7 @@ impl Store {
             side: side_path,
             dir: dir.to_path_buf(),
             reserve: AtomicU64::new(sidefile::DISK_RESERVE),
+            refused: AtomicU64::new(0),
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
             status,
@@ -893,13 +896,22 @@ impl Store {
         }
     }
 
+    /// How many job writes were refused for want of space (for tests and
+    /// diagnostics).
+    pub fn refused_count(&self) -> u64 {
+        self.inner.shared.refused.load(Ordering::SeqCst)
+    }
+
     /// Refuse writes below `bytes` free instead of the default reserve.
     pub fn set_disk_reserve(&self, bytes: u64) {
         self.inner.shared.reserve.store(bytes, Ordering::Relaxed);
     }
 
     fn write(&self, job: &Job) -> Result<(), StoreError> {
-        self.space_ok()?;
+        if let Err(e) = self.space_ok() {
+            self.inner.shared.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(e);
+        }
         let bytes = serde_json::to_vec(job).map_err(|e| StoreError::Encode {
             id: job.id.clone(),
             message: e.to_string(),
