@@ -18,22 +18,9 @@ use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
 use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome};
 use ffrtmp_runtime::store::Store;
 use ffrtmp_runtime::wire::{Assignment, AttemptRef, ToMaster, ToWorker};
-use ractor::ActorRef;
 
 /// The fence of a lost node lasts its lease: a hang guard, not a threshold.
 const LONG: Duration = Duration::from_secs(120);
-
-async fn joined(sched: &ActorRef<SchedulerMsg>, n: usize) {
-    let start = Instant::now();
-    while ractor::call!(sched, SchedulerMsg::Nodes)
-        .expect("scheduler answers")
-        .len()
-        < n
-    {
-        assert!(start.elapsed() < DEADLINE, "the node never joined");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 /// The next frame that is not a `Pong`.
 async fn next_order(worker: &mut LinkEnd, within: Duration) -> ToWorker {
@@ -68,10 +55,7 @@ async fn refused_after(store: &Store, before: u64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_whose_start_was_refused_is_stored_not_dropped() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let media = dir.path().join("media");
-    std::fs::create_dir_all(&media).expect("media");
-    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    let (_dir, media, store) = master_dir();
     let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
         .await
         .expect("scheduler");
@@ -138,10 +122,7 @@ async fn a_result_whose_start_was_refused_is_stored_not_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_nodes_attempt_is_requeued_once_the_disk_has_room_again() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let media = dir.path().join("media");
-    std::fs::create_dir_all(&media).expect("media");
-    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    let (_dir, media, store) = master_dir();
     let mut args = SchedulerArgs::new(store.clone());
     // The shortest fence the test can have: a lost node's attempt is held
     // for its lease.

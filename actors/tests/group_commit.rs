@@ -57,10 +57,7 @@ fn published(rx: &mut broadcast::Receiver<JobUpdate>) -> Vec<JobState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_leaves_before_its_write_is_durable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let media = dir.path().join("media");
-    std::fs::create_dir_all(&media).expect("media");
-    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    let (_dir, media, store) = master_dir();
     let events = JobEvents::default();
     let mut updates = events.subscribe();
     let mut args = SchedulerArgs::new(store.clone());
@@ -199,22 +196,12 @@ async fn nothing_leaves_before_its_write_is_durable() {
 /// both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_and_its_assignment_share_one_flush() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let media = dir.path().join("media");
-    std::fs::create_dir_all(&media).expect("media");
-    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    let (_dir, media, store) = master_dir();
     let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
         .await
         .expect("scheduler");
     let mut worker = attach_worker(&sched).await;
-    let start = Instant::now();
-    while ractor::call!(sched, SchedulerMsg::Nodes)
-        .expect("scheduler answers")
-        .is_empty()
-    {
-        assert!(start.elapsed() < DEADLINE, "the node never joined");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    joined(&sched, 1).await;
     store.flush().await.expect("flush");
 
     let hold = store.hold_flushes();

@@ -3,7 +3,7 @@
 //! in-process link (hello, ping, started, finished).
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ffrtmp_actors::link::{in_process_pair, LinkEnd};
@@ -15,6 +15,29 @@ use ffrtmp_runtime::wire::{self, Capabilities, ToMaster, ToWorker};
 use ractor::ActorRef;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A temporary master directory: the directory (removed when dropped), its
+/// media root and the job store in it.
+pub fn master_dir() -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let media = dir.path().join("media");
+    std::fs::create_dir_all(&media).expect("media");
+    let store = Store::open(&dir.path().join("master.sled")).expect("store");
+    (dir, media, store)
+}
+
+/// Polls until the scheduler has `n` nodes.
+pub async fn joined(sched: &ActorRef<SchedulerMsg>, n: usize) {
+    let start = Instant::now();
+    while ractor::call!(sched, SchedulerMsg::Nodes)
+        .expect("scheduler answers")
+        .len()
+        < n
+    {
+        assert!(start.elapsed() < DEADLINE, "the node never joined");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
 
 pub fn spec(media: &Path) -> JobSpec {
     let roots = MediaRoots::new(&[media.to_path_buf()]).expect("media root");
