@@ -21,7 +21,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
 use ffrtmp_actors::embed;
@@ -29,7 +29,6 @@ use ffrtmp_actors::events::{JobEvents, JobUpdate};
 use ffrtmp_actors::link::LinkEnd;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
 use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome};
-use ffrtmp_runtime::store::Store;
 use ffrtmp_runtime::wire::{AttemptRef, ToMaster, ToWorker};
 use ractor::ActorRef;
 use tokio::sync::broadcast;
