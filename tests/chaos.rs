@@ -15,7 +15,7 @@
 //! - a stale outbox: likewise, with another worker's outbox copied in (a
 //!   data dir restored from the wrong host); always refused.
 //!
-//! At the end the DESIGN.md §1 guarantees are checked and reported with
+//! At the end the delivery guarantees are checked and reported with
 //! counts: every accepted job reached exactly one terminal state; no job ran
 //! on two workers at once — from the run log the workers' guard processes
 //! write (`--run-log`), not from the master's opinion; every recorded result

@@ -711,7 +711,7 @@ fn stderr_tail(state: &JobState) -> Vec<String> {
     state.stderr.lock().map(|r| r.lines()).unwrap_or_default()
 }
 
-/// Turn an exit into an outcome (DESIGN.md §4 failure classes).
+/// Turn an exit into an outcome (the failure classes of docs/API.md).
 fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
     use std::os::unix::process::ExitStatusExt;
     let wall_s = state.started.elapsed().as_secs_f64();

@@ -1,4 +1,4 @@
-//! `PowerSamplerActor`: a worker's energy meter (DESIGN.md §8).
+//! `PowerSamplerActor`: a worker's energy meter.
 //!
 //! Runs under the worker's `NodeActor`. Every sampling interval (10 Hz by
 //! default) it reads the node's energy counters — RAPL packages and DRAM

@@ -13,8 +13,8 @@
 //! has completed; then it releases them in the order they were made. One
 //! flush runs at a time (the store's flusher), and every write made while
 //! it runs joins the next, so the batch grows with the load. Nothing leaves
-//! the master before the write that justifies it is durable (DESIGN.md §4,
-//! §7). [`SchedulerArgs::max_commit_batch`] bounds the writes held back: at
+//! the master before the write that justifies it is durable.
+//! [`SchedulerArgs::max_commit_batch`] bounds the writes held back: at
 //! that many the scheduler waits for the flush in line (1: a flush per
 //! write, the scheduler waiting on each).
 //!

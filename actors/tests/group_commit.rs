@@ -1,5 +1,5 @@
 //! Group commit: nothing leaves the master before the write that justifies
-//! it is durable (DESIGN.md §1.4, §4, §7).
+//! it is durable.
 //!
 //! A real `SchedulerActor` over a real sled store. The test plays the worker
 //! end of an in-process link itself, speaking the wire protocol (hello,

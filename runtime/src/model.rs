@@ -194,7 +194,7 @@ impl JobSpec {
     }
 }
 
-/// The lifecycle states of DESIGN.md §4. Lowercase names are part of the API.
+/// The lifecycle states. Lowercase names are part of the API.
 #[derive(
     Debug,
     Clone,

@@ -1,4 +1,4 @@
-//! A worker's outbox (DESIGN §7): every `Finished` is written here, durably,
+//! A worker's outbox: every `Finished` is written here, durably,
 //! before it is sent, and removed only when the master acknowledges it. A
 //! result produced while the master is unreachable (or while this worker is
 //! restarting) is therefore delivered after reconnection; the master applies

@@ -1,4 +1,4 @@
-//! Spawning and controlling FFmpeg processes (DESIGN §5), each behind a
+//! Spawning and controlling FFmpeg processes, each behind a
 //! per-job guard process.
 //!
 //! # Why a guard

@@ -1,4 +1,4 @@
-//! Retry backoff for transient failures (DESIGN.md §4): exponential backoff
+//! Retry backoff for transient failures: exponential backoff
 //! with full jitter, as a pure function. The caller supplies the random number
 //! (`jitter_unit`), so the result is reproducible in tests and the decision
 //! never touches a random source itself.

@@ -1,4 +1,4 @@
-//! The job state machine (DESIGN.md §4): one validated transition function,
+//! The job state machine: one validated transition function,
 //! [`transition`], and the pure operations on a [`Job`] built on it.
 //!
 //! Every operation here either applies completely or returns an error and

@@ -1,4 +1,4 @@
-//! The master's job store on sled 0.34.7 (DESIGN.md §7).
+//! The master's job store on sled 0.34.7.
 //!
 //! Layout (one sled tree each):
 //! - `jobs`: job id → the [`Job`] as JSON (serde_json: fields can be added
