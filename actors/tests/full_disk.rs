@@ -56,11 +56,7 @@ async fn refused_after(store: &Store, before: u64, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_whose_start_was_refused_is_stored_not_dropped() {
     let (_dir, media, store) = master_dir();
-    let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
-        .await
-        .expect("scheduler");
-    let mut worker = attach_worker(&sched).await;
-    joined(&sched, 1).await;
+    let (sched, done, mut worker) = scheduler_with_worker(&store).await;
     let job = embed::submit(&sched, spec(&media))
         .await
         .expect("submitted");

@@ -196,11 +196,7 @@ async fn nothing_leaves_before_its_write_is_durable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submission_and_its_assignment_share_one_flush() {
     let (_dir, media, store) = master_dir();
-    let (sched, done) = embed::spawn_scheduler(SchedulerArgs::new(store.clone()), None)
-        .await
-        .expect("scheduler");
-    let mut worker = attach_worker(&sched).await;
-    joined(&sched, 1).await;
+    let (sched, done, mut worker) = scheduler_with_worker(&store).await;
     store.flush().await.expect("flush");
 
     let hold = store.hold_flushes();

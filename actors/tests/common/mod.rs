@@ -39,6 +39,22 @@ pub async fn joined(sched: &ActorRef<SchedulerMsg>, n: usize) {
     }
 }
 
+/// A scheduler over `store` (default settings) with one simulated worker
+/// (`sim-1`) joined: the scheduler, its end, the worker's end of the link.
+pub async fn scheduler_with_worker(
+    store: &Store,
+) -> (ActorRef<SchedulerMsg>, tokio::task::JoinHandle<()>, LinkEnd) {
+    let (sched, done) = ffrtmp_actors::embed::spawn_scheduler(
+        ffrtmp_actors::scheduler::SchedulerArgs::new(store.clone()),
+        None,
+    )
+    .await
+    .expect("scheduler");
+    let worker = attach_worker(&sched).await;
+    joined(&sched, 1).await;
+    (sched, done, worker)
+}
+
 pub fn spec(media: &Path) -> JobSpec {
     let roots = MediaRoots::new(&[media.to_path_buf()]).expect("media root");
     let body = br#"{"scenario": "480p30-h264", "width": 160, "height": 90,
