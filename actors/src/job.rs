@@ -784,6 +784,7 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 cpu_s: stats.as_ref().and_then(|s| s.cpu_s),
                 peak_memory_bytes: stats.as_ref().and_then(|s| s.peak_memory_bytes),
                 output_duration_s: out_time,
+                quality: None,
             },
         };
     }
@@ -898,6 +899,10 @@ mod tests {
                     codec: Codec::H264,
                     bitrate_kbps: 100,
                     preset: "veryfast".into(),
+                    encoder: None,
+                    hardware: Default::default(),
+                    crf: None,
+                    pix_fmt: None,
                 },
                 input: ffrtmp_runtime::model::Input::Testsrc { duration_s: 3600.0 },
                 output: Output::Null,
@@ -905,6 +910,9 @@ mod tests {
                 resource_limits: ResourceLimits::default(),
                 max_retries: 3,
                 overwrite: false,
+                quality: None,
+                labels: Default::default(),
+                experiment: None,
             };
             let args = JobArgs {
                 assignment: Assignment {

@@ -148,6 +148,7 @@ async fn nothing_leaves_before_its_write_is_durable() {
                     cpu_s: None,
                     peak_memory_bytes: None,
                     output_duration_s: Some(0.2),
+                    quality: None,
                 },
             },
             energy: None,

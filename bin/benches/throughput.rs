@@ -345,6 +345,7 @@ fn success() -> Outcome {
             cpu_s: None,
             peak_memory_bytes: None,
             output_duration_s: Some(0.2),
+            quality: None,
         },
     }
 }

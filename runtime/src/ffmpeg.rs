@@ -720,6 +720,10 @@ mod tests {
                 codec,
                 bitrate_kbps: 200,
                 preset: crate::spec::default_preset(codec).to_string(),
+                encoder: None,
+                hardware: Default::default(),
+                crf: None,
+                pix_fmt: None,
             },
             input,
             output,
@@ -727,6 +731,9 @@ mod tests {
             resource_limits: ResourceLimits::default(),
             max_retries: 3,
             overwrite: false,
+            quality: None,
+            labels: Default::default(),
+            experiment: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Field names here are part of the HTTP API and of the on-disk format: rename
 //! nothing without a migration.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use bincode::{Decode, Encode};
@@ -117,6 +118,140 @@ pub struct EncodeParams {
     pub bitrate_kbps: u32,
     /// Encoder speed preset, in the encoder's own vocabulary (validated per codec).
     pub preset: String,
+    /// The FFmpeg encoder: the one the job named (`"encoder": "hevc_nvenc"`)
+    /// or, with `hardware` other than `none`, the one placement chose.
+    /// `None`: the codec's software encoder ([`Codec::encoder`]).
+    #[serde(default)]
+    pub encoder: Option<String>,
+    /// Whether the job wants a hardware encoder for its codec.
+    #[serde(default)]
+    pub hardware: HardwarePref,
+    /// Constant-quality rate control: the CRF (x264/x265/vp9/SVT-AV1), or
+    /// the family's equivalent on hardware (`-cq`, `-global_quality`, `-qp`).
+    /// `None`: bitrate rate control at `bitrate_kbps`.
+    #[serde(default)]
+    pub crf: Option<u32>,
+    /// The output pixel format (`None`: `yuv420p`).
+    #[serde(default)]
+    pub pix_fmt: Option<String>,
+}
+
+/// Whether a job's encode runs on a hardware encoder.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HardwarePref {
+    /// The codec's software encoder (the default).
+    #[default]
+    None,
+    /// A hardware encoder for the codec where a node has one, else software.
+    Preferred,
+    /// Only a node with a working hardware encoder for the codec.
+    Required,
+}
+
+/// Quality metrics a job can ask for after its encode. Names are the API.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum QualityMetric {
+    /// Netflix libvmaf, model `vmaf_v0.6.1`.
+    Vmaf,
+    /// FFmpeg's `psnr` filter (dB, the average over Y, U and V).
+    Psnr,
+    /// FFmpeg's `ssim` filter (0–1, "All").
+    Ssim,
+}
+
+impl QualityMetric {
+    pub const ALL: [QualityMetric; 3] = [
+        QualityMetric::Vmaf,
+        QualityMetric::Psnr,
+        QualityMetric::Ssim,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QualityMetric::Vmaf => "vmaf",
+            QualityMetric::Psnr => "psnr",
+            QualityMetric::Ssim => "ssim",
+        }
+    }
+}
+
+/// What quality a job asks to have measured (`"quality": {"metrics": [...]}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
+pub struct QualitySpec {
+    /// Distinct, in a fixed order.
+    pub metrics: Vec<QualityMetric>,
+}
+
+/// One metric pooled over the frames of an output.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
+pub struct MetricScore {
+    /// Mean over the frames.
+    pub mean: f64,
+    /// The 5th-percentile frame (VMAF; `None` where not computed).
+    #[serde(default)]
+    pub p5: Option<f64>,
+    /// The worst frame.
+    #[serde(default)]
+    pub min: Option<f64>,
+    /// Frames compared.
+    pub frames: u64,
+}
+
+/// The quality pass after a successful encode: its scores, or why it
+/// failed. Its time and energy are its own, never the encode's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
+pub struct QualityResult {
+    #[serde(default)]
+    pub vmaf: Option<MetricScore>,
+    #[serde(default)]
+    pub psnr: Option<MetricScore>,
+    #[serde(default)]
+    pub ssim: Option<MetricScore>,
+    /// Wall time of the quality pass.
+    pub wall_s: f64,
+    /// Energy of the quality pass, attributed like an encode's.
+    #[serde(default)]
+    pub quality_energy_joules: Option<f64>,
+    /// Where that energy figure comes from (`rapl`, `estimate`, ...).
+    #[serde(default)]
+    pub energy_source: Option<String>,
+    /// `true` when the energy figure is an estimate.
+    #[serde(default)]
+    pub estimate: bool,
+    /// Set when the quality pass failed (corrupt output, unreadable
+    /// reference): the scores are then absent; the encode's own success
+    /// and energy stand.
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 /// Where the frames come from.
@@ -182,6 +317,16 @@ pub struct JobSpec {
     /// rather than being replaced). Never a symlink or a non-regular file.
     #[serde(default)]
     pub overwrite: bool,
+    /// Quality metrics to measure after a successful encode.
+    #[serde(default)]
+    pub quality: Option<QualitySpec>,
+    /// The user's labels: a small string map, bounded in count and length
+    /// (validated in `spec`), filterable in `GET /v1/jobs` and the report.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The experiment this job belongs to, when an experiment made it.
+    #[serde(default)]
+    pub experiment: Option<String>,
 }
 
 impl JobSpec {
@@ -306,6 +451,9 @@ pub struct JobResult {
     /// expected duration when it reported none).
     #[serde(default)]
     pub output_duration_s: Option<f64>,
+    /// The quality pass, when the job asked for metrics.
+    #[serde(default)]
+    pub quality: Option<QualityResult>,
 }
 
 /// Why an attempt did not succeed.
@@ -738,6 +886,10 @@ pub(crate) fn test_spec() -> JobSpec {
             codec: Codec::H264,
             bitrate_kbps: 800,
             preset: "veryfast".into(),
+            encoder: None,
+            hardware: HardwarePref::None,
+            crf: None,
+            pix_fmt: None,
         },
         input: Input::Testsrc { duration_s: 1.0 },
         output: Output::Null,
@@ -745,6 +897,9 @@ pub(crate) fn test_spec() -> JobSpec {
         resource_limits: ResourceLimits::default(),
         max_retries: 3,
         overwrite: false,
+        quality: None,
+        labels: BTreeMap::new(),
+        experiment: None,
     }
 }
 

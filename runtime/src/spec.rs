@@ -168,6 +168,10 @@ pub fn scenario(name: &str) -> Option<EncodeParams> {
         codec,
         bitrate_kbps: default_bitrate_kbps(codec, width, height, fps),
         preset: default_preset(codec).to_string(),
+        encoder: None,
+        hardware: Default::default(),
+        crf: None,
+        pix_fmt: None,
     })
 }
 
@@ -523,6 +527,10 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         codec,
         bitrate_kbps,
         preset,
+        encoder: None,
+        hardware: Default::default(),
+        crf: None,
+        pix_fmt: None,
     };
 
     let overwrite = raw.overwrite.unwrap_or(false);
@@ -591,6 +599,9 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         resource_limits,
         max_retries,
         overwrite,
+        quality: None,
+        labels: Default::default(),
+        experiment: None,
     })
 }
 
@@ -1964,6 +1975,10 @@ mod tests {
                     codec: Codec::H264,
                     bitrate_kbps: 3000,
                     preset: "veryfast".into(),
+                    encoder: None,
+                    hardware: Default::default(),
+                    crf: None,
+                    pix_fmt: None,
                 },
                 input: Input::Testsrc { duration_s: 10.0 },
                 output: Output::Null,
@@ -1976,6 +1991,9 @@ mod tests {
                 },
                 max_retries: 3,
                 overwrite: false,
+                quality: None,
+                labels: Default::default(),
+                experiment: None,
             }
         );
     }
@@ -2018,7 +2036,11 @@ mod tests {
                 fps: 25,
                 codec: Codec::H264,
                 bitrate_kbps: 2500,
-                preset: "fast".into()
+                preset: "fast".into(),
+                encoder: None,
+                hardware: Default::default(),
+                crf: None,
+                pix_fmt: None,
             }
         );
     }

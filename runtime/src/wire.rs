@@ -23,7 +23,11 @@ use crate::model::{Energy, Isolation, JobId, JobSpec, NodeId, NodePower, Outcome
 ///
 /// 4: confinement — a job spec's `overwrite`, and the failure reasons
 /// `path_outside_media_root`, `input_refused`, `output_exists`.
-pub const PROTOCOL_VERSION: u32 = 4;
+///
+/// 5: energy per quality — an encode's `encoder`, `hardware`, `crf` and
+/// `pix_fmt`; a job's `quality`, `labels` and `experiment`; a result's
+/// `quality`.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Upper bound on one encoded message.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -302,6 +306,7 @@ mod tests {
                         cpu_s: None,
                         peak_memory_bytes: None,
                         output_duration_s: Some(wall_s),
+                        quality: None,
                     },
                 }),
             failure().prop_map(|failure| Outcome::Failed { failure }),
