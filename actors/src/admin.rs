@@ -253,10 +253,11 @@ impl ApiError {
     }
 
     /// A store error: `503 storage_full` when the store refused the write
-    /// for want of space (nothing was stored), else `500 internal`.
+    /// for want of space or while it reopens after a failed log write
+    /// (nothing was stored), else `500 internal`.
     fn store(e: StoreError) -> ApiError {
         match e {
-            StoreError::Full { .. } => ApiError::new(
+            e if e.is_storage_full() => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage_full",
                 format!("{e}; nothing was stored, try again later"),
@@ -689,7 +690,7 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
         Some("the scheduler is not running".to_string())
     } else {
         api.store
-            .space_ok()
+            .writable()
             .err()
             .map(|e| format!("storage_full: {e}"))
     };

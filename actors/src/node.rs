@@ -753,7 +753,7 @@ impl Actor for NodeActor {
                     return Ok(());
                 }
                 match msg {
-                    ToWorker::Assign(a) => state.assign(&myself, a).await,
+                    ToWorker::Assign(a) => state.assign(&myself, *a).await,
                     ToWorker::Cancel { job_id, token } | ToWorker::Kill { job_id, token } => {
                         match state.running.get(&job_id) {
                             Some(r) if r.token == token => {

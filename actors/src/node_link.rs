@@ -21,6 +21,10 @@ use crate::link::LinkEnd;
 use crate::scheduler::SchedulerMsg;
 
 /// The messages a [`NodeLink`] handles.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "each inbound frame is decoded into a ToMaster and moved here once; boxing it would add an allocation per frame to save stack on a message that is handled at once"
+)]
 pub enum NodeLinkMsg {
     /// A decoded frame from the worker (from the link's reader task). The
     /// first must be its hello; pings are answered here, the rest go to the

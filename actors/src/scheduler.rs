@@ -539,7 +539,7 @@ impl SchedulerState {
             };
             node.running.insert(job_id.clone());
             let link = node.link.clone();
-            self.hold(Effect::Send(link, ToWorker::Assign(assignment)));
+            self.hold(Effect::Send(link, ToWorker::Assign(Box::new(assignment))));
             tracing::info!(job = %job_id, node = %node_id, attempt = job.attempt, "assigned");
             self.publish(UpdateKind::State, &job);
         }
@@ -653,8 +653,20 @@ impl SchedulerState {
         }
         if self.recovery_until_ms.is_some_and(|t| t <= now) {
             // Leases granted by the previous run have all ended.
-            self.recovery_until_ms = None;
-            self.store.set_granted_lease(self.lease_ms)?;
+            match self.store.set_granted_lease(self.lease_ms) {
+                Ok(()) => self.recovery_until_ms = None,
+                Err(e) if e.is_storage_full() => {
+                    // The value stored stands (never below the leases
+                    // granted): tried again at a later tick, and the
+                    // fences above keep their timer meanwhile.
+                    tracing::warn!(error = %e, "granted lease not lowered yet");
+                    self.recovery_until_ms = Some(now.saturating_add(FENCE_RETRY_MS));
+                }
+                Err(e) => {
+                    self.arm_fence_timer(myself);
+                    return Err(e.into());
+                }
+            }
         }
         self.arm_fence_timer(myself);
         Ok(())
@@ -1387,13 +1399,11 @@ pub(crate) async fn store_new_job(
     Ok(())
 }
 
-/// Whether an actor error is the store refusing a write for want of space
-/// ([`StoreError::Full`]).
+/// Whether an actor error is the store refusing a write for want of space,
+/// or while it reopens after a failed log write ([`StoreError::is_storage_full`]).
 fn is_storage_full(e: &ActorProcessingErr) -> bool {
-    matches!(
-        e.downcast_ref::<StoreError>(),
-        Some(StoreError::Full { .. })
-    )
+    e.downcast_ref::<StoreError>()
+        .is_some_and(StoreError::is_storage_full)
 }
 
 /// How long a fenced attempt whose requeue could not be stored waits before

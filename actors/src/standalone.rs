@@ -73,6 +73,10 @@ pub struct StandaloneConfig {
     /// Group commit: the least time between two store flushes
     /// ([`crate::scheduler::SchedulerArgs::commit_interval`]).
     pub commit_interval: Duration,
+    /// Job writes are refused (`503 storage_full`) while the store's
+    /// filesystem has fewer bytes free than this
+    /// ([`ffrtmp_runtime::sidefile::DISK_RESERVE`] by default).
+    pub store_reserve: u64,
     /// Serves `GET /metrics` when set.
     pub metrics: Option<PrometheusHandle>,
     /// Advertise only these encoders (of those that pass a test encode).
@@ -222,6 +226,7 @@ pub async fn start_master(
     let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
     let store = Store::open(&cfg.data_dir.join("master.sled"))
         .map_err(|e| StartError::Store(e.to_string()))?;
+    store.set_disk_reserve(cfg.store_reserve);
     let events = JobEvents::default();
     let admin = AdminArgs {
         bind: cfg.http,

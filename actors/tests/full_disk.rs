@@ -39,7 +39,7 @@ async fn next_order(worker: &mut LinkEnd, within: Duration) -> ToWorker {
 
 async fn assignment(worker: &mut LinkEnd, within: Duration) -> Assignment {
     match next_order(worker, within).await {
-        ToWorker::Assign(a) => a,
+        ToWorker::Assign(a) => *a,
         other => panic!("expected an assignment, got {other:?}"),
     }
 }

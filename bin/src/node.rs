@@ -219,6 +219,14 @@ struct NodeFlags {
     #[arg(long, default_value_t = ffrtmp_actors::scheduler::DEFAULT_COMMIT_INTERVAL.as_micros() as u64,
           env = "FFRTMP_COMMIT_INTERVAL_US", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     commit_interval_us: u64,
+    /// master, standalone: job writes are refused with `503 storage_full` while the data
+    /// directory's filesystem has less than this many MiB free, so sled never meets a full
+    /// disk in the normal course (it refuses every write after one failed log write, until
+    /// the store reopens it). 0: no reserve; writes then go on to the last byte, and a
+    /// failed flush is mended by that reopen (docs/OPERATIONS.md, "A full disk").
+    #[arg(long, default_value_t = ffrtmp_runtime::sidefile::DISK_RESERVE >> 20,
+          env = "FFRTMP_STORE_RESERVE_MB", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    store_reserve_mb: u64,
     /// worker, standalone: where energy figures come from. `auto`: RAPL if readable, else an
     /// estimate from CPU utilisation (labelled `estimate`), plus NVML GPUs if a driver is present.
     #[arg(long, value_enum, default_value = "auto", env = "FFRTMP_POWER_SOURCE")]
@@ -318,6 +326,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         lease: Duration::from_millis(f.lease_ms),
         max_commit_batch: f.max_commit_batch as usize,
         commit_interval: Duration::from_micros(f.commit_interval_us),
+        store_reserve: f.store_reserve_mb << 20,
         metrics: ffrtmp_actors::metrics::install_prometheus(),
         encoder_allowlist: f.encoders.clone(),
         power: Some(power_config(f)?),

@@ -451,9 +451,10 @@ pub struct JobResult {
     /// expected duration when it reported none).
     #[serde(default)]
     pub output_duration_s: Option<f64>,
-    /// The quality pass, when the job asked for metrics.
+    /// The quality pass, when the job asked for metrics (boxed: most
+    /// results have none, and the wire enums carrying a result stay small).
     #[serde(default)]
-    pub quality: Option<QualityResult>,
+    pub quality: Option<Box<QualityResult>>,
 }
 
 /// Why an attempt did not succeed.

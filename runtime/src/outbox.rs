@@ -177,16 +177,15 @@ impl Outbox {
                 })
             }
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|e| match sidefile::open_blocked(dir, &e) {
+        let db = sidefile::open_sled(&sled::Config::new().path(dir)).map_err(|e| {
+            match sidefile::open_blocked(dir, &e) {
                 Some(cause) => OutboxError::Blocked {
                     path: dir.to_path_buf(),
                     cause,
                 },
                 None => refuse(format!("sled cannot open it ({e})")),
-            })?;
+            }
+        })?;
         let sled_meta: Option<Meta> = match db.get(META_KEY)? {
             Some(v) => Some(
                 serde_json::from_slice(&v)

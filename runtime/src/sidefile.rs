@@ -23,6 +23,27 @@ pub fn side_file(dir: &Path) -> PathBuf {
     dir.with_extension("meta")
 }
 
+/// Open sled with `config`. sled 0.34 can panic while it recovers a
+/// damaged log (a flipped bit once ended in "tried to serialize
+/// Uninitialized" inside its recovery) instead of returning an error: the
+/// panic is caught here and returned as [`sled::Error::Corruption`], so a
+/// damaged store or outbox is refused with the usual message and recovery
+/// command rather than crashing the node.
+pub fn open_sled(config: &sled::Config) -> sled::Result<sled::Db> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open())) {
+        Ok(res) => res,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(panic = %what, "sled panicked reading its log: treated as damage");
+            Err(sled::Error::Corruption { at: None, bt: () })
+        }
+    }
+}
+
 /// Replace `path` with `body` atomically: a temporary file beside it, fsync,
 /// rename over `path`, fsync of the directory. A crash leaves either the old
 /// content or the new one, never a mix.

@@ -63,7 +63,7 @@ pub struct AttemptRef {
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
 pub enum ToWorker {
-    Assign(Assignment),
+    Assign(Box<Assignment>),
     /// A user cancelled the job.
     Cancel {
         job_id: JobId,
@@ -177,12 +177,12 @@ mod tests {
 
     #[test]
     fn round_trips_an_assignment() {
-        let msg = ToWorker::Assign(Assignment {
+        let msg = ToWorker::Assign(Box::new(Assignment {
             job_id: "j1".into(),
             attempt: 2,
             token: 77,
             spec: spec(),
-        });
+        }));
         let bytes = encode(&msg).expect("encode");
         let back: ToWorker = decode(&bytes).expect("decode");
         assert_eq!(back, msg);
@@ -208,12 +208,12 @@ mod tests {
         s.output = Output::Rtmp {
             url: "rtmp://127.0.0.1/live/x".into(),
         };
-        let a = ToWorker::Assign(Assignment {
+        let a = ToWorker::Assign(Box::new(Assignment {
             job_id: "j2".into(),
             attempt: 1,
             token: 1,
             spec: s,
-        });
+        }));
         let back: ToWorker = decode(&encode(&a).expect("encode")).expect("decode");
         assert_eq!(back, a);
     }
@@ -443,12 +443,12 @@ mod tests {
     fn to_worker() -> impl Strategy<Value = ToWorker> {
         prop_oneof![
             (text(), any::<u32>(), any::<u64>(), job_spec()).prop_map(
-                |(job_id, attempt, token, spec)| ToWorker::Assign(Assignment {
+                |(job_id, attempt, token, spec)| ToWorker::Assign(Box::new(Assignment {
                     job_id,
                     attempt,
                     token,
                     spec,
-                })
+                }))
             ),
             (text(), any::<u64>()).prop_map(|(job_id, token)| ToWorker::Cancel { job_id, token }),
             (text(), any::<u64>()).prop_map(|(job_id, token)| ToWorker::Kill { job_id, token }),
