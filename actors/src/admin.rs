@@ -1225,11 +1225,11 @@ async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<NodeList>> {
 #[allow(dead_code)] // the document's shape only
 struct EfficiencyQuery {
     /// Only the jobs of this experiment.
-    #[param(nullable = false)]
+    #[param(nullable = false, min_length = 1)]
     experiment: Option<String>,
     /// `KEY=VALUE`: only jobs carrying this label; repeatable, every one
     /// must match.
-    #[param(nullable = false)]
+    #[param(schema_with = label_filter_schema)]
     label: Option<Vec<String>>,
     /// Answer "the cheapest configuration reaching this median VMAF"
     /// (0–100), per codec and overall.
@@ -1248,6 +1248,18 @@ fn report_query(query: QueryPairs) -> ApiResult<ReportQuery> {
             .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     }
     Ok(q)
+}
+
+/// `label`: any number of `KEY=VALUE` strings (a non-empty key).
+fn label_filter_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^=]+=")),
+        )
+        .build()
 }
 
 /// Configurations — every setting that changes the encode, on a node, from
@@ -1661,6 +1673,9 @@ mod tests {
             names("/v1/reports/efficiency", "get"),
             set(&ReportQuery::PARAMS)
         );
+        let label = param("/v1/reports/efficiency", "get", "label");
+        assert_eq!(label["schema"]["type"], "array", "{label}");
+        assert_eq!(label["schema"]["items"]["pattern"], "^[^=]+=", "{label}");
         for name in ["min_vmaf", "min_psnr"] {
             let p = param("/v1/reports/efficiency", "get", name);
             assert_eq!(p["schema"]["minimum"], 0, "{p}");
