@@ -682,6 +682,151 @@ fn wrong_key_unreachable_master_nodes_and_report() {
     assert_eq!(out.code, 3, "{out:?}");
 }
 
+/// `ffrtmp report efficiency` over real jobs: two presets of one scenario
+/// are two rows (each with its jobs, median ± IQR), `--json` is the API's
+/// document with the query echoed, filters apply, bad thresholds and
+/// labels are refused by the master naming the parameter (exit 6), and a
+/// plot is refused clearly, writing nothing, when no job has scores (the
+/// drawing itself: the unit tests of src/cli/report.rs).
+#[test]
+fn report_efficiency_groups_presets_answers_and_refuses() {
+    let _g = serial();
+    let node = Node::start("cli-report", NodeOpts::default());
+    let mut ids = Vec::new();
+    for preset in ["ultrafast", "medium", "ultrafast", "medium"] {
+        let mut body = small_job(1.0);
+        body["preset"] = json!(preset);
+        ids.push(node.submit(body));
+    }
+    for id in &ids {
+        let job = node.wait_state(id, &["succeeded", "failed", "timed_out"], LONG);
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+
+    let out = cli(&node, &["report", "efficiency"]);
+    ok(&out);
+    let line = |needle: &str| -> String {
+        let found: Vec<&str> = out.stdout.lines().filter(|l| l.contains(needle)).collect();
+        assert_eq!(found.len(), 1, "one row for {needle}: {out:?}");
+        found[0].to_string()
+    };
+    assert!(out.stdout.contains("J/OUT MIN ±IQR"), "{out:?}");
+    assert!(
+        line("libx264 ultrafast ").contains(" 320x180p30"),
+        "{out:?}"
+    );
+    assert!(line("libx264 medium ").contains(" 320x180p30"), "{out:?}");
+    assert!(
+        out.stderr.contains("4 succeeded job(s) considered"),
+        "{out:?}"
+    );
+
+    let doc = cli(&node, &["report", "efficiency", "--json"]).json();
+    let rows = doc["rows"].as_array().expect("rows");
+    let mut presets: Vec<&str> = rows
+        .iter()
+        .map(|r| r["configuration"]["preset"].as_str().expect("preset"))
+        .collect();
+    presets.sort();
+    assert_eq!(presets, ["medium", "ultrafast"], "{doc}");
+    for r in rows {
+        assert_eq!(r["samples"], 2, "{r}");
+        assert_eq!(r["joules_per_output_minute"]["n"], 2, "{r}");
+        assert!(r["joules_per_output_minute"]["iqr"].as_f64().expect("iqr") >= 0.0);
+        assert_eq!(r["scenario"], "480p30-h264", "{r}");
+    }
+
+    // A threshold: answered per kind and codec; nothing has scores yet.
+    let out = cli(&node, &["report", "efficiency", "--min-vmaf", "93"]);
+    ok(&out);
+    assert!(
+        out.stdout
+            .contains("cheapest reaching VMAF >= 93 (estimated), overall: none reaches it")
+            || out
+                .stdout
+                .contains("cheapest reaching VMAF >= 93 (measured), overall: none reaches it"),
+        "{out:?}"
+    );
+    let doc = cli(
+        &node,
+        &["report", "efficiency", "--min-vmaf", "93", "-o", "json"],
+    )
+    .json();
+    assert_eq!(doc["query"]["min_vmaf"], 93.0, "{doc}");
+    assert_eq!(doc["cheapest"][0]["scope"], "overall", "{doc}");
+    assert_eq!(doc["cheapest"][0]["rank"], Value::Null, "{doc}");
+    let doc = cli(
+        &node,
+        &[
+            "report",
+            "efficiency",
+            "--experiment",
+            "none-such",
+            "--json",
+        ],
+    )
+    .json();
+    assert_eq!(doc["jobs_considered"], 0, "{doc}");
+    assert_eq!(doc["rows"], json!([]), "{doc}");
+    let doc = cli(
+        &node,
+        &["report", "efficiency", "--label", "clip=park", "--json"],
+    )
+    .json();
+    assert_eq!(doc["jobs_considered"], 0, "no job has that label: {doc}");
+
+    // Refused by the master, naming the parameter; over HTTP too.
+    for (args, field) in [
+        (&["--min-vmaf", "150"][..], "min_vmaf"),
+        (&["--min-psnr=-1"][..], "min_psnr"),
+        (&["--min-vmaf", "lots"][..], "min_vmaf"),
+        (&["--label", "no-equals-sign"][..], "label"),
+    ] {
+        let mut a = vec!["report", "efficiency"];
+        a.extend_from_slice(args);
+        let out = cli(&node, &a);
+        assert_eq!(out.code, 6, "{out:?}");
+        assert!(out.stderr.contains(&format!("`{field}`")), "{out:?}");
+    }
+    for (query, field) in [
+        ("min_vmaf=100.01", "min_vmaf"),
+        ("min_psnr=-5", "min_psnr"),
+        ("label=k", "label"),
+        ("label=k=1&label=k=2", "label"),
+    ] {
+        let (status, body) = node.get(&format!("/v1/reports/efficiency?{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(body["error"]["field"], field, "{query}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_field", "{query}: {body}");
+    }
+    // Usage errors, before the master is asked.
+    let out = cli(
+        &node,
+        &[
+            "report",
+            "efficiency",
+            "--min-vmaf",
+            "90",
+            "--min-psnr",
+            "30",
+        ],
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    let plot = node.dir.path().join("frontier.svg");
+    let plot_arg = plot.to_str().expect("utf-8 path");
+    let out = cli(&node, &["report", "efficiency", "--plot", "frontier.jpg"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(".svg or .png"), "{out:?}");
+    // No job has quality scores: nothing to plot, said clearly, no file.
+    let out = cli(&node, &["report", "efficiency", "--plot", plot_arg]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("no configuration has VMAF or PSNR"),
+        "{out:?}"
+    );
+    assert!(!plot.exists());
+}
+
 #[test]
 fn completions_and_help() {
     for shell in ["bash", "zsh", "fish"] {

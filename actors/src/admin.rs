@@ -23,7 +23,7 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use ffrtmp_runtime::error::FieldError;
 use ffrtmp_runtime::model::{FailureReason, Job, JobState, NodeId, Outcome, Priority};
-use ffrtmp_runtime::report::EfficiencyReport;
+use ffrtmp_runtime::report::{EfficiencyReport, ReportQuery};
 use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
 use ffrtmp_runtime::store::{ListFilter, Store, StoreError};
@@ -908,6 +908,15 @@ type QueryPairs = Result<Query<Vec<(String, String)>>, axum::extract::rejection:
 /// The pairs of a query string, each name at most once and one of `known`.
 /// Refusals name the parameter, like a body's refusals name the field.
 fn query_params(query: QueryPairs, known: &[&str]) -> ApiResult<Vec<(String, String)>> {
+    query_params_repeatable(query, known, &[])
+}
+
+/// [`query_params`], where the names in `repeatable` may come more than once.
+fn query_params_repeatable(
+    query: QueryPairs,
+    known: &[&str],
+    repeatable: &[&str],
+) -> ApiResult<Vec<(String, String)>> {
     let bad = |e: FieldError| ApiError::field(StatusCode::BAD_REQUEST, e);
     let Query(pairs) = query.map_err(|e| {
         bad(FieldError::new(
@@ -930,7 +939,7 @@ fn query_params(query: QueryPairs, known: &[&str]) -> ApiResult<Vec<(String, Str
                 ),
             )));
         }
-        if seen.contains(&name.as_str()) {
+        if seen.contains(&name.as_str()) && !repeatable.contains(&name.as_str()) {
             return Err(bad(FieldError::invalid(
                 field,
                 format!("query parameter `{field}` is given twice"),
@@ -1210,28 +1219,86 @@ async fn nodes(State(api): State<Arc<Api>>) -> ApiResult<Json<NodeList>> {
     Ok(Json(NodeList { nodes }))
 }
 
-/// Configurations (scenario × encoder × node) ranked by median joules per
-/// output minute over their succeeded jobs; estimates are labelled and
-/// ranked after measurements.
+/// The query of `GET /v1/reports/efficiency` (the names here are the
+/// document's; parsed and checked by [`ReportQuery::set`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // the document's shape only
+struct EfficiencyQuery {
+    /// Only the jobs of this experiment.
+    #[param(nullable = false, min_length = 1)]
+    experiment: Option<String>,
+    /// `KEY=VALUE`: only jobs carrying this label; repeatable, every one
+    /// must match.
+    #[param(schema_with = label_filter_schema)]
+    label: Option<Vec<String>>,
+    /// Answer "the cheapest configuration reaching this median VMAF"
+    /// (0–100), per codec and overall.
+    #[param(minimum = 0, maximum = 100, nullable = false)]
+    min_vmaf: Option<f64>,
+    /// The same for PSNR (dB, 0–100); with `min_vmaf` too, both must hold.
+    #[param(minimum = 0, maximum = 100, nullable = false)]
+    min_psnr: Option<f64>,
+}
+
+/// The report's question from its query string (`label` repeatable).
+fn report_query(query: QueryPairs) -> ApiResult<ReportQuery> {
+    let mut q = ReportQuery::default();
+    for (name, value) in query_params_repeatable(query, &ReportQuery::PARAMS, &["label"])? {
+        q.set(&name, &value)
+            .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    }
+    Ok(q)
+}
+
+/// `label`: any number of `KEY=VALUE` strings (a non-empty key).
+fn label_filter_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^=]+=")),
+        )
+        .build()
+}
+
+/// Configurations — every setting that changes the encode, on a node, from
+/// one energy source — ranked by median joules per output minute over their
+/// succeeded jobs, with spreads and quality medians; estimates are labelled
+/// and ranked after measurements. Optionally filtered by experiment and
+/// labels, with the cheapest configuration reaching a VMAF or PSNR and the
+/// Pareto frontier of energy against quality.
 #[utoipa::path(
     get,
     path = "/v1/reports/efficiency",
     tag = "reports",
+    params(EfficiencyQuery),
     responses(
         (status = 200, description = "The report.", body = EfficiencyReport),
+        (status = 400, description = "`invalid_field` (a `min_vmaf` or `min_psnr` outside 0–100, \
+            a `label` not `KEY=VALUE`, a repeated parameter other than `label`) or \
+            `unknown_field`, naming the parameter.", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
     ),
     security(("api_key" = []))
 )]
-async fn efficiency(State(api): State<Arc<Api>>) -> ApiResult<Json<EfficiencyReport>> {
+async fn efficiency(
+    State(api): State<Arc<Api>>,
+    query: QueryPairs,
+) -> ApiResult<Json<EfficiencyReport>> {
+    let q = report_query(query)?;
     let store = api.store.clone();
-    // A scan of every succeeded job: off the async workers.
+    // A scan of every succeeded job, off the async workers. There is no
+    // index by experiment or label: a filter reads (and decodes) every
+    // succeeded job and keeps the matching ones, as the unfiltered report
+    // already did.
     let jobs = tokio::task::spawn_blocking(move || store.in_states(&[JobState::Succeeded]))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    Ok(Json(ffrtmp_runtime::report::efficiency(&jobs)))
+    Ok(Json(ffrtmp_runtime::report::efficiency_filtered(&jobs, &q)))
 }
 
 /// The query of `POST /v1/nodes/{id}/drain` (the names here are the document's).
@@ -1603,6 +1670,18 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| panic!("{method} {path}: no query parameter {name}"))
         };
+        assert_eq!(
+            names("/v1/reports/efficiency", "get"),
+            set(&ReportQuery::PARAMS)
+        );
+        let label = param("/v1/reports/efficiency", "get", "label");
+        assert_eq!(label["schema"]["type"], "array", "{label}");
+        assert_eq!(label["schema"]["items"]["pattern"], "^[^=]+=", "{label}");
+        for name in ["min_vmaf", "min_psnr"] {
+            let p = param("/v1/reports/efficiency", "get", name);
+            assert_eq!(p["schema"]["minimum"], 0, "{p}");
+            assert_eq!(p["schema"]["maximum"], 100, "{p}");
+        }
         let limit = param("/v1/jobs", "get", "limit");
         assert_eq!(limit["schema"]["minimum"], 1);
         assert_eq!(limit["schema"]["maximum"], MAX_PAGE);
@@ -1684,6 +1763,29 @@ mod tests {
             "unknown_field",
             "limit",
         );
+        // The report: `label` repeats, nothing else does.
+        let q = report_query(pairs(&[
+            ("experiment", "sweep"),
+            ("label", "clip=park"),
+            ("label", "run=2"),
+            ("min_vmaf", "93"),
+        ]))
+        .expect("valid");
+        assert_eq!(q.labels.len(), 2);
+        assert_eq!(q.min_vmaf, Some(93.0));
+        for (p, code, field) in [
+            (&[("min_vmaf", "101")][..], "invalid_field", "min_vmaf"),
+            (&[("min_psnr", "-3")][..], "invalid_field", "min_psnr"),
+            (&[("label", "nokey")][..], "invalid_field", "label"),
+            (
+                &[("min_vmaf", "90"), ("min_vmaf", "91")][..],
+                "invalid_field",
+                "min_vmaf",
+            ),
+            (&[("vmaf", "90")][..], "unknown_field", "vmaf"),
+        ] {
+            refused(report_query(pairs(p)), code, field);
+        }
     }
 
     /// Every `$ref` in the document names a schema it has.

@@ -6,6 +6,7 @@ mod client;
 mod jobs;
 mod nodes;
 mod output;
+mod report;
 mod watch;
 
 use std::path::PathBuf;
@@ -79,7 +80,7 @@ enum Command {
     Nodes(nodes::NodesCmd),
     /// Reports over finished jobs.
     #[command(subcommand)]
-    Report(nodes::ReportCmd),
+    Report(report::ReportCmd),
     /// Print a shell completion script (e.g. `ffrtmp completions bash > /etc/bash_completion.d/ffrtmp`).
     Completions {
         #[arg(value_enum)]
@@ -130,7 +131,7 @@ fn run(cli: Cli) -> CliResult<Exit> {
             cmd,
             format,
         ),
-        Command::Report(cmd) => nodes::report(
+        Command::Report(cmd) => report::run(
             &client(&cli.master, cli.api_key, &cli.ca_cert)?,
             cmd,
             format,

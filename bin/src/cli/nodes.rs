@@ -1,4 +1,4 @@
-//! `ffrtmp nodes ...` and `ffrtmp report efficiency`.
+//! `ffrtmp nodes ...`.
 
 use clap::Subcommand;
 use ffrtmp_runtime::model::NodePower;
@@ -23,12 +23,6 @@ pub enum NodesCmd {
     },
 }
 
-#[derive(Subcommand, Debug)]
-pub enum ReportCmd {
-    /// Configurations (scenario x encoder x node) ranked by median joules per output minute.
-    Efficiency,
-}
-
 /// A node as `GET /v1/nodes` shows it (the fields the table uses).
 #[derive(Deserialize)]
 struct Node {
@@ -39,29 +33,6 @@ struct Node {
     draining: bool,
     connected: bool,
     power: Option<NodePower>,
-}
-
-/// A row of `GET /v1/reports/efficiency`.
-#[derive(Deserialize)]
-struct Row {
-    rank: u32,
-    scenario: String,
-    encoder: String,
-    node: String,
-    energy_source: String,
-    estimate: bool,
-    samples: u64,
-    median_joules_per_output_minute: f64,
-    median_joules_per_frame: Option<f64>,
-    median_mean_power_watts: f64,
-    median_fps: f64,
-}
-
-#[derive(Deserialize)]
-struct Report {
-    rows: Vec<Row>,
-    jobs_considered: u64,
-    jobs_without_energy: u64,
 }
 
 fn parse<T: serde::de::DeserializeOwned>(raw: &Value, what: &str) -> CliResult<T> {
@@ -132,55 +103,6 @@ pub fn run(client: &Client, cmd: NodesCmd, format: Format) -> CliResult<Exit> {
                     ));
                 }
             }
-            Ok(Exit::Ok)
-        }
-    }
-}
-
-pub fn report(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit> {
-    match cmd {
-        ReportCmd::Efficiency => {
-            let raw = client.get(&["v1", "reports", "efficiency"], &[])?;
-            if format == Format::Json {
-                output::json(&raw);
-                return Ok(Exit::Ok);
-            }
-            let r: Report = parse(&raw, "GET /v1/reports/efficiency")?;
-            if r.rows.is_empty() {
-                eprintln!("no configurations with energy figures yet");
-            } else {
-                let mut t = Table::new(&[
-                    ">RANK",
-                    "SCENARIO",
-                    "ENCODER",
-                    "NODE",
-                    "SOURCE",
-                    ">JOBS",
-                    ">J/OUT MIN",
-                    ">J/FRAME",
-                    ">WATTS",
-                    ">FPS",
-                ]);
-                for row in &r.rows {
-                    t.row(vec![
-                        row.rank.to_string(),
-                        row.scenario.clone(),
-                        row.encoder.clone(),
-                        row.node.clone(),
-                        crate::watch::energy_source(&row.energy_source, row.estimate),
-                        row.samples.to_string(),
-                        output::num(Some(row.median_joules_per_output_minute), 1),
-                        output::num(row.median_joules_per_frame, 3),
-                        output::num(Some(row.median_mean_power_watts), 1),
-                        output::num(Some(row.median_fps), 1),
-                    ]);
-                }
-                t.print();
-            }
-            eprintln!(
-                "{} succeeded job(s) considered, {} without energy figures; medians per configuration",
-                r.jobs_considered, r.jobs_without_energy
-            );
             Ok(Exit::Ok)
         }
     }
