@@ -678,7 +678,7 @@ mod tests {
         };
         for a in &mut j.attempts {
             if let Some(Outcome::Succeeded { result }) = &mut a.outcome {
-                result.quality = Some(q.clone());
+                result.quality = Some(Box::new(q.clone()));
             }
         }
         j
