@@ -623,9 +623,8 @@ pub fn label_key_ok(key: &str) -> bool {
         && chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
-        })
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
         && key != RESERVED_LABEL_KEY
 }
 
@@ -1951,15 +1950,26 @@ mod tests {
 
     #[test]
     fn labels_are_parsed_and_bounded() {
-        let spec = parse(&with(base(), "labels", json!({"team": "video", "run.id": "7-a_b", "9x": ""})))
-            .expect("valid labels");
+        let spec = parse(&with(
+            base(),
+            "labels",
+            json!({"team": "video", "run.id": "7-a_b", "9x": ""}),
+        ))
+        .expect("valid labels");
         assert_eq!(spec.labels.len(), 3);
         assert_eq!(spec.labels["team"], "video");
-        assert!(parse(&with(base(), "labels", Value::Null)).expect("null").labels.is_empty());
+        assert!(parse(&with(base(), "labels", Value::Null))
+            .expect("null")
+            .labels
+            .is_empty());
         assert!(parse(&base()).expect("absent").labels.is_empty());
 
         let refused = |labels: Value, field: &str| {
-            assert_err(parse(&with(base(), "labels", labels)), codes::INVALID_FIELD, Some(field));
+            assert_err(
+                parse(&with(base(), "labels", labels)),
+                codes::INVALID_FIELD,
+                Some(field),
+            );
         };
         refused(json!({"Team": "x"}), "labels.Team");
         refused(json!({"-a": "x"}), "labels.-a");
@@ -1967,7 +1977,10 @@ mod tests {
         refused(json!({"experiment": "x"}), "labels.experiment");
         refused(json!({"a/b": "x"}), "labels.a/b");
         let long_key = "k".repeat(64);
-        refused(json!({ long_key.clone(): "x" }), &format!("labels.{long_key}"));
+        refused(
+            json!({ long_key.clone(): "x" }),
+            &format!("labels.{long_key}"),
+        );
         let ok_key = "k".repeat(63);
         parse(&with(base(), "labels", json!({ ok_key: "x".repeat(128) }))).expect("at the bounds");
         refused(json!({"a": "x".repeat(129)}), "labels.a");

@@ -79,6 +79,7 @@
 //! whole reserve between the check and the flush still poisons sled.
 
 mod check;
+mod experiments;
 
 pub use check::{check, salvage, salvage_data_dir, Inspection, SalvageReport, SideMeta};
 
@@ -201,6 +202,10 @@ pub struct ListFilter {
     pub after_seq: Option<u64>,
     /// At most this many jobs; 0 is treated as 1.
     pub limit: usize,
+    /// Only jobs carrying every one of these labels (checked on each record).
+    pub labels: Vec<(String, String)>,
+    /// Only jobs of this experiment (checked on each record).
+    pub experiment: Option<String>,
 }
 
 /// One page of [`Store::list`].
@@ -760,6 +765,12 @@ impl Store {
         self.write(job)
     }
 
+    /// The sled tree `name` beside the jobs' (`store::experiments` keeps
+    /// its records in one).
+    fn named_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
     /// Read one job.
     pub fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
         match self.inner.jobs.get(id.as_bytes())? {
@@ -770,6 +781,8 @@ impl Store {
 
     /// Jobs in submission order, filtered by state and/or priority through
     /// the indexes (no full scan when a filter is given), one page at a time.
+    /// Labels and experiment are checked on each record the index yields (a
+    /// scan; an experiment's own jobs are read by id from its record).
     pub fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let limit = filter.limit.max(1);
         let start = match filter.after_seq {
@@ -806,6 +819,14 @@ impl Store {
             };
             if filter.state.is_some_and(|s| s != job.state)
                 || filter.priority.is_some_and(|p| p != job.spec.priority)
+                || filter
+                    .experiment
+                    .as_ref()
+                    .is_some_and(|e| job.spec.experiment.as_ref() != Some(e))
+                || !filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| job.spec.labels.get(k) == Some(v))
             {
                 continue;
             }
