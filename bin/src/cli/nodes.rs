@@ -145,43 +145,50 @@ pub fn report(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit
                 output::json(&raw);
                 return Ok(Exit::Ok);
             }
-            let r: Report = parse(&raw, "GET /v1/reports/efficiency")?;
-            if r.rows.is_empty() {
-                eprintln!("no configurations with energy figures yet");
-            } else {
-                let mut t = Table::new(&[
-                    ">RANK",
-                    "SCENARIO",
-                    "ENCODER",
-                    "NODE",
-                    "SOURCE",
-                    ">JOBS",
-                    ">J/OUT MIN",
-                    ">J/FRAME",
-                    ">WATTS",
-                    ">FPS",
-                ]);
-                for row in &r.rows {
-                    t.row(vec![
-                        row.rank.to_string(),
-                        row.scenario.clone(),
-                        row.encoder.clone(),
-                        row.node.clone(),
-                        crate::watch::energy_source(&row.energy_source, row.estimate),
-                        row.samples.to_string(),
-                        output::num(Some(row.median_joules_per_output_minute), 1),
-                        output::num(row.median_joules_per_frame, 3),
-                        output::num(Some(row.median_mean_power_watts), 1),
-                        output::num(Some(row.median_fps), 1),
-                    ]);
-                }
-                t.print();
-            }
-            eprintln!(
-                "{} succeeded job(s) considered, {} without energy figures; medians per configuration",
-                r.jobs_considered, r.jobs_without_energy
-            );
+            print_efficiency(&raw)?;
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Print an efficiency report (`GET /v1/reports/efficiency`, or an
+/// experiment's) as a table, its totals on stderr.
+pub fn print_efficiency(raw: &Value) -> CliResult<()> {
+    let r: Report = parse(raw, "an efficiency report")?;
+    if r.rows.is_empty() {
+        eprintln!("no configurations with energy figures yet");
+    } else {
+        let mut t = Table::new(&[
+            ">RANK",
+            "SCENARIO",
+            "ENCODER",
+            "NODE",
+            "SOURCE",
+            ">JOBS",
+            ">J/OUT MIN",
+            ">J/FRAME",
+            ">WATTS",
+            ">FPS",
+        ]);
+        for row in &r.rows {
+            t.row(vec![
+                row.rank.to_string(),
+                row.scenario.clone(),
+                row.encoder.clone(),
+                row.node.clone(),
+                crate::watch::energy_source(&row.energy_source, row.estimate),
+                row.samples.to_string(),
+                output::num(Some(row.median_joules_per_output_minute), 1),
+                output::num(row.median_joules_per_frame, 3),
+                output::num(Some(row.median_mean_power_watts), 1),
+                output::num(Some(row.median_fps), 1),
+            ]);
+        }
+        t.print();
+    }
+    eprintln!(
+        "{} succeeded job(s) considered, {} without energy figures; medians per configuration",
+        r.jobs_considered, r.jobs_without_energy
+    );
+    Ok(())
 }
