@@ -1467,7 +1467,17 @@ async fn submit_experiment(State(api): State<Arc<Api>>, req: Request) -> ApiResu
     let record = match reply {
         Ok(record) => record,
         Err(ExperimentRefused::Exists) => return Err(experiment_exists(&name)),
-        Err(ExperimentRefused::Store(e)) => return Err(ApiError::internal(e)),
+        Err(ExperimentRefused::Store {
+            message,
+            full: true,
+        }) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                format!("{message}; try again later"),
+            ))
+        }
+        Err(ExperimentRefused::Store { message, .. }) => return Err(ApiError::internal(message)),
     };
     let store = api.store.clone();
     let status = tokio::task::spawn_blocking(move || experiment_status(&store, record))
@@ -2227,6 +2237,36 @@ mod tests {
         let outcome = Outcome::Failed { failure: f };
         state::finish(&mut job, token, outcome, None, 2_000, &policy, 0.5).expect("finish");
         job
+    }
+
+    /// An experiment whose master stopped while storing its jobs: the
+    /// record lists three, one landed. Its progress says so, and it is done
+    /// once the jobs that landed have ended (the others never will).
+    #[tokio::test]
+    async fn an_incomplete_experiment_shows_what_landed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("master.sled")).expect("store");
+        let job = failed_job(&store);
+        store.put_durable(&job).await.expect("put");
+        let record = Experiment {
+            name: "cut".into(),
+            created_ms: 1,
+            request: json!({"name": "cut"}),
+            job_ids: vec![
+                job.id.clone(),
+                "never-stored-1".into(),
+                "never-stored-2".into(),
+            ],
+            complete: false,
+            cancelled_ms: None,
+        };
+        assert!(store.insert_experiment(&record).expect("insert"));
+        let s = experiment_status(&store, record).expect("status");
+        assert_eq!((s.total, s.stored, s.complete), (3, 1, false));
+        assert_eq!(s.states["failed"], 1);
+        assert_eq!(s.states.values().sum::<u64>(), 1);
+        assert!(s.done);
+        assert!(s.report.is_some());
     }
 
     /// The retry and logs routes against a real scheduler and store, with no

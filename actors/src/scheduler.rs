@@ -957,7 +957,7 @@ impl SchedulerActor {
                     let seq = match state.store.next_seq() {
                         Ok(seq) => seq,
                         Err(e) => {
-                            let _ = reply.send(Err(ExperimentRefused::Store(e.to_string())));
+                            let _ = reply.send(Err(ExperimentRefused::store(&e, "")));
                             return Ok(());
                         }
                     };
@@ -1424,7 +1424,21 @@ pub enum ExperimentRefused {
     Exists,
     /// The store failed. The record, if written, says how many jobs were
     /// expected; the jobs written before the failure are queued.
-    Store(String),
+    Store {
+        /// What failed, and how many jobs landed.
+        message: String,
+        /// The store refused a write for want of space (`503 storage_full`).
+        full: bool,
+    },
+}
+
+impl ExperimentRefused {
+    fn store(e: &StoreError, context: &str) -> ExperimentRefused {
+        ExperimentRefused::Store {
+            message: format!("{e}{context}"),
+            full: matches!(e, StoreError::Full { .. }),
+        }
+    }
 }
 
 /// The write order of `SubmitExperiment` (runtime `store::experiments`):
@@ -1435,7 +1449,7 @@ async fn store_experiment(
     mut record: Experiment,
     jobs: Vec<Job>,
 ) -> Result<Experiment, ExperimentRefused> {
-    let failed = |e: StoreError| ExperimentRefused::Store(e.to_string());
+    let failed = |e: StoreError| ExperimentRefused::store(&e, "");
     if !store.insert_experiment(&record).map_err(failed)? {
         return Err(ExperimentRefused::Exists);
     }
@@ -1466,10 +1480,13 @@ async fn store_experiment(
     }
     metrics::counter!(m::JOBS_SUBMITTED).increment(n);
     if let Some(e) = error {
-        return Err(ExperimentRefused::Store(format!(
-            "{e} ({n} of {} jobs stored and queued; the experiment is marked incomplete)",
-            record.job_ids.len()
-        )));
+        return Err(ExperimentRefused::store(
+            &e,
+            &format!(
+                " ({n} of {} jobs stored and queued; the experiment is marked incomplete)",
+                record.job_ids.len()
+            ),
+        ));
     }
     record.complete = true;
     store.put_experiment(&record).map_err(failed)?;
