@@ -84,6 +84,18 @@ fn a_matrix_runs_to_its_report_through_the_cli() {
     assert_eq!(e["states"]["succeeded"], 6, "{e}");
     let rows = e["report"]["rows"].as_array().expect("report rows");
     assert_eq!(rows.len(), 6, "{e}");
+    // Progress per configuration, in expansion order (codec, then fps).
+    let configs = e["configurations"].as_array().expect("configurations");
+    assert_eq!(configs.len(), 6, "{e}");
+    assert_eq!(configs[0]["values"], json!({"codec": "h264", "fps": "10"}));
+    assert_eq!(configs[5]["values"], json!({"codec": "h265", "fps": "20"}));
+    for c in configs {
+        assert_eq!(
+            (c["total"].as_u64(), c["succeeded"].as_u64()),
+            (Some(1), Some(1)),
+            "{c}"
+        );
+    }
 
     // Every job carries the experiment, its labels and its matrix values.
     let all = jobs(&node, "experiment=six");
@@ -114,6 +126,25 @@ fn a_matrix_runs_to_its_report_through_the_cli() {
     let (_, list) = node.get("/v1/experiments");
     assert_eq!(list["experiments"][0]["name"], "six");
     assert_eq!(list["experiments"][0]["total"], 6);
+    let listed = cli(
+        &node,
+        &[
+            "jobs",
+            "list",
+            "--experiment",
+            "six",
+            "--label",
+            "codec=h265",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert_eq!(
+        listed.json()["jobs"].as_array().map(Vec::len),
+        Some(3),
+        "{listed:?}"
+    );
     let shown = cli(&node, &["experiment", "show", "six"]);
     assert_eq!(shown.code, 0, "{shown:?}");
     assert!(shown.stdout.contains("J/OUT MIN"), "{shown:?}");

@@ -1320,11 +1320,27 @@ pub struct ExperimentStatus {
     pub states: std::collections::BTreeMap<String, u64>,
     /// Every stored job is in a final state.
     pub done: bool,
+    /// Progress per configuration (one combination of the matrix's
+    /// values), in expansion order.
+    pub configurations: Vec<ConfigurationProgress>,
     /// The efficiency report over its jobs, once `done`.
     pub report: Option<EfficiencyReport>,
     /// The request as submitted.
     #[schema(value_type = Object)]
     pub request: serde_json::Value,
+}
+
+/// One configuration of an experiment: its matrix values and its jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigurationProgress {
+    /// The matrix field of each value, and the value as its label says it.
+    pub values: std::collections::BTreeMap<String, String>,
+    /// Its stored jobs (`repeat` of them when all landed).
+    pub total: u64,
+    /// Of those, jobs in a final state.
+    pub ended: u64,
+    /// Of those, jobs that succeeded.
+    pub succeeded: u64,
 }
 
 /// One experiment in `GET /v1/experiments`.
@@ -1369,7 +1385,36 @@ fn experiment_status(store: &Store, record: Experiment) -> Result<ExperimentStat
         }
     }
     let done = jobs.iter().all(|j| j.state.is_terminal());
+    // A configuration is the job's labels for the matrix's fields.
+    let keys: Vec<&String> = record
+        .request
+        .get("matrix")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    let mut configurations: Vec<ConfigurationProgress> = Vec::new();
+    let mut index: std::collections::HashMap<Vec<(String, String)>, usize> = Default::default();
+    for job in &jobs {
+        let values: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| job.spec.labels.get(*k).map(|v| ((*k).clone(), v.clone())))
+            .collect();
+        let i = *index.entry(values.clone()).or_insert_with(|| {
+            configurations.push(ConfigurationProgress {
+                values: values.into_iter().collect(),
+                total: 0,
+                ended: 0,
+                succeeded: 0,
+            });
+            configurations.len() - 1
+        });
+        let c = &mut configurations[i];
+        c.total += 1;
+        c.ended += u64::from(job.state.is_terminal());
+        c.succeeded += u64::from(job.state == JobState::Succeeded);
+    }
     Ok(ExperimentStatus {
+        configurations,
         name: record.name,
         created_ms: record.created_ms,
         total: record.job_ids.len() as u64,
@@ -2267,6 +2312,11 @@ mod tests {
         assert_eq!(s.states.values().sum::<u64>(), 1);
         assert!(s.done);
         assert!(s.report.is_some());
+        assert_eq!(s.configurations.len(), 1);
+        assert_eq!(
+            (s.configurations[0].total, s.configurations[0].ended),
+            (1, 1)
+        );
     }
 
     /// The retry and logs routes against a real scheduler and store, with no

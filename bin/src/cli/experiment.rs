@@ -47,6 +47,7 @@ struct Status {
     cancelled_ms: Option<u64>,
     states: std::collections::BTreeMap<String, u64>,
     done: bool,
+    configurations: Vec<Configuration>,
     report: Option<Value>,
 }
 
@@ -163,51 +164,74 @@ fn counts(states: &std::collections::BTreeMap<String, u64>) -> String {
 
 /// How often `--wait` asks for the experiment's progress.
 const POLL: Duration = Duration::from_millis(500);
+/// Above this many configurations `--wait` draws only the whole-matrix bar.
+const MAX_CONFIG_BARS: usize = 32;
+
+/// One configuration's progress, as `GET /v1/experiments/{id}` gives it.
+#[derive(Deserialize)]
+struct Configuration {
+    values: std::collections::BTreeMap<String, String>,
+    total: u64,
+    ended: u64,
+    succeeded: u64,
+}
+
+/// `codec=h264 bitrate=1M`.
+fn config_name(c: &Configuration) -> String {
+    let parts: Vec<String> = c.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if parts.is_empty() {
+        "all".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
 
 /// Poll the experiment until every job has ended, drawing one bar for the
-/// whole matrix (jobs ended of all) and one per state. Returns the last
-/// answer.
+/// whole matrix (jobs ended of all, the states so far) and one per
+/// configuration (its jobs ended of its repeats). Returns the last answer.
 fn follow(client: &Client, name: &str, visible: bool) -> CliResult<Value> {
     let multi = MultiProgress::with_draw_target(if visible {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
     });
-    let style = ProgressStyle::with_template("{prefix:>10.bold} [{bar:40.cyan/blue}] {pos}/{len}")
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    let bar = |prefix: &str| {
+    let style =
+        ProgressStyle::with_template("{prefix:.bold} [{bar:30.cyan/blue}] {pos}/{len} {msg}")
+            .map(|s| s.progress_chars("=> "))
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bar = |prefix: String| {
         let pb = multi.add(ProgressBar::new(1));
         pb.set_style(style.clone());
-        pb.set_prefix(prefix.to_string());
+        pb.set_prefix(prefix);
         pb
     };
-    let all = bar("ended");
-    let states = ["queued", "running", "succeeded", "failed"];
-    let per_state: Vec<ProgressBar> = states.iter().map(|s| bar(s)).collect();
+    let all = bar(format!("experiment {name}"));
+    let mut per_config: Vec<ProgressBar> = Vec::new();
     loop {
         let raw = client.get(&["v1", "experiments", name], &[])?;
         let s: Status = parse(&raw, "GET /v1/experiments/{id}")?;
-        let of = |k: &str| s.states.get(k).copied().unwrap_or(0);
-        let ended: u64 = s
-            .states
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "queued" | "assigned" | "running"))
-            .map(|(_, n)| n)
-            .sum();
+        let ended: u64 = s.configurations.iter().map(|c| c.ended).sum();
         all.set_length(s.total.max(1));
         all.set_position(ended);
-        for (pb, state) in per_state.iter().zip(states) {
-            pb.set_length(s.total.max(1));
-            let n = match state {
-                "running" => of("running") + of("assigned"),
-                "failed" => ended - of("succeeded"),
-                other => of(other),
-            };
-            pb.set_position(n);
+        all.set_message(counts(&s.states));
+        if s.configurations.len() <= MAX_CONFIG_BARS {
+            for (i, c) in s.configurations.iter().enumerate() {
+                if per_config.len() <= i {
+                    per_config.push(bar(format!("  {}", config_name(c))));
+                }
+                let pb = &per_config[i];
+                pb.set_length(c.total.max(1));
+                pb.set_position(c.ended);
+                let failed = c.ended - c.succeeded.min(c.ended);
+                pb.set_message(if failed > 0 {
+                    format!("{failed} not succeeded")
+                } else {
+                    String::new()
+                });
+            }
         }
         if s.done {
-            for pb in per_state.iter().chain([&all]) {
+            for pb in per_config.iter().chain([&all]) {
                 pb.finish();
             }
             return Ok(raw);
