@@ -42,7 +42,7 @@ use crate::events::JobEvents;
 use crate::metrics as m;
 use crate::output_claims::{output_path, InUse, OutputClaims};
 use crate::scheduler::{CancelReply, ExperimentRefused, NodeInfo, RetryReply, SchedulerMsg};
-use ffrtmp_runtime::experiment::Experiment;
+use ffrtmp_runtime::experiment::{Experiment, ExperimentRequest};
 
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -1444,8 +1444,7 @@ fn experiment_not_found(name: &str) -> ApiError {
     post,
     path = "/v1/experiments",
     tag = "experiments",
-    request_body(content = serde_json::Value, content_type = "application/json",
-        description = "`{\"name\", \"base\": <a job request>, \"matrix\": {\"<field or dotted path>\": [values]}, \"repeat\", \"labels\"}` (docs/API.md, \"Experiments\")."),
+    request_body(content = ExperimentRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Every job is on disk and queued: the experiment's progress.",
             body = ExperimentStatus, headers(("Location" = String, description = "`/v1/experiments/{name}`"))),

@@ -1058,6 +1058,7 @@ mod tests {
             slots = 3
             api_key = "k"
             max_body_bytes = 1000
+            max_experiment_jobs = 77
             max_http_connections = 10
             http_header_timeout_s = 11
             http_body_timeout_s = 12
@@ -1108,6 +1109,7 @@ mod tests {
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
         assert_eq!(f.estimate_max_watts, Some(20.0));
+        assert_eq!(f.max_experiment_jobs, 77);
         assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));

@@ -363,6 +363,73 @@ pub fn parse_experiment(
     })
 }
 
+/// The OpenAPI schema of a `POST /v1/experiments` body: the shape (names,
+/// bounds, a base that is a job request); the expansion's rules (each job
+/// valid, the job-count bound) only the parser checks.
+pub struct ExperimentRequest;
+
+impl utoipa::ToSchema for ExperimentRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("ExperimentRequest")
+    }
+}
+
+impl utoipa::PartialSchema for ExperimentRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, ArrayBuilder, ObjectBuilder, SchemaType, Type,
+        };
+        use utoipa::openapi::Ref;
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::FreeForm(false)))
+            .description(Some(
+                "A base job request and lists of values for its fields (dotted paths for \
+                 nested ones), expanded into one job per combination and repeat \
+                 (docs/API.md, \"Experiments\").",
+            ))
+            .property(
+                "name",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[a-z0-9][a-z0-9_-]{0,62}$"))
+                    .description(Some("The experiment's id.")),
+            )
+            .required("name")
+            .property("base", Ref::from_schema_name("JobRequest"))
+            .required("base")
+            .property(
+                "matrix",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+                    .property_names(Some(
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .pattern(Some(r"^[a-z0-9][a-z0-9_.-]{0,62}$")),
+                    ))
+                    .additional_properties(Some(
+                        ArrayBuilder::new()
+                            .items(ObjectBuilder::new())
+                            .min_items(Some(1)),
+                    ))
+                    .description(Some(
+                        "Request fields to lists of values; the product of the list lengths \
+                         times `repeat` is bounded by --max-experiment-jobs.",
+                    )),
+            )
+            .property(
+                "repeat",
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::from_iter([Type::Integer, Type::Null]))
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_REPEAT))
+                    .description(Some("Runs of each configuration; absent: 1.")),
+            )
+            .property("labels", spec::request_schema::labels())
+            .into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,6 +659,24 @@ mod tests {
             let err = expand(&e, DEFAULT_MAX_JOBS).expect_err("odd width");
             prop_assert_eq!(err.field, Some(format!("matrix.width[{bad}]")));
         }
+    }
+
+    #[test]
+    fn the_schema_names_exactly_the_fields_the_parser_takes() {
+        let s = serde_json::to_value(<ExperimentRequest as utoipa::PartialSchema>::schema())
+            .expect("serialises");
+        let mut names: Vec<&str> = s["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        names.sort();
+        let mut fields = FIELDS.to_vec();
+        fields.sort();
+        assert_eq!(names, fields);
+        assert_eq!(s["additionalProperties"], false);
+        assert_eq!(s["properties"]["repeat"]["maximum"], MAX_REPEAT);
     }
 
     #[test]

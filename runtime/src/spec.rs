@@ -1129,7 +1129,7 @@ pub fn bitrate_schema() -> utoipa::openapi::schema::Schema {
     utoipa::openapi::schema::Schema::AnyOf(request_schema::bitrate().build())
 }
 
-mod request_schema {
+pub(crate) mod request_schema {
     use serde_json::Value;
     use utoipa::openapi::schema::{
         AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
@@ -1186,6 +1186,29 @@ mod request_schema {
         ObjectBuilder::new()
             .schema_type(types(Type::String, nullable))
             .enum_values(Some(v))
+    }
+
+    /// A `labels` map (or `null`).
+    pub(crate) fn labels() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(types(Type::Object, true))
+            .max_properties(Some(MAX_LABELS))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[a-z0-9][a-z0-9_.-]{0,62}$")),
+            ))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_LABEL_VALUE_LEN)),
+            ))
+            .description(Some(
+                "The user's labels: at most 16; keys 1-63 of [a-z0-9_.-] starting \
+                 with a letter or digit (`experiment` is reserved); values up to \
+                 128 characters, no control characters. Filter with \
+                 `GET /v1/jobs?label=k=v`.",
+            ))
     }
 
     fn null() -> ObjectBuilder {
@@ -1439,28 +1462,7 @@ mod request_schema {
                 integer(0, MAX_RETRIES.into(), true)
                     .description(Some("Extra attempts after transient failures; absent: 3.")),
             )
-            .property(
-                "labels",
-                ObjectBuilder::new()
-                    .schema_type(types(Type::Object, true))
-                    .max_properties(Some(MAX_LABELS))
-                    .property_names(Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .pattern(Some(r"^[a-z0-9][a-z0-9_.-]{0,62}$")),
-                    ))
-                    .additional_properties(Some(
-                        ObjectBuilder::new()
-                            .schema_type(Type::String)
-                            .max_length(Some(MAX_LABEL_VALUE_LEN)),
-                    ))
-                    .description(Some(
-                        "The user's labels: at most 16; keys 1-63 of [a-z0-9_.-] starting \
-                         with a letter or digit (`experiment` is reserved); values up to \
-                         128 characters, no control characters. Filter with \
-                         `GET /v1/jobs?label=k=v`.",
-                    )),
-            )
+            .property("labels", labels())
             .property(
                 "overwrite",
                 ObjectBuilder::new()
