@@ -41,7 +41,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::events::JobEvents;
 use crate::metrics as m;
 use crate::output_claims::{output_path, InUse, OutputClaims};
-use crate::scheduler::{CancelReply, NodeInfo, RetryReply, SchedulerMsg};
+use crate::scheduler::{CancelReply, ExperimentRefused, NodeInfo, RetryReply, SchedulerMsg};
+use ffrtmp_runtime::experiment::{Experiment, ExperimentRequest};
 
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
@@ -75,6 +76,8 @@ pub struct AdminArgs {
     pub api_key: Option<String>,
     /// Larger request bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// The most jobs one experiment may expand to (`--max-experiment-jobs`).
+    pub max_experiment_jobs: u64,
     /// Connection cap and read timeouts.
     pub limits: HttpLimits,
     /// The node id of a standalone node's own worker, the only worker it can
@@ -171,6 +174,7 @@ impl Actor for AdminActor {
             metrics: args.metrics.clone(),
             scheduler,
             max_body_bytes: args.max_body_bytes,
+            max_experiment_jobs: args.max_experiment_jobs,
             body_timeout: args.limits.body_timeout,
             standalone_worker: args.standalone_worker.clone(),
             claims: OutputClaims::load(&args.store)?,
@@ -225,6 +229,7 @@ struct Api {
     metrics: Option<PrometheusHandle>,
     scheduler: ActorRef<SchedulerMsg>,
     max_body_bytes: usize,
+    max_experiment_jobs: u64,
     body_timeout: Duration,
     standalone_worker: Option<String>,
     /// Which live job writes each file output (`409 output_in_use`).
@@ -503,6 +508,13 @@ fn table() -> Vec<(Route, MethodRouter<Arc<Api>>)> {
         (keyed("GET", "/v1/nodes"), get(nodes)),
         (keyed("POST", "/v1/nodes/{id}/drain"), post(drain)),
         (keyed("GET", "/v1/reports/efficiency"), get(efficiency)),
+        (keyed("POST", "/v1/experiments"), post(submit_experiment)),
+        (keyed("GET", "/v1/experiments"), get(list_experiments)),
+        (keyed("GET", "/v1/experiments/{id}"), get(get_experiment)),
+        (
+            keyed("POST", "/v1/experiments/{id}/cancel"),
+            post(cancel_experiment),
+        ),
         (keyed("GET", "/metrics"), get(metrics_text)),
     ];
     t.into_iter().chain(debug).collect()
@@ -577,6 +589,10 @@ const API_KEY_SCHEME: &str = "api_key";
         nodes,
         drain,
         efficiency,
+        submit_experiment,
+        list_experiments,
+        get_experiment,
+        cancel_experiment,
         metrics_text
     ),
     modifiers(&ApiKeyScheme),
@@ -584,6 +600,7 @@ const API_KEY_SCHEME: &str = "api_key";
         (name = "jobs", description = "Submit, list, watch, cancel and retry jobs, and read their FFmpeg logs."),
         (name = "nodes", description = "Worker nodes."),
         (name = "reports", description = "Reports over finished jobs."),
+        (name = "experiments", description = "Matrices of jobs (a base request and lists of values), their progress and report."),
         (name = "operations", description = "Health, readiness, metrics and this document.")
     )
 )]
@@ -776,41 +793,9 @@ async fn store_submission(
     req: Request,
     parse: fn(&[u8], &MediaRoots) -> Result<ffrtmp_runtime::model::JobSpec, FieldError>,
 ) -> ApiResult<Response> {
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        if !is_json_media_type(ct.to_str().unwrap_or("")) {
-            return Ok(closing(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the job as application/json",
-            )));
-        }
-    }
-    // The whole body within the body timeout: a client trickling it is
-    // answered 408 and, its body left unread, disconnected by hyper.
-    let body = tokio::time::timeout(api.body_timeout, Bytes::from_request(req, &())).await;
-    let Ok(body) = body else {
-        return Ok(closing(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            format!(
-                "the request body did not arrive within {} s",
-                api.body_timeout.as_secs_f64()
-            ),
-        )));
-    };
-    let body = match body {
+    let body = match read_json_body(&api, req).await {
         Ok(body) => body,
-        Err(rej) => {
-            let rej: BytesRejection = rej;
-            let status = rej.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "body_too_large"
-            } else {
-                "bad_body"
-            };
-            // Cut off part way: the rest of the body is never read.
-            return Ok(closing(ApiError::new(status, code, rej.body_text())));
-        }
+        Err(refused) => return Ok(refused),
     };
     let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     if let (Some(ffprobe), ffrtmp_runtime::model::Input::File { path }) =
@@ -849,13 +834,54 @@ async fn store_submission(
         api.claims.release(path, &id);
     }
     stored.map_err(ApiError::store)?;
-    let location = format!("/v1/jobs/{id}");
-    Ok((
+    Ok(created(job, format!("/v1/jobs/{id}")))
+}
+
+/// `201 Created` with `Location` and the body.
+fn created(body: impl Serialize, location: String) -> Response {
+    (
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(job),
+        Json(body),
     )
-        .into_response())
+        .into_response()
+}
+
+/// A JSON request body read whole, or the response refusing it (the wrong
+/// media type, too large, too slow).
+async fn read_json_body(api: &Api, req: Request) -> Result<Bytes, Response> {
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        if !is_json_media_type(ct.to_str().unwrap_or("")) {
+            return Err(closing(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the job as application/json",
+            )));
+        }
+    }
+    // The whole body within the body timeout: a client trickling it is
+    // answered 408 and, its body left unread, disconnected by hyper.
+    let body = tokio::time::timeout(api.body_timeout, Bytes::from_request(req, &())).await;
+    let Ok(body) = body else {
+        return Err(closing(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                api.body_timeout.as_secs_f64()
+            ),
+        )));
+    };
+    body.map_err(|rej: BytesRejection| {
+        let status = rej.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        // Cut off part way: the rest of the body is never read.
+        closing(ApiError::new(status, code, rej.body_text()))
+    })
 }
 
 /// `application/json`, any case, optionally with parameters
@@ -979,6 +1005,13 @@ struct ListQuery {
     /// The previous page's `next_cursor`.
     #[param(schema_with = cursor_schema)]
     cursor: Option<u64>,
+    /// Only jobs carrying this label, as `key=value`; repeat it for several
+    /// (every one must match).
+    #[param(value_type = Option<Vec<String>>, nullable = false)]
+    label: Vec<(String, String)>,
+    /// Only jobs of this experiment.
+    #[param(nullable = false)]
+    experiment: Option<String>,
 }
 
 /// Any `u64`: utoipa's default (`int64`) would promise at most `i64::MAX`.
@@ -992,15 +1025,38 @@ fn cursor_schema() -> utoipa::openapi::schema::Object {
 }
 
 impl ListQuery {
-    const NAMES: [&'static str; 4] = ["state", "priority", "limit", "cursor"];
+    const NAMES: [&'static str; 6] = [
+        "state",
+        "priority",
+        "limit",
+        "cursor",
+        "label",
+        "experiment",
+    ];
 
     fn parse(query: QueryPairs) -> ApiResult<ListQuery> {
         let mut q = ListQuery::default();
-        for (name, value) in query_params(query, &ListQuery::NAMES)? {
+        for (name, value) in query_params_repeatable(query, &ListQuery::NAMES, &["label"])? {
             match name.as_str() {
                 "state" => q.state = Some(value),
                 "priority" => q.priority = Some(value),
                 "limit" => q.limit = Some(query_number(&name, &value)?),
+                "experiment" => q.experiment = Some(value),
+                "label" => {
+                    let pair = value
+                        .split_once('=')
+                        .filter(|(k, _)| spec::label_key_ok(k))
+                        .ok_or_else(|| {
+                            ApiError::field(
+                                StatusCode::BAD_REQUEST,
+                                FieldError::invalid(
+                                    "label",
+                                    format!("`label` must be `key=value` with a valid label key, got {value:?}"),
+                                ),
+                            )
+                        })?;
+                    q.label.push((pair.0.to_string(), pair.1.to_string()));
+                }
                 _ => q.cursor = Some(query_number(&name, &value)?),
             }
         }
@@ -1063,6 +1119,8 @@ async fn list(State(api): State<Arc<Api>>, query: QueryPairs) -> ApiResult<Json<
         priority,
         after_seq: q.cursor,
         limit,
+        labels: q.label,
+        experiment: q.experiment,
     };
     let page = tokio::task::spawn_blocking(move || store.list(&filter))
         .await
@@ -1299,6 +1357,367 @@ async fn efficiency(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok(Json(ffrtmp_runtime::report::efficiency_filtered(&jobs, &q)))
+}
+
+/// An experiment's progress (`GET /v1/experiments/{id}`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentStatus {
+    /// The experiment's id.
+    pub name: String,
+    /// When it was submitted (Unix ms).
+    pub created_ms: u64,
+    /// Jobs the matrix expanded to.
+    pub total: u64,
+    /// Of those, jobs found in the store. Less than `total` only when the
+    /// master stopped while storing them (`complete` is then false).
+    pub stored: u64,
+    /// Every job was stored.
+    pub complete: bool,
+    /// When it was cancelled, if it was.
+    pub cancelled_ms: Option<u64>,
+    /// Jobs per state (every state, zeros included).
+    pub states: std::collections::BTreeMap<String, u64>,
+    /// Every stored job is in a final state.
+    pub done: bool,
+    /// Progress per configuration (one combination of the matrix's
+    /// values), in expansion order.
+    pub configurations: Vec<ConfigurationProgress>,
+    /// The efficiency report over its jobs, once `done`.
+    pub report: Option<EfficiencyReport>,
+    /// The request as submitted.
+    #[schema(value_type = Object)]
+    pub request: serde_json::Value,
+}
+
+/// One configuration of an experiment: its matrix values and its jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigurationProgress {
+    /// The matrix field of each value, and the value as its label says it.
+    pub values: std::collections::BTreeMap<String, String>,
+    /// Its stored jobs (`repeat` of them when all landed).
+    pub total: u64,
+    /// Of those, jobs in a final state.
+    pub ended: u64,
+    /// Of those, jobs that succeeded.
+    pub succeeded: u64,
+}
+
+/// One experiment in `GET /v1/experiments`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentSummary {
+    /// The experiment's id.
+    pub name: String,
+    /// When it was submitted (Unix ms).
+    pub created_ms: u64,
+    /// Jobs the matrix expanded to.
+    pub total: u64,
+    /// Every job was stored.
+    pub complete: bool,
+    /// When it was cancelled, if it was.
+    pub cancelled_ms: Option<u64>,
+}
+
+/// `GET /v1/experiments`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExperimentList {
+    /// By name.
+    pub experiments: Vec<ExperimentSummary>,
+}
+
+/// The efficiency report over an experiment's jobs. One call, so that the
+/// report's own rules (runtime `report`) stay in one place.
+fn experiment_report(jobs: &[Job]) -> EfficiencyReport {
+    ffrtmp_runtime::report::efficiency(jobs)
+}
+
+/// An experiment's record and its jobs' states, read by id.
+fn experiment_status(store: &Store, record: Experiment) -> Result<ExperimentStatus, StoreError> {
+    let mut states: std::collections::BTreeMap<String, u64> = JobState::ALL
+        .into_iter()
+        .map(|s| (s.as_str().to_string(), 0))
+        .collect();
+    let mut jobs = Vec::with_capacity(record.job_ids.len());
+    for id in &record.job_ids {
+        if let Some(job) = store.get(id)? {
+            *states.entry(job.state.as_str().to_string()).or_default() += 1;
+            jobs.push(job);
+        }
+    }
+    let done = jobs.iter().all(|j| j.state.is_terminal());
+    // A configuration is the job's labels for the matrix's fields.
+    let keys: Vec<&String> = record
+        .request
+        .get("matrix")
+        .and_then(serde_json::Value::as_object)
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    let mut configurations: Vec<ConfigurationProgress> = Vec::new();
+    let mut index: std::collections::HashMap<Vec<(String, String)>, usize> = Default::default();
+    for job in &jobs {
+        let values: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| job.spec.labels.get(*k).map(|v| ((*k).clone(), v.clone())))
+            .collect();
+        let i = *index.entry(values.clone()).or_insert_with(|| {
+            configurations.push(ConfigurationProgress {
+                values: values.into_iter().collect(),
+                total: 0,
+                ended: 0,
+                succeeded: 0,
+            });
+            configurations.len() - 1
+        });
+        let c = &mut configurations[i];
+        c.total += 1;
+        c.ended += u64::from(job.state.is_terminal());
+        c.succeeded += u64::from(job.state == JobState::Succeeded);
+    }
+    Ok(ExperimentStatus {
+        configurations,
+        name: record.name,
+        created_ms: record.created_ms,
+        total: record.job_ids.len() as u64,
+        stored: jobs.len() as u64,
+        complete: record.complete,
+        cancelled_ms: record.cancelled_ms,
+        states,
+        done,
+        report: done.then(|| experiment_report(&jobs)),
+        request: record.request,
+    })
+}
+
+fn experiment_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no experiment {name}"),
+    )
+}
+
+/// Expand a matrix into jobs and store them all: the experiment's id is its
+/// `name`. Every job is validated as `POST /v1/jobs` validates one; one
+/// invalid job, an empty value list, an unknown field or a matrix over
+/// `--max-experiment-jobs` refuses the whole experiment and stores nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments",
+    tag = "experiments",
+    request_body(content = ExperimentRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Every job is on disk and queued: the experiment's progress.",
+            body = ExperimentStatus, headers(("Location" = String, description = "`/v1/experiments/{name}`"))),
+        (status = 400, description = "Refused, naming the field (`matrix.preset[3]`, `base.width`, \
+            `labels.<key>`); `too_many_jobs` on `matrix` over `--max-experiment-jobs`. Nothing stored.", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 409, description = "`experiment_exists`: the name is taken; nothing stored.", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody),
+        (status = 503, description = "`storage_full`: nothing was stored.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn submit_experiment(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response> {
+    let body = match read_json_body(&api, req).await {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
+    };
+    let (roots, max) = (api.roots.clone(), api.max_experiment_jobs);
+    // Up to --max-experiment-jobs validations: off the async workers.
+    let expanded = tokio::task::spawn_blocking(move || {
+        ffrtmp_runtime::experiment::parse_experiment(&body, &roots, max)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    if let Some(ffprobe) = &api.ffprobe {
+        let mut probed = std::collections::BTreeSet::new();
+        for job in &expanded.jobs {
+            if let ffrtmp_runtime::model::Input::File { path } = &job.input {
+                if probed.insert(path.clone()) {
+                    spec::check_input_format(ffprobe, path, &api.roots)
+                        .await
+                        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+                }
+            }
+        }
+    }
+    if api
+        .store
+        .get_experiment(&expanded.name)
+        .map_err(ApiError::store)?
+        .is_some()
+    {
+        return Err(experiment_exists(&expanded.name));
+    }
+    let record = Experiment {
+        name: expanded.name.clone(),
+        created_ms: crate::now_ms(),
+        request: expanded.request,
+        job_ids: Vec::new(),
+        complete: false,
+        cancelled_ms: None,
+    };
+    let name = expanded.name;
+    let reply = ractor::call!(
+        api.scheduler,
+        SchedulerMsg::SubmitExperiment,
+        Box::new(record),
+        expanded.jobs
+    )
+    .map_err(ApiError::internal)?;
+    let record = match reply {
+        Ok(record) => record,
+        Err(ExperimentRefused::Exists) => return Err(experiment_exists(&name)),
+        Err(ExperimentRefused::Store {
+            message,
+            full: true,
+        }) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                format!("{message}; try again later"),
+            ))
+        }
+        Err(ExperimentRefused::Store { message, .. }) => return Err(ApiError::internal(message)),
+    };
+    let store = api.store.clone();
+    let status = tokio::task::spawn_blocking(move || experiment_status(&store, record))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::store)?;
+    Ok(created(status, format!("/v1/experiments/{name}")))
+}
+
+fn experiment_exists(name: &str) -> ApiError {
+    ApiError::field(
+        StatusCode::CONFLICT,
+        FieldError::new(
+            ffrtmp_runtime::experiment::EXPERIMENT_EXISTS,
+            Some("name"),
+            format!("an experiment named {name:?} exists; choose another name"),
+        ),
+    )
+}
+
+/// Every experiment, by name (no per-job figures: see `GET /v1/experiments/{id}`).
+#[utoipa::path(
+    get,
+    path = "/v1/experiments",
+    tag = "experiments",
+    responses(
+        (status = 200, description = "The experiments.", body = ExperimentList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn list_experiments(State(api): State<Arc<Api>>) -> ApiResult<Json<ExperimentList>> {
+    let store = api.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.experiments())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(ExperimentList {
+        experiments: records
+            .into_iter()
+            .map(|e| ExperimentSummary {
+                total: e.job_ids.len() as u64,
+                name: e.name,
+                created_ms: e.created_ms,
+                complete: e.complete,
+                cancelled_ms: e.cancelled_ms,
+            })
+            .collect(),
+    }))
+}
+
+/// An experiment's progress and, once every job is final, its efficiency
+/// report.
+#[utoipa::path(
+    get,
+    path = "/v1/experiments/{id}",
+    tag = "experiments",
+    params(("id" = String, Path, description = "The experiment's name.")),
+    responses(
+        (status = 200, description = "Its progress (and report when done).", body = ExperimentStatus),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn get_experiment(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExperimentStatus>> {
+    let store = api.store.clone();
+    let name = id.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        store
+            .get_experiment(&name)?
+            .map(|r| experiment_status(&store, r))
+            .transpose()
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    status.map(Json).ok_or_else(|| experiment_not_found(&id))
+}
+
+/// Cancel an experiment: its queued jobs are cancelled at once, its running
+/// ones are stopped (each becomes `cancelled` when its worker reports);
+/// finished jobs keep their results.
+#[utoipa::path(
+    post,
+    path = "/v1/experiments/{id}/cancel",
+    tag = "experiments",
+    params(("id" = String, Path, description = "The experiment's name.")),
+    responses(
+        (status = 200, description = "Its progress after the cancellation was sent.", body = ExperimentStatus),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 500, description = "`internal`: the store or the scheduler failed.", body = ErrorBody)
+    ),
+    security(("api_key" = []))
+)]
+async fn cancel_experiment(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExperimentStatus>> {
+    let Some(mut record) = api.store.get_experiment(&id).map_err(ApiError::internal)? else {
+        return Err(experiment_not_found(&id));
+    };
+    if record.cancelled_ms.is_none() {
+        record.cancelled_ms = Some(crate::now_ms());
+        api.store.put_experiment(&record).map_err(ApiError::store)?;
+        api.store.flush().await.map_err(ApiError::store)?;
+    }
+    // Last first: the queued jobs are cancelled before a running one's slot
+    // frees, so none of them is started on the way.
+    for job_id in record.job_ids.iter().rev() {
+        let live = api
+            .store
+            .get(job_id)
+            .map_err(ApiError::internal)?
+            .is_some_and(|j| !j.state.is_terminal());
+        if live {
+            ractor::call_t!(
+                api.scheduler,
+                SchedulerMsg::Cancel,
+                SCHEDULER_CALL_TIMEOUT.as_millis() as u64,
+                job_id.clone()
+            )
+            .map_err(ApiError::internal)?;
+        }
+    }
+    let store = api.store.clone();
+    let status = tokio::task::spawn_blocking(move || experiment_status(&store, record))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(status))
 }
 
 /// The query of `POST /v1/nodes/{id}/drain` (the names here are the document's).
@@ -1828,6 +2247,7 @@ mod tests {
             ffprobe: None,
             api_key: api_key.map(str::to_string),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_experiment_jobs: ffrtmp_runtime::experiment::DEFAULT_MAX_JOBS,
             limits: HttpLimits::default(),
             standalone_worker: None,
             metrics: None,
@@ -1955,6 +2375,41 @@ mod tests {
         let outcome = Outcome::Failed { failure: f };
         state::finish(&mut job, token, outcome, None, 2_000, &policy, 0.5).expect("finish");
         job
+    }
+
+    /// An experiment whose master stopped while storing its jobs: the
+    /// record lists three, one landed. Its progress says so, and it is done
+    /// once the jobs that landed have ended (the others never will).
+    #[tokio::test]
+    async fn an_incomplete_experiment_shows_what_landed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("master.sled")).expect("store");
+        let job = failed_job(&store);
+        store.put_durable(&job).await.expect("put");
+        let record = Experiment {
+            name: "cut".into(),
+            created_ms: 1,
+            request: json!({"name": "cut"}),
+            job_ids: vec![
+                job.id.clone(),
+                "never-stored-1".into(),
+                "never-stored-2".into(),
+            ],
+            complete: false,
+            cancelled_ms: None,
+        };
+        assert!(store.insert_experiment(&record).expect("insert"));
+        let s = experiment_status(&store, record).expect("status");
+        assert_eq!((s.total, s.stored, s.complete), (3, 1, false));
+        assert_eq!(s.states["failed"], 1);
+        assert_eq!(s.states.values().sum::<u64>(), 1);
+        assert!(s.done);
+        assert!(s.report.is_some());
+        assert_eq!(s.configurations.len(), 1);
+        assert_eq!(
+            (s.configurations[0].total, s.configurations[0].ended),
+            (1, 1)
+        );
     }
 
     /// The retry and logs routes against a real scheduler and store, with no

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ffrtmp_runtime::experiment::Experiment;
 use ffrtmp_runtime::lease;
 use ffrtmp_runtime::model::{
     Failure, FailureReason, Job, JobId, JobSpec, JobState, NodeId, NodePower, Outcome,
@@ -188,6 +189,21 @@ pub enum SchedulerMsg {
     /// with `ffrtmp_runtime::spec::parse_job_request`. Sent by
     /// [`crate::embed::submit`].
     Submit(Box<JobSpec>, RpcReplyPort<Result<Job, String>>),
+    /// Store an experiment and all its jobs, then queue them (`POST
+    /// /v1/experiments`): the record first (every job id, `complete:
+    /// false`), the jobs, one flush, the record again as `complete`. Replies
+    /// once every job is on disk (what `201` means), with the record as
+    /// stored; `Exists` (nothing written) when the name is taken. The specs
+    /// are not validated again: build them with
+    /// `ffrtmp_runtime::experiment::parse_experiment`.
+    SubmitExperiment(
+        Box<Experiment>,
+        Vec<JobSpec>,
+        RpcReplyPort<Result<Experiment, ExperimentRefused>>,
+    ),
+    /// Like [`SchedulerMsg::Accept`] for many jobs written before it (an
+    /// experiment's): queue them all, place what fits, one mark for all.
+    AcceptMany(Vec<Job>, RpcReplyPort<WriteMark>),
     /// Watch one job: replies with its updates (the job now, then every
     /// change until a terminal state), `Ok(None)` if no job has that id, or
     /// the store's error. Sent by [`crate::embed::subscribe`].
@@ -944,23 +960,29 @@ impl SchedulerActor {
         state: &mut SchedulerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SchedulerMsg::Accept(job, reply) => {
-                // The submission was written before this message was sent:
-                // a mark taken now covers it. No flush yet, so that the
-                // assignment below (if any) shares it.
-                state.last_mark = state.store.mark_unflushed();
-                state.unflushed += 1;
-                state.publish(UpdateKind::State, &job);
-                let dispatched = if job.state == JobState::Queued {
-                    state.queue.push(queued(&job));
-                    state.dispatch(myself).await
-                } else {
-                    Ok(())
-                };
-                state.store.request_flush();
-                // The submission is stored whatever became of the dispatch.
-                let _ = reply.send(state.last_mark);
-                dispatched?;
+            SchedulerMsg::Accept(job, reply) => accept(myself, state, vec![*job], reply).await?,
+            SchedulerMsg::AcceptMany(jobs, reply) => accept(myself, state, jobs, reply).await?,
+            SchedulerMsg::SubmitExperiment(mut record, specs, reply) => {
+                let now = now_ms();
+                let mut jobs = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    let seq = match state.store.next_seq() {
+                        Ok(seq) => seq,
+                        Err(e) => {
+                            let _ = reply.send(Err(ExperimentRefused::store(&e, "")));
+                            return Ok(());
+                        }
+                    };
+                    jobs.push(Job::new(uuid::Uuid::now_v7().to_string(), seq, spec, now));
+                }
+                record.job_ids = jobs.iter().map(|j| j.id.clone()).collect();
+                record.complete = false;
+                // Stored off the actor, like `Submit`.
+                let (store, me) = (state.store.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let r = store_experiment(&store, &me, *record, jobs).await;
+                    let _ = reply.send(r);
+                });
             }
             SchedulerMsg::Submit(spec, reply) => {
                 let seq = match state.store.next_seq() {
@@ -1375,6 +1397,115 @@ impl SchedulerActor {
 /// ([`SchedulerMsg::Accept`]): one flush between submission and dispatch.
 /// `Ok` means the job is on disk; if the scheduler is gone by then the job
 /// is queued on its next start.
+/// Queue jobs already written (`Accept`, `AcceptMany`) and reply with the
+/// mark whose flush makes them and any assignment durable.
+async fn accept(
+    myself: &ActorRef<SchedulerMsg>,
+    state: &mut SchedulerState,
+    jobs: Vec<Job>,
+    reply: RpcReplyPort<WriteMark>,
+) -> Result<(), ActorProcessingErr> {
+    // The submissions were written before this message was sent: a mark
+    // taken now covers them. No flush yet, so that the assignments below
+    // (if any) share it.
+    state.last_mark = state.store.mark_unflushed();
+    let mut any_queued = false;
+    for job in &jobs {
+        state.unflushed += 1;
+        state.publish(UpdateKind::State, job);
+        if job.state == JobState::Queued {
+            state.queue.push(queued(job));
+            any_queued = true;
+        }
+    }
+    let dispatched = if any_queued {
+        state.dispatch(myself).await
+    } else {
+        Ok(())
+    };
+    state.store.request_flush();
+    // The submissions are stored whatever became of the dispatch.
+    let _ = reply.send(state.last_mark);
+    dispatched
+}
+
+/// Why `SubmitExperiment` stored no experiment, or not all of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExperimentRefused {
+    /// An experiment of that name exists; nothing was written.
+    Exists,
+    /// The store failed. The record, if written, says how many jobs were
+    /// expected; the jobs written before the failure are queued.
+    Store {
+        /// What failed, and how many jobs landed.
+        message: String,
+        /// The store refused a write for want of space (`503 storage_full`).
+        full: bool,
+    },
+}
+
+impl ExperimentRefused {
+    fn store(e: &StoreError, context: &str) -> ExperimentRefused {
+        ExperimentRefused::Store {
+            message: format!("{e}{context}"),
+            full: matches!(e, StoreError::Full { .. }),
+        }
+    }
+}
+
+/// The write order of `SubmitExperiment` (runtime `store::experiments`):
+/// record (incomplete), jobs, flush, record (complete), flush.
+async fn store_experiment(
+    store: &Store,
+    scheduler: &ActorRef<SchedulerMsg>,
+    mut record: Experiment,
+    jobs: Vec<Job>,
+) -> Result<Experiment, ExperimentRefused> {
+    let failed = |e: StoreError| ExperimentRefused::store(&e, "");
+    if !store.insert_experiment(&record).map_err(failed)? {
+        return Err(ExperimentRefused::Exists);
+    }
+    let mut landed = Vec::with_capacity(jobs.len());
+    let mut error = None;
+    for job in jobs {
+        match store.put(&job) {
+            Ok(()) => landed.push(job),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+    }
+    // Whatever landed is queued (and so never silently lost).
+    let n = landed.len() as u64;
+    match ractor::call_t!(
+        scheduler,
+        SchedulerMsg::AcceptMany,
+        ACCEPT_TIMEOUT_MS,
+        landed
+    ) {
+        Ok(mark) => store.wait_mark(mark).await.map_err(failed)?,
+        Err(e) => {
+            store.flush().await.map_err(failed)?;
+            tracing::error!(experiment = %record.name, error = %e, "scheduler unreachable after storing an experiment's jobs");
+        }
+    }
+    metrics::counter!(m::JOBS_SUBMITTED).increment(n);
+    if let Some(e) = error {
+        return Err(ExperimentRefused::store(
+            &e,
+            &format!(
+                " ({n} of {} jobs stored and queued; the experiment is marked incomplete)",
+                record.job_ids.len()
+            ),
+        ));
+    }
+    record.complete = true;
+    store.put_experiment(&record).map_err(failed)?;
+    store.flush().await.map_err(failed)?;
+    Ok(record)
+}
+
 pub(crate) async fn store_new_job(
     store: &Store,
     scheduler: &ActorRef<SchedulerMsg>,

@@ -51,6 +51,8 @@ pub struct StandaloneConfig {
     pub api_key: Option<String>,
     /// Largest HTTP request body accepted.
     pub max_body_bytes: usize,
+    /// The most jobs one experiment may expand to.
+    pub max_experiment_jobs: u64,
     /// The HTTP API's connection cap and read timeouts.
     pub http_limits: crate::admin::HttpLimits,
     /// The FFmpeg binary jobs run (a path, or a name looked up in `PATH`).
@@ -236,6 +238,7 @@ pub async fn start_master(
         ffprobe: Some(cfg.ffprobe.clone()),
         api_key: cfg.api_key.clone(),
         max_body_bytes: cfg.max_body_bytes,
+        max_experiment_jobs: cfg.max_experiment_jobs,
         limits: cfg.http_limits,
         standalone_worker,
         metrics: cfg.metrics.clone(),

@@ -28,6 +28,7 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         slots: standalone::default_slots().max(1),
         api_key: None,
         max_body_bytes: ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES,
+        max_experiment_jobs: ffrtmp_runtime::experiment::DEFAULT_MAX_JOBS,
         http_limits: ffrtmp_actors::admin::HttpLimits::default(),
         ffmpeg: ffmpeg_check::locate(Path::new("ffmpeg"))?,
         ffprobe: ffmpeg_check::locate(Path::new("ffprobe"))?,

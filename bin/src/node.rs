@@ -139,6 +139,11 @@ struct NodeFlags {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_BODY_BYTES, env = "FFRTMP_MAX_BODY_BYTES")]
     max_body_bytes: usize,
+    /// The most jobs one experiment (`POST /v1/experiments`) may expand to: the product of its
+    /// matrix's list lengths times its repeat count.
+    #[arg(long, default_value_t = ffrtmp_runtime::experiment::DEFAULT_MAX_JOBS,
+          env = "FFRTMP_MAX_EXPERIMENT_JOBS", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_experiment_jobs: u64,
     /// Open HTTP API connections at most. At the cap, a new connection replaces the oldest one
     /// that has sent nothing yet, or is refused (503) if every one has.
     #[arg(long, default_value_t = ffrtmp_actors::admin::DEFAULT_MAX_HTTP_CONNECTIONS as u64,
@@ -312,6 +317,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         slots: f.slots.unwrap_or_else(standalone::default_slots).max(1),
         api_key: f.api_key.clone().filter(|k| !k.is_empty()),
         max_body_bytes: f.max_body_bytes,
+        max_experiment_jobs: f.max_experiment_jobs,
         http_limits: ffrtmp_actors::admin::HttpLimits {
             max_connections: usize::try_from(f.max_http_connections).unwrap_or(usize::MAX),
             header_timeout: Duration::from_secs(f.http_header_timeout_s),
@@ -1061,6 +1067,7 @@ mod tests {
             slots = 3
             api_key = "k"
             max_body_bytes = 1000
+            max_experiment_jobs = 77
             max_http_connections = 10
             http_header_timeout_s = 11
             http_body_timeout_s = 12
@@ -1111,6 +1118,7 @@ mod tests {
         assert_eq!(f.kill_grace_s, 0.5);
         assert_eq!(f.power_sample_hz, 2.0);
         assert_eq!(f.estimate_max_watts, Some(20.0));
+        assert_eq!(f.max_experiment_jobs, 77);
         assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod confine;
 pub mod energy;
 pub mod error;
+pub mod experiment;
 pub mod ffmpeg;
 pub mod lease;
 pub mod model;

@@ -231,6 +231,7 @@ struct RawRequest {
     resource_limits: Option<RawLimits>,
     max_retries: Option<u64>,
     overwrite: Option<bool>,
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -600,9 +601,80 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         max_retries,
         overwrite,
         quality: None,
-        labels: Default::default(),
+        labels: check_labels("labels", raw.labels.unwrap_or_default())?,
         experiment: None,
     })
+}
+
+/// Most labels one job may carry.
+pub const MAX_LABELS: usize = 16;
+/// Longest label key, in characters.
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+/// Longest label value, in characters.
+pub const MAX_LABEL_VALUE_LEN: usize = 128;
+/// The label key no user may set: the experiment is the job's own field.
+pub const RESERVED_LABEL_KEY: &str = "experiment";
+
+/// Whether `key` is a valid label key: 1–63 of `[a-z0-9_.-]`, starting with
+/// a letter or digit, and not the reserved `experiment`.
+pub fn label_key_ok(key: &str) -> bool {
+    let mut chars = key.chars();
+    (1..=MAX_LABEL_KEY_LEN).contains(&key.len())
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'))
+        && key != RESERVED_LABEL_KEY
+}
+
+/// Validate a label map (the bounds in docs/API.md). `field` is the map's
+/// name in the request (`labels`); a refusal names the innermost field
+/// (`labels.<key>`), or `field` itself when there are too many.
+pub fn check_labels(
+    field: &str,
+    labels: std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, String>, FieldError> {
+    if labels.len() > MAX_LABELS {
+        return Err(invalid(
+            field,
+            format!(
+                "`{field}` has {} labels; at most {MAX_LABELS} are allowed",
+                labels.len()
+            ),
+        ));
+    }
+    for (key, value) in &labels {
+        let inner = format!("{field}.{key}");
+        if key == RESERVED_LABEL_KEY {
+            return Err(invalid(
+                &inner,
+                format!("the label key `{RESERVED_LABEL_KEY}` is reserved (experiments set it)"),
+            ));
+        }
+        if !label_key_ok(key) {
+            return Err(invalid(
+                &inner,
+                format!(
+                    "label key {key:?} must be 1-{MAX_LABEL_KEY_LEN} characters of \
+                     [a-z0-9_.-], starting with a letter or digit"
+                ),
+            ));
+        }
+        if value.chars().count() > MAX_LABEL_VALUE_LEN {
+            return Err(invalid(
+                &inner,
+                format!("`{inner}` is longer than {MAX_LABEL_VALUE_LEN} characters"),
+            ));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(
+                &inner,
+                format!("`{inner}` must not contain control characters"),
+            ));
+        }
+    }
+    Ok(labels)
 }
 
 fn check_range(field: &str, v: u64, (lo, hi): (u32, u32)) -> Result<u32, FieldError> {
@@ -1057,7 +1129,7 @@ pub fn bitrate_schema() -> utoipa::openapi::schema::Schema {
     utoipa::openapi::schema::Schema::AnyOf(request_schema::bitrate().build())
 }
 
-mod request_schema {
+pub(crate) mod request_schema {
     use serde_json::Value;
     use utoipa::openapi::schema::{
         AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
@@ -1114,6 +1186,29 @@ mod request_schema {
         ObjectBuilder::new()
             .schema_type(types(Type::String, nullable))
             .enum_values(Some(v))
+    }
+
+    /// A `labels` map (or `null`).
+    pub(crate) fn labels() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(types(Type::Object, true))
+            .max_properties(Some(MAX_LABELS))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[a-z0-9][a-z0-9_.-]{0,62}$")),
+            ))
+            .additional_properties(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_LABEL_VALUE_LEN)),
+            ))
+            .description(Some(
+                "The user's labels: at most 16; keys 1-63 of [a-z0-9_.-] starting \
+                 with a letter or digit (`experiment` is reserved); values up to \
+                 128 characters, no control characters. Filter with \
+                 `GET /v1/jobs?label=k=v`.",
+            ))
     }
 
     fn null() -> ObjectBuilder {
@@ -1367,6 +1462,7 @@ mod request_schema {
                 integer(0, MAX_RETRIES.into(), true)
                     .description(Some("Extra attempts after transient failures; absent: 3.")),
             )
+            .property("labels", labels())
             .property(
                 "overwrite",
                 ObjectBuilder::new()
@@ -1853,6 +1949,66 @@ mod tests {
     }
 
     // --- scenarios -------------------------------------------------------
+
+    #[test]
+    fn labels_are_parsed_and_bounded() {
+        let spec = parse(&with(
+            base(),
+            "labels",
+            json!({"team": "video", "run.id": "7-a_b", "9x": ""}),
+        ))
+        .expect("valid labels");
+        assert_eq!(spec.labels.len(), 3);
+        assert_eq!(spec.labels["team"], "video");
+        assert!(parse(&with(base(), "labels", Value::Null))
+            .expect("null")
+            .labels
+            .is_empty());
+        assert!(parse(&base()).expect("absent").labels.is_empty());
+
+        let refused = |labels: Value, field: &str| {
+            assert_err(
+                parse(&with(base(), "labels", labels)),
+                codes::INVALID_FIELD,
+                Some(field),
+            );
+        };
+        refused(json!({"Team": "x"}), "labels.Team");
+        refused(json!({"-a": "x"}), "labels.-a");
+        refused(json!({"a b": "x"}), "labels.a b");
+        refused(json!({"experiment": "x"}), "labels.experiment");
+        refused(json!({"a/b": "x"}), "labels.a/b");
+        let long_key = "k".repeat(64);
+        refused(
+            json!({ long_key.clone(): "x" }),
+            &format!("labels.{long_key}"),
+        );
+        let ok_key = "k".repeat(63);
+        parse(&with(base(), "labels", json!({ ok_key: "x".repeat(128) }))).expect("at the bounds");
+        refused(json!({"a": "x".repeat(129)}), "labels.a");
+        refused(json!({"a": "line\nbreak"}), "labels.a");
+        refused(json!({"a": "\u{7f}"}), "labels.a");
+        let many: serde_json::Map<String, Value> =
+            (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+        refused(Value::Object(many.clone()), "labels");
+        let sixteen: serde_json::Map<String, Value> = many.into_iter().take(16).collect();
+        parse(&with(base(), "labels", Value::Object(sixteen))).expect("16 labels");
+        // Values must be strings, named at the innermost field.
+        refused(json!({"a": 1}), "labels.a");
+        refused(json!(["a"]), "labels");
+    }
+
+    proptest! {
+        #[test]
+        fn label_keys_accepted_are_exactly_the_documented_set(key in "[a-zA-Z0-9_./ -]{0,70}") {
+            let documented = (1..=63).contains(&key.len())
+                && key.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
+                && key != "experiment";
+            let r = parse(&with(base(), "labels", json!({ key.clone(): "v" })));
+            prop_assert_eq!(r.is_ok(), documented, "{:?}: {:?}", key, r);
+        }
+    }
 
     #[test]
     fn every_scenario_name_resolves() {

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod cluster;
 pub mod relay;
 

@@ -143,6 +143,12 @@ pub struct ListArgs {
     /// Follow `next_cursor` to the last page.
     #[arg(long)]
     pub all: bool,
+    /// Only jobs carrying this label (`KEY=VALUE`); repeat it for several (all must match).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Only jobs of this experiment.
+    #[arg(long, value_name = "ID")]
+    pub experiment: Option<String>,
 }
 
 pub fn run(client: &Client, cmd: JobsCmd, format: Format) -> CliResult<Exit> {
@@ -343,6 +349,10 @@ fn list(client: &Client, a: &ListArgs, format: Format) -> CliResult<Exit> {
     }
     if let Some(l) = a.limit {
         query.push(("limit", l.to_string()));
+    }
+    query.extend(a.label.iter().map(|l| ("label", l.clone())));
+    if let Some(e) = &a.experiment {
+        query.push(("experiment", e.clone()));
     }
     let mut cursor = a.cursor;
     let mut seen_cursors = HashSet::new();

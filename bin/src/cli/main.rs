@@ -3,6 +3,7 @@
 //! variables and the exit codes.
 
 mod client;
+mod experiment;
 mod jobs;
 mod nodes;
 mod output;
@@ -81,6 +82,9 @@ enum Command {
     /// Reports over finished jobs.
     #[command(subcommand)]
     Report(report::ReportCmd),
+    /// Experiments: a matrix of jobs from a TOML or JSON file, its progress and report.
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Experiment(experiment::ExperimentCmd),
     /// Print a shell completion script (e.g. `ffrtmp completions bash > /etc/bash_completion.d/ffrtmp`).
     Completions {
         #[arg(value_enum)]
@@ -127,6 +131,11 @@ fn run(cli: Cli) -> CliResult<Exit> {
             format,
         ),
         Command::Nodes(cmd) => nodes::run(
+            &client(&cli.master, cli.api_key, &cli.ca_cert)?,
+            cmd,
+            format,
+        ),
+        Command::Experiment(cmd) => experiment::run(
             &client(&cli.master, cli.api_key, &cli.ca_cert)?,
             cmd,
             format,

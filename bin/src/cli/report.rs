@@ -117,6 +117,19 @@ pub fn run(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit> {
     Ok(Exit::Ok)
 }
 
+/// Print an efficiency report given as JSON (an experiment's, from
+/// `GET /v1/experiments/{id}`) as [`print_efficiency`] does.
+pub fn print_efficiency_value(raw: &serde_json::Value) -> CliResult<()> {
+    let report: EfficiencyReport = serde_json::from_value(raw.clone()).map_err(|e| {
+        CliError::new(
+            Exit::Server,
+            format!("unexpected efficiency report ({e}); is the master the same version?"),
+        )
+    })?;
+    print_efficiency(&report);
+    Ok(())
+}
+
 /// `93.4 ±1.2`: a median and its interquartile range.
 fn stat(s: &Stat, prec: usize) -> String {
     format!("{:.prec$} ±{:.prec$}", s.median, s.iqr)

@@ -86,6 +86,7 @@
 //! have licensed) and writes resume by themselves.
 
 mod check;
+mod experiments;
 
 pub use check::{check, salvage, salvage_data_dir, Inspection, SalvageReport, SideMeta};
 
@@ -236,6 +237,10 @@ pub struct ListFilter {
     pub after_seq: Option<u64>,
     /// At most this many jobs; 0 is treated as 1.
     pub limit: usize,
+    /// Only jobs carrying every one of these labels (checked on each record).
+    pub labels: Vec<(String, String)>,
+    /// Only jobs of this experiment (checked on each record).
+    pub experiment: Option<String>,
 }
 
 /// One page of [`Store::list`].
@@ -376,7 +381,11 @@ struct Shared {
     /// Every write sled has applied but no flush has yet made durable, in
     /// order: what a reopen replays ([`recover`]). A successful flush drops
     /// those it covered, so this holds about one flush's worth.
-    pending: Mutex<VecDeque<Pending>>,
+    pending: Mutex<VecDeque<(u64, Pending)>>,
+    /// Writes pushed on `pending` so far: each entry carries the count
+    /// after it, and a flush drops the entries up to the count read before
+    /// it began.
+    applied: AtomicU64,
     wake: Mutex<Wake>,
     cv: Condvar,
     status: watch::Sender<FlushStatus>,
@@ -409,6 +418,13 @@ impl Shared {
         self.broken.store(true, Ordering::SeqCst);
         lock(&self.wake).pending = true;
         self.cv.notify_one();
+    }
+
+    /// Keep a write sled applied until a flush covers it (under the write
+    /// lock, so in the order applied).
+    fn push_pending(&self, p: Pending) {
+        let at = self.applied.fetch_add(1, Ordering::SeqCst) + 1;
+        lock(&self.pending).push_back((at, p));
     }
 
     /// [`StoreError::Recovering`] while sled waits to be reopened.
@@ -447,6 +463,12 @@ enum Pending {
         seq: u64,
         bytes: Vec<u8>,
         new: Vec<Entry>,
+    },
+    /// A write to a tree beside the jobs' ([`Store::put_named`]).
+    Named {
+        tree: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
     },
     /// A job write that failed part-way (sled broke under it): its caller
     /// was told it was not made, so the reopened store must hold the record
@@ -547,6 +569,7 @@ fn run_flusher(shared: Arc<Shared>) {
         // Read before the flush starts: every write up to it is applied, so
         // the flush makes it durable and the side file may then say so.
         let writes = shared.writes.load(Ordering::SeqCst);
+        let applied = shared.applied.load(Ordering::SeqCst);
         let res = h.db.flush();
         drop(h);
         shared.flushes.fetch_add(1, Ordering::SeqCst);
@@ -561,10 +584,7 @@ fn run_flusher(shared: Arc<Shared>) {
             continue;
         }
         recoveries = 0;
-        lock(&shared.pending).retain(|p| match p {
-            Pending::Put { n, .. } => *n > writes,
-            Pending::Undo { .. } => false,
-        });
+        lock(&shared.pending).retain(|(at, _)| *at > applied);
         if writes > side_writes && side_at.elapsed() >= SIDE_INTERVAL {
             side_at = std::time::Instant::now();
             match write_side(&shared.side, writes, None) {
@@ -694,7 +714,7 @@ fn reopen(shared: &Shared) -> Result<(Handles, u64), StoreError> {
     // stay pending until a flush covers them, to be replayed again should
     // that flush fail too.
     repair(&h)?;
-    for p in lock(&shared.pending).iter() {
+    for (_, p) in lock(&shared.pending).iter() {
         match p {
             Pending::Put {
                 n,
@@ -705,6 +725,12 @@ fn reopen(shared: &Shared) -> Result<(Handles, u64), StoreError> {
             } => {
                 apply(&h, id, *seq, bytes, new)?;
                 h.db.insert(WRITES_KEY, &n.to_be_bytes())?;
+            }
+            Pending::Named {
+                tree, key, value, ..
+            } => {
+                h.db.open_tree(tree)?
+                    .insert(key.as_slice(), value.as_slice())?;
             }
             Pending::Undo { id, seq, old } => match old {
                 Some(bytes) => {
@@ -981,6 +1007,7 @@ impl Store {
             broken: AtomicBool::new(false),
             broken_cause: Mutex::new(String::new()),
             pending: Mutex::new(VecDeque::new()),
+            applied: AtomicU64::new(0),
             wake: Mutex::new(Wake::default()),
             cv: Condvar::new(),
             status,
@@ -1164,6 +1191,57 @@ impl Store {
         self.write(job)
     }
 
+    /// The sled tree `name` beside the jobs' (`store::experiments` keeps
+    /// its records in one), for reading.
+    fn named_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.h()?.db.open_tree(name)?)
+    }
+
+    /// Write `value` under `key` in the tree `tree` beside the jobs', as a
+    /// job write is: refused whole on a full disk or while sled is
+    /// reopened, and replayed by a reopen until a flush covers it. With
+    /// `only_if_absent`, nothing is written (and `false` returned) when the
+    /// key exists. Not durable until the next flush.
+    fn put_named(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+        value: Vec<u8>,
+        only_if_absent: bool,
+    ) -> Result<bool, StoreError> {
+        let shared = &self.inner.shared;
+        if let Err(e) = self.writable() {
+            shared.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        let _w = lock(&shared.write_lock);
+        shared.recovering()?;
+        let h = self.h()?;
+        let t = h.db.open_tree(tree)?;
+        let res = if only_if_absent {
+            t.compare_and_swap(key, None::<&[u8]>, Some(value.as_slice()))
+                .map(|r| r.is_ok())
+        } else {
+            t.insert(key, value.as_slice()).map(|_| true)
+        };
+        match res {
+            Ok(false) => Ok(false),
+            Ok(true) => {
+                shared.push_pending(Pending::Named {
+                    tree,
+                    key: key.to_vec(),
+                    value,
+                });
+                Ok(true)
+            }
+            Err(e) => {
+                shared.refused.fetch_add(1, Ordering::SeqCst);
+                shared.mark_broken(e.to_string());
+                Err(shared.recovering().err().unwrap_or(e.into()))
+            }
+        }
+    }
+
     /// Read one job.
     pub fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
         get_in(&*self.h()?, id)
@@ -1171,6 +1249,8 @@ impl Store {
 
     /// Jobs in submission order, filtered by state and/or priority through
     /// the indexes (no full scan when a filter is given), one page at a time.
+    /// Labels and experiment are checked on each record the index yields (a
+    /// scan; an experiment's own jobs are read by id from its record).
     pub fn list(&self, filter: &ListFilter) -> Result<Page, StoreError> {
         let limit = filter.limit.max(1);
         let start = match filter.after_seq {
@@ -1208,6 +1288,14 @@ impl Store {
             };
             if filter.state.is_some_and(|s| s != job.state)
                 || filter.priority.is_some_and(|p| p != job.spec.priority)
+                || filter
+                    .experiment
+                    .as_ref()
+                    .is_some_and(|e| job.spec.experiment.as_ref() != Some(e))
+                || !filter
+                    .labels
+                    .iter()
+                    .all(|(k, v)| job.spec.labels.get(k) == Some(v))
             {
                 continue;
             }
@@ -1347,7 +1435,7 @@ impl Store {
             // sled broke under this write (its log could not be written):
             // the caller is told it was not made, so the reopened store
             // must not have it either.
-            lock(&shared.pending).push_back(Pending::Undo {
+            shared.push_pending(Pending::Undo {
                 id: id.to_vec(),
                 seq: job.seq,
                 old: old.map(|v| v.to_vec()),
@@ -1357,7 +1445,7 @@ impl Store {
             return Err(shared.recovering().err().unwrap_or(e));
         }
         shared.writes.store(n, Ordering::SeqCst);
-        lock(&shared.pending).push_back(Pending::Put {
+        shared.push_pending(Pending::Put {
             n,
             id: id.to_vec(),
             seq: job.seq,
