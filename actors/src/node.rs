@@ -230,6 +230,8 @@ pub struct NodeState {
     lease_stop_sent: bool,
     last_ping_ms: Option<u64>,
     last_resend_ms: u64,
+    /// When the outbox was last looked at for a reopen ([`NodeState::mend_outbox`]).
+    last_mend_ms: u64,
     /// When each unacknowledged result was last sent on the current link:
     /// only those older than [`OUTBOX_RESEND`] are sent again.
     sent_at: HashMap<AttemptRef, u64>,
@@ -601,8 +603,35 @@ impl NodeState {
         self.send(ToMaster::Ping { sent_ms: now }).await;
     }
 
+    /// After sled failed to write the outbox's log: reopen it once its
+    /// disk has room, and move the results kept in memory meanwhile into it.
+    async fn mend_outbox(&mut self) {
+        if !self.outbox.needs_reopen() {
+            return;
+        }
+        if let Err(e) = self.outbox.reopen() {
+            tracing::debug!(error = %e, "outbox not reopened yet");
+            return;
+        }
+        tracing::warn!(
+            results = self.unstored.len(),
+            "outbox reopened after a failed write; results kept in memory go back into it"
+        );
+        let unstored: Vec<(AttemptRef, Vec<u8>)> = self.unstored.drain().collect();
+        for (attempt, frame) in unstored {
+            if let Err(e) = self.outbox.put(&attempt, frame.clone()).await {
+                tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox; the result stays in memory");
+                self.unstored.insert(attempt, frame);
+            }
+        }
+    }
+
     async fn tick(&mut self) {
         let now = mono_ms();
+        if now.saturating_sub(self.last_mend_ms) >= OUTBOX_CHECK.as_millis() as u64 {
+            self.last_mend_ms = now;
+            self.mend_outbox().await;
+        }
         if self.link.is_some()
             && self
                 .last_ping_ms
@@ -715,6 +744,7 @@ impl Actor for NodeActor {
             lease_stop_sent: false,
             last_ping_ms: None,
             last_resend_ms: 0,
+            last_mend_ms: 0,
             sent_at: HashMap::new(),
             unstored: HashMap::new(),
             granted_ms: None,

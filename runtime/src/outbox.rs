@@ -94,6 +94,16 @@ pub enum OutboxError {
     /// sled reported an I/O or storage error.
     #[error("outbox storage error: {0}")]
     Sled(#[from] sled::Error),
+    /// sled failed to write its log earlier and refuses every write until
+    /// it is reopened ([`Outbox::reopen`]); results wait in memory.
+    #[error(
+        "the outbox {} could not write its log; it is reopened once its filesystem has space again",
+        path.display()
+    )]
+    Broken {
+        /// The sled directory.
+        path: PathBuf,
+    },
     /// The side file could not be written.
     #[error("outbox side file {}: {source}", path.display())]
     Side {
@@ -108,7 +118,12 @@ pub enum OutboxError {
 /// checked against its side file (see the module documentation).
 #[derive(Clone)]
 pub struct Outbox {
-    db: sled::Db,
+    /// `None` only while [`Outbox::reopen`] could not open it again.
+    db: Option<sled::Db>,
+    /// Set when sled failed a write ([`Outbox::needs_reopen`]).
+    broken: Arc<std::sync::atomic::AtomicBool>,
+    /// Free bytes below which a result is refused before it reaches sled.
+    reserve: u64,
     dir: PathBuf,
     side: PathBuf,
     node_id: String,
@@ -275,7 +290,9 @@ impl Outbox {
             })?;
         }
         Ok(Outbox {
-            db,
+            db: Some(db),
+            broken: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            reserve: sidefile::DISK_RESERVE,
             dir: dir.to_path_buf(),
             side,
             node_id: node_id.to_string(),
@@ -296,15 +313,7 @@ impl Outbox {
     /// Store an encoded `ToMaster::Finished` for `attempt` and wait until it
     /// is on disk (and the side file records it).
     pub async fn put(&self, attempt: &AttemptRef, frame: Vec<u8>) -> Result<(), OutboxError> {
-        if let Ok(free) = sidefile::free_bytes(&self.dir) {
-            if free < sidefile::DISK_RESERVE {
-                return Err(OutboxError::Full {
-                    path: self.dir.clone(),
-                    free,
-                    reserve: sidefile::DISK_RESERVE,
-                });
-            }
-        }
+        self.space_for(self.reserve)?;
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let mut batch = sled::Batch::default();
         batch.insert(key(attempt), frame);
@@ -312,8 +321,17 @@ impl Outbox {
             META_KEY,
             serde_json::to_vec(&self.meta(seq)).map_err(sled_io)?,
         );
-        self.db.apply_batch(batch)?;
-        self.db.flush_async().await?;
+        let db = self.writable()?;
+        let res = match db.apply_batch(batch) {
+            Ok(()) => db.flush_async().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            // sled keeps this error and refuses every later write until it
+            // is reopened.
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
         // Only now, with sled durable up to `seq`, may the side file say so.
         let (side, meta, written) = (self.side.clone(), self.meta(seq), self.side_seq.clone());
         tokio::task::spawn_blocking(move || {
@@ -336,8 +354,70 @@ impl Outbox {
     /// Forget an acknowledged attempt (made durable by the next `put`, or
     /// resent after a crash and acknowledged again: harmless).
     pub fn remove(&self, attempt: &AttemptRef) -> Result<(), OutboxError> {
-        self.db.remove(key(attempt))?;
+        if let Err(e) = self.writable()?.remove(key(attempt)) {
+            self.broken.store(true, Ordering::SeqCst);
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// The database, for reading.
+    fn db(&self) -> Result<&sled::Db, OutboxError> {
+        self.db.as_ref().ok_or_else(|| OutboxError::Broken {
+            path: self.dir.clone(),
+        })
+    }
+
+    /// The database, for writing: refused while it waits to be reopened.
+    fn writable(&self) -> Result<&sled::Db, OutboxError> {
+        if self.needs_reopen() {
+            return Err(OutboxError::Broken {
+                path: self.dir.clone(),
+            });
+        }
+        self.db()
+    }
+
+    /// sled failed to write its log (a full disk under a flush): it refuses
+    /// every write until [`Outbox::reopen`].
+    pub fn needs_reopen(&self) -> bool {
+        self.broken.load(Ordering::SeqCst)
+    }
+
+    /// Reopen the outbox after sled failed to write its log, once its
+    /// filesystem has the reserve free: the old database is dropped (its
+    /// file lock with it) and opened again with every check of
+    /// [`Outbox::open`]. What sled had made durable is there; the results
+    /// whose write failed are the caller's to put again (the node keeps
+    /// them in memory). On an error the outbox stays closed and this can be
+    /// tried again.
+    pub fn reopen(&mut self) -> Result<(), OutboxError> {
+        // sled writes as it opens: at least 1 MiB, whatever the reserve.
+        self.space_for(self.reserve.max(1 << 20))?;
+        let reserve = self.reserve;
+        self.db = None;
+        *self = Outbox::open(&self.dir.clone(), &self.node_id.clone())?;
+        self.reserve = reserve;
+        Ok(())
+    }
+
+    /// Refuse results below `bytes` free instead of the default reserve
+    /// (a test lets writes reach sled on a full disk with 0).
+    pub fn set_disk_reserve(&mut self, bytes: u64) {
+        self.reserve = bytes;
+    }
+
+    /// [`OutboxError::Full`] while the filesystem has fewer than `bytes`
+    /// free.
+    fn space_for(&self, bytes: u64) -> Result<(), OutboxError> {
+        match sidefile::free_bytes(&self.dir) {
+            Ok(free) if free < bytes => Err(OutboxError::Full {
+                path: self.dir.clone(),
+                free,
+                reserve: bytes,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Every unacknowledged frame with its attempt, oldest key first. A
@@ -345,7 +425,7 @@ impl Outbox {
     /// it) is an error, never skipped.
     pub fn pending(&self) -> Result<Vec<(AttemptRef, Vec<u8>)>, OutboxError> {
         let mut out = Vec::new();
-        for item in self.db.iter() {
+        for item in self.db()?.iter() {
             let (k, v) = item?;
             if &k[..] == META_KEY {
                 continue;
@@ -362,7 +442,10 @@ impl Outbox {
 
     /// No result waits for an acknowledgement.
     pub fn is_empty(&self) -> bool {
-        self.db.len() <= usize::from(matches!(self.db.contains_key(META_KEY), Ok(true)))
+        // Closed (a reopen failed): not known, so not empty.
+        self.db.as_ref().is_some_and(|db| {
+            db.len() <= usize::from(matches!(db.contains_key(META_KEY), Ok(true)))
+        })
     }
 }
 
@@ -594,5 +677,61 @@ mod tests {
         }
         let side: Meta = serde_json::from_slice(&fs::read(side_file(&path)).unwrap()).unwrap();
         assert_eq!(side.seq, 2);
+    }
+
+    /// The disk fills to its last byte under a write: sled fails it and
+    /// refuses every later write; the outbox says so, and once space is
+    /// back it reopens with every check of `open` and takes results again;
+    /// what it had made durable is all there.
+    #[tokio::test]
+    async fn a_write_that_meets_a_full_disk_is_mended_by_a_reopen() {
+        use crate::sidefile::test_util::{fill_to_the_last_byte, Tmpfs};
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = Tmpfs::mount(&dir.path().join("mnt"), "24m");
+        let path = mnt.0.join("outbox.sled");
+        let mut o = Outbox::open(&path, "w1").unwrap();
+        o.set_disk_reserve(0);
+        let (a, f) = finished("j0", 1);
+        o.put(&a, f).await.unwrap();
+        let mut taken = vec![a];
+        fill_to_the_last_byte(&mnt.0.join("filler"));
+        let mut failed = None;
+        for n in 1..100_000u64 {
+            let (a, f) = finished(&format!("j{n}"), n);
+            match o.put(&a, f.clone()).await {
+                // Durable in sled; only its side file lags behind (allowed:
+                // sled may be ahead of it, never behind).
+                Ok(()) | Err(OutboxError::Side { .. }) => taken.push(a),
+                Err(e) => {
+                    assert!(matches!(e, OutboxError::Sled(_)), "{e}");
+                    failed = Some((a, f));
+                    break;
+                }
+            }
+        }
+        let (a, f) = failed.expect("sled met the full disk");
+        assert!(o.needs_reopen());
+        let (b, g) = finished("late", 7);
+        assert!(matches!(
+            o.put(&b, g.clone()).await,
+            Err(OutboxError::Broken { .. })
+        ));
+        assert!(matches!(o.reopen(), Err(OutboxError::Full { .. })));
+
+        std::fs::remove_file(mnt.0.join("filler")).unwrap();
+        o.reopen().unwrap();
+        assert!(!o.needs_reopen());
+        o.put(&a, f).await.unwrap();
+        o.put(&b, g).await.unwrap();
+        taken.extend([a, b]);
+        let mut want: Vec<AttemptRef> = taken.clone();
+        want.sort_by(|x, y| key(x).cmp(&key(y)));
+        let got: Vec<AttemptRef> = o.pending().unwrap().into_iter().map(|(a, _)| a).collect();
+        assert_eq!(got, want);
+        drop(o);
+        let o = Outbox::open(&path, "w1").unwrap();
+        let got: Vec<AttemptRef> = o.pending().unwrap().into_iter().map(|(a, _)| a).collect();
+        assert_eq!(got, want, "all there after a close and an open");
+        drop(o);
     }
 }

@@ -248,11 +248,54 @@ pub fn read_checked<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, SideE
 /// Test helpers shared by the modules that keep side files.
 #[cfg(test)]
 pub(crate) mod test_util {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     /// Copy a directory tree (a sled database) file by file.
     pub fn copy_dir(from: &Path, to: &Path) {
         super::copy_tree(from, to, &|_| false).unwrap();
+    }
+
+    /// A tmpfs a test mounted; unmounted (by its path) when dropped.
+    pub struct Tmpfs(pub PathBuf);
+
+    impl Tmpfs {
+        pub fn mount(at: &Path, size: &str) -> Tmpfs {
+            std::fs::create_dir_all(at).unwrap();
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(at)
+                .status()
+                .expect("mount (the store tests run as root)");
+            assert!(status.success(), "mount tmpfs at {}", at.display());
+            Tmpfs(at.to_path_buf())
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// Fill the filesystem of `path` to its last byte with one file.
+    pub fn fill_to_the_last_byte(path: &Path) {
+        use std::io::Write;
+        let mut f = std::fs::File::create(path).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+                Err(e) => panic!("filling: {e}"),
+            }
+        }
+        // The tail of a page.
+        while let Ok(n) = f.write(&[0u8]) {
+            if n == 0 {
+                break;
+            }
+        }
     }
 }
 

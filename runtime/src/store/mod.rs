@@ -2259,49 +2259,6 @@ mod tests {
         assert_eq!(store.get(&b.id).unwrap(), Some(b));
     }
 
-    /// A tmpfs a test mounted; unmounted (by its path) when dropped.
-    struct Tmpfs(PathBuf);
-
-    impl Tmpfs {
-        fn mount(at: &Path, size: &str) -> Tmpfs {
-            std::fs::create_dir_all(at).unwrap();
-            let status = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(at)
-                .status()
-                .expect("mount (the store tests run as root)");
-            assert!(status.success(), "mount tmpfs at {}", at.display());
-            Tmpfs(at.to_path_buf())
-        }
-    }
-
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-
-    /// Fill the filesystem of `path` to its last byte with one file.
-    fn fill_to_the_last_byte(path: &Path) {
-        use std::io::Write;
-        let mut f = std::fs::File::create(path).unwrap();
-        let chunk = vec![0u8; 64 << 10];
-        loop {
-            match f.write(&chunk) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-                Err(e) => panic!("filling: {e}"),
-            }
-        }
-        // The tail of a page.
-        while let Ok(n) = f.write(&[0u8]) {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
     /// The disk fills to its last byte while sled has writes not yet
     /// flushed (the race the reserve cannot close): sled's flush fails and
     /// sled refuses every later write until it is reopened. The store
@@ -2312,6 +2269,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_flush_failed_on_a_full_disk_is_replayed_after_a_reopen_in_place() {
         let dir = tempfile::tempdir().unwrap();
+        use crate::sidefile::test_util::{fill_to_the_last_byte, Tmpfs};
         let mnt = Tmpfs::mount(&dir.path().join("mnt"), "24m");
         let path = mnt.0.join("master.sled");
         let store = Store::open(&path).unwrap();
