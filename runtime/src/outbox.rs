@@ -725,7 +725,7 @@ mod tests {
         o.put(&b, g).await.unwrap();
         taken.extend([a, b]);
         let mut want: Vec<AttemptRef> = taken.clone();
-        want.sort_by(|x, y| key(x).cmp(&key(y)));
+        want.sort_by_key(key);
         let got: Vec<AttemptRef> = o.pending().unwrap().into_iter().map(|(a, _)| a).collect();
         assert_eq!(got, want);
         drop(o);
