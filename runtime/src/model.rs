@@ -454,6 +454,11 @@ pub struct JobResult {
     /// The quality pass, when the job asked for metrics.
     #[serde(default)]
     pub quality: Option<QualityResult>,
+    /// The FFmpeg encoder the worker really used (`libx264`, `h264_nvenc`):
+    /// the one the job named, or the one its `hardware` preference got on
+    /// that node. `None` in results written before it was recorded.
+    #[serde(default)]
+    pub encoder: Option<String>,
 }
 
 /// Why an attempt did not succeed.
