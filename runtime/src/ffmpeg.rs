@@ -1595,6 +1595,72 @@ progress=continue\n",
         assert!(missing.unavailable[0].reason.starts_with("could not run"));
     }
 
+    /// The options every encoder's argv uses are ones this FFmpeg's encoder
+    /// takes (`ffmpeg -h encoder=NAME` lists them), with a named value where
+    /// the value is not a number; generic options are FFmpeg's own.
+    /// Encoders this build lacks are skipped (no AV1 hardware in 5.1).
+    /// Whether the encoder then opens needs its device: the probe's job.
+    #[test]
+    fn every_encoders_options_are_known_to_this_ffmpeg() {
+        const GENERIC: [&str; 9] = [
+            "-c:v",
+            "-b:v",
+            "-maxrate",
+            "-bufsize",
+            "-pix_fmt",
+            "-g",
+            "-tag:v",
+            "-compression_level",
+            "-global_quality",
+        ];
+        let mut checked = Vec::new();
+        for enc in crate::encoders::ENCODERS {
+            let out = std::process::Command::new(ffmpeg())
+                .args(["-hide_banner", "-h", &format!("encoder={}", enc.name)])
+                .output()
+                .expect("run ffmpeg -h");
+            let help = String::from_utf8_lossy(&out.stdout);
+            if help.contains("is not recognized") {
+                continue;
+            }
+            let line = |token: &str| {
+                help.lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{token} ")))
+                    .map(str::to_string)
+            };
+            let listed = |token: &str| line(token).is_some();
+            for preset in enc.presets() {
+                for crf in [None, Some(enc.crf_range().1)] {
+                    let e = EncodeParams {
+                        encoder: Some(enc.name.into()),
+                        preset: preset.into(),
+                        crf,
+                        ..spec(enc.codec, testsrc(), Output::Null).encode
+                    };
+                    let a = enc.video_args(&e, Some("mp4"));
+                    for pair in a.chunks(2) {
+                        let (flag, value) = (pair[0].as_str(), pair[1].as_str());
+                        if GENERIC.contains(&flag) {
+                            continue;
+                        }
+                        let Some(option) = line(flag) else {
+                            panic!("{}: {flag} unknown to this FFmpeg", enc.name);
+                        };
+                        // An integer option takes a number or one of its
+                        // named constants (NVENC's `p2`, QSV's `veryfast`,
+                        // VAAPI's `CQP`, vp9's `realtime`).
+                        if option.contains("<int>") && value.parse::<i64>().is_err() {
+                            assert!(listed(value), "{}: {flag} {value}", enc.name);
+                        }
+                    }
+                }
+            }
+            checked.push(enc.name);
+        }
+        // Debian 12's FFmpeg 5.1: all but the three AV1 hardware encoders.
+        assert!(checked.len() >= 10, "{checked:?}");
+    }
+
     #[test]
     fn the_first_useful_line_drops_ffmpegs_context_prefix() {
         let stderr = "\n[h264_nvenc @ 0x56280fc96040] Cannot load libcuda.so.1\nError initializing output stream 0:0\n";
