@@ -6,11 +6,13 @@
 //! through [`crate::state::assign`], stores it, removes it from the queue and
 //! counts the slot as used in its next [`NodeView`]s.
 //!
-//! Jobs are kept in one `BTreeMap` per encoder, ordered by
-//! `(priority rank, seq)`. A pick looks only at encoders that some free node
-//! can run, and in each only at the first job whose `not_before` has passed,
-//! so jobs that nobody can run now cost nothing and never block the jobs
-//! behind them (no head-of-line blocking).
+//! Jobs are kept in one `BTreeMap` per encoder requirement (an encoder's
+//! name, or "any hardware encoder for this codec":
+//! [`crate::encoders::requirement`]), ordered by `(priority rank, seq)`. A
+//! pick looks only at requirements that some free node meets, and in each
+//! only at the first job whose `not_before` has passed, so jobs that nobody
+//! can run now cost nothing and never block the jobs behind them (no
+//! head-of-line blocking).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
