@@ -1361,6 +1361,55 @@ progress=continue\n",
         }
     }
 
+    /// Constant quality and 10-bit through every software encoder, for
+    /// real: the file holds the pixel format asked for, and a lower CRF
+    /// (better quality) makes a bigger file than a higher one.
+    #[tokio::test]
+    async fn crf_and_ten_bit_run_through_every_software_encoder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
+        for codec in Codec::ALL {
+            let mut sizes = Vec::new();
+            for crf in [10, 50] {
+                let name = format!("{}-{crf}.mkv", codec.as_str());
+                let mut v = request(
+                    codec.as_str(),
+                    json!({"type": "testsrc", "duration_s": 1}),
+                    json!({"type": "file", "path": name}),
+                );
+                v["crf"] = json!(crf);
+                v["pix_fmt"] = json!("yuv420p10le");
+                let s = parse_ok(&v, &roots);
+                let cmd = build_command(&ffmpeg(), &s);
+                assert_eq!(after(&args(&cmd), "-crf"), Some(crf.to_string()));
+                let r = run(&cmd.program, &cmd.args).await;
+                assert!(r.status.success(), "{codec:?} crf {crf}: {}", r.stderr);
+                let out = dir.path().join(&name);
+                let probe: Vec<OsString> = [
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "v:0",
+                    "-show_entries",
+                    "stream=pix_fmt",
+                    "-of",
+                    "csv=p=0",
+                ]
+                .iter()
+                .map(OsString::from)
+                .chain([out.as_os_str().to_owned()])
+                .collect();
+                let p = run(&ffprobe(), &probe).await;
+                assert_eq!(p.stdout.trim(), "yuv420p10le", "{codec:?}: {}", p.stderr);
+                sizes.push(std::fs::metadata(&out).expect("output").len());
+            }
+            assert!(
+                sizes[0] > sizes[1],
+                "{codec:?}: crf 10 vs 50 sizes {sizes:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn every_allowed_container_produces_a_playable_file() {
         let dir = tempfile::tempdir().expect("tempdir");
