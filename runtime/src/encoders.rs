@@ -287,9 +287,18 @@ impl Encoder {
         }
         let pix_fmt = e.pix_fmt.as_deref().unwrap_or(DEFAULT_PIX_FMT);
         if self.upload_filter(pix_fmt).is_none() {
-            a.extend(["-pix_fmt".into(), pix_fmt.to_string()]);
+            a.extend(["-pix_fmt".into(), self.encoder_pix_fmt(pix_fmt).to_string()]);
         }
         a
+    }
+
+    /// The pixel format handed to an encoder that takes system-memory
+    /// frames: NVENC takes 10-bit 4:2:0 as P010, not planar.
+    pub fn encoder_pix_fmt<'a>(&self, pix_fmt: &'a str) -> &'a str {
+        match (self.family, pix_fmt) {
+            (Family::Nvenc, "yuv420p10le") => "p010le",
+            _ => pix_fmt,
+        }
     }
 }
 
@@ -583,9 +592,18 @@ mod tests {
         let mut e = with_encoder("hevc_nvenc");
         e.pix_fmt = Some("yuv420p10le".into());
         let a = chosen(&e).video_args(&e, Some("mp4"));
-        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("yuv420p10le"));
+        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("p010le"));
         assert_eq!(after(&a, "-tag:v").as_deref(), Some("hvc1"));
         assert_eq!(after(&a, "-x265-params"), None);
+        let mut e = with_encoder("libx265");
+        e.pix_fmt = Some("yuv420p10le".into());
+        let a = chosen(&e).video_args(&e, Some("mp4"));
+        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("yuv420p10le"));
+        assert_eq!(after(&a, "-tag:v").as_deref(), Some("hvc1"));
+        assert_eq!(
+            after(&a, "-x265-params").as_deref(),
+            Some("log-level=error")
+        );
     }
 
     #[test]

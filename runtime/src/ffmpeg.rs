@@ -1678,17 +1678,34 @@ progress=continue\n",
                     .map(str::to_string)
             };
             let listed = |token: &str| line(token).is_some();
+            let pix_fmts: Vec<&str> = help
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Supported pixel formats:"))
+                .map(|l| l.split_whitespace().collect())
+                .unwrap_or_default();
+            let ten_bit = enc.takes_pix_fmt("yuv420p10le").then_some("yuv420p10le");
             for preset in enc.presets() {
-                for crf in [None, Some(enc.crf_range().1)] {
+                for (crf, pix_fmt) in [
+                    (None, "yuv420p"),
+                    (Some(enc.crf_range().1), ten_bit.unwrap_or("yuv420p")),
+                ] {
                     let e = EncodeParams {
                         encoder: Some(enc.name.into()),
                         preset: preset.into(),
                         crf,
+                        pix_fmt: Some(pix_fmt.into()),
                         ..spec(enc.codec, testsrc(), Output::Null).encode
                     };
                     let a = enc.video_args(&e, Some("mp4"));
                     for pair in a.chunks(2) {
                         let (flag, value) = (pair[0].as_str(), pair[1].as_str());
+                        if flag == "-pix_fmt" {
+                            assert!(
+                                pix_fmts.contains(&value),
+                                "{}: {value} not in {pix_fmts:?}",
+                                enc.name
+                            );
+                        }
                         if GENERIC.contains(&flag) {
                             continue;
                         }
