@@ -54,8 +54,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
-use ffrtmp_runtime::ffmpeg;
-use ffrtmp_runtime::model::{Codec, Isolation, Job, JobSpec, NodeId};
+use ffrtmp_runtime::encoders;
+use ffrtmp_runtime::ffmpeg::{self, EncoderProbe};
+use ffrtmp_runtime::model::{Isolation, Job, JobSpec, NodeId};
 use ffrtmp_runtime::wire;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::oneshot;
@@ -108,12 +109,14 @@ pub fn default_slots() -> u32 {
     (crate::node::cores() / 2).max(1)
 }
 
-/// Encoders that pass a real test encode with `ffmpeg_path` on this machine,
-/// limited to `allow` when given. One short FFmpeg run per candidate.
-pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Vec<String> {
-    let candidates: Vec<&str> = Codec::ALL
+/// Which encoders of [`encoders::ENCODERS`] (software, NVENC, QSV, VAAPI)
+/// pass a real test encode with `ffmpeg_path` on this machine, and why the
+/// others do not; limited to `allow` when given. One short FFmpeg run per
+/// candidate, all at once.
+pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> EncoderProbe {
+    let candidates: Vec<&str> = encoders::ENCODERS
         .iter()
-        .map(|c| c.encoder())
+        .map(|e| e.name)
         .filter(|e| allow.is_none_or(|a| a.iter().any(|x| x == e)))
         .collect();
     ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
@@ -136,8 +139,8 @@ pub async fn node_config(
 ) -> NodeConfig {
     let cgroups = Arc::new(CgroupManager::detect(&format!("{cgroup_parent}/{node_id}")));
     tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
-    let encoders = probe_encoders(&ffmpeg, encoder_allowlist).await;
-    tracing::info!(?encoders, "encoders that passed a test encode");
+    let probe = probe_encoders(&ffmpeg, encoder_allowlist).await;
+    tracing::info!(encoders = ?probe.available, "encoders that passed a test encode");
     NodeConfig {
         node_id,
         slots: default_slots(),
@@ -146,7 +149,8 @@ pub async fn node_config(
         cgroups,
         nice: DEFAULT_NICE,
         kill_grace: DEFAULT_KILL_GRACE,
-        encoders,
+        encoders: probe.available,
+        unavailable_encoders: probe.unavailable,
         drained: Default::default(),
         power: Some(PowerConfig::new(crate::node::cores())),
         run_log: None,

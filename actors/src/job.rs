@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::cgroup::{CgroupManager, JobCgroup};
 use ffrtmp_runtime::confine::{ConfineError, OutputFile, Resolver};
+use ffrtmp_runtime::encoders;
 use ffrtmp_runtime::energy::cpu::CpuProbe;
 use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProbeError, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
@@ -215,6 +216,8 @@ pub struct JobState {
     output: Output,
     /// The output's constant frame rate.
     fps: u32,
+    /// The FFmpeg encoder the encode runs with (the result's `encoder`).
+    encoder: String,
     expected_duration_s: Option<f64>,
     tasks: Vec<JoinHandle<()>>,
     reported: bool,
@@ -335,6 +338,7 @@ impl Actor for JobActor {
             node: args.node.clone(),
             output: a.spec.output.clone(),
             fps: a.spec.encode.fps,
+            encoder: encoders::chosen(&a.spec.encode).name.to_string(),
             expected_duration_s,
             tasks: Vec::new(),
             reported: false,
@@ -785,6 +789,7 @@ fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
                 peak_memory_bytes: stats.as_ref().and_then(|s| s.peak_memory_bytes),
                 output_duration_s: out_time,
                 quality: None,
+                encoder: Some(state.encoder.clone()),
             },
         };
     }

@@ -48,6 +48,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_runtime::encoders;
+use ffrtmp_runtime::ffmpeg::UnavailableEncoder;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
@@ -91,6 +93,9 @@ pub struct NodeConfig {
     pub kill_grace: Duration,
     /// Encoders this node advertises (already probed by a real encode).
     pub encoders: Vec<String>,
+    /// Encoders that failed their test encode, with FFmpeg's reason
+    /// (shown in `GET /v1/nodes`; never used).
+    pub unavailable_encoders: Vec<UnavailableEncoder>,
     /// Set when the node stopped because it finished draining: its owner
     /// should leave rather than reconnect.
     pub drained: Arc<std::sync::atomic::AtomicBool>,
@@ -470,6 +475,23 @@ impl NodeState {
                 .await;
             return;
         }
+        // The encoder the job runs with here: the one it names, or what its
+        // `hardware` preference finds among this node's working encoders
+        // (placement checked the same, `encoders::satisfies`).
+        let mut a = a;
+        match encoders::resolve(&a.spec.encode, &self.config.encoders) {
+            Some(name) => a.spec.encode.encoder = Some(name.to_string()),
+            None => {
+                let why = format!(
+                    "no working encoder on this node for the job (codec {}, encoder {}, hardware {:?})",
+                    a.spec.encode.codec.as_str(),
+                    a.spec.encode.encoder.as_deref().unwrap_or("any"),
+                    a.spec.encode.hardware
+                );
+                self.report_crash(a.job_id, a.token, why).await;
+                return;
+            }
+        }
         let now = mono_ms();
         if !self.lease.can_start(now, self.grace_ms()) {
             if let Some(why) = self.lease_too_short() {
@@ -689,6 +711,7 @@ pub fn hello(config: &NodeConfig) -> ToMaster {
             encoders: config.encoders.clone(),
             cores: cores(),
             memory_bytes: memory_bytes(),
+            unavailable_encoders: config.unavailable_encoders.clone(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

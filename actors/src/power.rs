@@ -9,8 +9,10 @@
 //!
 //! - CPU-side energy by each job's cgroup CPU-time delta, out of the whole
 //!   node's busy CPU time (`/proc/stat`) over the same interval;
-//! - each GPU's energy by the job's processes' encoder + SM utilisation, out
-//!   of the device's.
+//! - each GPU's energy by what the job's processes kept its engines busy
+//!   (NVML's per-process encoder, decoder and SM utilisation: an NVENC
+//!   encode shows as its FFmpeg's encoder use), out of the device's
+//!   ([`attribution::gpu_weights`]).
 //!
 //! What no job is charged for (idle, the OS, the worker itself, anything
 //! else on the machine) is counted as idle, so that the jobs' energy plus
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use ffrtmp_runtime::energy::attribution;
 use ffrtmp_runtime::energy::cpu::{CpuProbe, CpuReader};
 use ffrtmp_runtime::energy::estimate::EstimateModel;
-use ffrtmp_runtime::energy::nvml::{self, Gpus};
+use ffrtmp_runtime::energy::nvml::Gpus;
 use ffrtmp_runtime::energy::procstat::{CpuTimes, ProcStat};
 use ffrtmp_runtime::energy::rapl::{self, Rapl};
 use ffrtmp_runtime::model::{DomainEnergy, DomainPower, NodePower, PowerSource};
@@ -463,11 +465,8 @@ impl Meter {
                     .map(|(k, j)| (k.clone(), j.pids.read()))
                     .collect();
                 for s in samples {
-                    let weights: Vec<(AttemptRef, f64)> = pids
-                        .iter()
-                        .map(|(k, p)| (k.clone(), nvml::weight_of(&s, p)))
-                        .collect();
-                    let capacity = s.encoder_util + s.sm_util;
+                    let (weights, capacity) =
+                        attribution::gpu_weights(s.device_util(), &s.processes, &pids);
                     parts.push(Part {
                         domain: s.domain.clone(),
                         source: PowerSource::Nvml,

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ffrtmp_runtime::encoders;
 use ffrtmp_runtime::experiment::Experiment;
 use ffrtmp_runtime::lease;
 use ffrtmp_runtime::model::{
@@ -391,7 +392,7 @@ fn queued(job: &Job) -> QueuedJob {
         priority: job.spec.priority,
         seq: job.queue_seq(),
         not_before_ms: job.not_before_ms,
-        encoder: job.spec.encode.codec.encoder().to_string(),
+        encoder: encoders::requirement(&job.spec.encode),
     }
 }
 

@@ -149,6 +149,7 @@ async fn nothing_leaves_before_its_write_is_durable() {
                     peak_memory_bytes: None,
                     output_duration_s: Some(0.2),
                     quality: None,
+                    encoder: None,
                 },
             },
             energy: None,

@@ -346,6 +346,7 @@ fn success() -> Outcome {
             peak_memory_bytes: None,
             output_duration_s: Some(0.2),
             quality: None,
+            encoder: None,
         },
     }
 }
@@ -384,6 +385,7 @@ async fn sim_worker(
             encoders: vec!["libx264".into()],
             cores: 2,
             memory_bytes: 1 << 30,
+            unavailable_encoders: Vec::new(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

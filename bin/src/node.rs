@@ -169,7 +169,8 @@ struct NodeFlags {
     cgroup_parent: String,
     /// Advertise only these encoders (comma-separated; default: every one that passes a test encode).
     #[arg(long, env = "FFRTMP_ENCODERS", value_delimiter = ',',
-          value_parser = ["libx264", "libx265", "libvpx-vp9", "libsvtav1"])]
+          value_parser = clap::builder::PossibleValuesParser::new(
+              ffrtmp_runtime::encoders::ENCODERS.map(|e| e.name)))]
     encoders: Option<Vec<String>>,
     /// master: the cluster PKI directory (`ffrtmp-node pki init --dir DIR`).
     #[arg(long, env = "FFRTMP_PKI")]

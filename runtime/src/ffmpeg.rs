@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Progress};
+use crate::encoders::{self, Encoder};
+use crate::model::{EncodeParams, Input, JobSpec, Output, Progress};
 
 /// A program and its argv, ready for `std::process::Command` (no shell).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,63 +45,13 @@ fn format_duration(d: f64) -> String {
     s.to_string()
 }
 
-/// `-deadline` and `-cpu-used` for a validated vp9 preset.
-fn vp9_speed(preset: &str) -> (&'static str, &'static str) {
-    match preset {
-        "best" => ("best", "0"),
-        "good" => ("good", "4"),
-        _ => ("realtime", "8"),
+/// `-c:v` and the encoder's own options ([`crate::encoders`]), then the GOP.
+fn video_args(e: &EncodeParams, encoder: &Encoder, output: &Output, args: &mut Vec<OsString>) {
+    for a in encoder.video_args(e, output_format(output)) {
+        args.push(a.into());
     }
-}
-
-fn video_args(e: &EncodeParams, output: &Output, args: &mut Vec<OsString>) {
-    let mut push = |s: &str| args.push(OsString::from(s));
-    let kbps = u64::from(e.bitrate_kbps);
-    let gop = (u64::from(e.fps) * 2).to_string();
-    push("-c:v");
-    push(e.codec.encoder());
-    match e.codec {
-        Codec::H264 | Codec::H265 => {
-            push("-preset");
-            push(&e.preset);
-            push("-b:v");
-            push(&format!("{kbps}k"));
-            push("-maxrate");
-            push(&format!("{kbps}k"));
-            push("-bufsize");
-            push(&format!("{}k", kbps * 2));
-            if e.codec == Codec::H265 {
-                push("-x265-params");
-                push("log-level=error");
-                // Apple players want `hvc1` in MP4/MOV.
-                if matches!(output_format(output), Some("mp4" | "mov")) {
-                    push("-tag:v");
-                    push("hvc1");
-                }
-            }
-        }
-        Codec::Vp9 => {
-            let (deadline, cpu_used) = vp9_speed(&e.preset);
-            push("-deadline");
-            push(deadline);
-            push("-cpu-used");
-            push(cpu_used);
-            push("-row-mt");
-            push("1");
-            push("-b:v");
-            push(&format!("{kbps}k"));
-        }
-        Codec::Av1 => {
-            push("-preset");
-            push(&e.preset);
-            push("-b:v");
-            push(&format!("{kbps}k"));
-        }
-    }
-    push("-pix_fmt");
-    push("yuv420p");
-    push("-g");
-    push(&gop);
+    args.push("-g".into());
+    args.push((u64::from(e.fps) * 2).to_string().into());
 }
 
 /// The FFmpeg muxer for an output, if it is a file or a stream.
@@ -175,6 +126,9 @@ pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> Ff
     .iter()
     .map(OsString::from)
     .collect();
+    let encoder = encoders::chosen(e);
+    let upload = encoder.upload_filter(e.pix_fmt.as_deref().unwrap_or(encoders::DEFAULT_PIX_FMT));
+    args.extend(encoder.device_args().iter().map(OsString::from));
     let live = matches!(spec.output, Output::Rtmp { .. });
     if matches!(spec.output, Output::File { .. }) {
         args.push("-y".into());
@@ -199,6 +153,10 @@ pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> Ff
                 .into(),
             );
             args.push("-an".into());
+            if let Some(upload) = &upload {
+                args.push("-vf".into());
+                args.push(upload.into());
+            }
         }
         Input::File { path } => {
             args.push("-protocol_whitelist".into());
@@ -224,12 +182,16 @@ pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> Ff
                 args.push(a.into());
             }
             args.push("-vf".into());
-            args.push(format!("scale={}:{}", e.width, e.height).into());
+            let scale = format!("scale={}:{}", e.width, e.height);
+            args.push(match &upload {
+                Some(upload) => format!("{scale},{upload}").into(),
+                None => scale.into(),
+            });
             args.push("-r".into());
             args.push(e.fps.to_string().into());
         }
     }
-    video_args(e, &spec.output, &mut args);
+    video_args(e, &encoder, &spec.output, &mut args);
     if matches!(spec.input, Input::File { .. }) {
         let audio = if output_format(&spec.output) == Some("webm") {
             "libopus"
@@ -270,7 +232,7 @@ pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> Ff
     // SVT-AV1 writes `Svt[info]` lines to stderr whatever -loglevel says;
     // level 1 keeps its errors only, so the stderr tail stays useful.
     let mut env: Vec<(OsString, OsString)> = vec![("LC_ALL".into(), "C".into())];
-    if spec.encode.codec == Codec::Av1 {
+    if encoder.name == "libsvtav1" {
         env.push(("SVT_LOG".into(), "1".into()));
     }
     FfmpegCommand {
@@ -521,7 +483,7 @@ async fn output_within(
             child.kill().await?;
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("ffprobe did not finish within {} ms", timeout.as_millis()),
+                format!("did not finish within {} ms", timeout.as_millis()),
             ))
         }
     }
@@ -643,69 +605,159 @@ fn is_encoder_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Whether `encoder` completes a tiny real encode (a few frames of testsrc2 to `-f null`).
-async fn encoder_works(ffmpeg: &Path, encoder: &str) -> bool {
+/// An encoder that failed its test encode, and why.
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+    utoipa::ToSchema,
+)]
+pub struct UnavailableEncoder {
+    /// FFmpeg's name for it (`h264_nvenc`).
+    pub encoder: String,
+    /// The first useful line of FFmpeg's stderr (`Cannot load
+    /// libcuda.so.1`), or why FFmpeg could not run or finish.
+    pub reason: String,
+}
+
+/// What [`probe_encoders`] found: the encoders that work, and those that
+/// did not, with the reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncoderProbe {
+    /// Encoders that completed the test encode, in the candidates' order.
+    pub available: Vec<String>,
+    /// Encoders that did not, in the candidates' order.
+    pub unavailable: Vec<UnavailableEncoder>,
+}
+
+/// The first line of FFmpeg's stderr that says something: its
+/// `[h264_nvenc @ 0x55d…] ` context prefix removed (the address changes
+/// every run), at most 300 characters.
+pub fn first_useful_line(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .map(|l| {
+            let l = l.trim();
+            match l.strip_prefix('[').and_then(|r| r.split_once("] ")) {
+                Some((ctx, rest)) if ctx.contains(" @ ") => rest.trim(),
+                _ => l,
+            }
+        })
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(300).collect())
+}
+
+/// The argv of an encoder's test encode: a few frames of testsrc2 through
+/// it, with its family's device setup and upload filter, to `-f null`.
+pub fn probe_args(encoder: &str) -> Vec<String> {
+    let mut a: Vec<String> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+        .map(String::from)
+        .to_vec();
+    let known = encoders::lookup(encoder);
+    if let Some(k) = known {
+        a.extend(k.device_args().iter().map(|s| s.to_string()));
+    }
+    // 128x128: SVT-AV1 needs at least 64x64, some hardware encoders more.
+    a.extend(
+        [
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=128x128:rate=10",
+            "-frames:v",
+            "3",
+            "-an",
+        ]
+        .map(String::from),
+    );
+    if let Some(upload) = known.and_then(|k| k.upload_filter(encoders::DEFAULT_PIX_FMT)) {
+        a.extend(["-vf".to_string(), upload]);
+    }
+    a.extend(["-c:v", encoder, "-f", "null", "-"].map(String::from));
+    a
+}
+
+/// Runs `encoder`'s test encode ([`probe_args`]) within `timeout`:
+/// `Err(reason)` where it fails.
+async fn encoder_works(ffmpeg: &Path, encoder: &str, timeout: Duration) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(ffmpeg);
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "error",
-        "-f",
-        "lavfi",
-        // 128x128: SVT-AV1 needs at least 64x64, some hardware encoders more.
-        "-i",
-        "testsrc2=size=128x128:rate=10",
-        "-frames:v",
-        "3",
-        "-an",
-        "-c:v",
-        encoder,
-        "-f",
-        "null",
-        "-",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .kill_on_drop(true);
-    match tokio::time::timeout(PROBE_TIMEOUT, cmd.status()).await {
-        Ok(Ok(status)) => status.success(),
-        Ok(Err(e)) => {
-            tracing::warn!(encoder, error = %e, "could not run ffmpeg to probe an encoder");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(encoder, "encoder probe timed out");
-            false
-        }
+    cmd.args(probe_args(encoder))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    match output_within(cmd, timeout).await {
+        Ok((status, _, _)) if status.success() => Ok(()),
+        Ok((status, _, err)) => Err(first_useful_line(&String::from_utf8_lossy(&err))
+            .unwrap_or_else(|| format!("the test encode failed ({status})"))),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(format!(
+            "the test encode did not finish within {} s",
+            timeout.as_secs()
+        )),
+        Err(e) => Err(format!("could not run {}: {e}", ffmpeg.display())),
     }
 }
 
 /// Encoders (by FFmpeg encoder name, e.g. `"libx264"`) that complete a tiny
-/// real encode. `ffmpeg -encoders` alone is not trusted: `h264_nvenc` is listed
-/// without a driver yet fails at run time. Order follows `candidates`; names
-/// that are not plain encoder names are dropped.
-pub async fn probe_encoders(ffmpeg: &Path, candidates: &[&str]) -> Vec<String> {
-    let mut ok = Vec::new();
+/// real encode, and those that do not with the reason. `ffmpeg -encoders`
+/// alone is not trusted: Debian's FFmpeg lists `h264_nvenc`, `h264_qsv`
+/// and `h264_vaapi`, which fail at run time without their device. The
+/// probes run at once, each within [`PROBE_TIMEOUT`]; the lists follow
+/// `candidates`' order; names that are not plain encoder names, and
+/// repeats, are dropped.
+pub async fn probe_encoders(ffmpeg: &Path, candidates: &[&str]) -> EncoderProbe {
+    probe_encoders_within(ffmpeg, candidates, PROBE_TIMEOUT).await
+}
+
+/// [`probe_encoders`] with its own time limit per probe.
+pub async fn probe_encoders_within(
+    ffmpeg: &Path,
+    candidates: &[&str],
+    timeout: Duration,
+) -> EncoderProbe {
+    let mut names: Vec<&str> = Vec::new();
     for &name in candidates {
-        if !is_encoder_name(name) || ok.iter().any(|n: &String| n == name) {
-            continue;
-        }
-        if encoder_works(ffmpeg, name).await {
-            ok.push(name.to_string());
-        } else {
-            tracing::info!(encoder = name, "encoder failed its test encode");
+        if is_encoder_name(name) && !names.contains(&name) {
+            names.push(name);
         }
     }
-    ok
+    let mut probes = tokio::task::JoinSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let (ffmpeg, name) = (ffmpeg.to_path_buf(), name.to_string());
+        probes.spawn(async move { (i, encoder_works(&ffmpeg, &name, timeout).await) });
+    }
+    let mut results: Vec<Option<Result<(), String>>> = vec![None; names.len()];
+    while let Some(done) = probes.join_next().await {
+        if let Ok((i, r)) = done {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    let mut found = EncoderProbe::default();
+    for (name, r) in names.iter().zip(results) {
+        match r.unwrap_or_else(|| Err("the probe task failed".into())) {
+            Ok(()) => found.available.push(name.to_string()),
+            Err(reason) => {
+                tracing::info!(encoder = name, %reason, "encoder failed its test encode");
+                found.unavailable.push(UnavailableEncoder {
+                    encoder: name.to_string(),
+                    reason,
+                });
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{EncodeParams, Priority, ResourceLimits};
+    use crate::model::{Codec, EncodeParams, Priority, ResourceLimits};
     use crate::spec::{parse_job_request, MediaRoots};
     use proptest::prelude::*;
     use serde_json::{json, Value};
@@ -1309,6 +1361,55 @@ progress=continue\n",
         }
     }
 
+    /// Constant quality and 10-bit through every software encoder, for
+    /// real: the file holds the pixel format asked for, and a lower CRF
+    /// (better quality) makes a bigger file than a higher one.
+    #[tokio::test]
+    async fn crf_and_ten_bit_run_through_every_software_encoder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
+        for codec in Codec::ALL {
+            let mut sizes = Vec::new();
+            for crf in [10, 50] {
+                let name = format!("{}-{crf}.mkv", codec.as_str());
+                let mut v = request(
+                    codec.as_str(),
+                    json!({"type": "testsrc", "duration_s": 1}),
+                    json!({"type": "file", "path": name}),
+                );
+                v["crf"] = json!(crf);
+                v["pix_fmt"] = json!("yuv420p10le");
+                let s = parse_ok(&v, &roots);
+                let cmd = build_command(&ffmpeg(), &s);
+                assert_eq!(after(&args(&cmd), "-crf"), Some(crf.to_string()));
+                let r = run(&cmd.program, &cmd.args).await;
+                assert!(r.status.success(), "{codec:?} crf {crf}: {}", r.stderr);
+                let out = dir.path().join(&name);
+                let probe: Vec<OsString> = [
+                    "-v",
+                    "error",
+                    "-select_streams",
+                    "v:0",
+                    "-show_entries",
+                    "stream=pix_fmt",
+                    "-of",
+                    "csv=p=0",
+                ]
+                .iter()
+                .map(OsString::from)
+                .chain([out.as_os_str().to_owned()])
+                .collect();
+                let p = run(&ffprobe(), &probe).await;
+                assert_eq!(p.stdout.trim(), "yuv420p10le", "{codec:?}: {}", p.stderr);
+                sizes.push(std::fs::metadata(&out).expect("output").len());
+            }
+            assert!(
+                sizes[0] > sizes[1],
+                "{codec:?}: crf 10 vs 50 sizes {sizes:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn every_allowed_container_produces_a_playable_file() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1504,24 +1605,204 @@ progress=continue\n",
                 "libx264",
                 "a b",
                 "h264_nvenc",
+                "h264_vaapi",
             ],
         )
         .await;
         let base: Vec<&str> = found
+            .available
             .iter()
             .map(String::as_str)
-            .filter(|n| *n != "h264_nvenc")
+            .filter(|n| !["h264_nvenc", "h264_vaapi"].contains(n))
             .collect();
         assert_eq!(base, ["libx264", "libx265", "libvpx-vp9", "libsvtav1"]);
-        // h264_nvenc is listed by `ffmpeg -encoders` but needs a driver.
-        if !Path::new("/dev/nvidiactl").exists() {
-            assert!(!found.iter().any(|n| n == "h264_nvenc"), "{found:?}");
-        }
-        assert!(
-            probe_encoders(Path::new("/nonexistent/ffmpeg"), &["libx264"])
-                .await
-                .is_empty()
+        let reason = |name: &str| {
+            found
+                .unavailable
+                .iter()
+                .find(|u| u.encoder == name)
+                .map(|u| u.reason.clone())
+        };
+        assert_eq!(
+            reason("no_such_encoder").as_deref(),
+            Some("Unknown encoder 'no_such_encoder'")
         );
+        // h264_nvenc is listed by `ffmpeg -encoders` but needs a driver;
+        // h264_vaapi a render node with a VA driver.
+        if !Path::new("/dev/nvidiactl").exists() {
+            let r = reason("h264_nvenc").expect("h264_nvenc unavailable");
+            assert!(r.contains("libcuda"), "{r}");
+            assert!(!r.contains(" @ 0x"), "{r}");
+        }
+        if !Path::new(crate::encoders::VAAPI_DEVICE).exists() {
+            let r = reason("h264_vaapi").expect("h264_vaapi unavailable");
+            assert!(r.contains(crate::encoders::VAAPI_DEVICE), "{r}");
+        }
+        assert_eq!(found.unavailable.len() + found.available.len(), 7);
+        let missing = probe_encoders(Path::new("/nonexistent/ffmpeg"), &["libx264"]).await;
+        assert!(missing.available.is_empty());
+        assert!(missing.unavailable[0].reason.starts_with("could not run"));
+    }
+
+    /// The options every encoder's argv uses are ones this FFmpeg's encoder
+    /// takes (`ffmpeg -h encoder=NAME` lists them), with a named value where
+    /// the value is not a number; generic options are FFmpeg's own.
+    /// Encoders this build lacks are skipped (no AV1 hardware in 5.1).
+    /// Whether the encoder then opens needs its device: the probe's job.
+    #[test]
+    fn every_encoders_options_are_known_to_this_ffmpeg() {
+        const GENERIC: [&str; 9] = [
+            "-c:v",
+            "-b:v",
+            "-maxrate",
+            "-bufsize",
+            "-pix_fmt",
+            "-g",
+            "-tag:v",
+            "-compression_level",
+            "-global_quality",
+        ];
+        let mut checked = Vec::new();
+        for enc in crate::encoders::ENCODERS {
+            let out = std::process::Command::new(ffmpeg())
+                .args(["-hide_banner", "-h", &format!("encoder={}", enc.name)])
+                .output()
+                .expect("run ffmpeg -h");
+            let help = String::from_utf8_lossy(&out.stdout);
+            if help.contains("is not recognized") {
+                continue;
+            }
+            let line = |token: &str| {
+                help.lines()
+                    .find(|l| l.trim_start().starts_with(&format!("{token} ")))
+                    .map(str::to_string)
+            };
+            let listed = |token: &str| line(token).is_some();
+            let pix_fmts: Vec<&str> = help
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Supported pixel formats:"))
+                .map(|l| l.split_whitespace().collect())
+                .unwrap_or_default();
+            let ten_bit = enc.takes_pix_fmt("yuv420p10le").then_some("yuv420p10le");
+            for preset in enc.presets() {
+                for (crf, pix_fmt) in [
+                    (None, "yuv420p"),
+                    (Some(enc.crf_range().1), ten_bit.unwrap_or("yuv420p")),
+                ] {
+                    let e = EncodeParams {
+                        encoder: Some(enc.name.into()),
+                        preset: preset.into(),
+                        crf,
+                        pix_fmt: Some(pix_fmt.into()),
+                        ..spec(enc.codec, testsrc(), Output::Null).encode
+                    };
+                    let a = enc.video_args(&e, Some("mp4"));
+                    for pair in a.chunks(2) {
+                        let (flag, value) = (pair[0].as_str(), pair[1].as_str());
+                        if flag == "-pix_fmt" {
+                            assert!(
+                                pix_fmts.contains(&value),
+                                "{}: {value} not in {pix_fmts:?}",
+                                enc.name
+                            );
+                        }
+                        if GENERIC.contains(&flag) {
+                            continue;
+                        }
+                        let Some(option) = line(flag) else {
+                            panic!("{}: {flag} unknown to this FFmpeg", enc.name);
+                        };
+                        // An integer option takes a number or one of its
+                        // named constants (NVENC's `p2`, QSV's `veryfast`,
+                        // VAAPI's `CQP`, vp9's `realtime`).
+                        if option.contains("<int>") && value.parse::<i64>().is_err() {
+                            assert!(listed(value), "{}: {flag} {value}", enc.name);
+                        }
+                    }
+                }
+            }
+            checked.push(enc.name);
+        }
+        // Debian 12's FFmpeg 5.1: all but the three AV1 hardware encoders.
+        assert!(checked.len() >= 10, "{checked:?}");
+    }
+
+    #[test]
+    fn the_first_useful_line_drops_ffmpegs_context_prefix() {
+        let stderr = "\n[h264_nvenc @ 0x56280fc96040] Cannot load libcuda.so.1\nError initializing output stream 0:0\n";
+        assert_eq!(
+            first_useful_line(stderr).as_deref(),
+            Some("Cannot load libcuda.so.1")
+        );
+        assert_eq!(
+            first_useful_line(
+                "[AVHWDeviceContext @ 0x1] No VA display found for device /dev/dri/renderD128."
+            )
+            .as_deref(),
+            Some("No VA display found for device /dev/dri/renderD128.")
+        );
+        assert_eq!(
+            first_useful_line("[not a context] kept"),
+            Some("[not a context] kept".into())
+        );
+        assert_eq!(first_useful_line("  \n\n"), None);
+        assert_eq!(
+            first_useful_line(&"x".repeat(1000)).map(|l| l.len()),
+            Some(300)
+        );
+    }
+
+    #[test]
+    fn hardware_encoders_get_their_device_and_upload_filter() {
+        // VAAPI, testsrc: the device before the input, upload as the filter.
+        let mut s = spec(Codec::H265, testsrc(), Output::Null);
+        s.encode.encoder = Some("hevc_vaapi".into());
+        s.encode.crf = Some(30);
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        let dev = a.iter().position(|x| x == "-vaapi_device").expect("device");
+        let input = a.iter().position(|x| x == "-i").expect("input");
+        assert!(dev < input, "{a:?}");
+        assert_eq!(
+            after(&a, "-vaapi_device").as_deref(),
+            Some(crate::encoders::VAAPI_DEVICE)
+        );
+        assert_eq!(after(&a, "-vf").as_deref(), Some("format=nv12,hwupload"));
+        assert_eq!(after(&a, "-c:v").as_deref(), Some("hevc_vaapi"));
+        assert_eq!(after(&a, "-qp").as_deref(), Some("30"));
+        assert_eq!(after(&a, "-pix_fmt"), None);
+        assert_eq!(after(&a, "-x265-params"), None);
+        // QSV, file input: upload after the scale.
+        let mut s = spec(
+            Codec::H264,
+            Input::File {
+                path: "/m/in.mp4".into(),
+            },
+            Output::Null,
+        );
+        s.encode.encoder = Some("h264_qsv".into());
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        assert_eq!(after(&a, "-init_hw_device").as_deref(), Some("qsv=hw"));
+        assert_eq!(
+            after(&a, "-vf").as_deref(),
+            Some("scale=160:90,format=nv12,hwupload=extra_hw_frames=64")
+        );
+        assert_eq!(after(&a, "-b:v").as_deref(), Some("200k"));
+        // NVENC: no device setup, system-memory frames with a pix_fmt.
+        let mut s = spec(Codec::H264, testsrc(), Output::Null);
+        s.encode.encoder = Some("h264_nvenc".into());
+        let a = args(&build_command(Path::new("ffmpeg"), &s));
+        assert_eq!(after(&a, "-vf"), None);
+        assert_eq!(after(&a, "-preset").as_deref(), Some("p2"));
+        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("yuv420p"));
+        assert_eq!(&a[..7], PREFIX);
+        // The probe's argv: the same device setup and upload.
+        let p = probe_args("av1_vaapi");
+        assert_eq!(
+            after(&p, "-vaapi_device").as_deref(),
+            Some(crate::encoders::VAAPI_DEVICE)
+        );
+        assert_eq!(after(&p, "-vf").as_deref(), Some("format=nv12,hwupload"));
+        assert_eq!(p[p.len() - 5..], ["-c:v", "av1_vaapi", "-f", "null", "-"]);
     }
 
     #[tokio::test]

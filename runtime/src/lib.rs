@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod encoders;
 pub mod energy;
 pub mod error;
 pub mod experiment;

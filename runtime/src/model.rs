@@ -119,8 +119,11 @@ pub struct EncodeParams {
     /// Encoder speed preset, in the encoder's own vocabulary (validated per codec).
     pub preset: String,
     /// The FFmpeg encoder: the one the job named (`"encoder": "hevc_nvenc"`)
-    /// or, with `hardware` other than `none`, the one placement chose.
-    /// `None`: the codec's software encoder ([`Codec::encoder`]).
+    /// or, with `hardware` other than `none`, the one the worker chose among
+    /// its working encoders (set on the worker's copy of the spec; the
+    /// result's `encoder` records it). `None` in a stored spec that named
+    /// none: the codec's software encoder ([`Codec::encoder`]) or, with
+    /// `hardware`, whichever the worker finds (`crate::encoders::resolve`).
     #[serde(default)]
     pub encoder: Option<String>,
     /// Whether the job wants a hardware encoder for its codec.
@@ -455,6 +458,11 @@ pub struct JobResult {
     /// results have none, and the wire enums carrying a result stay small).
     #[serde(default)]
     pub quality: Option<Box<QualityResult>>,
+    /// The FFmpeg encoder the worker really used (`libx264`, `h264_nvenc`):
+    /// the one the job named, or the one its `hardware` preference got on
+    /// that node. `None` in results written before it was recorded.
+    #[serde(default)]
+    pub encoder: Option<String>,
 }
 
 /// Why an attempt did not succeed.

@@ -108,13 +108,14 @@ impl Configuration {
     }
 }
 
-/// The encoder a job really ran: the one its spec names (a hardware
-/// encoder, or the one placement chose), else its codec's software encoder.
-pub fn encoder_used(job: &Job, _result: &JobResult) -> String {
-    job.spec
-        .encode
+/// The encoder a job really ran: the one its worker recorded
+/// (`JobResult.encoder`), else the one its spec names, else its codec's
+/// software encoder (results written before the worker recorded it).
+pub fn encoder_used(job: &Job, result: &JobResult) -> String {
+    result
         .encoder
         .clone()
+        .or_else(|| job.spec.encode.encoder.clone())
         .unwrap_or_else(|| job.spec.encode.codec.encoder().to_string())
 }
 

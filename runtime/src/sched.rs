@@ -6,11 +6,13 @@
 //! through [`crate::state::assign`], stores it, removes it from the queue and
 //! counts the slot as used in its next [`NodeView`]s.
 //!
-//! Jobs are kept in one `BTreeMap` per encoder, ordered by
-//! `(priority rank, seq)`. A pick looks only at encoders that some free node
-//! can run, and in each only at the first job whose `not_before` has passed,
-//! so jobs that nobody can run now cost nothing and never block the jobs
-//! behind them (no head-of-line blocking).
+//! Jobs are kept in one `BTreeMap` per encoder requirement (an encoder's
+//! name, or "any hardware encoder for this codec":
+//! [`crate::encoders::requirement`]), ordered by `(priority rank, seq)`. A
+//! pick looks only at requirements that some free node meets, and in each
+//! only at the first job whose `not_before` has passed, so jobs that nobody
+//! can run now cost nothing and never block the jobs behind them (no
+//! head-of-line blocking).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -30,7 +32,10 @@ pub struct QueuedJob {
     pub seq: u64,
     /// Not eligible before this time (retry backoff).
     pub not_before_ms: Option<UnixMs>,
-    /// The FFmpeg encoder the job needs (e.g. `libx264`).
+    /// What the job needs of a node's encoders: an FFmpeg encoder name
+    /// (`libx264`, `hevc_nvenc`), or any hardware encoder for a codec
+    /// ([`crate::encoders::requirement`], read by
+    /// [`crate::encoders::satisfies`]).
     pub encoder: String,
 }
 
@@ -58,9 +63,10 @@ impl NodeView<'_> {
         !self.draining && self.running < self.slots
     }
 
-    /// Free, and able to run `encoder`.
-    pub fn can_run(&self, encoder: &str) -> bool {
-        self.has_free_slot() && self.encoders.iter().any(|e| e == encoder)
+    /// Free, and able to meet `requirement` (an encoder, or any hardware
+    /// encoder for a codec: [`crate::encoders::satisfies`]).
+    pub fn can_run(&self, requirement: &str) -> bool {
+        self.has_free_slot() && crate::encoders::satisfies(requirement, self.encoders)
     }
 
     /// Order by load (`running / slots`, compared exactly), then by id.
@@ -273,6 +279,70 @@ mod tests {
 
     fn pick_id(q: &ReadyQueue, now: u64, nodes: &[Node]) -> Option<(String, String)> {
         q.pick(now, &views(nodes))
+    }
+
+    #[test]
+    fn hardware_jobs_go_only_where_a_probe_passed_and_block_nobody() {
+        use crate::model::{Codec, EncodeParams, HardwarePref};
+        let encode = |hardware, encoder: Option<&str>| EncodeParams {
+            width: 640,
+            height: 360,
+            fps: 30,
+            codec: Codec::H264,
+            bitrate_kbps: 1000,
+            preset: "veryfast".into(),
+            encoder: encoder.map(String::from),
+            hardware,
+            crf: None,
+            pix_fmt: None,
+        };
+        let req = |h, e| crate::encoders::requirement(&encode(h, e));
+        let mut q = ReadyQueue::new();
+        // Older and more urgent, but nobody here has a GPU.
+        q.push(qj(
+            "hw",
+            Priority::Live,
+            1,
+            None,
+            &req(HardwarePref::Required, None),
+        ));
+        q.push(qj(
+            "nv",
+            Priority::Live,
+            2,
+            None,
+            &req(HardwarePref::None, Some("h264_nvenc")),
+        ));
+        q.push(qj(
+            "pref",
+            Priority::High,
+            3,
+            None,
+            &req(HardwarePref::Preferred, None),
+        ));
+        q.push(qj(
+            "sw",
+            Priority::Low,
+            4,
+            None,
+            &req(HardwarePref::None, None),
+        ));
+        let cpu = [node("cpu", 4, 0, &["libx264"])];
+        assert_eq!(pick_id(&q, 0, &cpu), Some(("pref".into(), "cpu".into())));
+        q.remove("pref");
+        assert_eq!(pick_id(&q, 0, &cpu), Some(("sw".into(), "cpu".into())));
+        q.remove("sw");
+        assert_eq!(pick_id(&q, 0, &cpu), None);
+        // A node whose VAAPI probe passed takes `required`, not the NVENC job.
+        let gpu = [
+            node("cpu", 4, 0, &["libx264"]),
+            node("va", 1, 0, &["h264_vaapi"]),
+        ];
+        assert_eq!(pick_id(&q, 0, &gpu), Some(("hw".into(), "va".into())));
+        q.remove("hw");
+        assert_eq!(pick_id(&q, 0, &gpu), None);
+        let nv = [node("nv", 1, 0, &["libx264", "h264_nvenc"])];
+        assert_eq!(pick_id(&q, 0, &nv), Some(("nv".into(), "nv".into())));
     }
 
     #[test]

@@ -10,8 +10,11 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::encoders;
 use crate::error::FieldError;
-use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Priority, ResourceLimits};
+use crate::model::{
+    Codec, EncodeParams, HardwarePref, Input, JobSpec, Output, Priority, ResourceLimits,
+};
 
 /// Stable error codes returned in [`FieldError::code`].
 pub mod codes {
@@ -228,6 +231,14 @@ struct RawRequest {
     /// An integer (kbit/s) or a string like `"2500k"` / `"6M"`.
     bitrate: Option<serde_json::Value>,
     preset: Option<String>,
+    /// An FFmpeg encoder by name (`"hevc_nvenc"`, [`crate::encoders::ENCODERS`]).
+    encoder: Option<String>,
+    /// `"required" | "preferred" | "none"`.
+    hardware: Option<String>,
+    /// Constant-quality rate control instead of `bitrate`.
+    crf: Option<u64>,
+    /// The output pixel format ([`crate::encoders::PIX_FMTS`]).
+    pix_fmt: Option<String>,
     resource_limits: Option<RawLimits>,
     max_retries: Option<u64>,
     overwrite: Option<bool>,
@@ -484,6 +495,18 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         Some(f) => check_range("fps", f, FPS_RANGE)?,
         None => base.as_ref().map(|b| b.fps).ok_or_else(|| missing("fps"))?,
     };
+    let named_encoder = match &raw.encoder {
+        Some(name) => Some(encoders::lookup(name).ok_or_else(|| {
+            invalid(
+                "encoder",
+                format!(
+                    "encoder {name:?} is not one of {}",
+                    encoders::ENCODERS.map(|e| e.name).join(", ")
+                ),
+            )
+        })?),
+        None => None,
+    };
     let codec = match &raw.codec {
         Some(c) => parse_codec(c)?,
         None => base
@@ -505,8 +528,49 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         Some(v) => parse_bitrate(v)?,
         None => default_bitrate_kbps(codec, width, height, fps),
     };
-    let preset = match &raw.preset {
-        Some(p) => {
+    let hardware = match &raw.hardware {
+        Some(h) => parse_hardware(h)?,
+        None => base.as_ref().map(|b| b.hardware).unwrap_or_default(),
+    };
+    let encoder = match named_encoder {
+        Some(e) => {
+            check_named_encoder(e, codec, &raw.hardware, hardware)?;
+            Some(e)
+        }
+        None => base
+            .as_ref()
+            .and_then(|b| b.encoder.as_deref())
+            .and_then(encoders::lookup),
+    };
+    if encoder.is_none()
+        && hardware == HardwarePref::Required
+        && encoders::hardware(codec).next().is_none()
+    {
+        return Err(invalid(
+            "hardware",
+            format!(
+                "no hardware encoder here encodes codec {}; use \"hardware\": \"none\"",
+                codec.as_str()
+            ),
+        ));
+    }
+    let preset = match (&raw.preset, encoder) {
+        (Some(p), Some(enc)) => {
+            let allowed = enc.presets();
+            if !allowed.contains(&p.as_str()) {
+                return Err(invalid(
+                    "preset",
+                    format!(
+                        "preset {p:?} is not one encoder {} ({}) knows; allowed: {}",
+                        enc.name,
+                        enc.family.as_str(),
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+            p.clone()
+        }
+        (Some(p), None) => {
             if !presets(codec).contains(&p.as_str()) {
                 return Err(invalid(
                     "preset",
@@ -519,19 +583,39 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
             }
             p.clone()
         }
-        None => default_preset(codec).to_string(),
+        (None, _) => base
+            .as_ref()
+            .filter(|b| b.codec == codec)
+            .map_or_else(|| default_preset(codec).to_string(), |b| b.preset.clone()),
     };
-    let encode = EncodeParams {
+    let pix_fmt = match &raw.pix_fmt {
+        Some(f) => Some(parse_pix_fmt(f)?),
+        None => base.as_ref().and_then(|b| b.pix_fmt.clone()),
+    };
+    let mut encode = EncodeParams {
         width,
         height,
         fps,
         codec,
         bitrate_kbps,
         preset,
-        encoder: None,
-        hardware: Default::default(),
+        encoder: encoder.map(|e| e.name.to_string()),
+        hardware,
         crf: None,
-        pix_fmt: None,
+        pix_fmt,
+    };
+    check_pix_fmt(&encode)?;
+    encode.crf = match raw.crf {
+        Some(q) => {
+            if raw.bitrate.is_some() {
+                return Err(invalid(
+                    "crf",
+                    "give `crf` (constant quality) or `bitrate`, not both",
+                ));
+            }
+            Some(check_range("crf", q, crf_range(&encode))?)
+        }
+        None => base.as_ref().and_then(|b| b.crf),
     };
 
     let overwrite = raw.overwrite.unwrap_or(false);
@@ -716,6 +800,103 @@ fn parse_codec(s: &str) -> Result<Codec, FieldError> {
                 format!("codec {s:?} is not one of h264, h265, vp9, av1"),
             )
         })
+}
+
+fn parse_hardware(s: &str) -> Result<HardwarePref, FieldError> {
+    match s {
+        "none" => Ok(HardwarePref::None),
+        "preferred" => Ok(HardwarePref::Preferred),
+        "required" => Ok(HardwarePref::Required),
+        _ => Err(invalid(
+            "hardware",
+            format!("hardware {s:?} is not one of required, preferred, none"),
+        )),
+    }
+}
+
+/// A named encoder must encode the job's codec and agree with an explicit
+/// `hardware`.
+fn check_named_encoder(
+    e: &encoders::Encoder,
+    codec: Codec,
+    raw_hardware: &Option<String>,
+    hardware: HardwarePref,
+) -> Result<(), FieldError> {
+    if e.codec != codec {
+        return Err(invalid(
+            "encoder",
+            format!(
+                "encoder {} encodes {}, not the job's codec {}",
+                e.name,
+                e.codec.as_str(),
+                codec.as_str()
+            ),
+        ));
+    }
+    let clash = match hardware {
+        HardwarePref::None => e.family.is_hardware(),
+        HardwarePref::Required => !e.family.is_hardware(),
+        HardwarePref::Preferred => false,
+    };
+    if raw_hardware.is_some() && clash {
+        return Err(invalid(
+            "hardware",
+            format!(
+                "encoder {} is {}, which `hardware` {:?} rules out",
+                e.name,
+                if e.family.is_hardware() {
+                    "a hardware encoder"
+                } else {
+                    "a software encoder"
+                },
+                raw_hardware.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_pix_fmt(s: &str) -> Result<String, FieldError> {
+    if encoders::PIX_FMTS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(invalid(
+            "pix_fmt",
+            format!(
+                "pix_fmt {s:?} is not one of {}",
+                encoders::PIX_FMTS.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Some encoder the job may run with takes its pixel format.
+fn check_pix_fmt(e: &EncodeParams) -> Result<(), FieldError> {
+    let pix_fmt = e.pix_fmt.as_deref().unwrap_or(encoders::DEFAULT_PIX_FMT);
+    if encoders::candidates(e).is_empty() {
+        return Err(invalid(
+            "pix_fmt",
+            format!(
+                "no hardware encoder for codec {} takes pix_fmt {pix_fmt}",
+                e.codec.as_str()
+            ),
+        ));
+    }
+    match e.encoder.as_deref().and_then(encoders::lookup) {
+        Some(enc) if !enc.takes_pix_fmt(pix_fmt) => Err(invalid(
+            "pix_fmt",
+            format!("encoder {} does not take pix_fmt {pix_fmt}", enc.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The CRF values every encoder the job may run with takes.
+pub fn crf_range(e: &EncodeParams) -> (u32, u32) {
+    encoders::candidates(e)
+        .iter()
+        .map(|c| c.crf_range())
+        .fold((0, u32::MAX), |(lo, hi), (l, h)| (lo.max(l), hi.min(h)))
 }
 
 fn parse_bitrate(v: &serde_json::Value) -> Result<u32, FieldError> {
@@ -1406,9 +1587,9 @@ pub(crate) mod request_schema {
     fn fields() -> ObjectBuilder {
         let presets: Vec<&str> = {
             let mut v: Vec<&str> = Vec::new();
-            for c in Codec::ALL {
-                for p in super::presets(c) {
-                    if !v.contains(p) {
+            for c in encoders::ENCODERS {
+                for p in c.presets() {
+                    if !v.contains(&p) {
                         v.push(p);
                     }
                 }
@@ -1455,6 +1636,40 @@ pub(crate) mod request_schema {
                 "preset",
                 one_of_strings(presets, true)
                     .description(Some("The encoder's speed preset (one of the codec's).")),
+            )
+            .property(
+                "encoder",
+                one_of_strings(encoders::ENCODERS.map(|e| e.name), true).description(Some(
+                    "An FFmpeg encoder by name, used as it is: software (libx264, libx265, \
+                     libvpx-vp9, libsvtav1), NVENC, QSV or VAAPI. It must encode the job's \
+                     codec. The job \
+                     runs only on a node where it passed its test encode.",
+                )),
+            )
+            .property(
+                "hardware",
+                one_of_strings(["required", "preferred", "none"], true).description(Some(
+                    "Without `encoder`: `required`, a hardware encoder for the codec that a \
+                     node probed as working (the job waits for one); `preferred`, one where \
+                     the node has it, else software; `none` (the default), software.",
+                )),
+            )
+            .property(
+                "crf",
+                integer(0, 51, true).description(Some(
+                    "Constant quality instead of `bitrate` (not both): `-crf` in software, \
+                     NVENC `-cq`, QSV `-global_quality`, VAAPI `-qp`. The range is the \
+                     encoder's (x264/x265 0–51, vp9/SVT-AV1 0–63, NVENC/QSV 1–51, VAAPI \
+                     0–52, AV1 0–255), and with `hardware` the range every candidate takes; \
+                     the schema gives x264's.",
+                )),
+            )
+            .property(
+                "pix_fmt",
+                one_of_strings(encoders::PIX_FMTS, true).description(Some(
+                    "The output pixel format; absent: yuv420p. No hardware H.264 encoder \
+                     takes 10-bit.",
+                )),
             )
             .property("resource_limits", resource_limits())
             .property(
@@ -1543,6 +1758,22 @@ pub(crate) mod request_schema {
                         .property("scenario", one_of_strings(scenarios, false))
                         .required("scenario"),
                 ));
+            // An encoder with presets of its own (NVENC `p1`…`p7`, QSV's).
+            for e in encoders::ENCODERS.iter().filter(|e| e.codec == codec) {
+                let presets = e.presets();
+                if presets.len() == super::presets(codec).len() {
+                    continue;
+                }
+                any = any.item(
+                    rules(
+                        constraint()
+                            .title(Some(format!("encoder {}", e.name)))
+                            .property("encoder", one_of_strings([e.name], false))
+                            .required("encoder"),
+                    )
+                    .property("preset", one_of_strings(presets, true)),
+                );
+            }
         }
         any
     }
@@ -1698,29 +1929,42 @@ pub(crate) mod request_schema {
                 }
                 checked += 1;
             }
-            // width, height, fps, max_retries, bitrate, four limits.
-            assert_eq!(checked, 9);
+            // width, height, fps, crf, max_retries, bitrate, four limits.
+            assert_eq!(checked, 10);
         }
 
         #[test]
         fn each_allowed_value_is_accepted_and_others_refused() {
             let s = schema();
             let p = &s["allOf"][0]["properties"];
-            for name in ["scenario", "priority", "codec"] {
+            for name in ["scenario", "priority", "codec", "hardware", "pix_fmt"] {
                 let values = p[name]["enum"].as_array().expect("enum");
                 for v in values {
                     accepted(&with(name, v.clone()));
                 }
                 refused_naming(&with(name, json!("nope")), name);
             }
-            // A preset is allowed for one codec or another.
+            // An encoder is allowed with its codec.
+            for e in encoders::ENCODERS {
+                let mut body = with("encoder", json!(e.name));
+                body["codec"] = json!(e.codec.as_str());
+                accepted(&body);
+            }
+            let names: Vec<Value> = encoders::ENCODERS.map(|e| json!(e.name)).to_vec();
+            assert_eq!(
+                p["encoder"]["enum"].as_array().map(|a| &a[..a.len() - 1]),
+                Some(&names[..])
+            );
+            refused_naming(&with("encoder", json!("nope")), "encoder");
+            // A preset is allowed for one codec or encoder or another.
             for v in p["preset"]["enum"].as_array().expect("enum") {
-                let ok = Codec::ALL.into_iter().any(|c| {
+                let ok = encoders::ENCODERS.iter().any(|e| {
                     let mut body = with("preset", v.clone());
-                    body["codec"] = json!(c.as_str());
+                    body["codec"] = json!(e.codec.as_str());
+                    body["encoder"] = json!(e.name);
                     parse(&body).is_ok()
                 });
-                assert!(ok, "preset {v} fits no codec");
+                assert!(ok, "preset {v} fits no encoder");
             }
             refused_naming(&with("preset", json!("nope")), "preset");
         }
@@ -2384,6 +2628,108 @@ mod tests {
                 Some("bitrate"),
             );
         }
+    }
+
+    #[test]
+    fn encoder_hardware_crf_and_pix_fmt() {
+        let body = |fields: Value| {
+            let mut v = base();
+            for (k, x) in fields.as_object().expect("object") {
+                v[k] = x.clone();
+            }
+            v
+        };
+        // Accepted, parsed into the encode.
+        let s = parse(&body(
+            json!({"codec": "h265", "encoder": "hevc_nvenc", "preset": "p5", "crf": 28}),
+        ))
+        .expect("nvenc");
+        assert_eq!(s.encode.encoder.as_deref(), Some("hevc_nvenc"));
+        assert_eq!((s.encode.preset.as_str(), s.encode.crf), ("p5", Some(28)));
+        let s =
+            parse(&body(json!({"hardware": "required", "pix_fmt": "yuv420p"}))).expect("required");
+        assert_eq!(s.encode.hardware, HardwarePref::Required);
+        assert_eq!(
+            (s.encode.encoder, s.encode.pix_fmt.as_deref()),
+            (None, Some("yuv420p"))
+        );
+        let s =
+            parse(&body(json!({"hardware": "preferred", "preset": "slow"}))).expect("preferred");
+        assert_eq!(
+            (s.encode.hardware, s.encode.preset.as_str()),
+            (HardwarePref::Preferred, "slow")
+        );
+        // The codec's software presets go with any encoder (mapped);
+        // VAAPI has none of its own.
+        parse(&body(
+            json!({"encoder": "h264_vaapi", "preset": "veryslow"}),
+        ))
+        .expect("vaapi");
+        parse(&body(
+            json!({"encoder": "libx264", "hardware": "preferred"}),
+        ))
+        .expect("named wins");
+        let s = parse(&body(json!({"hardware": "none"}))).expect("none");
+        assert_eq!(
+            (s.encode.hardware, s.encode.crf),
+            (HardwarePref::None, None)
+        );
+
+        // Refused, naming the field.
+        for (fields, field) in [
+            (json!({"encoder": "h264_amf"}), "encoder"),
+            (json!({"encoder": "hevc_nvenc"}), "encoder"), // the job's codec is h264
+            (json!({"encoder": "libx264 -f"}), "encoder"),
+            (json!({"hardware": "gpu"}), "hardware"),
+            (json!({"hardware": true}), "hardware"),
+            (json!({"codec": "vp9", "hardware": "required"}), "hardware"),
+            (
+                json!({"encoder": "h264_nvenc", "hardware": "none"}),
+                "hardware",
+            ),
+            (
+                json!({"encoder": "libx264", "hardware": "required"}),
+                "hardware",
+            ),
+            (json!({"crf": 52}), "crf"),
+            (json!({"crf": -1}), "crf"),
+            (json!({"encoder": "h264_nvenc", "crf": 0}), "crf"),
+            (json!({"hardware": "required", "crf": 0}), "crf"),
+            (
+                json!({"codec": "av1", "encoder": "libsvtav1", "crf": 64}),
+                "crf",
+            ),
+            (json!({"crf": 23, "bitrate": "2M"}), "crf"),
+            (json!({"pix_fmt": "rgb24"}), "pix_fmt"),
+            (
+                json!({"pix_fmt": "yuv420p10le", "encoder": "h264_qsv"}),
+                "pix_fmt",
+            ),
+            (
+                json!({"pix_fmt": "yuv420p10le", "hardware": "required"}),
+                "pix_fmt",
+            ),
+            (json!({"encoder": "h264_vaapi", "preset": "p2"}), "preset"),
+            (json!({"encoder": "h264_nvenc", "preset": "p8"}), "preset"),
+            (json!({"hardware": "required", "preset": "p2"}), "preset"),
+        ] {
+            let v = body(fields.clone());
+            let e = parse(&v).expect_err(&fields.to_string());
+            assert_eq!(e.field.as_deref(), Some(field), "{fields}: {e:?}");
+        }
+        // Ranges are the encoder's.
+        let s = parse(&body(
+            json!({"codec": "av1", "encoder": "av1_vaapi", "crf": 200}),
+        ))
+        .expect("vaapi qp");
+        assert_eq!(s.encode.crf, Some(200));
+        let s = parse(&body(json!({"codec": "vp9", "crf": 63}))).expect("vp9 crf");
+        assert_eq!(s.encode.crf, Some(63));
+        // 10-bit H.264 with `preferred`: software will take it.
+        parse(&body(
+            json!({"pix_fmt": "yuv420p10le", "hardware": "preferred"}),
+        ))
+        .expect("10-bit");
     }
 
     #[test]

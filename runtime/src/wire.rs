@@ -26,7 +26,7 @@ use crate::model::{Energy, Isolation, JobId, JobSpec, NodeId, NodePower, Outcome
 ///
 /// 5: energy per quality — an encode's `encoder`, `hardware`, `crf` and
 /// `pix_fmt`; a job's `quality`, `labels` and `experiment`; a result's
-/// `quality`.
+/// `quality` and `encoder`; a hello's `unavailable_encoders`.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Upper bound on one encoded message.
@@ -51,6 +51,11 @@ pub struct Capabilities {
     pub encoders: Vec<String>,
     pub cores: u32,
     pub memory_bytes: u64,
+    /// Encoders the node tried and that failed their test encode (Debian's
+    /// FFmpeg lists NVENC, QSV and VAAPI encoders that fail without their
+    /// device), each with FFmpeg's reason. Jobs never go to a node for these.
+    #[serde(default)]
+    pub unavailable_encoders: Vec<crate::ffmpeg::UnavailableEncoder>,
 }
 
 /// One attempt of one job, as the fencing token names it.
@@ -307,6 +312,7 @@ mod tests {
                         peak_memory_bytes: None,
                         output_duration_s: Some(wall_s),
                         quality: None,
+                        encoder: None,
                     },
                 }),
             failure().prop_map(|failure| Outcome::Failed { failure }),
@@ -380,6 +386,13 @@ mod tests {
                             protocol_version,
                             slots,
                             capabilities: Capabilities {
+                                unavailable_encoders: encoders
+                                    .iter()
+                                    .map(|e| crate::ffmpeg::UnavailableEncoder {
+                                        encoder: e.clone(),
+                                        reason: format!("no {e}"),
+                                    })
+                                    .collect(),
                                 encoders,
                                 cores: slots,
                                 memory_bytes: u64::from(slots) << 20,

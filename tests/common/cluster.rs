@@ -424,7 +424,7 @@ pub fn numbers_in(line: &str) -> Vec<u64> {
 }
 
 /// A worker that advertises only libx264 test-encodes one encoder at start-up,
-/// not four: it starts faster.
+/// not thirteen: it starts faster.
 pub fn libx264_only() -> Vec<String> {
     vec!["--encoders".into(), "libx264".into()]
 }

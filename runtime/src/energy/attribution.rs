@@ -67,6 +67,62 @@ pub fn attribute<K: Clone>(total: f64, weights: &[(K, f64)], capacity: f64) -> S
     }
 }
 
+/// What a GPU's engines were busy with over an interval, in percent of each
+/// engine (NVML's figures): the encoder (NVENC), the decoder (NVDEC) and the
+/// streaming multiprocessors (SM, CUDA and filters). For the whole device,
+/// or one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EngineUtil {
+    /// NVENC, percent.
+    pub enc: f64,
+    /// NVDEC, percent.
+    pub dec: f64,
+    /// SM, percent.
+    pub sm: f64,
+}
+
+impl EngineUtil {
+    /// Busy percent summed over the engines; figures that are negative or
+    /// not finite count as 0.
+    pub fn busy(&self) -> f64 {
+        let clean = |x: f64| if x.is_finite() && x > 0.0 { x } else { 0.0 };
+        clean(self.enc) + clean(self.dec) + clean(self.sm)
+    }
+}
+
+/// The GPU rule: the weights and capacity to split one GPU's interval
+/// energy with [`attribute`]. A job weighs what its processes (`jobs`: its
+/// pids) kept the GPU's engines busy, from NVML's per-process samples
+/// (`processes`; a hardware encode shows as the FFmpeg process's `enc`),
+/// summed over the engines; the capacity is the device's own busy figure
+/// on the same engines, or the processes' sum where sampling skew makes
+/// that larger. So a job that uses NVENC is charged for it, and what other
+/// processes (not jobs) did on any engine, decoder included, stays
+/// unattributed. A pid is counted once per job; a job none of whose pids
+/// the samples name gets 0.
+pub fn gpu_weights<K: Clone>(
+    device: EngineUtil,
+    processes: &[(u32, EngineUtil)],
+    jobs: &[(K, Vec<u32>)],
+) -> (Vec<(K, f64)>, f64) {
+    let weights = jobs
+        .iter()
+        .map(|(k, pids)| {
+            let w: f64 = processes
+                .iter()
+                .enumerate()
+                .filter(|(i, (pid, _))| {
+                    pids.contains(pid) && !processes[..*i].iter().any(|(p, _)| p == pid)
+                })
+                .map(|(_, (_, u))| u.busy())
+                .sum();
+            (k.clone(), w)
+        })
+        .collect();
+    let by_processes: f64 = processes.iter().map(|(_, u)| u.busy()).sum();
+    (weights, device.busy().max(by_processes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +275,99 @@ mod tests {
                 (split.unattributed - expected).abs() <= 1e-9 * total,
                 "{} vs {}", split.unattributed, expected
             );
+        }
+    }
+
+    // --- GPU ------------------------------------------------------------
+    // Per-process samples below are given as data: a hardware-edge fake
+    // (no GPU here), in the shape `nvml::Gpus::read` reports them.
+
+    fn util(enc: f64, dec: f64, sm: f64) -> EngineUtil {
+        EngineUtil { enc, dec, sm }
+    }
+
+    #[test]
+    fn an_nvenc_job_is_charged_for_its_encoder_use() {
+        // Job a's FFmpeg (pid 10) encodes on NVENC at 40 %; job b (pid 20)
+        // runs on the CPU and never shows; pid 99, not a job, decodes at 60 %.
+        let device = util(40.0, 60.0, 0.0);
+        let procs = [(10, util(40.0, 0.0, 0.0)), (99, util(0.0, 60.0, 0.0))];
+        let jobs = [("a", vec![10, 11]), ("b", vec![20])];
+        let (weights, capacity) = gpu_weights(device, &procs, &jobs);
+        assert_eq!(weights, [("a", 40.0), ("b", 0.0)]);
+        assert_eq!(capacity, 100.0);
+        let split = attribute(50.0, &weights, capacity);
+        // 40 % of the busy engines: 20 J; the other process's decode stays
+        // unattributed (it was charged to the job when the capacity left
+        // the decoder out).
+        assert_eq!(split.shares, [("a", 20.0), ("b", 0.0)]);
+        assert_eq!(split.unattributed, 30.0);
+    }
+
+    #[test]
+    fn two_encoding_jobs_split_by_their_encoder_share() {
+        let device = util(90.0, 0.0, 10.0);
+        let procs = [(10, util(60.0, 0.0, 5.0)), (20, util(30.0, 0.0, 5.0))];
+        let (weights, capacity) =
+            gpu_weights(device, &procs, &[("a", vec![10]), ("b", vec![20, 20])]);
+        assert_eq!(weights, [("a", 65.0), ("b", 35.0)]);
+        let split = attribute(100.0, &weights, capacity);
+        assert_eq!(split.shares, [("a", 65.0), ("b", 35.0)]);
+        assert_eq!(split.unattributed, 0.0);
+        // An idle device, or no per-process figures: nothing attributed.
+        let (weights, capacity) = gpu_weights(EngineUtil::default(), &[], &[("a", vec![10])]);
+        let split = attribute(30.0, &weights, capacity);
+        assert_eq!(split.shares, [("a", 0.0)]);
+        assert_eq!(split.unattributed, 30.0);
+    }
+
+    fn engine() -> impl Strategy<Value = f64> {
+        prop_oneof![Just(0.0), 0.0f64..=100.0, Just(f64::NAN), -5.0f64..0.0]
+    }
+
+    fn engine_util() -> impl Strategy<Value = EngineUtil> {
+        (engine(), engine(), engine()).prop_map(|(enc, dec, sm)| EngineUtil { enc, dec, sm })
+    }
+
+    proptest! {
+        /// Whatever NVML reports: the jobs' GPU energy and the unattributed
+        /// rest add up to the device's, nobody gets a negative share, a job
+        /// none of whose processes were sampled gets nothing, and a job
+        /// that used the encoder more never gets less.
+        #[test]
+        fn gpu_split_is_a_partition_and_follows_encoder_use(
+            total in 0.0f64..1e6,
+            device in engine_util(),
+            procs in proptest::collection::vec((0u32..8, engine_util()), 0..8),
+            jobs in proptest::collection::vec(proptest::collection::vec(0u32..10, 0..3), 1..4),
+            more in 0.0f64..50.0,
+        ) {
+            let jobs: Vec<(usize, Vec<u32>)> = jobs.into_iter().enumerate().collect();
+            let (weights, capacity) = gpu_weights(device, &procs, &jobs);
+            let split = attribute(total, &weights, capacity);
+            let attributed: f64 = split.shares.iter().map(|(_, s)| s).sum();
+            prop_assert!((attributed + split.unattributed - total).abs() <= 1e-9 * total.max(1.0));
+            prop_assert!(split.shares.iter().all(|(_, s)| *s >= 0.0));
+            for ((_, pids), (_, share)) in jobs.iter().zip(&split.shares) {
+                if !procs.iter().any(|(p, _)| pids.contains(p)) {
+                    prop_assert_eq!(*share, 0.0);
+                }
+            }
+            // Job 0's first sampled process encodes `more` percent more.
+            let Some(pid) = jobs[0].1.iter().find(|p| procs.iter().any(|(q, _)| q == *p)) else {
+                return Ok(());
+            };
+            let Some(at) = procs.iter().position(|(q, _)| q == pid) else {
+                return Ok(());
+            };
+            let mut busier = procs.clone();
+            let u = &mut busier[at].1;
+            u.enc = if u.enc.is_finite() && u.enc > 0.0 { u.enc + more } else { more };
+            let device_busier = EngineUtil { enc: device.enc.max(0.0) + more, ..device };
+            let (w2, c2) = gpu_weights(device_busier, &busier, &jobs);
+            let after = attribute(total, &w2, c2).shares[0].1;
+            let before = split.shares[0].1;
+            prop_assert!(after + 1e-9 * total.max(1.0) >= before, "{} < {}", after, before);
         }
     }
 }

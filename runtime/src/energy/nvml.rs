@@ -7,12 +7,15 @@
 //! Energy comes from the device's total-energy counter (mJ, Volta and later)
 //! when it has one, or else from its power draw integrated over time. A job's
 //! share of a GPU is weighed by its processes' utilisation (encoder, decoder
-//! and SM) as NVML samples it.
+//! and SM) as NVML samples it, out of the device's
+//! ([`super::attribution::gpu_weights`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use nvml_wrapper::{Device, Nvml};
+
+use super::attribution::EngineUtil;
 
 /// One GPU's figures over the interval since the previous read.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,12 +29,25 @@ pub struct GpuSample {
     pub energy_counter: bool,
     /// Percent, device-wide (NVENC); 0 when unavailable.
     pub encoder_util: f64,
+    /// Percent, device-wide (NVDEC); 0 when unavailable.
+    pub decoder_util: f64,
     /// Percent, device-wide; 0 when unavailable.
     pub sm_util: f64,
-    /// Per process: (pid, weight) where weight = enc_util + sm_util (+
-    /// dec_util) of that pid over the window, percent. Sorted by pid; empty
-    /// when the device reports no per-process figures.
-    pub processes: Vec<(u32, f64)>,
+    /// Per process: its pid and its encoder, decoder and SM utilisation
+    /// over the window, percent (averaged over NVML's samples). Sorted by
+    /// pid; empty when the device reports no per-process figures.
+    pub processes: Vec<(u32, EngineUtil)>,
+}
+
+impl GpuSample {
+    /// The device's own utilisation, per engine.
+    pub fn device_util(&self) -> EngineUtil {
+        EngineUtil {
+            enc: self.encoder_util,
+            dec: self.decoder_util,
+            sm: self.sm_util,
+        }
+    }
 }
 
 /// The NVIDIA GPUs of a host, and the last readings of each.
@@ -121,6 +137,7 @@ impl DeviceState {
             joules: 0.0,
             energy_counter: self.meter.is_counter(),
             encoder_util: 0.0,
+            decoder_util: 0.0,
             sm_util: 0.0,
             processes: Vec::new(),
         };
@@ -141,13 +158,20 @@ impl DeviceState {
         if let Ok(u) = device.encoder_utilization() {
             sample.encoder_util = f64::from(u.utilization);
         }
+        if let Ok(u) = device.decoder_utilization() {
+            sample.decoder_util = f64::from(u.utilization);
+        }
         if let Ok(u) = device.utilization_rates() {
             sample.sm_util = f64::from(u.gpu);
         }
         if let Ok(samples) = device.process_utilization_stats(self.last_process_ts) {
             let (processes, newest) = average_by_pid(samples.iter().map(|s| {
-                let weight = f64::from(s.enc_util) + f64::from(s.sm_util) + f64::from(s.dec_util);
-                (s.pid, s.timestamp, weight)
+                let util = EngineUtil {
+                    enc: f64::from(s.enc_util),
+                    dec: f64::from(s.dec_util),
+                    sm: f64::from(s.sm_util),
+                };
+                (s.pid, s.timestamp, util)
             }));
             sample.processes = processes;
             if newest.is_some() {
@@ -162,17 +186,6 @@ impl DeviceState {
 fn newest_process_sample(device: &Device<'_>) -> Option<u64> {
     let samples = device.process_utilization_stats(None).ok()?;
     samples.iter().map(|s| s.timestamp).max()
-}
-
-/// Weight of a pid set on a sample (sum of the pids' weights) — used to
-/// attribute GPU energy to a job from its processes.
-pub fn weight_of(sample: &GpuSample, pids: &[u32]) -> f64 {
-    sample
-        .processes
-        .iter()
-        .filter(|(pid, _)| pids.contains(pid))
-        .map(|(_, w)| w)
-        .sum()
 }
 
 /// How a device's energy is measured, with the last reading.
@@ -244,22 +257,32 @@ fn integrate_mw(prev_mw: u32, now_mw: u32, dt_s: f64) -> f64 {
     (f64::from(prev_mw) + f64::from(now_mw)) / 2.0 / 1e3 * dt_s
 }
 
-/// Per-process samples `(pid, timestamp µs, weight)` averaged per pid,
-/// sorted by pid, and the newest timestamp among them.
+/// Per-process samples `(pid, timestamp µs, utilisation)` averaged per pid
+/// and engine, sorted by pid, and the newest timestamp among them.
 fn average_by_pid(
-    samples: impl IntoIterator<Item = (u32, u64, f64)>,
-) -> (Vec<(u32, f64)>, Option<u64>) {
-    let mut sums: BTreeMap<u32, (f64, u32)> = BTreeMap::new();
+    samples: impl IntoIterator<Item = (u32, u64, EngineUtil)>,
+) -> (Vec<(u32, EngineUtil)>, Option<u64>) {
+    let mut sums: BTreeMap<u32, (EngineUtil, u32)> = BTreeMap::new();
     let mut newest: Option<u64> = None;
-    for (pid, ts, weight) in samples {
-        let entry = sums.entry(pid).or_insert((0.0, 0));
-        entry.0 += weight;
+    for (pid, ts, u) in samples {
+        let entry = sums.entry(pid).or_insert((EngineUtil::default(), 0));
+        entry.0.enc += u.enc;
+        entry.0.dec += u.dec;
+        entry.0.sm += u.sm;
         entry.1 += 1;
         newest = newest.max(Some(ts));
     }
     let averages = sums
         .into_iter()
-        .map(|(pid, (sum, n))| (pid, sum / f64::from(n)))
+        .map(|(pid, (sum, n))| {
+            let n = f64::from(n);
+            let avg = EngineUtil {
+                enc: sum.enc / n,
+                dec: sum.dec / n,
+                sm: sum.sm / n,
+            };
+            (pid, avg)
+        })
         .collect();
     (averages, newest)
 }
@@ -332,33 +355,25 @@ mod tests {
     }
 
     #[test]
-    fn process_samples_are_averaged_per_pid() {
+    fn process_samples_are_averaged_per_pid_and_engine() {
+        let u = |enc: f64, dec: f64, sm: f64| EngineUtil { enc, dec, sm };
         let (procs, newest) = average_by_pid([
-            (20, 1_000, 30.0),
-            (10, 1_500, 10.0),
-            (20, 2_000, 50.0),
-            (10, 1_200, 20.0),
-            (30, 900, 0.0),
+            (20, 1_000, u(30.0, 0.0, 2.0)),
+            (10, 1_500, u(10.0, 4.0, 0.0)),
+            (20, 2_000, u(50.0, 0.0, 4.0)),
+            (10, 1_200, u(20.0, 0.0, 0.0)),
+            (30, 900, u(0.0, 0.0, 0.0)),
         ]);
-        assert_eq!(procs, [(10, 15.0), (20, 40.0), (30, 0.0)]);
+        assert_eq!(
+            procs,
+            [
+                (10, u(15.0, 2.0, 0.0)),
+                (20, u(40.0, 0.0, 3.0)),
+                (30, u(0.0, 0.0, 0.0))
+            ]
+        );
         assert_eq!(newest, Some(2_000));
         assert_eq!(average_by_pid([]), (Vec::new(), None));
-    }
-
-    #[test]
-    fn weight_of_sums_the_pids_of_a_job() {
-        let sample = GpuSample {
-            domain: "gpu-0".into(),
-            joules: 10.0,
-            energy_counter: true,
-            encoder_util: 60.0,
-            sm_util: 20.0,
-            processes: vec![(10, 15.0), (20, 40.0), (30, 5.0)],
-        };
-        assert_eq!(weight_of(&sample, &[10, 30]), 20.0);
-        assert_eq!(weight_of(&sample, &[10, 10]), 15.0);
-        assert_eq!(weight_of(&sample, &[99]), 0.0);
-        assert_eq!(weight_of(&sample, &[]), 0.0);
     }
 
     /// On a host without an NVIDIA driver (this project's CI), open fails
@@ -376,6 +391,7 @@ mod tests {
                         assert_eq!(s.domain, format!("gpu-{i}"));
                         assert!(s.joules.is_finite() && s.joules >= 0.0, "{round}: {s:?}");
                         assert!((0.0..=100.0).contains(&s.encoder_util), "{s:?}");
+                        assert!((0.0..=100.0).contains(&s.decoder_util), "{s:?}");
                         assert!((0.0..=100.0).contains(&s.sm_util), "{s:?}");
                     }
                 }

@@ -1,0 +1,794 @@
+//! The FFmpeg encoders a job may use, by family, and how each is driven.
+//!
+//! Four families: software (the codec's own library encoder, what
+//! [`Codec::encoder`] names), NVIDIA NVENC, Intel Quick Sync (QSV) and
+//! VAAPI. For each encoder this module knows the codec it encodes, the
+//! presets it accepts (the codec's software presets, mapped, plus the
+//! family's own names), its CRF (constant quality) range, the pixel formats
+//! it takes, and the argv that drives it: device setup before the inputs,
+//! filters that upload frames to the device, rate control after `-c:v`.
+//!
+//! It also decides which encoder a job uses on a node ([`resolve`]) and what
+//! placement needs of a node for that ([`requirement`], [`satisfies`]); the
+//! two agree by construction (a property test checks it).
+//!
+//! Pure: no I/O, no clock. `crate::ffmpeg` builds its argv through it and
+//! probes the encoders it lists.
+
+use crate::model::{Codec, EncodeParams, HardwarePref};
+
+/// An encoder family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// libx264, libx265, libvpx-vp9, libsvtav1: the CPU.
+    Software,
+    /// NVIDIA NVENC (`*_nvenc`): needs the NVIDIA driver (`libcuda`).
+    Nvenc,
+    /// Intel Quick Sync Video (`*_qsv`): needs oneVPL/Media SDK and an Intel GPU.
+    Qsv,
+    /// VAAPI (`*_vaapi`): needs a DRM render node and a VA driver.
+    Vaapi,
+}
+
+impl Family {
+    /// Every family, software first.
+    pub const ALL: [Family; 4] = [Family::Software, Family::Nvenc, Family::Qsv, Family::Vaapi];
+
+    /// The family's name in docs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Software => "software",
+            Family::Nvenc => "nvenc",
+            Family::Qsv => "qsv",
+            Family::Vaapi => "vaapi",
+        }
+    }
+
+    /// Whether the family runs on a hardware device.
+    pub fn is_hardware(self) -> bool {
+        self != Family::Software
+    }
+
+    /// The family's own preset names, accepted as they are with an explicit
+    /// encoder of the family (beside the codec's software presets, which are
+    /// mapped). VAAPI has none: it has a compression level.
+    pub fn native_presets(self) -> &'static [&'static str] {
+        match self {
+            Family::Software | Family::Vaapi => &[],
+            Family::Nvenc => NVENC_PRESETS,
+            Family::Qsv => QSV_PRESETS,
+        }
+    }
+}
+
+/// One encoder FFmpeg may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Encoder {
+    /// FFmpeg's name for it (`-c:v`).
+    pub name: &'static str,
+    /// Its family.
+    pub family: Family,
+    /// The codec it encodes.
+    pub codec: Codec,
+}
+
+/// Every encoder a job may name, software first, then by family (NVENC, QSV,
+/// VAAPI): the order hardware is chosen in.
+pub const ENCODERS: [Encoder; 13] = [
+    enc("libx264", Family::Software, Codec::H264),
+    enc("libx265", Family::Software, Codec::H265),
+    enc("libvpx-vp9", Family::Software, Codec::Vp9),
+    enc("libsvtav1", Family::Software, Codec::Av1),
+    enc("h264_nvenc", Family::Nvenc, Codec::H264),
+    enc("hevc_nvenc", Family::Nvenc, Codec::H265),
+    enc("av1_nvenc", Family::Nvenc, Codec::Av1),
+    enc("h264_qsv", Family::Qsv, Codec::H264),
+    enc("hevc_qsv", Family::Qsv, Codec::H265),
+    enc("av1_qsv", Family::Qsv, Codec::Av1),
+    enc("h264_vaapi", Family::Vaapi, Codec::H264),
+    enc("hevc_vaapi", Family::Vaapi, Codec::H265),
+    enc("av1_vaapi", Family::Vaapi, Codec::Av1),
+];
+
+const fn enc(name: &'static str, family: Family, codec: Codec) -> Encoder {
+    Encoder {
+        name,
+        family,
+        codec,
+    }
+}
+
+/// NVENC's presets, fastest first.
+const NVENC_PRESETS: &[&str] = &["p1", "p2", "p3", "p4", "p5", "p6", "p7"];
+/// QSV's presets, fastest first.
+const QSV_PRESETS: &[&str] = &[
+    "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+];
+
+/// The VAAPI render node the `*_vaapi` encoders open.
+pub const VAAPI_DEVICE: &str = "/dev/dri/renderD128";
+
+/// The output pixel formats a job may ask for (`pix_fmt`). 8-bit and 10-bit
+/// 4:2:0: what every family here encodes (bar 10-bit H.264 on hardware).
+pub const PIX_FMTS: [&str; 2] = ["yuv420p", "yuv420p10le"];
+
+/// The pixel format when a job names none.
+pub const DEFAULT_PIX_FMT: &str = "yuv420p";
+
+/// The encoder called `name`, if it is one of [`ENCODERS`].
+pub fn lookup(name: &str) -> Option<&'static Encoder> {
+    ENCODERS.iter().find(|e| e.name == name)
+}
+
+/// The codec's software encoder.
+pub fn software(codec: Codec) -> &'static Encoder {
+    // Every codec has exactly one software entry (a unit test checks it).
+    ENCODERS
+        .iter()
+        .find(|e| e.family == Family::Software && e.codec == codec)
+        .unwrap_or(&ENCODERS[0])
+}
+
+/// The hardware encoders for `codec`, in the order they are preferred.
+pub fn hardware(codec: Codec) -> impl Iterator<Item = &'static Encoder> {
+    ENCODERS
+        .iter()
+        .filter(move |e| e.family.is_hardware() && e.codec == codec)
+}
+
+/// The encoder a job's encode runs with: the one named in
+/// [`EncodeParams::encoder`] (set by the request, or by the worker through
+/// [`resolve`]), else the codec's software encoder.
+pub fn chosen(e: &EncodeParams) -> Encoder {
+    e.encoder
+        .as_deref()
+        .and_then(lookup)
+        .copied()
+        .unwrap_or(*software(e.codec))
+}
+
+impl Encoder {
+    /// The presets this encoder accepts: the codec's software presets
+    /// (mapped, [`Encoder::preset_arg`]), then the family's own.
+    pub fn presets(&self) -> Vec<&'static str> {
+        let mut all = crate::spec::presets(self.codec).to_vec();
+        for p in self.family.native_presets() {
+            if !all.contains(p) {
+                all.push(p);
+            }
+        }
+        all
+    }
+
+    /// The CRF (constant-quality) values this encoder takes, inclusive:
+    /// `-crf` for software, NVENC's `-cq`, QSV's `-global_quality`,
+    /// VAAPI's `-qp`.
+    pub fn crf_range(&self) -> (u32, u32) {
+        match (self.family, self.codec) {
+            (Family::Software, Codec::H264 | Codec::H265) => (0, 51),
+            (Family::Software, Codec::Vp9 | Codec::Av1) => (0, 63),
+            // `-cq 0` means "automatic", not a quality.
+            (Family::Nvenc, _) => (1, 51),
+            (Family::Qsv, _) => (1, 51),
+            (Family::Vaapi, Codec::Av1) => (0, 255),
+            (Family::Vaapi, _) => (0, 52),
+        }
+    }
+
+    /// Whether the encoder takes `pix_fmt` (one of [`PIX_FMTS`]): every one
+    /// does 8-bit; 10-bit except H.264 on hardware.
+    pub fn takes_pix_fmt(&self, pix_fmt: &str) -> bool {
+        match pix_fmt {
+            "yuv420p" => true,
+            "yuv420p10le" => !(self.family.is_hardware() && self.codec == Codec::H264),
+            _ => false,
+        }
+    }
+
+    /// The preset argument for `preset` (validated against
+    /// [`Encoder::presets`]): the flag and its value. x264/x265 presets map
+    /// to NVENC `p1`…`p7` (`veryfast` → `p2`), to the QSV preset of the same
+    /// name (`ultrafast`/`superfast` → `veryfast`) and to a VAAPI
+    /// compression level (7 fastest … 1 best); SVT-AV1's 0…13 and vp9's
+    /// deadlines map on the same scale. vp9 in software is driven by
+    /// `-deadline`/`-cpu-used` instead ([`Encoder::video_args`]).
+    pub fn preset_arg(&self, preset: &str) -> (&'static str, String) {
+        if self.family.native_presets().contains(&preset) {
+            return ("-preset", preset.to_string());
+        }
+        // Speed on a 1 (slowest, best) … 7 (fastest) scale.
+        let speed = speed(self.codec, preset);
+        match self.family {
+            Family::Software => ("-preset", preset.to_string()),
+            Family::Nvenc => ("-preset", format!("p{}", 8 - speed)),
+            Family::Qsv => ("-preset", QSV_PRESETS[usize::from(7 - speed)].to_string()),
+            Family::Vaapi => ("-compression_level", speed.to_string()),
+        }
+    }
+
+    /// Device setup that goes before the inputs (global options).
+    pub fn device_args(&self) -> &'static [&'static str] {
+        match self.family {
+            Family::Software | Family::Nvenc => &[],
+            Family::Qsv => &["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw"],
+            Family::Vaapi => &["-vaapi_device", VAAPI_DEVICE],
+        }
+    }
+
+    /// Filters appended to the video filter chain: QSV and VAAPI encode
+    /// frames in device memory, uploaded as NV12 (8-bit) or P010 (10-bit).
+    pub fn upload_filter(&self, pix_fmt: &str) -> Option<String> {
+        let sw = if pix_fmt == "yuv420p10le" {
+            "p010le"
+        } else {
+            "nv12"
+        };
+        match self.family {
+            Family::Software | Family::Nvenc => None,
+            Family::Qsv => Some(format!("format={sw},hwupload=extra_hw_frames=64")),
+            Family::Vaapi => Some(format!("format={sw},hwupload")),
+        }
+    }
+
+    /// `-c:v` and everything after it that drives this encoder for `e`:
+    /// preset, rate control (bitrate: `-b:v/-maxrate/-bufsize`; CRF:
+    /// `-crf`, `-rc vbr -cq N`, `-global_quality N`, `-rc_mode CQP -qp N`)
+    /// and pixel format (`-pix_fmt`, except where frames are uploaded).
+    /// `container` is the output muxer (HEVC is tagged `hvc1` in MP4/MOV).
+    pub fn video_args(&self, e: &EncodeParams, container: Option<&str>) -> Vec<String> {
+        let mut a: Vec<String> = vec!["-c:v".into(), self.name.into()];
+        let kbps = u64::from(e.bitrate_kbps);
+        let bitrate = |a: &mut Vec<String>, capped: bool| {
+            a.extend(["-b:v".into(), format!("{kbps}k")]);
+            if capped {
+                a.extend([
+                    "-maxrate".into(),
+                    format!("{kbps}k"),
+                    "-bufsize".into(),
+                    format!("{}k", kbps * 2),
+                ]);
+            }
+        };
+        if self.family == Family::Software && self.codec == Codec::Vp9 {
+            let (deadline, cpu_used) = vp9_speed(&e.preset);
+            a.extend(
+                ["-deadline", deadline, "-cpu-used", cpu_used, "-row-mt", "1"].map(String::from),
+            );
+        } else {
+            let (flag, value) = self.preset_arg(&e.preset);
+            a.extend([flag.to_string(), value]);
+        }
+        match (e.crf, self.family) {
+            (None, Family::Software) => {
+                bitrate(&mut a, matches!(self.codec, Codec::H264 | Codec::H265))
+            }
+            (None, _) => bitrate(&mut a, true),
+            (Some(q), Family::Software) => {
+                a.extend(["-crf".into(), q.to_string()]);
+                if self.codec == Codec::Vp9 {
+                    // libvpx-vp9's constant-quality mode.
+                    a.extend(["-b:v".into(), "0".into()]);
+                }
+            }
+            (Some(q), Family::Nvenc) => a.extend(
+                ["-rc", "vbr", "-cq", q.to_string().as_str(), "-b:v", "0"].map(String::from),
+            ),
+            (Some(q), Family::Qsv) => a.extend(["-global_quality".into(), q.to_string()]),
+            (Some(q), Family::Vaapi) => {
+                a.extend(["-rc_mode", "CQP", "-qp", q.to_string().as_str()].map(String::from))
+            }
+        }
+        if self.name == "libx265" {
+            a.extend(["-x265-params", "log-level=error"].map(String::from));
+        }
+        // Apple players want `hvc1` in MP4/MOV.
+        if self.codec == Codec::H265 && matches!(container, Some("mp4" | "mov")) {
+            a.extend(["-tag:v", "hvc1"].map(String::from));
+        }
+        let pix_fmt = e.pix_fmt.as_deref().unwrap_or(DEFAULT_PIX_FMT);
+        if self.upload_filter(pix_fmt).is_none() {
+            a.extend(["-pix_fmt".into(), self.encoder_pix_fmt(pix_fmt).to_string()]);
+        }
+        a
+    }
+
+    /// The pixel format handed to an encoder that takes system-memory
+    /// frames: NVENC takes 10-bit 4:2:0 as P010, not planar.
+    pub fn encoder_pix_fmt<'a>(&self, pix_fmt: &'a str) -> &'a str {
+        match (self.family, pix_fmt) {
+            (Family::Nvenc, "yuv420p10le") => "p010le",
+            _ => pix_fmt,
+        }
+    }
+}
+
+/// `-deadline` and `-cpu-used` for a validated vp9 preset.
+fn vp9_speed(preset: &str) -> (&'static str, &'static str) {
+    match preset {
+        "best" => ("best", "0"),
+        "good" => ("good", "4"),
+        _ => ("realtime", "8"),
+    }
+}
+
+/// A software preset's speed on a 1 (slowest, best) … 7 (fastest) scale.
+/// Unknown names are the middle (4).
+fn speed(codec: Codec, preset: &str) -> u8 {
+    match codec {
+        Codec::H264 | Codec::H265 => match preset {
+            "ultrafast" | "superfast" => 7,
+            "veryfast" => 6,
+            "faster" | "fast" => 5,
+            "slow" => 3,
+            "slower" => 2,
+            "veryslow" => 1,
+            _ => 4,
+        },
+        Codec::Vp9 => match preset {
+            "realtime" => 6,
+            "best" => 1,
+            _ => 4,
+        },
+        // SVT-AV1 0 (slowest) … 13 (fastest).
+        Codec::Av1 => preset
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= 13)
+            .map_or(4, |n| 1 + n / 2),
+    }
+}
+
+/// The presets a job may name for `codec` without naming an encoder: the
+/// software ones (mapped to whichever family runs it).
+pub fn codec_presets(codec: Codec) -> &'static [&'static str] {
+    crate::spec::presets(codec)
+}
+
+/// The encoders a job with these settings may run with, best first:
+/// the one it names; else, for `required`, the codec's hardware encoders
+/// that take its pixel format; for `preferred`, those and then software;
+/// for `none`, software.
+pub fn candidates(e: &EncodeParams) -> Vec<&'static Encoder> {
+    if let Some(name) = e.encoder.as_deref() {
+        return lookup(name).into_iter().collect();
+    }
+    let pix_fmt = e.pix_fmt.as_deref().unwrap_or(DEFAULT_PIX_FMT);
+    let hw = || hardware(e.codec).filter(|h| h.takes_pix_fmt(pix_fmt));
+    match e.hardware {
+        HardwarePref::None => vec![software(e.codec)],
+        HardwarePref::Required => hw().collect(),
+        HardwarePref::Preferred => hw().chain([software(e.codec)]).collect(),
+    }
+}
+
+/// The encoder a node whose working encoders are `available` runs the job
+/// with ([`candidates`], first one available), or `None` if it cannot run
+/// it.
+pub fn resolve<'a>(e: &EncodeParams, available: &'a [String]) -> Option<&'a str> {
+    candidates(e)
+        .into_iter()
+        .find_map(|c| available.iter().find(|a| *a == c.name))
+        .map(String::as_str)
+}
+
+/// What placement needs of a node for this job, as one short key (jobs with
+/// the same key wait in the same queue): an encoder name where exactly one
+/// encoder will do, else `hw:<codec>[:<pix_fmt>]` (`required`) or
+/// `hw?:<codec>[:<pix_fmt>]` (`preferred`; any of those, or software).
+/// [`satisfies`] reads it back.
+pub fn requirement(e: &EncodeParams) -> String {
+    let pix_fmt = e.pix_fmt.as_deref().unwrap_or(DEFAULT_PIX_FMT);
+    let suffix = if pix_fmt == DEFAULT_PIX_FMT {
+        String::new()
+    } else {
+        format!(":{pix_fmt}")
+    };
+    match (e.encoder.as_deref(), e.hardware) {
+        (Some(name), _) => name.to_string(),
+        (None, HardwarePref::None) => software(e.codec).name.to_string(),
+        (None, HardwarePref::Required) => format!("hw:{}{suffix}", e.codec.as_str()),
+        (None, HardwarePref::Preferred) => {
+            if hardware(e.codec).any(|h| h.takes_pix_fmt(pix_fmt)) {
+                format!("hw?:{}{suffix}", e.codec.as_str())
+            } else {
+                software(e.codec).name.to_string()
+            }
+        }
+    }
+}
+
+/// Whether a node with working encoders `available` meets `requirement`
+/// (made by [`requirement`]): exactly when [`resolve`] finds it an encoder.
+pub fn satisfies(requirement: &str, available: &[String]) -> bool {
+    let has = |name: &str| available.iter().any(|a| a == name);
+    let (fallback, rest) = if let Some(rest) = requirement.strip_prefix("hw?:") {
+        (true, rest)
+    } else if let Some(rest) = requirement.strip_prefix("hw:") {
+        (false, rest)
+    } else {
+        return has(requirement);
+    };
+    let (codec, pix_fmt) = rest.split_once(':').unwrap_or((rest, DEFAULT_PIX_FMT));
+    let Some(codec) = Codec::ALL.into_iter().find(|c| c.as_str() == codec) else {
+        return false;
+    };
+    hardware(codec).any(|h| h.takes_pix_fmt(pix_fmt) && has(h.name))
+        || (fallback && has(software(codec).name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn params(codec: Codec) -> EncodeParams {
+        EncodeParams {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            codec,
+            bitrate_kbps: 3000,
+            preset: crate::spec::default_preset(codec).to_string(),
+            encoder: None,
+            hardware: HardwarePref::None,
+            crf: None,
+            pix_fmt: None,
+        }
+    }
+
+    fn with_encoder(name: &str) -> EncodeParams {
+        let e = lookup(name).expect("known encoder");
+        EncodeParams {
+            encoder: Some(name.into()),
+            ..params(e.codec)
+        }
+    }
+
+    fn after(a: &[String], flag: &str) -> Option<String> {
+        a.iter()
+            .position(|x| x == flag)
+            .and_then(|i| a.get(i + 1))
+            .cloned()
+    }
+
+    #[test]
+    fn every_codec_has_one_software_encoder_and_it_is_the_codecs() {
+        for codec in Codec::ALL {
+            let sw: Vec<_> = ENCODERS
+                .iter()
+                .filter(|e| e.family == Family::Software && e.codec == codec)
+                .collect();
+            assert_eq!(sw.len(), 1, "{codec:?}");
+            assert_eq!(software(codec).name, codec.encoder());
+        }
+        // Hardware for each codec but vp9, one per family.
+        for codec in [Codec::H264, Codec::H265, Codec::Av1] {
+            let families: Vec<Family> = hardware(codec).map(|e| e.family).collect();
+            assert_eq!(families, [Family::Nvenc, Family::Qsv, Family::Vaapi]);
+        }
+        assert_eq!(hardware(Codec::Vp9).count(), 0);
+    }
+
+    /// (encoder, rate control) → the exact arguments after `-c:v <name>`.
+    #[test]
+    fn argv_for_every_family_and_rate_control() {
+        let cases: [(&str, Option<u32>, &[&str]); 10] = [
+            (
+                "libx264",
+                None,
+                &[
+                    "-preset", "veryfast", "-b:v", "3000k", "-maxrate", "3000k", "-bufsize",
+                    "6000k", "-pix_fmt", "yuv420p",
+                ],
+            ),
+            (
+                "libx264",
+                Some(23),
+                &["-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p"],
+            ),
+            (
+                "libvpx-vp9",
+                Some(31),
+                &[
+                    "-deadline",
+                    "realtime",
+                    "-cpu-used",
+                    "8",
+                    "-row-mt",
+                    "1",
+                    "-crf",
+                    "31",
+                    "-b:v",
+                    "0",
+                    "-pix_fmt",
+                    "yuv420p",
+                ],
+            ),
+            (
+                "libsvtav1",
+                Some(35),
+                &["-preset", "10", "-crf", "35", "-pix_fmt", "yuv420p"],
+            ),
+            (
+                "h264_nvenc",
+                None,
+                &[
+                    "-preset", "p2", "-b:v", "3000k", "-maxrate", "3000k", "-bufsize", "6000k",
+                    "-pix_fmt", "yuv420p",
+                ],
+            ),
+            (
+                "hevc_nvenc",
+                Some(28),
+                &[
+                    "-preset", "p2", "-rc", "vbr", "-cq", "28", "-b:v", "0", "-pix_fmt", "yuv420p",
+                ],
+            ),
+            (
+                "h264_qsv",
+                None,
+                &[
+                    "-preset", "veryfast", "-b:v", "3000k", "-maxrate", "3000k", "-bufsize",
+                    "6000k",
+                ],
+            ),
+            (
+                "hevc_qsv",
+                Some(25),
+                &["-preset", "veryfast", "-global_quality", "25"],
+            ),
+            (
+                "h264_vaapi",
+                None,
+                &[
+                    "-compression_level",
+                    "6",
+                    "-b:v",
+                    "3000k",
+                    "-maxrate",
+                    "3000k",
+                    "-bufsize",
+                    "6000k",
+                ],
+            ),
+            (
+                "av1_vaapi",
+                Some(120),
+                &["-compression_level", "6", "-rc_mode", "CQP", "-qp", "120"],
+            ),
+        ];
+        for (name, crf, want) in cases {
+            let mut e = with_encoder(name);
+            e.crf = crf;
+            let a = chosen(&e).video_args(&e, None);
+            assert_eq!(a[..2], ["-c:v", name]);
+            assert_eq!(a[2..], *want, "{name} crf {crf:?}");
+        }
+    }
+
+    #[test]
+    fn device_setup_and_upload_per_family() {
+        let nv = lookup("h264_nvenc").expect("nvenc");
+        assert!(nv.device_args().is_empty());
+        assert_eq!(nv.upload_filter("yuv420p"), None);
+        let qsv = lookup("hevc_qsv").expect("qsv");
+        assert_eq!(
+            qsv.device_args(),
+            ["-init_hw_device", "qsv=hw", "-filter_hw_device", "hw"]
+        );
+        assert_eq!(
+            qsv.upload_filter("yuv420p10le").as_deref(),
+            Some("format=p010le,hwupload=extra_hw_frames=64")
+        );
+        let va = lookup("av1_vaapi").expect("vaapi");
+        assert_eq!(va.device_args(), ["-vaapi_device", VAAPI_DEVICE]);
+        assert_eq!(
+            va.upload_filter("yuv420p").as_deref(),
+            Some("format=nv12,hwupload")
+        );
+        // Uploaded frames carry no -pix_fmt; others do.
+        let a = va.video_args(&with_encoder("av1_vaapi"), None);
+        assert_eq!(after(&a, "-pix_fmt"), None);
+        let mut e = with_encoder("hevc_nvenc");
+        e.pix_fmt = Some("yuv420p10le".into());
+        let a = chosen(&e).video_args(&e, Some("mp4"));
+        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("p010le"));
+        assert_eq!(after(&a, "-tag:v").as_deref(), Some("hvc1"));
+        assert_eq!(after(&a, "-x265-params"), None);
+        let mut e = with_encoder("libx265");
+        e.pix_fmt = Some("yuv420p10le".into());
+        let a = chosen(&e).video_args(&e, Some("mp4"));
+        assert_eq!(after(&a, "-pix_fmt").as_deref(), Some("yuv420p10le"));
+        assert_eq!(after(&a, "-tag:v").as_deref(), Some("hvc1"));
+        assert_eq!(
+            after(&a, "-x265-params").as_deref(),
+            Some("log-level=error")
+        );
+    }
+
+    #[test]
+    fn presets_map_across_families() {
+        let nv = lookup("h264_nvenc").expect("nvenc");
+        let qsv = lookup("h264_qsv").expect("qsv");
+        let va = lookup("h264_vaapi").expect("vaapi");
+        for (x264, p, q, level) in [
+            ("ultrafast", "p1", "veryfast", "7"),
+            ("veryfast", "p2", "veryfast", "6"),
+            ("medium", "p4", "medium", "4"),
+            ("veryslow", "p7", "veryslow", "1"),
+        ] {
+            assert_eq!(nv.preset_arg(x264), ("-preset", p.to_string()));
+            assert_eq!(qsv.preset_arg(x264), ("-preset", q.to_string()));
+            assert_eq!(
+                va.preset_arg(x264),
+                ("-compression_level", level.to_string())
+            );
+        }
+        // A family's own names pass as they are.
+        assert_eq!(nv.preset_arg("p5"), ("-preset", "p5".to_string()));
+        // SVT-AV1 0 (slowest) … 13 (fastest).
+        let av1 = lookup("av1_nvenc").expect("av1 nvenc");
+        assert_eq!(av1.preset_arg("0").1, "p7");
+        assert_eq!(av1.preset_arg("13").1, "p1");
+        assert!(nv.presets().contains(&"p3") && nv.presets().contains(&"slow"));
+        assert!(!va
+            .presets()
+            .iter()
+            .any(|p| p.starts_with('p') && p.len() == 2));
+    }
+
+    fn available(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn which_encoder_a_job_uses() {
+        let sw_only = available(&["libx264", "libx265"]);
+        let with_gpu = available(&["libx264", "h264_vaapi", "h264_nvenc"]);
+        let mut e = params(Codec::H264);
+        assert_eq!(resolve(&e, &with_gpu), Some("libx264"));
+        e.hardware = HardwarePref::Required;
+        assert_eq!(resolve(&e, &sw_only), None);
+        // NVENC before VAAPI, whatever the node's order.
+        assert_eq!(resolve(&e, &with_gpu), Some("h264_nvenc"));
+        e.hardware = HardwarePref::Preferred;
+        assert_eq!(resolve(&e, &sw_only), Some("libx264"));
+        assert_eq!(resolve(&e, &with_gpu), Some("h264_nvenc"));
+        // 10-bit H.264: no hardware takes it, preferred falls to software.
+        e.pix_fmt = Some("yuv420p10le".into());
+        assert_eq!(resolve(&e, &with_gpu), Some("libx264"));
+        assert_eq!(requirement(&e), "libx264");
+        e.hardware = HardwarePref::Required;
+        assert_eq!(resolve(&e, &with_gpu), None);
+        let named = with_encoder("h264_vaapi");
+        assert_eq!(resolve(&named, &with_gpu), Some("h264_vaapi"));
+        assert_eq!(resolve(&named, &sw_only), None);
+    }
+
+    fn any_params() -> impl Strategy<Value = EncodeParams> {
+        (
+            prop::sample::select(Codec::ALL.to_vec()),
+            prop::sample::select(vec![
+                HardwarePref::None,
+                HardwarePref::Preferred,
+                HardwarePref::Required,
+            ]),
+            prop::option::of(prop::sample::select(
+                ENCODERS.iter().map(|e| e.name).collect::<Vec<_>>(),
+            )),
+            prop::option::of(prop::sample::select(PIX_FMTS.to_vec())),
+        )
+            .prop_map(|(codec, hardware, encoder, pix_fmt)| {
+                let codec = encoder.and_then(lookup).map_or(codec, |e| e.codec);
+                EncodeParams {
+                    hardware,
+                    encoder: encoder.map(String::from),
+                    pix_fmt: pix_fmt.map(String::from),
+                    ..params(codec)
+                }
+            })
+    }
+
+    /// Every argument FFmpeg's option parser reads as a flag's value.
+    fn shape_ok(a: &[String]) -> Result<(), String> {
+        if a.len() % 2 != 0 {
+            return Err(format!("odd argv {a:?}"));
+        }
+        for pair in a.chunks(2) {
+            let (flag, value) = (&pair[0], &pair[1]);
+            if !flag.starts_with('-') || flag.len() < 2 {
+                return Err(format!("{flag:?} is not a flag in {a:?}"));
+            }
+            if value.is_empty() || value.starts_with('-') || value.contains(char::is_whitespace) {
+                return Err(format!("bad value {value:?} for {flag} in {a:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        /// Every (codec, family) pair, every preset the encoder accepts,
+        /// both rate controls and every pixel format: an argv of flag/value
+        /// pairs with no empty value, a preset the encoder's own vocabulary
+        /// has, and a CRF inside its range.
+        #[test]
+        fn every_encoder_gives_a_well_shaped_argv(
+            i in 0..ENCODERS.len(),
+            p in any::<prop::sample::Index>(),
+            crf in prop::option::of(0u32..=255),
+            ten_bit in any::<bool>(),
+            container in prop::sample::select(vec![None, Some("mp4"), Some("matroska")]),
+        ) {
+            let enc = ENCODERS[i];
+            let presets = enc.presets();
+            let preset = presets[p.index(presets.len())];
+            let (lo, hi) = enc.crf_range();
+            let pix_fmt = if ten_bit && enc.takes_pix_fmt("yuv420p10le") { "yuv420p10le" } else { "yuv420p" };
+            let e = EncodeParams {
+                preset: preset.to_string(),
+                crf: crf.map(|c| c.clamp(lo, hi)),
+                pix_fmt: Some(pix_fmt.into()),
+                ..with_encoder(enc.name)
+            };
+            let a = chosen(&e).video_args(&e, container);
+            prop_assert_eq!(&a[..2], &["-c:v".to_string(), enc.name.to_string()]);
+            shape_ok(&a).map_err(TestCaseError::fail)?;
+            shape_ok(&enc.device_args().iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(TestCaseError::fail)?;
+            match enc.family {
+                Family::Nvenc => prop_assert!(NVENC_PRESETS.contains(&after(&a, "-preset").unwrap_or_default().as_str())),
+                Family::Qsv => prop_assert!(QSV_PRESETS.contains(&after(&a, "-preset").unwrap_or_default().as_str())),
+                Family::Vaapi => {
+                    let level: u8 = after(&a, "-compression_level").unwrap_or_default().parse().map_err(|_| TestCaseError::fail("level"))?;
+                    prop_assert!((1..=7).contains(&level));
+                }
+                Family::Software if enc.codec == Codec::Vp9 => prop_assert!(after(&a, "-deadline").is_some()),
+                Family::Software => prop_assert!(crate::spec::presets(enc.codec).contains(&after(&a, "-preset").unwrap_or_default().as_str())),
+            }
+            if let Some(q) = e.crf {
+                prop_assert!(a.contains(&q.to_string()), "{:?}", a);
+                prop_assert!(!a.contains(&"-maxrate".to_string()));
+            } else {
+                prop_assert_eq!(after(&a, "-b:v"), Some("3000k".to_string()));
+            }
+            if let Some(f) = enc.upload_filter(pix_fmt) {
+                prop_assert!(f.ends_with("hwupload") || f.contains("hwupload="));
+                prop_assert_eq!(after(&a, "-pix_fmt"), None);
+            }
+        }
+
+        /// Placement and the worker agree: a node meets a job's requirement
+        /// exactly when the worker finds the job an encoder there, and that
+        /// encoder is one the job may use.
+        #[test]
+        fn requirement_and_resolve_agree(
+            e in any_params(),
+            mask in any::<u16>(),
+        ) {
+            let avail: Vec<String> = ENCODERS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, e)| e.name.to_string())
+                .collect();
+            let got = resolve(&e, &avail);
+            prop_assert_eq!(satisfies(&requirement(&e), &avail), got.is_some());
+            if let Some(name) = got {
+                let enc = lookup(name).ok_or_else(|| TestCaseError::fail("unknown"))?;
+                prop_assert_eq!(enc.codec, e.codec);
+                match (e.encoder.as_deref(), e.hardware) {
+                    (Some(n), _) => prop_assert_eq!(n, name),
+                    (None, HardwarePref::None) => prop_assert_eq!(enc.family, Family::Software),
+                    (None, HardwarePref::Required) => prop_assert!(enc.family.is_hardware()),
+                    (None, HardwarePref::Preferred) => {
+                        let hw_there = hardware(e.codec).any(|h| {
+                            h.takes_pix_fmt(e.pix_fmt.as_deref().unwrap_or(DEFAULT_PIX_FMT))
+                                && avail.iter().any(|a| a == h.name)
+                        });
+                        prop_assert_eq!(enc.family.is_hardware(), hw_there);
+                    }
+                }
+            }
+        }
+    }
+}
