@@ -1091,6 +1091,7 @@ mod tests {
             lease_ms = 7000
             max_commit_batch = 64
             commit_interval_us = 250
+            store_reserve_mb = 8
             power_source = "estimate"
             powercap_root = "/pc"
             power_sample_hz = 2
@@ -1121,6 +1122,7 @@ mod tests {
         assert_eq!(f.estimate_max_watts, Some(20.0));
         assert_eq!(f.max_experiment_jobs, 77);
         assert_eq!((f.max_commit_batch, f.commit_interval_us), (64, 250));
+        assert_eq!(f.store_reserve_mb, 8);
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
         assert_eq!(
