@@ -11,7 +11,10 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::FieldError;
-use crate::model::{Codec, EncodeParams, Input, JobSpec, Output, Priority, ResourceLimits};
+use crate::model::{
+    Codec, EncodeParams, Input, JobSpec, Output, Priority, QualityMetric, QualitySpec,
+    ResourceLimits,
+};
 
 /// Stable error codes returned in [`FieldError::code`].
 pub mod codes {
@@ -231,6 +234,13 @@ struct RawRequest {
     resource_limits: Option<RawLimits>,
     max_retries: Option<u64>,
     overwrite: Option<bool>,
+    quality: Option<RawQuality>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawQuality {
+    metrics: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -441,7 +451,7 @@ fn check_object_shapes(body: &[u8]) -> Result<(), FieldError> {
             "request body must be a JSON object",
         )
     })?;
-    for key in ["input", "output", "resource_limits"] {
+    for key in ["input", "output", "resource_limits", "quality"] {
         match obj.get(key) {
             None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
             Some(_) => return Err(invalid(key, format!("`{key}` must be a JSON object"))),
@@ -590,6 +600,8 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         None => DEFAULT_MAX_RETRIES,
     };
 
+    let quality = raw.quality.map(|q| parse_quality(q, &output)).transpose()?;
+
     Ok(JobSpec {
         scenario: raw.scenario,
         encode,
@@ -599,10 +611,48 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         resource_limits,
         max_retries,
         overwrite,
-        quality: None,
+        quality,
         labels: Default::default(),
         experiment: None,
     })
+}
+
+/// `"quality": {"metrics": [...]}`: known names, at least one, no
+/// repeats; stored distinct and sorted. Not on a live (RTMP) output: there
+/// is no file to compare afterwards.
+fn parse_quality(raw: RawQuality, output: &Output) -> Result<QualitySpec, FieldError> {
+    if matches!(output, Output::Rtmp { .. }) {
+        return Err(not_allowed("quality", "an RTMP output"));
+    }
+    let names = raw.metrics.ok_or_else(|| missing("quality.metrics"))?;
+    if names.is_empty() {
+        return Err(invalid(
+            "quality.metrics",
+            "`quality.metrics` must name at least one of vmaf, psnr, ssim",
+        ));
+    }
+    let mut metrics: Vec<QualityMetric> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("quality.metrics[{i}]");
+        let metric = QualityMetric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!("unknown quality metric {name:?}; known: vmaf, psnr, ssim"),
+                )
+            })?;
+        if metrics.contains(&metric) {
+            return Err(invalid(
+                &field,
+                format!("quality metric {name:?} is named twice"),
+            ));
+        }
+        metrics.push(metric);
+    }
+    metrics.sort();
+    Ok(QualitySpec { metrics })
 }
 
 fn check_range(field: &str, v: u64, (lo, hi): (u32, u32)) -> Result<u32, FieldError> {
@@ -3287,5 +3337,96 @@ mod tests {
         })
         .as_ref()
         .map_or_else(no_roots, |(_, r)| r.clone())
+    }
+
+    // --- quality -----------------------------------------------------------
+
+    #[test]
+    fn quality_metrics_are_parsed_distinct_and_sorted() {
+        let v = with(
+            base(),
+            "quality",
+            json!({"metrics": ["ssim", "vmaf", "psnr"]}),
+        );
+        let spec = parse(&v).expect("valid");
+        assert_eq!(
+            spec.quality,
+            Some(QualitySpec {
+                metrics: vec![
+                    QualityMetric::Vmaf,
+                    QualityMetric::Psnr,
+                    QualityMetric::Ssim
+                ]
+            })
+        );
+        let spec = parse(&with(base(), "quality", json!({"metrics": ["psnr"]}))).expect("valid");
+        assert_eq!(
+            spec.quality.map(|q| q.metrics),
+            Some(vec![QualityMetric::Psnr])
+        );
+        // Absent or null: no quality pass.
+        assert_eq!(parse(&base()).expect("valid").quality, None);
+        assert_eq!(
+            parse(&with(base(), "quality", Value::Null))
+                .expect("valid")
+                .quality,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_quality_requests_name_the_field() {
+        let q = |metrics: Value| with(base(), "quality", json!({ "metrics": metrics }));
+        let e = assert_err(
+            parse(&q(json!(["psnr", "vmaf2"]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[1]"),
+        );
+        assert!(e.message.contains("vmaf2"), "{e:?}");
+        assert_err(
+            parse(&q(json!([]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics"),
+        );
+        let e = assert_err(
+            parse(&q(json!(["ssim", "psnr", "ssim"]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[2]"),
+        );
+        assert!(e.message.contains("twice"), "{e:?}");
+        assert_err(
+            parse(&q(json!(["psnr", 3]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[1]"),
+        );
+        assert_err(
+            parse(&with(
+                base(),
+                "quality",
+                json!({"metrics": ["psnr"], "model": "x"}),
+            )),
+            codes::UNKNOWN_FIELD,
+            Some("quality.model"),
+        );
+        assert_err(
+            parse(&with(base(), "quality", json!({}))),
+            codes::MISSING_FIELD,
+            Some("quality.metrics"),
+        );
+        assert_err(
+            parse(&with(base(), "quality", json!(["psnr"]))),
+            codes::INVALID_FIELD,
+            Some("quality"),
+        );
+        let rtmp = with(
+            with(
+                base(),
+                "output",
+                json!({"type": "rtmp", "url": "rtmp://127.0.0.1/live/x"}),
+            ),
+            "quality",
+            json!({"metrics": ["psnr"]}),
+        );
+        assert_err(parse(&rtmp), codes::UNKNOWN_FIELD, Some("quality"));
     }
 }
