@@ -44,7 +44,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::node::NodeMsg;
-use crate::power::{JobPids, PowerMsg};
+use crate::power::{JobPids, PowerMsg, SampledEnergy};
+use crate::quality_pass::{self, QualityPlan};
 
 /// Lines of FFmpeg stderr kept for a failure report.
 const STDERR_LINES: usize = 40;
@@ -221,6 +222,12 @@ pub struct JobState {
     /// Set when the power sampler tracks this attempt.
     power: Option<ActorRef<PowerMsg>>,
     run_log: Option<RunLog>,
+    /// Set when the job asked for quality metrics: run after a success.
+    quality: Option<QualityPlan>,
+    /// The node's power sampler (charges the quality pass too).
+    sampler: Option<ActorRef<PowerMsg>>,
+    /// Set while the quality pass runs.
+    quality_running: bool,
 }
 
 impl Drop for JobState {
@@ -231,6 +238,12 @@ impl Drop for JobState {
         // Stopped without its figures (it failed): the sampler forgets it.
         if let Some(p) = self.power.take() {
             let _ = p.cast(PowerMsg::Untrack(self.attempt()));
+        }
+        // Stopped in its quality pass: that too.
+        if let (Some(p), true) = (&self.sampler, self.quality_running) {
+            let _ = p.cast(PowerMsg::Untrack(quality_pass::quality_attempt(
+                &self.attempt(),
+            )));
         }
         // Field drop order does the rest: the guard kills the group, then the
         // cgroup kills stragglers and removes itself.
@@ -339,6 +352,9 @@ impl Actor for JobActor {
             tasks: Vec::new(),
             reported: false,
             power: None,
+            quality: None,
+            sampler: args.power.clone(),
+            quality_running: false,
             run_log: args.run_log.clone().map(|path| RunLog {
                 path,
                 // The worker's pid too: if the worker is SIGKILLed its
@@ -359,10 +375,52 @@ impl Actor for JobActor {
         // FFmpeg gets the descriptors (input first), named in its argv.
         let mut fds: Vec<Arc<OwnedFd>> = Vec::new();
         let mut job_files = JobFiles::default();
+        // The quality pass keeps its own descriptor on the input (its
+        // reference); a `null` output is encoded to a scratch file for it.
+        let mut quality = a.spec.quality.as_ref().map(|q| QualityPlan {
+            metrics: q.metrics.clone(),
+            encode: a.spec.encode.clone(),
+            input: a.spec.input.clone(),
+            reference: None,
+            scratch: matches!(a.spec.output, Output::Null)
+                .then(|| tempfile::tempfile().map_err(|e| e.to_string())),
+            ffmpeg: args.ffmpeg.clone(),
+            nice: args.nice,
+            lease_end_ms: args.lease_end_ms.clone(),
+            timeout: QualityPlan::timeout_for(limits.timeout_s),
+        });
         if let Some((file, format)) = files.input {
+            if let Some(plan) = quality.as_mut() {
+                match file.try_clone() {
+                    Ok(f) => plan.reference = Some((f, format.clone())),
+                    Err(e) => {
+                        tracing::warn!(job = %state.job_id, error = %e, "no reference for the quality pass")
+                    }
+                }
+            }
             job_files.input = Some((process::JOB_FD_BASE, format));
             fds.push(Arc::new(OwnedFd::from(file)));
         }
+        // The encode's own spec, but for a `null` output with a scratch
+        // file: that file (Matroska) instead.
+        let mut encode_spec = std::borrow::Cow::Borrowed(&a.spec);
+        if let Some(Some(Ok(scratch))) = quality.as_ref().map(|p| p.scratch.as_ref()) {
+            match scratch.try_clone() {
+                Ok(f) => {
+                    job_files.output_fd = Some(process::JOB_FD_BASE + fds.len() as i32);
+                    fds.push(Arc::new(OwnedFd::from(f)));
+                    encode_spec.to_mut().output = Output::File {
+                        path: PathBuf::from("quality-scratch.mkv"),
+                    };
+                }
+                Err(e) => {
+                    if let Some(plan) = quality.as_mut() {
+                        plan.scratch = Some(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        state.quality = quality;
         if let Some(out) = &files.output {
             let fd = match out.file().try_clone() {
                 Ok(f) => OwnedFd::from(f),
@@ -398,7 +456,7 @@ impl Actor for JobActor {
             },
             None => args.lease.map(|l| l.saturating_sub(began.elapsed())),
         };
-        let cmd = ffmpeg::build_command_with(&args.ffmpeg, &a.spec, &job_files);
+        let cmd = ffmpeg::build_command_with(&args.ffmpeg, &encode_spec, &job_files);
         let spec = SpawnSpec {
             program: cmd.program,
             args: cmd.args,
@@ -438,25 +496,7 @@ impl Actor for JobActor {
         let guard = spawned.guard;
         tracing::info!(job = %state.job_id, pid = guard.pid(), ?isolation, "ffmpeg started");
         if let Some(power) = &args.power {
-            let (cpu, pids) = match state
-                .cgroup
-                .as_ref()
-                .and_then(|c| c.cpu_probe().zip(c.procs_file()))
-            {
-                Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
-                None => {
-                    // No cgroup: the guard and its children (FFmpeg), as
-                    // far as the kernel lists them.
-                    let pids = guard_and_children(guard.pid());
-                    (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
-                }
-            };
-            let tracked = power.cast(PowerMsg::Track {
-                attempt: state.attempt(),
-                cpu,
-                pids,
-            });
-            if tracked.is_ok() {
+            if track_power(power, state.attempt(), state.cgroup.as_ref(), guard.pid()) {
                 state.power = Some(power.clone());
             }
         }
@@ -589,6 +629,31 @@ impl Actor for JobActor {
                 let mut outcome = classify(state, status);
                 // The last sample, with the cgroup's final CPU time, before the cgroup goes.
                 let energy = finish_energy(state).await;
+                // The quality pass, while the encode's guard still holds the
+                // cgroup open (its janitor removes it once the guard goes),
+                // on the output before it is published.
+                let distorted = match (&state.quality, &state.output_file) {
+                    (Some(_), Some(o)) => o.file().try_clone().ok(),
+                    _ => None,
+                };
+                if let (Outcome::Succeeded { result }, Some(plan)) =
+                    (&mut outcome, state.quality.take())
+                {
+                    state.quality_running = true;
+                    let quality = quality_pass::run(
+                        plan,
+                        distorted,
+                        state.cgroup.as_ref(),
+                        state.sampler.as_ref(),
+                        &state.attempt(),
+                    )
+                    .await;
+                    if let Some(e) = &quality.error {
+                        tracing::warn!(job = %state.job_id, error = %e, "quality pass");
+                    }
+                    state.quality_running = false;
+                    result.quality = Some(quality);
+                }
                 // Kill stragglers and remove the cgroup before reporting, so
                 // that "finished" always means "nothing left behind".
                 state.guard = None;
@@ -660,17 +725,38 @@ fn guard_and_children(pid: i32) -> Vec<i32> {
     pids
 }
 
+/// Has the sampler attribute energy to `attempt` from now on: by its
+/// cgroup's CPU time, or without one the guard `guard_pid` and its
+/// children (as far as the kernel lists them). Whether it was asked.
+pub(crate) fn track_power(
+    power: &ActorRef<PowerMsg>,
+    attempt: AttemptRef,
+    cgroup: Option<&JobCgroup>,
+    guard_pid: i32,
+) -> bool {
+    let (cpu, pids) = match cgroup.and_then(|c| c.cpu_probe().zip(c.procs_file())) {
+        Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
+        None => {
+            let pids = guard_and_children(guard_pid);
+            (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
+        }
+    };
+    power.cast(PowerMsg::Track { attempt, cpu, pids }).is_ok()
+}
+
 /// How long the job waits for its figures from the sampler.
 const POWER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The attempt's energy: the sampler takes a last sample with the cgroup's
-/// final CPU time and stops tracking the attempt. `None` without a sampler
-/// (or if it does not answer in time).
-async fn finish_energy(state: &mut JobState) -> Option<Energy> {
-    let power = state.power.take()?;
-    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
-    let attempt = state.attempt();
-    let sampled = match power
+/// The sampler's last sample for `attempt` (with `final_cpu_s` as its last
+/// CPU reading) and its figures; it stops tracking it. `None` if it was
+/// not tracked or the sampler does not answer in time.
+pub(crate) async fn finish_power(
+    power: &ActorRef<PowerMsg>,
+    attempt: AttemptRef,
+    final_cpu_s: Option<f64>,
+) -> Option<SampledEnergy> {
+    let job = attempt.job_id.clone();
+    match power
         .call(
             |reply| PowerMsg::Finish {
                 attempt,
@@ -681,12 +767,21 @@ async fn finish_energy(state: &mut JobState) -> Option<Energy> {
         )
         .await
     {
-        Ok(ractor::rpc::CallResult::Success(s)) => s?,
+        Ok(ractor::rpc::CallResult::Success(s)) => s,
         Ok(_) | Err(_) => {
-            tracing::warn!(job = %state.job_id, "no energy figures: the power sampler did not answer");
-            return None;
+            tracing::warn!(%job, "no energy figures: the power sampler did not answer");
+            None
         }
-    };
+    }
+}
+
+/// The attempt's energy: the sampler takes a last sample with the cgroup's
+/// final CPU time and stops tracking the attempt. `None` without a sampler
+/// (or if it does not answer in time).
+async fn finish_energy(state: &mut JobState) -> Option<Energy> {
+    let power = state.power.take()?;
+    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
+    let sampled = finish_power(&power, state.attempt(), final_cpu_s).await?;
     let frames = (state.last.frame > 0).then_some(state.last.frame);
     Some(Energy::new(
         sampled.domains,

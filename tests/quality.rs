@@ -1,0 +1,160 @@
+//! The quality pass, end to end: a real `ffrtmp-node --role standalone`,
+//! real FFmpeg encodes, then FFmpeg's own `psnr` and `ssim` filters
+//! comparing each output with its reference (the regenerated `testsrc2`
+//! source, or the input file).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const LONG: Duration = Duration::from_secs(180);
+
+fn finished(node: &Node, id: &str) -> Value {
+    node.wait_state(id, &["succeeded", "failed", "cancelled", "timed_out"], LONG)
+}
+
+/// A 320x180 h264 encode of 2 s of testsrc2 at `kbps`, asking for `metrics`.
+fn job(kbps: u32, metrics: Value) -> Value {
+    json!({
+        "scenario": "480p30-h264",
+        "width": 320, "height": 180, "fps": 15,
+        "bitrate": kbps,
+        "input": {"type": "testsrc", "duration_s": 2},
+        "output": {"type": "null"},
+        "quality": {"metrics": metrics}
+    })
+}
+
+fn mean(job: &Value, metric: &str) -> f64 {
+    job["result"]["quality"][metric]["mean"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {metric} mean: {job}"))
+}
+
+#[track_caller]
+fn assert_score(job: &Value, metric: &str, range: (f64, f64), frames: u64) {
+    let s = &job["result"]["quality"][metric];
+    let m = mean(job, metric);
+    assert!(
+        m >= range.0 && m <= range.1,
+        "{metric} {m} outside {range:?}: {job}"
+    );
+    let min = s["min"].as_f64().expect("min");
+    let p5 = s["p5"].as_f64().expect("p5");
+    assert!(
+        min <= p5 && p5 <= m + 1e-9,
+        "{metric}: min {min} p5 {p5} mean {m}"
+    );
+    assert_eq!(s["frames"].as_u64(), Some(frames), "{metric} frames: {job}");
+}
+
+#[test]
+fn scores_are_plausible_and_a_worse_encode_scores_lower() {
+    let _g = serial();
+    let node = Node::start("quality-rank", NodeOpts::default());
+    let low = node.submit(job(40, json!(["ssim", "psnr"])));
+    let high = node.submit(job(1500, json!(["psnr", "ssim"])));
+    let (low, high) = (finished(&node, &low), finished(&node, &high));
+    for j in [&low, &high] {
+        assert_eq!(j["state"], "succeeded", "{j}");
+        eprintln!("quality: {}", j["result"]["quality"]);
+        let q = &j["result"]["quality"];
+        assert!(q["error"].is_null(), "{j}");
+        // 2 s at 15 fps: every frame compared.
+        assert_score(j, "psnr", (15.0, 100.0), 30);
+        assert_score(j, "ssim", (0.3, 1.0), 30);
+        assert!(q["vmaf"].is_null(), "not asked: {j}");
+        assert!(q["wall_s"].as_f64().unwrap_or(0.0) > 0.0, "{j}");
+        // The pass's energy is its own, beside the encode's.
+        if !j["energy"].is_null() {
+            assert!(q["quality_energy_joules"].as_f64().is_some(), "{j}");
+            assert!(q["energy_source"].as_str().is_some(), "{j}");
+        }
+    }
+    assert!(
+        mean(&low, "psnr") < mean(&high, "psnr"),
+        "40 kbit/s scores below 1500 kbit/s: {} vs {}",
+        mean(&low, "psnr"),
+        mean(&high, "psnr")
+    );
+    assert!(mean(&low, "ssim") < mean(&high, "ssim"));
+    // The scratch file of the `null` output is gone: nothing written
+    // under the media root.
+    assert_eq!(
+        std::fs::read_dir(&node.media)
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+}
+
+fn make_mp4(path: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=25:duration=1",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "0",
+            "-f",
+            "mp4",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "make {}", path.display());
+}
+
+#[test]
+fn a_file_output_is_compared_with_its_input_file() {
+    let _g = serial();
+    let node = Node::start("quality-file", NodeOpts::default());
+    make_mp4(&node.media.join("in.mp4"));
+    let id = node.submit(json!({
+        "scenario": "480p30-h264",
+        "width": 320, "height": 180, "fps": 25,
+        "bitrate": 800,
+        "input": {"type": "file", "path": "in.mp4"},
+        "output": {"type": "file", "path": "out.mkv"},
+        "quality": {"metrics": ["psnr"]}
+    }));
+    let j = finished(&node, &id);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert!(j["result"]["quality"]["error"].is_null(), "{j}");
+    // The reference is scaled to 320x180 like the encode: a close match.
+    assert_score(&j, "psnr", (25.0, 100.0), 25);
+    assert!(j["result"]["quality"]["ssim"].is_null(), "not asked: {j}");
+    // The output was published.
+    assert!(node.media.join("out.mkv").is_file());
+}
+
+#[test]
+fn a_failed_quality_pass_keeps_the_encode_success() {
+    let _g = serial();
+    let node = Node::start("quality-fail", NodeOpts::default());
+    // VMAF alone, on a node that cannot compute it: the pass fails.
+    let id = node.submit(job(300, json!(["vmaf"])));
+    let j = finished(&node, &id);
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["result"]["frames"].as_u64(), Some(30), "{j}");
+    let q = &j["result"]["quality"];
+    let err = q["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {j}"));
+    assert!(err.contains("vmaf"), "{err}");
+    assert!(q["vmaf"].is_null() && q["psnr"].is_null(), "{j}");
+}
