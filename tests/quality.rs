@@ -1,7 +1,8 @@
 //! The quality pass, end to end: a real `ffrtmp-node --role standalone`,
-//! real FFmpeg encodes, then FFmpeg's own `psnr` and `ssim` filters
-//! comparing each output with its reference (the regenerated `testsrc2`
-//! source, or the input file).
+//! real FFmpeg encodes, then FFmpeg's own `psnr` and `ssim` filters and
+//! Netflix libvmaf (`ffrtmp-vmaf`, built from `runtime/vmaf/`) comparing
+//! each output with its reference (the regenerated `testsrc2` source, or
+//! the input file).
 
 mod common;
 
@@ -47,18 +48,27 @@ fn assert_score(job: &Value, metric: &str, range: (f64, f64), frames: u64) {
     let min = s["min"].as_f64().expect("min");
     let p5 = s["p5"].as_f64().expect("p5");
     assert!(
-        min <= p5 && p5 <= m + 1e-9,
+        min <= p5 && min <= m,
         "{metric}: min {min} p5 {p5} mean {m}"
     );
     assert_eq!(s["frames"].as_u64(), Some(frames), "{metric} frames: {job}");
 }
 
+fn with_vmaf() -> NodeOpts {
+    let bin = common::vmaf::vmaf_bin();
+    NodeOpts {
+        extra: vec!["--vmaf-bin".into(), bin.display().to_string()],
+        ..NodeOpts::default()
+    }
+}
+
 #[test]
 fn scores_are_plausible_and_a_worse_encode_scores_lower() {
+    let opts = with_vmaf();
     let _g = serial();
-    let node = Node::start("quality-rank", NodeOpts::default());
-    let low = node.submit(job(40, json!(["ssim", "psnr"])));
-    let high = node.submit(job(1500, json!(["psnr", "ssim"])));
+    let node = Node::start("quality-rank", opts);
+    let low = node.submit(job(40, json!(["ssim", "vmaf", "psnr"])));
+    let high = node.submit(job(1500, json!(["psnr", "ssim", "vmaf"])));
     let (low, high) = (finished(&node, &low), finished(&node, &high));
     for j in [&low, &high] {
         assert_eq!(j["state"], "succeeded", "{j}");
@@ -68,7 +78,7 @@ fn scores_are_plausible_and_a_worse_encode_scores_lower() {
         // 2 s at 15 fps: every frame compared.
         assert_score(j, "psnr", (15.0, 100.0), 30);
         assert_score(j, "ssim", (0.3, 1.0), 30);
-        assert!(q["vmaf"].is_null(), "not asked: {j}");
+        assert_score(j, "vmaf", (1.0, 100.0), 30);
         assert!(q["wall_s"].as_f64().unwrap_or(0.0) > 0.0, "{j}");
         // The pass's energy is its own, beside the encode's.
         if !j["energy"].is_null() {
@@ -83,6 +93,12 @@ fn scores_are_plausible_and_a_worse_encode_scores_lower() {
         mean(&high, "psnr")
     );
     assert!(mean(&low, "ssim") < mean(&high, "ssim"));
+    assert!(
+        mean(&low, "vmaf") + 10.0 < mean(&high, "vmaf"),
+        "VMAF ranks them apart: {} vs {}",
+        mean(&low, "vmaf"),
+        mean(&high, "vmaf")
+    );
     // The scratch file of the `null` output is gone: nothing written
     // under the media root.
     assert_eq!(
@@ -121,8 +137,9 @@ fn make_mp4(path: &Path) {
 
 #[test]
 fn a_file_output_is_compared_with_its_input_file() {
+    let opts = with_vmaf();
     let _g = serial();
-    let node = Node::start("quality-file", NodeOpts::default());
+    let node = Node::start("quality-file", opts);
     make_mp4(&node.media.join("in.mp4"));
     let id = node.submit(json!({
         "scenario": "480p30-h264",
@@ -130,13 +147,14 @@ fn a_file_output_is_compared_with_its_input_file() {
         "bitrate": 800,
         "input": {"type": "file", "path": "in.mp4"},
         "output": {"type": "file", "path": "out.mkv"},
-        "quality": {"metrics": ["psnr"]}
+        "quality": {"metrics": ["psnr", "vmaf"]}
     }));
     let j = finished(&node, &id);
     assert_eq!(j["state"], "succeeded", "{j}");
     assert!(j["result"]["quality"]["error"].is_null(), "{j}");
     // The reference is scaled to 320x180 like the encode: a close match.
     assert_score(&j, "psnr", (25.0, 100.0), 25);
+    assert_score(&j, "vmaf", (60.0, 100.0), 25);
     assert!(j["result"]["quality"]["ssim"].is_null(), "not asked: {j}");
     // The output was published.
     assert!(node.media.join("out.mkv").is_file());
@@ -145,7 +163,12 @@ fn a_file_output_is_compared_with_its_input_file() {
 #[test]
 fn a_failed_quality_pass_keeps_the_encode_success() {
     let _g = serial();
-    let node = Node::start("quality-fail", NodeOpts::default());
+    // No ffrtmp-vmaf where the node is told to look.
+    let opts = NodeOpts {
+        extra: vec!["--vmaf-bin".into(), "/nonexistent/ffrtmp-vmaf".into()],
+        ..NodeOpts::default()
+    };
+    let node = Node::start("quality-fail", opts);
     // VMAF alone, on a node that cannot compute it: the pass fails.
     let id = node.submit(job(300, json!(["vmaf"])));
     let j = finished(&node, &id);

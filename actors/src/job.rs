@@ -73,6 +73,9 @@ pub struct JobArgs {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (measures a file output after a success).
     pub ffprobe: PathBuf,
+    /// The node's working `ffrtmp-vmaf`, for a quality pass asking for
+    /// VMAF (`None`: the node cannot compute it).
+    pub vmaf_bin: Option<PathBuf>,
     /// Where the attempt's cgroup is created (with the job's limits).
     pub cgroups: Arc<CgroupManager>,
     /// The `nice` value FFmpeg runs at.
@@ -385,6 +388,7 @@ impl Actor for JobActor {
             scratch: matches!(a.spec.output, Output::Null)
                 .then(|| tempfile::tempfile().map_err(|e| e.to_string())),
             ffmpeg: args.ffmpeg.clone(),
+            vmaf_bin: args.vmaf_bin.clone(),
             nice: args.nice,
             lease_end_ms: args.lease_end_ms.clone(),
             timeout: QualityPlan::timeout_for(limits.timeout_s),
@@ -496,7 +500,12 @@ impl Actor for JobActor {
         let guard = spawned.guard;
         tracing::info!(job = %state.job_id, pid = guard.pid(), ?isolation, "ffmpeg started");
         if let Some(power) = &args.power {
-            if track_power(power, state.attempt(), state.cgroup.as_ref(), guard.pid()) {
+            if track_power(
+                power,
+                state.attempt(),
+                state.cgroup.as_ref(),
+                &[guard.pid()],
+            ) {
                 state.power = Some(power.clone());
             }
         }
@@ -726,18 +735,21 @@ fn guard_and_children(pid: i32) -> Vec<i32> {
 }
 
 /// Has the sampler attribute energy to `attempt` from now on: by its
-/// cgroup's CPU time, or without one the guard `guard_pid` and its
+/// cgroup's CPU time, or without one the guards `guard_pids` and their
 /// children (as far as the kernel lists them). Whether it was asked.
 pub(crate) fn track_power(
     power: &ActorRef<PowerMsg>,
     attempt: AttemptRef,
     cgroup: Option<&JobCgroup>,
-    guard_pid: i32,
+    guard_pids: &[i32],
 ) -> bool {
     let (cpu, pids) = match cgroup.and_then(|c| c.cpu_probe().zip(c.procs_file())) {
         Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
         None => {
-            let pids = guard_and_children(guard_pid);
+            let pids: Vec<i32> = guard_pids
+                .iter()
+                .flat_map(|&p| guard_and_children(p))
+                .collect();
             (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
         }
     };
@@ -923,6 +935,7 @@ mod tests {
     const DEADLINE: Duration = Duration::from_secs(10);
 
     /// What the fake node hears from its job.
+    #[allow(clippy::large_enum_variant)]
     #[derive(Debug)]
     enum Heard {
         Started,
@@ -1019,6 +1032,7 @@ mod tests {
                 node: node.clone(),
                 ffmpeg,
                 ffprobe: "ffprobe".into(),
+                vmaf_bin: None,
                 // An unusable parent: no cgroup, nice only.
                 cgroups: Arc::new(CgroupManager::detect("../no-cgroups")),
                 nice: 0,

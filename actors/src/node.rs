@@ -81,6 +81,9 @@ pub struct NodeConfig {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (measures a file output).
     pub ffprobe: PathBuf,
+    /// `ffrtmp-vmaf`, when it passed its self-test at start: the node can
+    /// compute VMAF (`None`: it cannot).
+    pub vmaf_bin: Option<PathBuf>,
     /// Creates each attempt's cgroup under the node's parent; its sweep
     /// runs when the node starts.
     pub cgroups: Arc<CgroupManager>,
@@ -486,6 +489,7 @@ impl NodeState {
             node: myself.clone(),
             ffmpeg: self.config.ffmpeg.clone(),
             ffprobe: self.config.ffprobe.clone(),
+            vmaf_bin: self.config.vmaf_bin.clone(),
             cgroups: self.config.cgroups.clone(),
             nice: self.config.nice,
             kill_grace: self.config.kill_grace,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use ffrtmp_runtime::cgroup::JobCgroup;
 use ffrtmp_runtime::model::{EncodeParams, Energy, Input, QualityMetric, QualityResult};
-use ffrtmp_runtime::process::{self, SpawnSpec, StderrRing};
-use ffrtmp_runtime::quality::{self, FrameStats};
+use ffrtmp_runtime::process::{self, ProcessGuard, SpawnSpec, StderrRing};
+use ffrtmp_runtime::quality::{self, FrameStats, Reference};
 use ffrtmp_runtime::wire::AttemptRef;
 use ractor::ActorRef;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -45,6 +45,8 @@ pub(crate) struct QualityPlan {
     /// (no name: gone when closed), or why it could not be created.
     pub scratch: Option<Result<File, String>>,
     pub ffmpeg: PathBuf,
+    /// The node's working `ffrtmp-vmaf` (`None`: VMAF is not computed).
+    pub vmaf_bin: Option<PathBuf>,
     pub nice: i32,
     /// The node's lease end on [`crate::mono_ms`]'s clock (`0`: none).
     pub lease_end_ms: Option<Arc<AtomicU64>>,
@@ -70,7 +72,8 @@ pub(crate) fn quality_attempt(attempt: &AttemptRef) -> AttemptRef {
 }
 
 /// Runs the pass on `distorted` (the encode's output: the file output's
-/// descriptor, or the plan's scratch file) and returns its result.
+/// descriptor, or the plan's scratch file) and returns its result: each
+/// metric that could be computed, and in `error` what could not and why.
 pub(crate) async fn run(
     plan: QualityPlan,
     distorted: Option<File>,
@@ -80,110 +83,130 @@ pub(crate) async fn run(
 ) -> QualityResult {
     let started = Instant::now();
     let mut result = QualityResult::default();
-    let vmaf = plan.metrics.contains(&QualityMetric::Vmaf);
-    let outcome = measure(&plan, distorted, cgroup, power, attempt).await;
+    let measured = measure(&plan, distorted, cgroup, power, attempt).await;
     result.wall_s = started.elapsed().as_secs_f64();
-    match outcome {
-        Ok((stats, energy)) => {
+    let m = match measured {
+        Ok(m) => m,
+        Err(e) => {
+            result.error = Some(e);
+            return result;
+        }
+    };
+    if let Some(e) = m.energy {
+        result.quality_energy_joules = Some(e.energy_joules);
+        result.energy_source = Some(e.energy_source);
+        result.estimate = e.estimate;
+    }
+    let want = |metric| plan.metrics.contains(&metric);
+    let mut errors: Vec<String> = Vec::new();
+    match m.filters {
+        Some(Ok(stats)) => {
             let (psnr, ssim) = stats.scores();
-            let want = |m| plan.metrics.contains(&m);
             result.psnr = psnr.filter(|_| want(QualityMetric::Psnr));
             result.ssim = ssim.filter(|_| want(QualityMetric::Ssim));
-            if let Some(e) = energy {
-                result.quality_energy_joules = Some(e.energy_joules);
-                result.energy_source = Some(e.energy_source);
-                result.estimate = e.estimate;
-            }
             let empty = (want(QualityMetric::Psnr) && result.psnr.is_none())
                 || (want(QualityMetric::Ssim) && result.ssim.is_none());
             if empty {
-                result.error = Some("no frames were compared (an empty output?)".into());
-            } else if vmaf {
-                result.error = Some(VMAF_UNAVAILABLE.into());
+                errors.push("psnr/ssim: no frames were compared (an empty output?)".into());
             }
         }
-        Err(e) => result.error = Some(e),
+        Some(Err(e)) => errors.push(format!("psnr/ssim: {e}")),
+        None => {}
+    }
+    match m.vmaf {
+        Some(Ok(frames)) => result.vmaf = quality::pool(&frames),
+        Some(Err(e)) => errors.push(format!("vmaf: {e}")),
+        None => {}
+    }
+    if !errors.is_empty() {
+        result.error = Some(errors.join("; "));
     }
     result
 }
 
-/// VMAF needs libvmaf, which this node's FFmpeg lacks.
+/// Why VMAF is not computed on a node without a working `ffrtmp-vmaf`.
 pub(crate) const VMAF_UNAVAILABLE: &str =
-    "vmaf: not computed: this node has no libvmaf (psnr and ssim, when asked, are)";
+    "not computed: this node has no working ffrtmp-vmaf (docs/OPERATIONS.md)";
 
-async fn measure(
+/// What the pass's processes gave.
+struct Measured {
+    /// FFmpeg's psnr/ssim figures, when asked.
+    filters: Option<Result<FrameStats, String>>,
+    /// VMAF per frame, when asked.
+    vmaf: Option<Result<Vec<f64>, String>>,
+    energy: Option<Energy>,
+}
+
+/// One process of the pass.
+struct Part {
+    what: &'static str,
+    child: process::Child,
+    guard: ProcessGuard,
+    stderr: Arc<Mutex<StderrRing>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a part's stdout is read into.
+enum Sink {
+    Stats(Arc<Mutex<FrameStats>>),
+    Text(Arc<Mutex<String>>),
+    Ignore,
+}
+
+/// Bytes of a part's stdout kept as text (VMAF's JSON: ~11 bytes a frame).
+const MAX_TEXT: usize = 64 * 1024 * 1024;
+
+async fn spawn_part(
+    what: &'static str,
     plan: &QualityPlan,
-    distorted: Option<File>,
+    cmd: ffrtmp_runtime::ffmpeg::FfmpegCommand,
+    fds: Vec<Arc<OwnedFd>>,
     cgroup: Option<&JobCgroup>,
-    power: Option<&ActorRef<PowerMsg>>,
-    attempt: &AttemptRef,
-) -> Result<(FrameStats, Option<Energy>), String> {
-    let distorted = match (&plan.scratch, distorted) {
-        (Some(Err(e)), _) => return Err(format!("no temporary file for the output: {e}")),
-        (Some(Ok(f)), _) => f.try_clone().map_err(|e| format!("the output: {e}"))?,
-        (None, Some(f)) => f,
-        (None, None) => return Err("the output is not available to compare".into()),
-    };
-    let mut fds: Vec<Arc<OwnedFd>> = vec![Arc::new(OwnedFd::from(distorted))];
-    let reference_fd = match &plan.reference {
-        Some((file, format)) => {
-            let f = file
-                .try_clone()
-                .map_err(|e| format!("the reference (the input file): {e}"))?;
-            fds.push(Arc::new(OwnedFd::from(f)));
-            Some((process::JOB_FD_BASE + 1, format.clone()))
-        }
-        None => None,
-    };
-    let reference = quality::reference_for(&plan.input, reference_fd)
-        .ok_or("the reference (the input file) was not opened")?;
-    let Some(cmd) = quality::build_command(
-        &plan.ffmpeg,
-        &plan.encode,
-        process::JOB_FD_BASE,
-        &reference,
-        &plan.metrics,
-    ) else {
-        // VMAF alone: nothing FFmpeg computes here.
-        return Err(VMAF_UNAVAILABLE.into());
-    };
-    let lease = current_lease(&plan.lease_end_ms);
+    sink: Sink,
+) -> Result<Part, String> {
     let spec = SpawnSpec {
         program: cmd.program,
         args: cmd.args,
         env: cmd.env,
         nice: plan.nice,
         cgroup_procs: cgroup.map(|c| c.procs_files()).unwrap_or_default(),
-        lease,
+        lease: current_lease(&plan.lease_end_ms),
         run_log: None,
         fds,
     };
     let spawned = process::spawn(spec)
         .await
-        .map_err(|e| format!("could not start ffmpeg for the quality pass: {e}"))?;
+        .map_err(|e| format!("could not start {what}: {e}"))?;
     let mut child = spawned.child;
-    let guard = spawned.guard;
-    let key = quality_attempt(attempt);
-    let tracked = power.filter(|p| track_power(p, key.clone(), cgroup, guard.pid()));
-
-    let stats = Arc::new(Mutex::new(FrameStats::default()));
-    let ring = Arc::new(Mutex::new(StderrRing::new(8, 4096)));
+    let stderr = Arc::new(Mutex::new(StderrRing::new(6, 2048)));
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        let stats = stats.clone();
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(mut s) = stats.lock() {
-                    s.push_line(&line);
+                match &sink {
+                    Sink::Stats(s) => {
+                        if let Ok(mut s) = s.lock() {
+                            s.push_line(&line);
+                        }
+                    }
+                    Sink::Text(t) => {
+                        if let Ok(mut t) = t.lock() {
+                            if t.len() + line.len() < MAX_TEXT {
+                                t.push_str(&line);
+                                t.push('\n');
+                            }
+                        }
+                    }
+                    Sink::Ignore => {}
                 }
             }
         }));
     }
-    if let Some(stderr) = child.stderr.take() {
-        let ring = ring.clone();
+    if let Some(err) = child.stderr.take() {
+        let ring = stderr.clone();
         readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
+            let mut lines = BufReader::new(err).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if let Ok(mut r) = ring.lock() {
                     r.push(&line);
@@ -191,30 +214,162 @@ async fn measure(
             }
         }));
     }
+    Ok(Part {
+        what,
+        child,
+        guard: spawned.guard,
+        stderr,
+        readers,
+    })
+}
 
-    // Wait for the exit, handing the guard the node's lease as it moves.
+fn clone_fd(f: &File, what: &str) -> Result<Arc<OwnedFd>, String> {
+    f.try_clone()
+        .map(|f| Arc::new(OwnedFd::from(f)))
+        .map_err(|e| format!("{what}: {e}"))
+}
+
+/// Starts the pass's processes: FFmpeg with the psnr/ssim filters, and for
+/// VMAF two FFmpeg decoders piping raw frames into `ffrtmp-vmaf`. All run
+/// at once, in the attempt's cgroup.
+async fn start_parts(
+    plan: &QualityPlan,
+    distorted: &File,
+    cgroup: Option<&JobCgroup>,
+    stats: &Arc<Mutex<FrameStats>>,
+    vmaf_out: &Arc<Mutex<String>>,
+    parts: &mut Vec<Part>,
+) -> Result<(), String> {
+    let base = process::JOB_FD_BASE;
+    let reference_of = |first: i32| -> Result<(Vec<Arc<OwnedFd>>, Reference), String> {
+        let mut fds = Vec::new();
+        let file = match &plan.reference {
+            Some((file, format)) => {
+                fds.push(clone_fd(file, "the reference (the input file)")?);
+                Some((first, format.clone()))
+            }
+            None => None,
+        };
+        let r = quality::reference_for(&plan.input, file)
+            .ok_or("the reference (the input file) was not opened")?;
+        Ok((fds, r))
+    };
+    let (ref_fds, reference) = reference_of(base + 1)?;
+    if let Some(cmd) =
+        quality::build_command(&plan.ffmpeg, &plan.encode, base, &reference, &plan.metrics)
+    {
+        let mut fds = vec![clone_fd(distorted, "the output")?];
+        fds.extend(ref_fds);
+        let sink = Sink::Stats(stats.clone());
+        parts.push(spawn_part("ffmpeg (psnr/ssim)", plan, cmd, fds, cgroup, sink).await?);
+    }
+    if let (true, Some(bin)) = (plan.metrics.contains(&QualityMetric::Vmaf), &plan.vmaf_bin) {
+        let pipe = |what: &str| process::pipe_cloexec().map_err(|e| format!("{what} pipe: {e}"));
+        let (d_read, d_write) = pipe("the output's")?;
+        let (r_read, r_write) = pipe("the reference's")?;
+        // The output's decoder: [output, pipe].
+        let fds = vec![clone_fd(distorted, "the output")?, Arc::new(d_write)];
+        let cmd =
+            quality::decoder_command(&plan.ffmpeg, &plan.encode, Some(base), &reference, base + 1);
+        parts.push(spawn_part("the output's decoder", plan, cmd, fds, cgroup, Sink::Ignore).await?);
+        // The reference's decoder: [input file?, pipe].
+        let (mut fds, reference) = reference_of(base)?;
+        let out = base + fds.len() as i32;
+        fds.push(Arc::new(r_write));
+        let cmd = quality::decoder_command(&plan.ffmpeg, &plan.encode, None, &reference, out);
+        parts.push(
+            spawn_part(
+                "the reference's decoder",
+                plan,
+                cmd,
+                fds,
+                cgroup,
+                Sink::Ignore,
+            )
+            .await?,
+        );
+        // libvmaf, reading both pipes: [reference, output].
+        let fds = vec![Arc::new(r_read), Arc::new(d_read)];
+        let cmd = quality::vmaf_command(bin, &plan.encode, base, base + 1);
+        let sink = Sink::Text(vmaf_out.clone());
+        parts.push(spawn_part(quality::VMAF_BIN, plan, cmd, fds, cgroup, sink).await?);
+    }
+    Ok(())
+}
+
+async fn measure(
+    plan: &QualityPlan,
+    distorted: Option<File>,
+    cgroup: Option<&JobCgroup>,
+    power: Option<&ActorRef<PowerMsg>>,
+    attempt: &AttemptRef,
+) -> Result<Measured, String> {
+    let distorted = match (&plan.scratch, distorted) {
+        (Some(Err(e)), _) => return Err(format!("no temporary file for the output: {e}")),
+        (Some(Ok(f)), _) => f.try_clone().map_err(|e| format!("the output: {e}"))?,
+        (None, Some(f)) => f,
+        (None, None) => return Err("the output is not available to compare".into()),
+    };
+    let want_vmaf = plan.metrics.contains(&QualityMetric::Vmaf);
+    let stats = Arc::new(Mutex::new(FrameStats::default()));
+    let vmaf_out = Arc::new(Mutex::new(String::new()));
+    let mut parts: Vec<Part> = Vec::new();
+    // A part that does not start ends the pass; those started are killed
+    // with their guards when `parts` drops.
+    start_parts(plan, &distorted, cgroup, &stats, &vmaf_out, &mut parts).await?;
+    drop(distorted);
+    let key = quality_attempt(attempt);
+    let pids: Vec<i32> = parts.iter().map(|p| p.guard.pid()).collect();
+    let tracked = power.filter(|p| !parts.is_empty() && track_power(p, key.clone(), cgroup, &pids));
+
+    // Wait for every exit, handing the guards the node's lease as it moves.
     let deadline = tokio::time::Instant::now() + plan.timeout;
-    let status = {
-        let wait = process::wait(&mut child, &guard);
-        tokio::pin!(wait);
+    let statuses = {
+        let mut guards: Vec<&ProcessGuard> = Vec::new();
+        let mut waits = Vec::new();
+        for Part { child, guard, .. } in parts.iter_mut() {
+            let guard: &ProcessGuard = guard;
+            guards.push(guard);
+            waits.push(process::wait(child, guard));
+        }
+        let all = futures::future::join_all(waits);
+        tokio::pin!(all);
         let mut renew = tokio::time::interval(LEASE_RENEW_EVERY);
         loop {
             tokio::select! {
-                status = &mut wait => break Some(status),
+                s = &mut all => break Some(s),
                 _ = tokio::time::sleep_until(deadline) => break None,
                 _ = renew.tick() => {
                     if let Some(remaining) = current_lease(&plan.lease_end_ms) {
-                        let _ = guard.renew_lease(remaining);
+                        for g in &guards {
+                            let _ = g.renew_lease(remaining);
+                        }
                     }
                 }
             }
         }
     };
-    // Its last CPU reading before its guard goes (the guard's janitor
+    // The last CPU reading before the guards go (a guard's janitor
     // removes the cgroup then); a pass over its time is killed with its
-    // group.
+    // groups.
     let final_cpu_s = cgroup.and_then(|c| c.stats().cpu_s);
-    drop(guard);
+    let mut failures: Vec<(&'static str, String)> = Vec::new();
+    let mut readers = Vec::new();
+    for (i, p) in parts.into_iter().enumerate() {
+        let tail = p
+            .stderr
+            .lock()
+            .map(|r| r.lines().join(" | "))
+            .unwrap_or_default();
+        match statuses.as_ref().map(|s| &s[i]) {
+            Some(Ok(st)) if st.success() => {}
+            Some(Ok(st)) => failures.push((p.what, format!("{} exited {st}: {tail}", p.what))),
+            Some(Err(e)) => failures.push((p.what, format!("waiting for {}: {e}", p.what))),
+            None => {}
+        }
+        readers.extend(p.readers);
+        drop(p.guard);
+    }
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
     }
@@ -224,24 +379,46 @@ async fn measure(
             .map(|s| Energy::new(s.domains, s.measured_s, None, None)),
         None => None,
     };
-    let stderr = ring
-        .lock()
-        .map(|r| r.lines().join(" | "))
-        .unwrap_or_default();
-    match status {
-        None => Err(format!(
+    if statuses.is_none() {
+        return Err(format!(
             "the quality pass took longer than {} s and was killed",
             plan.timeout.as_secs()
-        )),
-        Some(Err(e)) => Err(format!("could not wait for the quality pass: {e}")),
-        Some(Ok(st)) if !st.success() => Err(format!(
-            "ffmpeg could not compare the output with its reference ({st}): {stderr}"
-        )),
-        Some(Ok(_)) => {
-            let stats = stats.lock().map(|s| s.clone()).unwrap_or_default();
-            Ok((stats, energy))
-        }
+        ));
     }
+    let failed = |names: &[&str]| -> Option<String> {
+        let v: Vec<&str> = failures
+            .iter()
+            .filter(|(w, _)| names.contains(w))
+            .map(|(_, m)| m.as_str())
+            .collect();
+        (!v.is_empty()).then(|| v.join("; "))
+    };
+    let filters_asked = plan.metrics.iter().any(|m| *m != QualityMetric::Vmaf);
+    let filters = filters_asked.then(|| match failed(&["ffmpeg (psnr/ssim)"]) {
+        Some(e) => Err(format!(
+            "ffmpeg could not compare the output with its reference: {e}"
+        )),
+        None => Ok(stats.lock().map(|s| s.clone()).unwrap_or_default()),
+    });
+    let vmaf = want_vmaf.then(|| {
+        if plan.vmaf_bin.is_none() {
+            return Err(VMAF_UNAVAILABLE.to_string());
+        }
+        if let Some(e) = failed(&[
+            "the output's decoder",
+            "the reference's decoder",
+            quality::VMAF_BIN,
+        ]) {
+            return Err(e);
+        }
+        let text = vmaf_out.lock().map(|t| t.clone()).unwrap_or_default();
+        quality::parse_vmaf_output(&text)
+    });
+    Ok(Measured {
+        filters,
+        vmaf,
+        energy,
+    })
 }
 
 /// The node's lease as it stands now (`None`: no deadline).
@@ -276,6 +453,7 @@ mod tests {
             reference: None,
             scratch: None,
             ffmpeg: PathBuf::from("ffmpeg"),
+            vmaf_bin: None,
             nice: 0,
             lease_end_ms: None,
             timeout: Duration::from_secs(60),
@@ -303,7 +481,7 @@ mod tests {
         )
         .await;
         let err = r.error.expect("the pass fails");
-        assert!(err.contains("could not compare"), "{err}");
+        assert!(err.contains("psnr/ssim: ffmpeg could not compare"), "{err}");
         assert_eq!((r.psnr, r.ssim), (None, None));
         assert!(r.wall_s >= 0.0);
         assert_eq!(r.quality_energy_joules, None);

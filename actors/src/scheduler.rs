@@ -174,6 +174,8 @@ pub struct NodeInfo {
 /// The messages a [`SchedulerActor`] handles. Replies come through the
 /// [`RpcReplyPort`]s (use `ractor::call!`); a dropped reply port means the
 /// scheduler stopped before it could answer.
+// Job specs and results travel inline; not worth a box.
+#[allow(clippy::large_enum_variant)]
 pub enum SchedulerMsg {
     /// A new `queued` job was written to the store, not yet durably (by
     /// the HTTP API or [`SchedulerMsg::Submit`]): queue it, place it if a
@@ -254,6 +256,8 @@ pub struct Durable {
 
 /// Something a transition licenses, held back until the transition is
 /// durable (group commit).
+// Job specs and results travel inline; not worth a box.
+#[allow(clippy::large_enum_variant)]
 enum Effect {
     /// A message to a worker, on the link it had when the effect was made.
     Send(ActorRef<NodeLinkMsg>, ToWorker),

@@ -57,6 +57,9 @@ pub struct StandaloneConfig {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (output file sizes and bitrates).
     pub ffprobe: PathBuf,
+    /// `--vmaf-bin`: the `ffrtmp-vmaf` to use (`None`: beside the node's
+    /// executable, else on `PATH`).
+    pub vmaf_bin: Option<PathBuf>,
     /// cgroup parent under which this node's job cgroups live.
     pub cgroup_parent: String,
     /// The `nice` value jobs run at.
@@ -170,6 +173,9 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
         cfg.encoder_allowlist.as_deref(),
     )
     .await;
+    if let Some(flag) = &cfg.vmaf_bin {
+        config.vmaf_bin = embed::find_vmaf(Some(flag)).await;
+    }
     config.slots = cfg.slots;
     config.nice = cfg.nice;
     config.kill_grace = cfg.kill_grace;

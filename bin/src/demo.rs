@@ -31,6 +31,7 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         http_limits: ffrtmp_actors::admin::HttpLimits::default(),
         ffmpeg: ffmpeg_check::locate(Path::new("ffmpeg"))?,
         ffprobe: ffmpeg_check::locate(Path::new("ffprobe"))?,
+        vmaf_bin: None,
         cgroup_parent: DEMO_CGROUP_PARENT.to_string(),
         nice: 10,
         kill_grace: Duration::from_secs(2),

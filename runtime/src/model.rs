@@ -540,6 +540,9 @@ impl Failure {
 }
 
 /// How one attempt ended, as the worker reports it.
+// A result (with its quality pass) is larger than a failure; one value per
+// attempt, not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {

@@ -10,8 +10,10 @@
 //! the same synthetic source regenerated at the job's size, rate and
 //! duration. Pure: no clock, no I/O.
 
-use std::ffi::OsString;
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
 
 use crate::ffmpeg::{self, FfmpegCommand, FILE_PROTOCOLS, INPUT_FORMATS};
 use crate::model::{EncodeParams, Input, MetricScore, QualityMetric};
@@ -114,6 +116,177 @@ fn filtergraph(encode: &EncodeParams, reference: &Reference, psnr: bool, ssim: b
         _ => g.push_str("[r];[d][r]ssim=stats_file=-:shortest=1[out]"),
     }
     g
+}
+
+/// The name of the VMAF helper binary (`runtime/vmaf/`).
+pub const VMAF_BIN: &str = "ffrtmp-vmaf";
+
+/// Where a node looks for [`VMAF_BIN`], in order: `--vmaf-bin` when given
+/// (then only there), else beside the node's own executable, else each
+/// directory of `PATH`.
+pub fn vmaf_candidates(
+    flag: Option<&Path>,
+    exe: Option<&Path>,
+    path_env: Option<&OsStr>,
+) -> Vec<PathBuf> {
+    if let Some(f) = flag {
+        return vec![f.to_path_buf()];
+    }
+    let mut v: Vec<PathBuf> = exe
+        .and_then(Path::parent)
+        .map(|d| d.join(VMAF_BIN))
+        .into_iter()
+        .collect();
+    if let Some(p) = path_env {
+        v.extend(std::env::split_paths(p).map(|d| d.join(VMAF_BIN)));
+    }
+    v
+}
+
+/// How long `ffrtmp-vmaf --self-test` may take.
+const VMAF_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first of `candidates` that is a file and passes `--self-test`
+/// (libvmaf loads its built-in model and tells a clean copy from a noisy
+/// one), with why each other one did not.
+pub async fn probe_vmaf(candidates: &[PathBuf]) -> (Option<PathBuf>, Vec<String>) {
+    let mut why = Vec::new();
+    for c in candidates {
+        if !c.is_file() {
+            continue;
+        }
+        let mut cmd = tokio::process::Command::new(c);
+        cmd.arg("--self-test")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        match tokio::time::timeout(VMAF_PROBE_TIMEOUT, cmd.output()).await {
+            Ok(Ok(out)) if out.status.success() => return (Some(c.clone()), why),
+            Ok(Ok(out)) => why.push(format!(
+                "{}: self-test failed: {}",
+                c.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Ok(Err(e)) => why.push(format!("{}: {e}", c.display())),
+            Err(_) => why.push(format!("{}: self-test timed out", c.display())),
+        }
+    }
+    if why.is_empty() {
+        why.push(format!("no {VMAF_BIN} found"));
+    }
+    (None, why)
+}
+
+/// One side of a VMAF comparison decoded to raw `yuv420p` at the output's
+/// size and rate, written to descriptor `out_fd` (a pipe to
+/// [`VMAF_BIN`]). `source` is the output's descriptor (`None`: the
+/// reference, as `reference` says).
+pub fn decoder_command(
+    ffmpeg_bin: &Path,
+    encode: &EncodeParams,
+    source: Option<i32>,
+    reference: &Reference,
+    out_fd: i32,
+) -> FfmpegCommand {
+    let mut args: Vec<OsString> = ["-hide_banner", "-nostdin", "-nostats", "-loglevel", "error"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let common = "settb=AVTB,setpts=PTS-STARTPTS,format=yuv420p";
+    let chain = match (source, reference) {
+        (Some(fd), _) => {
+            for a in ["-protocol_whitelist", FILE_PROTOCOLS, "-i"] {
+                args.push(a.into());
+            }
+            args.push(ffmpeg::fd_url(fd));
+            common.to_string()
+        }
+        (None, Reference::File { fd, format }) => {
+            for a in ["-protocol_whitelist", FILE_PROTOCOLS, "-format_whitelist"] {
+                args.push(a.into());
+            }
+            args.push(match format {
+                Some(f) => f.into(),
+                None => INPUT_FORMATS.join(",").into(),
+            });
+            args.push("-i".into());
+            args.push(ffmpeg::fd_url(*fd));
+            format!(
+                "scale={}:{},fps={},{common}",
+                encode.width, encode.height, encode.fps
+            )
+        }
+        (None, Reference::Testsrc { duration_s }) => {
+            for a in ["-f", "lavfi", "-i"] {
+                args.push(a.into());
+            }
+            args.push(ffmpeg::testsrc_source(encode, *duration_s).into());
+            common.to_string()
+        }
+    };
+    for a in ["-map", "0:v:0", "-vf"] {
+        args.push(a.into());
+    }
+    args.push(chain.into());
+    for a in ["-f", "rawvideo", "-pix_fmt", "yuv420p"] {
+        args.push(a.into());
+    }
+    args.push(format!("pipe:{out_fd}").into());
+    FfmpegCommand {
+        program: ffmpeg_bin.to_path_buf(),
+        args,
+        env: vec![("LC_ALL".into(), "C".into())],
+    }
+}
+
+/// [`VMAF_BIN`]'s argv: the reference and the distorted stream on
+/// inherited descriptors.
+pub fn vmaf_command(
+    bin: &Path,
+    encode: &EncodeParams,
+    reference_fd: i32,
+    distorted_fd: i32,
+) -> FfmpegCommand {
+    let args: Vec<OsString> = vec![
+        "--width".into(),
+        encode.width.to_string().into(),
+        "--height".into(),
+        encode.height.to_string().into(),
+        "--reference".into(),
+        format!("/proc/self/fd/{reference_fd}").into(),
+        "--distorted".into(),
+        format!("/proc/self/fd/{distorted_fd}").into(),
+    ];
+    FfmpegCommand {
+        program: bin.to_path_buf(),
+        args,
+        env: Vec::new(),
+    }
+}
+
+/// The per-frame scores [`VMAF_BIN`] prints (`{"model":"vmaf_v0.6.1",
+/// "frames":[...]}`), checked: the model named, each score finite and in
+/// 0–100.
+pub fn parse_vmaf_output(stdout: &str) -> Result<Vec<f64>, String> {
+    #[derive(serde::Deserialize)]
+    struct Out {
+        model: String,
+        frames: Vec<f64>,
+    }
+    let out: Out = serde_json::from_str(stdout.trim())
+        .map_err(|e| format!("{VMAF_BIN} printed no scores: {e}"))?;
+    if out.model != "vmaf_v0.6.1" {
+        return Err(format!("{VMAF_BIN} used model {:?}", out.model));
+    }
+    if let Some(bad) = out
+        .frames
+        .iter()
+        .find(|s| !s.is_finite() || !(0.0..=100.0).contains(*s))
+    {
+        return Err(format!("{VMAF_BIN} gave a score out of range: {bad}"));
+    }
+    Ok(out.frames)
 }
 
 /// The per-frame figures of a quality pass's stdout.
@@ -325,6 +498,105 @@ n:4 mse_avg:x psnr_avg:nan
         assert_eq!(ssim.min, Some(0.975265));
         assert_eq!(ssim.frames, 3);
         assert_eq!(FrameStats::default().scores(), (None, None));
+    }
+
+    #[test]
+    fn vmaf_is_looked_up_by_flag_then_beside_the_node_then_on_path() {
+        let path = OsString::from("/a:/b/c");
+        assert_eq!(
+            vmaf_candidates(
+                Some(Path::new("/x/v")),
+                Some(Path::new("/bin/n")),
+                Some(&path)
+            ),
+            vec![PathBuf::from("/x/v")]
+        );
+        assert_eq!(
+            vmaf_candidates(None, Some(Path::new("/opt/f/ffrtmp-node")), Some(&path)),
+            vec![
+                PathBuf::from("/opt/f/ffrtmp-vmaf"),
+                PathBuf::from("/a/ffrtmp-vmaf"),
+                PathBuf::from("/b/c/ffrtmp-vmaf")
+            ]
+        );
+        assert!(vmaf_candidates(None, None, None).is_empty());
+    }
+
+    #[test]
+    fn vmaf_decoders_write_raw_frames_to_the_pipe() {
+        let e = encode();
+        let d = decoder_command(
+            Path::new("ffmpeg"),
+            &e,
+            Some(3),
+            &Reference::Testsrc { duration_s: 2.0 },
+            5,
+        )
+        .args_lossy();
+        assert_eq!(after(&d, "-i"), vec!["file:/proc/self/fd/3"]);
+        assert_eq!(after(&d, "-pix_fmt"), vec!["yuv420p"]);
+        assert_eq!(after(&d, "-f"), vec!["rawvideo"]);
+        assert_eq!(d.last().map(String::as_str), Some("pipe:5"));
+        let r = decoder_command(
+            Path::new("ffmpeg"),
+            &e,
+            None,
+            &Reference::Testsrc { duration_s: 2.0 },
+            6,
+        )
+        .args_lossy();
+        assert_eq!(
+            after(&r, "-i"),
+            vec!["testsrc2=size=160x90:rate=10:duration=2"]
+        );
+        let f = decoder_command(
+            Path::new("ffmpeg"),
+            &e,
+            None,
+            &Reference::File {
+                fd: 4,
+                format: None,
+            },
+            6,
+        )
+        .args_lossy();
+        assert!(after(&f, "-vf")
+            .concat()
+            .starts_with("scale=160:90,fps=10,"));
+        assert_eq!(
+            after(&f, "-format_whitelist"),
+            vec![INPUT_FORMATS.join(",")]
+        );
+        let v = vmaf_command(Path::new("/v"), &e, 3, 4).args_lossy();
+        assert_eq!(
+            v,
+            [
+                "--width",
+                "160",
+                "--height",
+                "90",
+                "--reference",
+                "/proc/self/fd/3",
+                "--distorted",
+                "/proc/self/fd/4"
+            ]
+        );
+    }
+
+    #[test]
+    fn vmaf_output_is_checked() {
+        assert_eq!(
+            parse_vmaf_output("{\"model\":\"vmaf_v0.6.1\",\"frames\":[97.5,100.0]}\n"),
+            Ok(vec![97.5, 100.0])
+        );
+        for bad in [
+            "",
+            "{\"model\":\"vmaf_4k\",\"frames\":[1.0]}",
+            "{\"model\":\"vmaf_v0.6.1\",\"frames\":[101.0]}",
+            "{\"model\":\"vmaf_v0.6.1\",\"frames\":[-1]}",
+        ] {
+            assert!(parse_vmaf_output(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

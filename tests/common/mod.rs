@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod relay;
+pub mod vmaf;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
