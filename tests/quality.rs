@@ -160,17 +160,29 @@ fn a_file_output_is_compared_with_its_input_file() {
     assert!(node.media.join("out.mkv").is_file());
 }
 
+fn metrics_of(node: &Node) -> Value {
+    let (status, body) = node.get("/v1/nodes");
+    assert_eq!(status, 200, "{body}");
+    body["nodes"][0]["capabilities"]["metrics"].clone()
+}
+
 #[test]
 fn a_failed_quality_pass_keeps_the_encode_success() {
+    // A copy of ffrtmp-vmaf that passes the node's self-test at start, then
+    // is gone when the job's pass wants it: the pass fails.
+    let bin = common::vmaf::vmaf_bin();
     let _g = serial();
-    // No ffrtmp-vmaf where the node is told to look.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("ffrtmp-vmaf");
+    std::fs::copy(&bin, &copy).expect("copy ffrtmp-vmaf");
     let opts = NodeOpts {
-        extra: vec!["--vmaf-bin".into(), "/nonexistent/ffrtmp-vmaf".into()],
+        extra: vec!["--vmaf-bin".into(), copy.display().to_string()],
         ..NodeOpts::default()
     };
     let node = Node::start("quality-fail", opts);
-    // VMAF alone, on a node that cannot compute it: the pass fails.
-    let id = node.submit(job(300, json!(["vmaf"])));
+    assert_eq!(metrics_of(&node), json!(["vmaf", "psnr", "ssim"]));
+    std::fs::remove_file(&copy).expect("remove the copy");
+    let id = node.submit(job(300, json!(["vmaf", "psnr"])));
     let j = finished(&node, &id);
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(j["result"]["frames"].as_u64(), Some(30), "{j}");
@@ -178,6 +190,41 @@ fn a_failed_quality_pass_keeps_the_encode_success() {
     let err = q["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no error: {j}"));
-    assert!(err.contains("vmaf"), "{err}");
-    assert!(q["vmaf"].is_null() && q["psnr"].is_null(), "{j}");
+    assert!(
+        err.starts_with("vmaf: could not start ffrtmp-vmaf"),
+        "{err}"
+    );
+    assert!(q["vmaf"].is_null(), "{j}");
+    // What could be measured still is; the encode keeps its own energy.
+    assert_score(&j, "psnr", (15.0, 100.0), 30);
+    if !j["energy"].is_null() {
+        assert!(j["energy"]["energy_joules"].as_f64().is_some(), "{j}");
+    }
+}
+
+#[test]
+fn a_vmaf_job_waits_for_a_node_that_computes_vmaf() {
+    let _g = serial();
+    // No ffrtmp-vmaf where the node is told to look: it does not offer VMAF.
+    let opts = NodeOpts {
+        extra: vec!["--vmaf-bin".into(), "/nonexistent/ffrtmp-vmaf".into()],
+        ..NodeOpts::default()
+    };
+    let node = Node::start("quality-wait", opts);
+    assert_eq!(metrics_of(&node), json!(["psnr", "ssim"]));
+    let mut vmaf_job = job(300, json!(["vmaf"]));
+    vmaf_job["priority"] = json!("live");
+    let waiting = node.submit(vmaf_job);
+    // Submitted after it, at a lower priority: placed all the same.
+    let psnr = node.submit(job(300, json!(["psnr"])));
+    let done = finished(&node, &psnr);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["result"]["quality"]["psnr"]["mean"].as_f64().is_some());
+    let (_, plain) = node.post_json("/v1/jobs", &small_job(0.5));
+    let plain = plain["id"].as_str().expect("id").to_string();
+    assert_eq!(finished(&node, &plain)["state"], "succeeded");
+    // Two jobs were placed since; the VMAF job was never.
+    let w = node.job(&waiting);
+    assert_eq!(w["state"], "queued", "{w}");
+    assert!(w["attempts"].as_array().is_none_or(|a| a.is_empty()), "{w}");
 }

@@ -139,12 +139,15 @@ pub async fn node_config(
     let encoders = probe_encoders(&ffmpeg, encoder_allowlist).await;
     tracing::info!(?encoders, "encoders that passed a test encode");
     let vmaf_bin = find_vmaf(None).await;
+    let metrics = ffrtmp_runtime::quality::probe_metrics(&ffmpeg, vmaf_bin.is_some()).await;
+    tracing::info!(?metrics, "quality metrics this node computes");
     NodeConfig {
         node_id,
         slots: default_slots(),
         ffmpeg,
         ffprobe,
         vmaf_bin,
+        metrics,
         cgroups,
         nice: DEFAULT_NICE,
         kill_grace: DEFAULT_KILL_GRACE,

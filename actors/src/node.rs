@@ -51,6 +51,7 @@ use ffrtmp_runtime::cgroup::CgroupManager;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
+    QualityMetric,
 };
 use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::wire::{
@@ -84,6 +85,9 @@ pub struct NodeConfig {
     /// `ffrtmp-vmaf`, when it passed its self-test at start: the node can
     /// compute VMAF (`None`: it cannot).
     pub vmaf_bin: Option<PathBuf>,
+    /// Quality metrics it advertises (probed at start; VMAF only with
+    /// `vmaf_bin`).
+    pub metrics: Vec<QualityMetric>,
     /// Creates each attempt's cgroup under the node's parent; its sweep
     /// runs when the node starts.
     pub cgroups: Arc<CgroupManager>,
@@ -664,6 +668,7 @@ pub fn hello(config: &NodeConfig) -> ToMaster {
             encoders: config.encoders.clone(),
             cores: cores(),
             memory_bytes: memory_bytes(),
+            metrics: config.metrics.clone(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

@@ -229,9 +229,27 @@ fn clone_fd(f: &File, what: &str) -> Result<Arc<OwnedFd>, String> {
         .map_err(|e| format!("{what}: {e}"))
 }
 
+/// How a comparison's reference reaches a process whose first reference
+/// descriptor is number `first`: the descriptors to hand it (a second one
+/// on the input file, or none for `testsrc`) and the [`Reference`].
+fn reference_at(plan: &QualityPlan, first: i32) -> Result<(Vec<Arc<OwnedFd>>, Reference), String> {
+    let mut fds = Vec::new();
+    let file = match &plan.reference {
+        Some((file, format)) => {
+            fds.push(clone_fd(file, "the reference (the input file)")?);
+            Some((first, format.clone()))
+        }
+        None => None,
+    };
+    let r = quality::reference_for(&plan.input, file)
+        .ok_or("the reference (the input file) was not opened")?;
+    Ok((fds, r))
+}
+
 /// Starts the pass's processes: FFmpeg with the psnr/ssim filters, and for
 /// VMAF two FFmpeg decoders piping raw frames into `ffrtmp-vmaf`. All run
-/// at once, in the attempt's cgroup.
+/// at once, in the attempt's cgroup. Returns why the VMAF part did not
+/// start, if it did not (the rest runs without it).
 async fn start_parts(
     plan: &QualityPlan,
     distorted: &File,
@@ -239,22 +257,9 @@ async fn start_parts(
     stats: &Arc<Mutex<FrameStats>>,
     vmaf_out: &Arc<Mutex<String>>,
     parts: &mut Vec<Part>,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let base = process::JOB_FD_BASE;
-    let reference_of = |first: i32| -> Result<(Vec<Arc<OwnedFd>>, Reference), String> {
-        let mut fds = Vec::new();
-        let file = match &plan.reference {
-            Some((file, format)) => {
-                fds.push(clone_fd(file, "the reference (the input file)")?);
-                Some((first, format.clone()))
-            }
-            None => None,
-        };
-        let r = quality::reference_for(&plan.input, file)
-            .ok_or("the reference (the input file) was not opened")?;
-        Ok((fds, r))
-    };
-    let (ref_fds, reference) = reference_of(base + 1)?;
+    let (ref_fds, reference) = reference_at(plan, base + 1)?;
     if let Some(cmd) =
         quality::build_command(&plan.ffmpeg, &plan.encode, base, &reference, &plan.metrics)
     {
@@ -264,36 +269,49 @@ async fn start_parts(
         parts.push(spawn_part("ffmpeg (psnr/ssim)", plan, cmd, fds, cgroup, sink).await?);
     }
     if let (true, Some(bin)) = (plan.metrics.contains(&QualityMetric::Vmaf), &plan.vmaf_bin) {
-        let pipe = |what: &str| process::pipe_cloexec().map_err(|e| format!("{what} pipe: {e}"));
-        let (d_read, d_write) = pipe("the output's")?;
-        let (r_read, r_write) = pipe("the reference's")?;
-        // The output's decoder: [output, pipe].
-        let fds = vec![clone_fd(distorted, "the output")?, Arc::new(d_write)];
-        let cmd =
-            quality::decoder_command(&plan.ffmpeg, &plan.encode, Some(base), &reference, base + 1);
-        parts.push(spawn_part("the output's decoder", plan, cmd, fds, cgroup, Sink::Ignore).await?);
-        // The reference's decoder: [input file?, pipe].
-        let (mut fds, reference) = reference_of(base)?;
-        let out = base + fds.len() as i32;
-        fds.push(Arc::new(r_write));
-        let cmd = quality::decoder_command(&plan.ffmpeg, &plan.encode, None, &reference, out);
-        parts.push(
-            spawn_part(
-                "the reference's decoder",
-                plan,
-                cmd,
-                fds,
-                cgroup,
-                Sink::Ignore,
-            )
-            .await?,
-        );
-        // libvmaf, reading both pipes: [reference, output].
-        let fds = vec![Arc::new(r_read), Arc::new(d_read)];
-        let cmd = quality::vmaf_command(bin, &plan.encode, base, base + 1);
-        let sink = Sink::Text(vmaf_out.clone());
-        parts.push(spawn_part(quality::VMAF_BIN, plan, cmd, fds, cgroup, sink).await?);
+        let before = parts.len();
+        if let Err(e) = start_vmaf(plan, bin, distorted, cgroup, vmaf_out, parts).await {
+            // Its decoders, if started, go with their guards.
+            parts.truncate(before);
+            return Ok(Some(e));
+        }
     }
+    Ok(None)
+}
+
+/// The VMAF part: two decoders, each writing raw frames into a pipe, and
+/// `ffrtmp-vmaf` reading both.
+async fn start_vmaf(
+    plan: &QualityPlan,
+    bin: &std::path::Path,
+    distorted: &File,
+    cgroup: Option<&JobCgroup>,
+    vmaf_out: &Arc<Mutex<String>>,
+    parts: &mut Vec<Part>,
+) -> Result<(), String> {
+    let base = process::JOB_FD_BASE;
+    let pipe = |what: &str| process::pipe_cloexec().map_err(|e| format!("{what} pipe: {e}"));
+    let (d_read, d_write) = pipe("the output's")?;
+    let (r_read, r_write) = pipe("the reference's")?;
+    // The output's decoder: [output, pipe].
+    let fds = vec![clone_fd(distorted, "the output")?, Arc::new(d_write)];
+    let (_, reference) = reference_at(plan, base)?;
+    let cmd =
+        quality::decoder_command(&plan.ffmpeg, &plan.encode, Some(base), &reference, base + 1);
+    let what = "the output's decoder";
+    parts.push(spawn_part(what, plan, cmd, fds, cgroup, Sink::Ignore).await?);
+    // The reference's decoder: [input file?, pipe].
+    let (mut fds, reference) = reference_at(plan, base)?;
+    let out = base + fds.len() as i32;
+    fds.push(Arc::new(r_write));
+    let cmd = quality::decoder_command(&plan.ffmpeg, &plan.encode, None, &reference, out);
+    let what = "the reference's decoder";
+    parts.push(spawn_part(what, plan, cmd, fds, cgroup, Sink::Ignore).await?);
+    // libvmaf, reading both pipes: [reference, output].
+    let fds = vec![Arc::new(r_read), Arc::new(d_read)];
+    let cmd = quality::vmaf_command(bin, &plan.encode, base, base + 1);
+    let sink = Sink::Text(vmaf_out.clone());
+    parts.push(spawn_part(quality::VMAF_BIN, plan, cmd, fds, cgroup, sink).await?);
     Ok(())
 }
 
@@ -316,7 +334,8 @@ async fn measure(
     let mut parts: Vec<Part> = Vec::new();
     // A part that does not start ends the pass; those started are killed
     // with their guards when `parts` drops.
-    start_parts(plan, &distorted, cgroup, &stats, &vmaf_out, &mut parts).await?;
+    let vmaf_not_started =
+        start_parts(plan, &distorted, cgroup, &stats, &vmaf_out, &mut parts).await?;
     drop(distorted);
     let key = quality_attempt(attempt);
     let pids: Vec<i32> = parts.iter().map(|p| p.guard.pid()).collect();
@@ -403,6 +422,9 @@ async fn measure(
     let vmaf = want_vmaf.then(|| {
         if plan.vmaf_bin.is_none() {
             return Err(VMAF_UNAVAILABLE.to_string());
+        }
+        if let Some(e) = &vmaf_not_started {
+            return Err(e.clone());
         }
         if let Some(e) = failed(&[
             "the output's decoder",

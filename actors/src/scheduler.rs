@@ -380,6 +380,12 @@ fn queued(job: &Job) -> QueuedJob {
         seq: job.queue_seq(),
         not_before_ms: job.not_before_ms,
         encoder: job.spec.encode.codec.encoder().to_string(),
+        metrics: job
+            .spec
+            .quality
+            .as_ref()
+            .map(|q| q.metrics.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -469,6 +475,7 @@ impl SchedulerState {
                 slots: n.slots,
                 running: u32::try_from(n.running.len()).unwrap_or(u32::MAX),
                 encoders: &n.capabilities.encoders,
+                metrics: &n.capabilities.metrics,
                 draining: n.draining,
             })
             .collect()

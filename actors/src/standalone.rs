@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_runtime::model::QualityMetric;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
 use ffrtmp_runtime::store::Store;
@@ -175,6 +176,10 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
     .await;
     if let Some(flag) = &cfg.vmaf_bin {
         config.vmaf_bin = embed::find_vmaf(Some(flag)).await;
+        config.metrics.retain(|m| *m != QualityMetric::Vmaf);
+        if config.vmaf_bin.is_some() {
+            config.metrics.insert(0, QualityMetric::Vmaf);
+        }
     }
     config.slots = cfg.slots;
     config.nice = cfg.nice;

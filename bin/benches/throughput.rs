@@ -384,6 +384,7 @@ async fn sim_worker(
             encoders: vec!["libx264".into()],
             cores: 2,
             memory_bytes: 1 << 30,
+            metrics: Vec::new(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

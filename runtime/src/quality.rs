@@ -178,6 +178,42 @@ pub async fn probe_vmaf(candidates: &[PathBuf]) -> (Option<PathBuf>, Vec<String>
     (None, why)
 }
 
+/// The metrics FFmpeg's own filters give (`psnr`, `ssim`) that a
+/// `ffmpeg -filters` listing names.
+pub fn filter_metrics(listing: &str) -> Vec<QualityMetric> {
+    let named = |name: &str| {
+        listing
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(name))
+    };
+    [QualityMetric::Psnr, QualityMetric::Ssim]
+        .into_iter()
+        .filter(|m| named(m.as_str()))
+        .collect()
+}
+
+/// The quality metrics a node computes: PSNR/SSIM where its FFmpeg lists
+/// the filters, VMAF where it has a working `ffrtmp-vmaf`. Sorted.
+pub async fn probe_metrics(ffmpeg_bin: &Path, vmaf: bool) -> Vec<QualityMetric> {
+    let mut cmd = tokio::process::Command::new(ffmpeg_bin);
+    cmd.args(["-hide_banner", "-filters"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut metrics = match tokio::time::timeout(VMAF_PROBE_TIMEOUT, cmd.output()).await {
+        Ok(Ok(out)) if out.status.success() => {
+            filter_metrics(&String::from_utf8_lossy(&out.stdout))
+        }
+        _ => Vec::new(),
+    };
+    if vmaf {
+        metrics.push(QualityMetric::Vmaf);
+    }
+    metrics.sort();
+    metrics
+}
+
 /// One side of a VMAF comparison decoded to raw `yuv420p` at the output's
 /// size and rate, written to descriptor `out_fd` (a pipe to
 /// [`VMAF_BIN`]). `source` is the output's descriptor (`None`: the
@@ -581,6 +617,25 @@ n:4 mse_avg:x psnr_avg:nan
                 "/proc/self/fd/4"
             ]
         );
+    }
+
+    #[test]
+    fn filter_listing_names_the_metrics() {
+        // As `ffmpeg -hide_banner -filters` (5.1) prints them.
+        let listing = "\
+Filters:
+  T.. = Timeline support
+ ... psnr              VV->V      Calculate the PSNR between two video streams.
+ TS. ssim              VV->V      Calculate the SSIM between two video streams.
+ ... ssim360           VV->V      Calculate the SSIM between two 360 video streams.
+";
+        assert_eq!(
+            filter_metrics(listing),
+            vec![QualityMetric::Psnr, QualityMetric::Ssim]
+        );
+        let no_psnr = listing.replace(" psnr ", " xpsnr ");
+        assert_eq!(filter_metrics(&no_psnr), vec![QualityMetric::Ssim]);
+        assert!(filter_metrics("").is_empty());
     }
 
     #[test]

@@ -1110,8 +1110,8 @@ pub fn bitrate_schema() -> utoipa::openapi::schema::Schema {
 mod request_schema {
     use serde_json::Value;
     use utoipa::openapi::schema::{
-        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
-        Type,
+        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder,
+        OneOfBuilder, SchemaType, Type,
     };
     use utoipa::openapi::RefOr;
     use utoipa::openapi::Schema;
@@ -1342,6 +1342,28 @@ mod request_schema {
             )
     }
 
+    fn quality() -> ObjectBuilder {
+        closed()
+            .schema_type(types(Type::Object, true))
+            .description(Some(
+                "Quality metrics to measure after a successful encode, against the \
+                 reference (the input file, or the regenerated testsrc). Not with an \
+                 `rtmp` output.",
+            ))
+            .property(
+                "metrics",
+                ArrayBuilder::new()
+                    .items(one_of_strings(
+                        QualityMetric::ALL.map(QualityMetric::as_str),
+                        false,
+                    ))
+                    .min_items(Some(1))
+                    .max_items(Some(QualityMetric::ALL.len()))
+                    .unique_items(true),
+            )
+            .required("metrics")
+    }
+
     pub(super) fn bitrate() -> AnyOfBuilder {
         let (lo, hi) = BITRATE_KBPS_RANGE;
         AnyOfBuilder::new()
@@ -1412,6 +1434,7 @@ mod request_schema {
                     .description(Some("The encoder's speed preset (one of the codec's).")),
             )
             .property("resource_limits", resource_limits())
+            .property("quality", quality())
             .property(
                 "max_retries",
                 integer(0, MAX_RETRIES.into(), true)
@@ -1617,6 +1640,7 @@ mod request_schema {
             assert_eq!(variant_keys(&p["input"]), serde_fields::<RawInput>());
             assert_eq!(variant_keys(&p["output"]), serde_fields::<RawOutput>());
             assert_eq!(keys(&p["resource_limits"]), serde_fields::<RawLimits>());
+            assert_eq!(keys(&p["quality"]), serde_fields::<RawQuality>());
             // Not a vacuous comparison.
             assert!(serde_fields::<RawRequest>().contains("max_retries"));
         }

@@ -51,6 +51,10 @@ pub struct Capabilities {
     pub encoders: Vec<String>,
     pub cores: u32,
     pub memory_bytes: u64,
+    /// Quality metrics it computes, probed at its start (`psnr`/`ssim`:
+    /// FFmpeg has the filters; `vmaf`: `ffrtmp-vmaf` passed its self-test).
+    #[serde(default)]
+    pub metrics: Vec<crate::model::QualityMetric>,
 }
 
 /// One attempt of one job, as the fencing token names it.
@@ -388,6 +392,7 @@ mod tests {
                                 encoders,
                                 cores: slots,
                                 memory_bytes: u64::from(slots) << 20,
+                                metrics: vec![crate::model::QualityMetric::Vmaf],
                             },
                             running,
                             unacked,

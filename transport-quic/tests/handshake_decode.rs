@@ -33,6 +33,7 @@ fn hello() -> impl Strategy<Value = ToMaster> {
                 encoders,
                 cores: slots,
                 memory_bytes: u64::from(slots) * 1024,
+                metrics: Vec::new(),
             },
             unacked: running
                 .iter()

@@ -72,6 +72,7 @@ fn hello(node_id: &str) -> ToMaster {
             encoders: vec!["libx264".into()],
             cores: 2,
             memory_bytes: 1 << 30,
+            metrics: Vec::new(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

@@ -112,6 +112,7 @@ pub async fn attach_worker_as(sched: &ActorRef<SchedulerMsg>, node_id: &str) -> 
                 encoders: vec!["libx264".into()],
                 cores: 1,
                 memory_bytes: 1 << 30,
+                metrics: Vec::new(),
             },
             running: Vec::new(),
             unacked: Vec::new(),
