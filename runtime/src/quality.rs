@@ -93,17 +93,25 @@ pub fn build_command(
     })
 }
 
+/// Both streams' frames renumbered 0, 1, 2, ... at the output's rate, so
+/// that the comparison pairs them by index: pairing by their own
+/// timestamps misses frames where a container rounds them (Matroska's
+/// milliseconds at 30 fps paired every third frame with its neighbour).
+fn by_index(encode: &EncodeParams) -> String {
+    format!("settb=1/{},setpts=N,format=yuv420p", encode.fps.max(1))
+}
+
 /// `[0:v]` is the output, `[1:v]` the reference; the metrics are chained
 /// (each passes its first input through unchanged).
 fn filtergraph(encode: &EncodeParams, reference: &Reference, psnr: bool, ssim: bool) -> String {
-    let common = "settb=AVTB,setpts=PTS-STARTPTS,format=yuv420p";
+    let common = by_index(encode);
     let reference_chain = match reference {
         // The encode scaled and resampled the input the same way.
         Reference::File { .. } => format!(
             "scale={}:{},fps={},{common}",
             encode.width, encode.height, encode.fps
         ),
-        Reference::Testsrc { .. } => common.to_string(),
+        Reference::Testsrc { .. } => common.clone(),
     };
     let mut g = format!("[0:v]{common}[d];[1:v]{reference_chain}");
     match (psnr, ssim) {
@@ -229,7 +237,7 @@ pub fn decoder_command(
         .iter()
         .map(OsString::from)
         .collect();
-    let common = "settb=AVTB,setpts=PTS-STARTPTS,format=yuv420p";
+    let common = by_index(encode);
     let chain = match (source, reference) {
         (Some(fd), _) => {
             for a in ["-protocol_whitelist", FILE_PROTOCOLS, "-i"] {
@@ -265,7 +273,15 @@ pub fn decoder_command(
         args.push(a.into());
     }
     args.push(chain.into());
-    for a in ["-f", "rawvideo", "-pix_fmt", "yuv420p"] {
+    // Every frame as decoded, none dropped or repeated for timestamps.
+    for a in [
+        "-fps_mode",
+        "passthrough",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+    ] {
         args.push(a.into());
     }
     args.push(format!("pipe:{out_fd}").into());
@@ -449,6 +465,9 @@ mod tests {
         assert!(graph.contains("ssim=stats_file=-:shortest=1"), "{graph}");
         // The synthetic reference is already at the output's size.
         assert!(!graph.contains("scale="), "{graph}");
+        // Frames paired by index at the output's rate, not by timestamp.
+        assert!(graph.starts_with("[0:v]settb=1/10,setpts=N,"), "{graph}");
+        assert!(graph.contains("[1:v]settb=1/10,setpts=N,"), "{graph}");
         assert_eq!(a.last().map(String::as_str), Some("-"));
         assert_eq!(after(&a, "-protocol_whitelist"), vec!["file"]);
     }
