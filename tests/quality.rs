@@ -106,14 +106,12 @@ fn scores_are_plausible_and_a_worse_encode_scores_lower() {
         mean(&low, "vmaf"),
         mean(&high, "vmaf")
     );
-    // The scratch file of the `null` output is gone: nothing written
-    // under the media root.
-    assert_eq!(
-        std::fs::read_dir(&node.media)
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
+    // The scratch files of the `null` outputs had no name and are gone:
+    // nothing in the node's work dir, nothing under the media root.
+    let count = |d: &Path| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    assert!(node.data_dir().join("work").is_dir());
+    assert_eq!(count(&node.data_dir().join("work")), 0);
+    assert_eq!(count(&node.media), 0);
 }
 
 fn make_mp4(path: &Path) {
@@ -167,10 +165,14 @@ fn a_file_output_is_compared_with_its_input_file() {
     assert!(node.media.join("out.mkv").is_file());
 }
 
+/// The metrics the node's worker advertises, once it is linked.
 fn metrics_of(node: &Node) -> Value {
-    let (status, body) = node.get("/v1/nodes");
-    assert_eq!(status, 200, "{body}");
-    body["nodes"][0]["capabilities"]["metrics"].clone()
+    wait_for("the worker in /v1/nodes", LONG, || {
+        let (status, body) = node.get("/v1/nodes");
+        assert_eq!(status, 200, "{body}");
+        let m = body["nodes"][0]["capabilities"]["metrics"].clone();
+        (!m.is_null()).then_some(m)
+    })
 }
 
 #[test]

@@ -148,6 +148,7 @@ pub async fn node_config(
         ffprobe,
         vmaf_bin,
         metrics,
+        work_dir: None,
         cgroups,
         nice: DEFAULT_NICE,
         kill_grace: DEFAULT_KILL_GRACE,

@@ -76,6 +76,9 @@ pub struct JobArgs {
     /// The node's working `ffrtmp-vmaf`, for a quality pass asking for
     /// VMAF (`None`: the node cannot compute it).
     pub vmaf_bin: Option<PathBuf>,
+    /// Where the scratch file of a `null` output's quality pass goes
+    /// (`None`: the system's temporary directory).
+    pub work_dir: Option<PathBuf>,
     /// Where the attempt's cgroup is created (with the job's limits).
     pub cgroups: Arc<CgroupManager>,
     /// The `nice` value FFmpeg runs at.
@@ -386,7 +389,7 @@ impl Actor for JobActor {
             input: a.spec.input.clone(),
             reference: None,
             scratch: matches!(a.spec.output, Output::Null)
-                .then(|| tempfile::tempfile().map_err(|e| e.to_string())),
+                .then(|| quality_pass::scratch_file(args.work_dir.as_deref())),
             ffmpeg: args.ffmpeg.clone(),
             vmaf_bin: args.vmaf_bin.clone(),
             nice: args.nice,
@@ -1033,6 +1036,7 @@ mod tests {
                 ffmpeg,
                 ffprobe: "ffprobe".into(),
                 vmaf_bin: None,
+                work_dir: None,
                 // An unusable parent: no cgroup, nice only.
                 cgroups: Arc::new(CgroupManager::detect("../no-cgroups")),
                 nice: 0,

@@ -88,6 +88,10 @@ pub struct NodeConfig {
     /// Quality metrics it advertises (probed at start; VMAF only with
     /// `vmaf_bin`).
     pub metrics: Vec<QualityMetric>,
+    /// Where a job's scratch files go (a `null` output encoded for its
+    /// quality pass: anonymous, gone when closed); created when first
+    /// needed. `None`: the system's temporary directory.
+    pub work_dir: Option<PathBuf>,
     /// Creates each attempt's cgroup under the node's parent; its sweep
     /// runs when the node starts.
     pub cgroups: Arc<CgroupManager>,
@@ -494,6 +498,7 @@ impl NodeState {
             ffmpeg: self.config.ffmpeg.clone(),
             ffprobe: self.config.ffprobe.clone(),
             vmaf_bin: self.config.vmaf_bin.clone(),
+            work_dir: self.config.work_dir.clone(),
             cgroups: self.config.cgroups.clone(),
             nice: self.config.nice,
             kill_grace: self.config.kill_grace,

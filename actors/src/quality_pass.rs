@@ -62,6 +62,19 @@ impl QualityPlan {
     }
 }
 
+/// An anonymous file (`O_TMPFILE`: no name, gone when its last descriptor
+/// closes, even if the worker dies) in `dir` (created if missing), else
+/// in the system's temporary directory: where a `null` output is encoded
+/// for its quality pass.
+pub(crate) fn scratch_file(dir: Option<&std::path::Path>) -> Result<File, String> {
+    match dir {
+        Some(d) => std::fs::create_dir_all(d)
+            .and_then(|()| tempfile::tempfile_in(d))
+            .map_err(|e| format!("{}: {e}", d.display())),
+        None => tempfile::tempfile().map_err(|e| e.to_string()),
+    }
+}
+
 /// The key the power sampler charges a quality pass to: not the attempt's
 /// own, so the two phases' joules stay apart.
 pub(crate) fn quality_attempt(attempt: &AttemptRef) -> AttemptRef {
@@ -519,6 +532,26 @@ mod tests {
             "{r:?}"
         );
         assert!(r.psnr.is_none());
+    }
+
+    #[test]
+    fn a_scratch_file_has_no_name_in_its_work_dir() {
+        use std::io::{Read, Seek};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("work");
+        let mut f = scratch_file(Some(&work)).expect("scratch");
+        f.write_all(b"frames").expect("write");
+        f.rewind().expect("rewind");
+        let mut back = String::new();
+        f.read_to_string(&mut back).expect("read");
+        assert_eq!(back, "frames");
+        assert!(work.is_dir());
+        assert_eq!(std::fs::read_dir(&work).expect("list").count(), 0);
+        // A work dir that cannot be made is the reason.
+        let blocked = dir.path().join("file");
+        std::fs::write(&blocked, b"x").expect("file");
+        let err = scratch_file(Some(&blocked.join("work"))).expect_err("not a dir");
+        assert!(err.contains("work"), "{err}");
     }
 
     #[test]

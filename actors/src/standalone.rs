@@ -196,6 +196,7 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
             Vec::new()
         }
     };
+    config.work_dir = Some(cfg.data_dir.join("work"));
     config
 }
 
