@@ -1,10 +1,12 @@
-//! A job's quality pass: after a successful encode, its `JobActor` runs
-//! FFmpeg once more to compare the output with its reference
-//! ([`ffrtmp_runtime::quality`] builds the argv and pools the figures).
+//! A job's quality pass: after a successful encode, its `JobActor` compares
+//! the output with its reference ([`ffrtmp_runtime::quality`] builds the
+//! argv, parses the outputs and pools the figures): one FFmpeg with the
+//! `psnr`/`ssim` filters, and for VMAF two FFmpeg decoders writing raw
+//! frames into pipes that `ffrtmp-vmaf` (libvmaf) reads, all at once.
 //!
-//! It is a phase of its own: FFmpeg runs under its own guard process, in
+//! It is a phase of its own: each process runs under its own guard, in
 //! the attempt's cgroup (the encode's FFmpeg is gone by then), and the
-//! power sampler charges it under its own attempt key
+//! power sampler charges them under the pass's own key
 //! ([`quality_attempt`]), so the encode's energy stays the encode's and
 //! the pass gets its own wall time and joules. A pass that fails (a
 //! corrupt output, an unreadable reference, a timeout) gives a
