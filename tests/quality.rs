@@ -237,3 +237,47 @@ fn a_vmaf_job_waits_for_a_node_that_computes_vmaf() {
     assert_eq!(w["state"], "queued", "{w}");
     assert!(w["attempts"].as_array().is_none_or(|a| a.is_empty()), "{w}");
 }
+
+/// The command name of a process (`/proc/<pid>/comm`).
+fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_cancel_stops_the_quality_pass_and_the_encode_stands() {
+    let opts = with_vmaf();
+    let _g = serial();
+    let node = Node::start("quality-cancel", opts);
+    // A quick encode, then a long comparison (VMAF on 1,800 720p frames).
+    let id = node.submit(json!({
+        "scenario": "720p30-h264",
+        "preset": "ultrafast",
+        "input": {"type": "testsrc", "duration_s": 60},
+        "output": {"type": "null"},
+        "quality": {"metrics": ["vmaf", "psnr", "ssim"]}
+    }));
+    // The pass runs once ffrtmp-vmaf is in the job's cgroup.
+    wait_for("ffrtmp-vmaf in the job's cgroup", LONG, || {
+        node.job_pids(&id)
+            .into_iter()
+            .any(|p| comm(p) == "ffrtmp-vmaf")
+            .then_some(())
+    });
+    let (status, body) = node.post(&format!("/v1/jobs/{id}/cancel"));
+    assert_eq!(status, 202, "{body}");
+    let j = finished(&node, &id);
+    // The encode had succeeded: it stands, with its frames and energy.
+    assert_eq!(j["state"], "succeeded", "{j}");
+    assert_eq!(j["result"]["frames"].as_u64(), Some(1800), "{j}");
+    let q = &j["result"]["quality"];
+    let err = q["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {j}"));
+    assert_eq!(err, "the quality pass was stopped: cancelled", "{j}");
+    assert!(q["vmaf"].is_null() && q["psnr"].is_null(), "{j}");
+    // Nothing of the pass is left: no process, no cgroup.
+    assert_eq!(node.job_pids(&id), Vec::<i32>::new());
+    assert_eq!(node.job_cgroups(&id), Vec::<std::path::PathBuf>::new());
+}

@@ -35,6 +35,7 @@ use ffrtmp_runtime::energy::cpu::CpuProbe;
 use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProbeError, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
+    QualityResult,
 };
 use ffrtmp_runtime::process::{self, ProcessGuard, RunLog, SpawnSpec, StderrRing};
 use ffrtmp_runtime::wire::{Assignment, AttemptRef};
@@ -194,6 +195,8 @@ pub enum JobMsg {
     RenewLease(Duration),
     /// The node's lease with the master expired: stop, to be retried elsewhere.
     LeaseExpired,
+    /// The quality pass ended (from its task).
+    QualityDone(Box<QualityResult>),
     /// Test-only: make this actor panic mid-job.
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -234,6 +237,12 @@ pub struct JobState {
     sampler: Option<ActorRef<PowerMsg>>,
     /// Set while the quality pass runs.
     quality_running: bool,
+    /// Stops the running quality pass, with the reason.
+    quality_stop: Option<tokio::sync::watch::Sender<Option<&'static str>>>,
+    /// The attempt's cgroup while the quality pass uses it.
+    shared_cgroup: Option<Arc<JobCgroup>>,
+    /// The encode's outcome and energy, reported once the pass ends.
+    pending: Option<(Outcome, Option<Energy>)>,
 }
 
 impl Drop for JobState {
@@ -361,6 +370,9 @@ impl Actor for JobActor {
             quality: None,
             sampler: args.power.clone(),
             quality_running: false,
+            quality_stop: None,
+            shared_cgroup: None,
+            pending: None,
             run_log: args.run_log.clone().map(|path| RunLog {
                 path,
                 // The worker's pid too: if the worker is SIGKILLed its
@@ -609,7 +621,11 @@ impl Actor for JobActor {
             JobMsg::Timeout => begin_kill(&myself, state, KillReason::Timeout),
             JobMsg::StallCheck => {
                 if let Some(limit) = state.stall_timeout {
-                    if state.kill.is_none() && state.last_advance.elapsed() >= limit {
+                    // The quality pass makes no encode progress: not a stall.
+                    if state.kill.is_none()
+                        && !state.quality_running
+                        && state.last_advance.elapsed() >= limit
+                    {
                         tracing::warn!(job = %state.job_id, "no progress for {limit:?}: killing as stalled");
                         begin_kill(&myself, state, KillReason::Stall);
                     }
@@ -638,7 +654,7 @@ impl Actor for JobActor {
                         tracing::warn!(error = %e, "cannot write the run log");
                     }
                 }
-                let mut outcome = classify(state, status);
+                let outcome = classify(state, status);
                 // The last sample, with the cgroup's final CPU time, before the cgroup goes.
                 let energy = finish_energy(state).await;
                 // The quality pass, while the encode's guard still holds the
@@ -648,49 +664,30 @@ impl Actor for JobActor {
                     (Some(_), Some(o)) => o.file().try_clone().ok(),
                     _ => None,
                 };
-                if let (Outcome::Succeeded { result }, Some(plan)) =
-                    (&mut outcome, state.quality.take())
-                {
-                    state.quality_running = true;
-                    let quality = quality_pass::run(
-                        plan,
-                        distorted,
-                        state.cgroup.as_ref(),
-                        state.sampler.as_ref(),
-                        &state.attempt(),
-                    )
-                    .await;
-                    if let Some(e) = &quality.error {
-                        tracing::warn!(job = %state.job_id, error = %e, "quality pass");
+                match (outcome, state.quality.take()) {
+                    (outcome @ Outcome::Succeeded { .. }, Some(plan)) => {
+                        start_quality_pass(&myself, state, plan, distorted);
+                        state.pending = Some((outcome, energy));
                     }
-                    state.quality_running = false;
-                    result.quality = Some(quality);
+                    (outcome, _) => wind_up(&myself, state, outcome, energy).await?,
                 }
-                // Kill stragglers and remove the cgroup before reporting, so
-                // that "finished" always means "nothing left behind".
-                state.guard = None;
-                // The output gets its name only on success; otherwise its
-                // temporary file goes (dropped).
-                if let Some(out) = state.output_file.take() {
-                    if matches!(outcome, Outcome::Succeeded { .. }) {
-                        if let Err(e) = out.publish() {
-                            tracing::warn!(job = %state.job_id, error = %e, "output not published");
-                            outcome = Outcome::Failed {
-                                failure: Failure::new(
-                                    e.reason(),
-                                    format!("the output was not published: {e}"),
-                                ),
-                            };
-                        }
+            }
+            JobMsg::QualityDone(quality) => {
+                if let Some(e) = &quality.error {
+                    tracing::warn!(job = %state.job_id, error = %e, "quality pass");
+                }
+                state.quality_running = false;
+                state.quality_stop = None;
+                // The cgroup back from the pass (it let go of it first).
+                if let Some(shared) = state.shared_cgroup.take() {
+                    state.cgroup = Arc::try_unwrap(shared).ok();
+                }
+                if let Some((mut outcome, energy)) = state.pending.take() {
+                    if let Outcome::Succeeded { result } = &mut outcome {
+                        result.quality = Some(*quality);
                     }
+                    wind_up(&myself, state, outcome, energy).await?;
                 }
-                if let Some(cg) = state.cgroup.take() {
-                    if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
-                        tracing::warn!(error = %e, "cgroup removal failed");
-                    }
-                }
-                report(state, outcome, energy);
-                myself.stop(None);
             }
             #[cfg(feature = "fault-injection")]
             JobMsg::InjectPanic => {
@@ -806,11 +803,90 @@ async fn finish_energy(state: &mut JobState) -> Option<Energy> {
     ))
 }
 
+/// Runs the quality pass in a task of its own (aborted with the actor's
+/// state), so that a cancel, a drain deadline or the lease's end still
+/// reaches the job meanwhile; it answers with [`JobMsg::QualityDone`]. It
+/// runs while the encode's guard still holds the cgroup open (its janitor
+/// removes the cgroup once the guard goes), on the output before it is
+/// published.
+fn start_quality_pass(
+    myself: &ActorRef<JobMsg>,
+    state: &mut JobState,
+    plan: QualityPlan,
+    distorted: Option<std::fs::File>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(None);
+    let cgroup = state.cgroup.take().map(Arc::new);
+    state.shared_cgroup = cgroup.clone();
+    state.quality_stop = Some(stop);
+    state.quality_running = true;
+    let (me, power, attempt) = (myself.clone(), state.sampler.clone(), state.attempt());
+    state.tasks.push(tokio::spawn(async move {
+        let quality = quality_pass::run(
+            plan,
+            distorted,
+            cgroup.as_deref(),
+            power.as_ref(),
+            &attempt,
+            stopped,
+        )
+        .await;
+        // Let go of the cgroup before the actor takes it back.
+        drop(cgroup);
+        let _ = me.cast(JobMsg::QualityDone(Box::new(quality)));
+    }));
+}
+
+/// The attempt's end: kill stragglers, publish the output (on success),
+/// remove the cgroup, report, stop.
+async fn wind_up(
+    myself: &ActorRef<JobMsg>,
+    state: &mut JobState,
+    mut outcome: Outcome,
+    energy: Option<Energy>,
+) -> Result<(), ActorProcessingErr> {
+    // Kill stragglers and remove the cgroup before reporting, so
+    // that "finished" always means "nothing left behind".
+    state.guard = None;
+    // The output gets its name only on success; otherwise its
+    // temporary file goes (dropped).
+    if let Some(out) = state.output_file.take() {
+        if matches!(outcome, Outcome::Succeeded { .. }) {
+            if let Err(e) = out.publish() {
+                tracing::warn!(job = %state.job_id, error = %e, "output not published");
+                outcome = Outcome::Failed {
+                    failure: Failure::new(e.reason(), format!("the output was not published: {e}")),
+                };
+            }
+        }
+    }
+    if let Some(cg) = state.cgroup.take() {
+        if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
+            tracing::warn!(error = %e, "cgroup removal failed");
+        }
+    }
+    report(state, outcome, energy);
+    myself.stop(None);
+    Ok(())
+}
+
 fn begin_kill(myself: &ActorRef<JobMsg>, state: &mut JobState, why: KillReason) {
     if state.kill.is_some() {
         return;
     }
     state.kill = Some(why);
+    // After a successful encode: the quality pass stops; the encode's
+    // success stands.
+    if let Some(stop) = &state.quality_stop {
+        let reason = match why {
+            KillReason::Cancel => "cancelled",
+            KillReason::Timeout => "timeout_s expired",
+            KillReason::Stall => "stalled",
+            KillReason::Drain => "the node's drain deadline passed",
+            KillReason::LeaseExpired => "the node's lease with the master expired",
+        };
+        let _ = stop.send(Some(reason));
+    }
     if let Some(g) = &state.guard {
         let _ = g.signal_group(Signal::SIGTERM);
     }

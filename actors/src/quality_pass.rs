@@ -95,10 +95,11 @@ pub(crate) async fn run(
     cgroup: Option<&JobCgroup>,
     power: Option<&ActorRef<PowerMsg>>,
     attempt: &AttemptRef,
+    stop: Stop,
 ) -> QualityResult {
     let started = Instant::now();
     let mut result = QualityResult::default();
-    let measured = measure(&plan, distorted, cgroup, power, attempt).await;
+    let measured = measure(&plan, distorted, cgroup, power, attempt, stop).await;
     result.wall_s = started.elapsed().as_secs_f64();
     let m = match measured {
         Ok(m) => m,
@@ -138,6 +139,10 @@ pub(crate) async fn run(
     }
     result
 }
+
+/// Set (with the reason) when the pass must stop: its processes are killed
+/// and it ends with that reason as its error.
+pub(crate) type Stop = tokio::sync::watch::Receiver<Option<&'static str>>;
 
 /// Why VMAF is not computed on a node without a working `ffrtmp-vmaf`.
 pub(crate) const VMAF_UNAVAILABLE: &str =
@@ -336,6 +341,7 @@ async fn measure(
     cgroup: Option<&JobCgroup>,
     power: Option<&ActorRef<PowerMsg>>,
     attempt: &AttemptRef,
+    mut stop: Stop,
 ) -> Result<Measured, String> {
     let distorted = match (&plan.scratch, distorted) {
         (Some(Err(e)), _) => return Err(format!("no temporary file for the output: {e}")),
@@ -358,6 +364,8 @@ async fn measure(
 
     // Wait for every exit, handing the guards the node's lease as it moves.
     let deadline = tokio::time::Instant::now() + plan.timeout;
+    let mut stopped: Option<&'static str> = None;
+    let mut listening = true;
     let statuses = {
         let mut guards: Vec<&ProcessGuard> = Vec::new();
         let mut waits = Vec::new();
@@ -373,6 +381,16 @@ async fn measure(
             tokio::select! {
                 s = &mut all => break Some(s),
                 _ = tokio::time::sleep_until(deadline) => break None,
+                changed = stop.changed(), if listening => match changed {
+                    Ok(()) => {
+                        if let Some(why) = *stop.borrow() {
+                            stopped = Some(why);
+                            break None;
+                        }
+                    }
+                    // The sender is gone: no stop can come any more.
+                    Err(_) => listening = false,
+                },
                 _ = renew.tick() => {
                     if let Some(remaining) = current_lease(&plan.lease_end_ms) {
                         for g in &guards {
@@ -413,6 +431,9 @@ async fn measure(
             .map(|s| Energy::new(s.domains, s.measured_s, None, None)),
         None => None,
     };
+    if let Some(why) = stopped {
+        return Err(format!("the quality pass was stopped: {why}"));
+    }
     if statuses.is_none() {
         return Err(format!(
             "the quality pass took longer than {} s and was killed",
@@ -497,6 +518,10 @@ mod tests {
         }
     }
 
+    fn no_stop() -> Stop {
+        tokio::sync::watch::channel(None).1
+    }
+
     fn attempt() -> AttemptRef {
         AttemptRef {
             job_id: "q".into(),
@@ -515,6 +540,7 @@ mod tests {
             None,
             None,
             &attempt(),
+            no_stop(),
         )
         .await;
         let err = r.error.expect("the pass fails");
@@ -528,7 +554,7 @@ mod tests {
     async fn a_missing_scratch_file_is_the_reason() {
         let mut p = plan(vec![QualityMetric::Psnr]);
         p.scratch = Some(Err("no space".into()));
-        let r = run(p, None, None, None, &attempt()).await;
+        let r = run(p, None, None, None, &attempt(), no_stop()).await;
         assert!(
             r.error.as_deref().is_some_and(|e| e.contains("no space")),
             "{r:?}"
