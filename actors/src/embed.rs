@@ -141,11 +141,17 @@ pub async fn node_config(
     tracing::info!(isolation = ?cgroups.isolation(), "job isolation");
     let probe = probe_encoders(&ffmpeg, encoder_allowlist).await;
     tracing::info!(encoders = ?probe.available, "encoders that passed a test encode");
+    let vmaf_bin = find_vmaf(None).await;
+    let metrics = ffrtmp_runtime::quality::probe_metrics(&ffmpeg, vmaf_bin.is_some()).await;
+    tracing::info!(?metrics, "quality metrics this node computes");
     NodeConfig {
         node_id,
         slots: default_slots(),
         ffmpeg,
         ffprobe,
+        vmaf_bin,
+        metrics,
+        work_dir: None,
         cgroups,
         nice: DEFAULT_NICE,
         kill_grace: DEFAULT_KILL_GRACE,
@@ -156,6 +162,25 @@ pub async fn node_config(
         run_log: None,
         media_roots: Vec::new(),
     }
+}
+
+/// The `ffrtmp-vmaf` a node uses: `flag` (`--vmaf-bin`) when given, else
+/// the one beside this executable, else the first on `PATH`; only one that
+/// passes its self-test. `None` (logged with the reason): the node does
+/// not compute VMAF.
+pub async fn find_vmaf(flag: Option<&std::path::Path>) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok();
+    let path = std::env::var_os("PATH");
+    let candidates =
+        ffrtmp_runtime::quality::vmaf_candidates(flag, exe.as_deref(), path.as_deref());
+    let (found, why) = ffrtmp_runtime::quality::probe_vmaf(&candidates).await;
+    match &found {
+        Some(bin) => {
+            tracing::info!(bin = %bin.display(), "VMAF available (ffrtmp-vmaf passed its self-test)")
+        }
+        None => tracing::info!(reason = %why.join("; "), "VMAF not available on this node"),
+    }
+    found
 }
 
 pub use crate::cluster::open_outbox;

@@ -36,6 +36,7 @@ use ffrtmp_runtime::energy::cpu::CpuProbe;
 use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProbeError, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
+    QualityResult,
 };
 use ffrtmp_runtime::process::{self, ProcessGuard, RunLog, SpawnSpec, StderrRing};
 use ffrtmp_runtime::wire::{Assignment, AttemptRef};
@@ -45,7 +46,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 
 use crate::node::NodeMsg;
-use crate::power::{JobPids, PowerMsg};
+use crate::power::{JobPids, PowerMsg, SampledEnergy};
+use crate::quality_pass::{self, QualityPlan};
 
 /// Lines of FFmpeg stderr kept for a failure report.
 const STDERR_LINES: usize = 40;
@@ -73,6 +75,12 @@ pub struct JobArgs {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (measures a file output after a success).
     pub ffprobe: PathBuf,
+    /// The node's working `ffrtmp-vmaf`, for a quality pass asking for
+    /// VMAF (`None`: the node cannot compute it).
+    pub vmaf_bin: Option<PathBuf>,
+    /// Where the scratch file of a `null` output's quality pass goes
+    /// (`None`: the system's temporary directory).
+    pub work_dir: Option<PathBuf>,
     /// Where the attempt's cgroup is created (with the job's limits).
     pub cgroups: Arc<CgroupManager>,
     /// The `nice` value FFmpeg runs at.
@@ -188,6 +196,8 @@ pub enum JobMsg {
     RenewLease(Duration),
     /// The node's lease with the master expired: stop, to be retried elsewhere.
     LeaseExpired,
+    /// The quality pass ended (from its task).
+    QualityDone(Box<QualityResult>),
     /// Test-only: make this actor panic mid-job.
     #[cfg(feature = "fault-injection")]
     InjectPanic,
@@ -224,6 +234,18 @@ pub struct JobState {
     /// Set when the power sampler tracks this attempt.
     power: Option<ActorRef<PowerMsg>>,
     run_log: Option<RunLog>,
+    /// Set when the job asked for quality metrics: run after a success.
+    quality: Option<QualityPlan>,
+    /// The node's power sampler (charges the quality pass too).
+    sampler: Option<ActorRef<PowerMsg>>,
+    /// Set while the quality pass runs.
+    quality_running: bool,
+    /// Stops the running quality pass, with the reason.
+    quality_stop: Option<tokio::sync::watch::Sender<Option<&'static str>>>,
+    /// The attempt's cgroup while the quality pass uses it.
+    shared_cgroup: Option<Arc<JobCgroup>>,
+    /// The encode's outcome and energy, reported once the pass ends.
+    pending: Option<(Outcome, Option<Energy>)>,
 }
 
 impl Drop for JobState {
@@ -234,6 +256,12 @@ impl Drop for JobState {
         // Stopped without its figures (it failed): the sampler forgets it.
         if let Some(p) = self.power.take() {
             let _ = p.cast(PowerMsg::Untrack(self.attempt()));
+        }
+        // Stopped in its quality pass: that too.
+        if let (Some(p), true) = (&self.sampler, self.quality_running) {
+            let _ = p.cast(PowerMsg::Untrack(quality_pass::quality_attempt(
+                &self.attempt(),
+            )));
         }
         // Field drop order does the rest: the guard kills the group, then the
         // cgroup kills stragglers and removes itself.
@@ -343,6 +371,12 @@ impl Actor for JobActor {
             tasks: Vec::new(),
             reported: false,
             power: None,
+            quality: None,
+            sampler: args.power.clone(),
+            quality_running: false,
+            quality_stop: None,
+            shared_cgroup: None,
+            pending: None,
             run_log: args.run_log.clone().map(|path| RunLog {
                 path,
                 // The worker's pid too: if the worker is SIGKILLed its
@@ -363,10 +397,53 @@ impl Actor for JobActor {
         // FFmpeg gets the descriptors (input first), named in its argv.
         let mut fds: Vec<Arc<OwnedFd>> = Vec::new();
         let mut job_files = JobFiles::default();
+        // The quality pass keeps its own descriptor on the input (its
+        // reference); a `null` output is encoded to a scratch file for it.
+        let mut quality = a.spec.quality.as_ref().map(|q| QualityPlan {
+            metrics: q.metrics.clone(),
+            encode: a.spec.encode.clone(),
+            input: a.spec.input.clone(),
+            reference: None,
+            scratch: matches!(a.spec.output, Output::Null)
+                .then(|| quality_pass::scratch_file(args.work_dir.as_deref())),
+            ffmpeg: args.ffmpeg.clone(),
+            vmaf_bin: args.vmaf_bin.clone(),
+            nice: args.nice,
+            lease_end_ms: args.lease_end_ms.clone(),
+            timeout: QualityPlan::timeout_for(limits.timeout_s),
+        });
         if let Some((file, format)) = files.input {
+            if let Some(plan) = quality.as_mut() {
+                match file.try_clone() {
+                    Ok(f) => plan.reference = Some((f, format.clone())),
+                    Err(e) => {
+                        tracing::warn!(job = %state.job_id, error = %e, "no reference for the quality pass")
+                    }
+                }
+            }
             job_files.input = Some((process::JOB_FD_BASE, format));
             fds.push(Arc::new(OwnedFd::from(file)));
         }
+        // The encode's own spec, but for a `null` output with a scratch
+        // file: that file (Matroska) instead.
+        let mut encode_spec = std::borrow::Cow::Borrowed(&a.spec);
+        if let Some(Some(Ok(scratch))) = quality.as_ref().map(|p| p.scratch.as_ref()) {
+            match scratch.try_clone() {
+                Ok(f) => {
+                    job_files.output_fd = Some(process::JOB_FD_BASE + fds.len() as i32);
+                    fds.push(Arc::new(OwnedFd::from(f)));
+                    encode_spec.to_mut().output = Output::File {
+                        path: PathBuf::from("quality-scratch.mkv"),
+                    };
+                }
+                Err(e) => {
+                    if let Some(plan) = quality.as_mut() {
+                        plan.scratch = Some(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        state.quality = quality;
         if let Some(out) = &files.output {
             let fd = match out.file().try_clone() {
                 Ok(f) => OwnedFd::from(f),
@@ -402,7 +479,7 @@ impl Actor for JobActor {
             },
             None => args.lease.map(|l| l.saturating_sub(began.elapsed())),
         };
-        let cmd = ffmpeg::build_command_with(&args.ffmpeg, &a.spec, &job_files);
+        let cmd = ffmpeg::build_command_with(&args.ffmpeg, &encode_spec, &job_files);
         let spec = SpawnSpec {
             program: cmd.program,
             args: cmd.args,
@@ -442,25 +519,12 @@ impl Actor for JobActor {
         let guard = spawned.guard;
         tracing::info!(job = %state.job_id, pid = guard.pid(), ?isolation, "ffmpeg started");
         if let Some(power) = &args.power {
-            let (cpu, pids) = match state
-                .cgroup
-                .as_ref()
-                .and_then(|c| c.cpu_probe().zip(c.procs_file()))
-            {
-                Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
-                None => {
-                    // No cgroup: the guard and its children (FFmpeg), as
-                    // far as the kernel lists them.
-                    let pids = guard_and_children(guard.pid());
-                    (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
-                }
-            };
-            let tracked = power.cast(PowerMsg::Track {
-                attempt: state.attempt(),
-                cpu,
-                pids,
-            });
-            if tracked.is_ok() {
+            if track_power(
+                power,
+                state.attempt(),
+                state.cgroup.as_ref(),
+                &[guard.pid()],
+            ) {
                 state.power = Some(power.clone());
             }
         }
@@ -561,7 +625,11 @@ impl Actor for JobActor {
             JobMsg::Timeout => begin_kill(&myself, state, KillReason::Timeout),
             JobMsg::StallCheck => {
                 if let Some(limit) = state.stall_timeout {
-                    if state.kill.is_none() && state.last_advance.elapsed() >= limit {
+                    // The quality pass makes no encode progress: not a stall.
+                    if state.kill.is_none()
+                        && !state.quality_running
+                        && state.last_advance.elapsed() >= limit
+                    {
                         tracing::warn!(job = %state.job_id, "no progress for {limit:?}: killing as stalled");
                         begin_kill(&myself, state, KillReason::Stall);
                     }
@@ -590,34 +658,40 @@ impl Actor for JobActor {
                         tracing::warn!(error = %e, "cannot write the run log");
                     }
                 }
-                let mut outcome = classify(state, status);
+                let outcome = classify(state, status);
                 // The last sample, with the cgroup's final CPU time, before the cgroup goes.
                 let energy = finish_energy(state).await;
-                // Kill stragglers and remove the cgroup before reporting, so
-                // that "finished" always means "nothing left behind".
-                state.guard = None;
-                // The output gets its name only on success; otherwise its
-                // temporary file goes (dropped).
-                if let Some(out) = state.output_file.take() {
-                    if matches!(outcome, Outcome::Succeeded { .. }) {
-                        if let Err(e) = out.publish() {
-                            tracing::warn!(job = %state.job_id, error = %e, "output not published");
-                            outcome = Outcome::Failed {
-                                failure: Failure::new(
-                                    e.reason(),
-                                    format!("the output was not published: {e}"),
-                                ),
-                            };
-                        }
+                // The quality pass, while the encode's guard still holds the
+                // cgroup open (its janitor removes it once the guard goes),
+                // on the output before it is published.
+                let distorted = match (&state.quality, &state.output_file) {
+                    (Some(_), Some(o)) => o.file().try_clone().ok(),
+                    _ => None,
+                };
+                match (outcome, state.quality.take()) {
+                    (outcome @ Outcome::Succeeded { .. }, Some(plan)) => {
+                        start_quality_pass(&myself, state, plan, distorted);
+                        state.pending = Some((outcome, energy));
                     }
+                    (outcome, _) => wind_up(&myself, state, outcome, energy).await?,
                 }
-                if let Some(cg) = state.cgroup.take() {
-                    if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
-                        tracing::warn!(error = %e, "cgroup removal failed");
+            }
+            JobMsg::QualityDone(quality) => {
+                if let Some(e) = &quality.error {
+                    tracing::warn!(job = %state.job_id, error = %e, "quality pass");
+                }
+                state.quality_running = false;
+                state.quality_stop = None;
+                // The cgroup back from the pass (it let go of it first).
+                if let Some(shared) = state.shared_cgroup.take() {
+                    state.cgroup = Arc::try_unwrap(shared).ok();
+                }
+                if let Some((mut outcome, energy)) = state.pending.take() {
+                    if let Outcome::Succeeded { result } = &mut outcome {
+                        result.quality = Some(quality);
                     }
+                    wind_up(&myself, state, outcome, energy).await?;
                 }
-                report(state, outcome, energy);
-                myself.stop(None);
             }
             #[cfg(feature = "fault-injection")]
             JobMsg::InjectPanic => {
@@ -664,17 +738,41 @@ fn guard_and_children(pid: i32) -> Vec<i32> {
     pids
 }
 
+/// Has the sampler attribute energy to `attempt` from now on: by its
+/// cgroup's CPU time, or without one the guards `guard_pids` and their
+/// children (as far as the kernel lists them). Whether it was asked.
+pub(crate) fn track_power(
+    power: &ActorRef<PowerMsg>,
+    attempt: AttemptRef,
+    cgroup: Option<&JobCgroup>,
+    guard_pids: &[i32],
+) -> bool {
+    let (cpu, pids) = match cgroup.and_then(|c| c.cpu_probe().zip(c.procs_file())) {
+        Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
+        None => {
+            let pids: Vec<i32> = guard_pids
+                .iter()
+                .flat_map(|&p| guard_and_children(p))
+                .collect();
+            (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
+        }
+    };
+    power.cast(PowerMsg::Track { attempt, cpu, pids }).is_ok()
+}
+
 /// How long the job waits for its figures from the sampler.
 const POWER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The attempt's energy: the sampler takes a last sample with the cgroup's
-/// final CPU time and stops tracking the attempt. `None` without a sampler
-/// (or if it does not answer in time).
-async fn finish_energy(state: &mut JobState) -> Option<Energy> {
-    let power = state.power.take()?;
-    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
-    let attempt = state.attempt();
-    let sampled = match power
+/// The sampler's last sample for `attempt` (with `final_cpu_s` as its last
+/// CPU reading) and its figures; it stops tracking it. `None` if it was
+/// not tracked or the sampler does not answer in time.
+pub(crate) async fn finish_power(
+    power: &ActorRef<PowerMsg>,
+    attempt: AttemptRef,
+    final_cpu_s: Option<f64>,
+) -> Option<SampledEnergy> {
+    let job = attempt.job_id.clone();
+    match power
         .call(
             |reply| PowerMsg::Finish {
                 attempt,
@@ -685,12 +783,21 @@ async fn finish_energy(state: &mut JobState) -> Option<Energy> {
         )
         .await
     {
-        Ok(ractor::rpc::CallResult::Success(s)) => s?,
+        Ok(ractor::rpc::CallResult::Success(s)) => s,
         Ok(_) | Err(_) => {
-            tracing::warn!(job = %state.job_id, "no energy figures: the power sampler did not answer");
-            return None;
+            tracing::warn!(%job, "no energy figures: the power sampler did not answer");
+            None
         }
-    };
+    }
+}
+
+/// The attempt's energy: the sampler takes a last sample with the cgroup's
+/// final CPU time and stops tracking the attempt. `None` without a sampler
+/// (or if it does not answer in time).
+async fn finish_energy(state: &mut JobState) -> Option<Energy> {
+    let power = state.power.take()?;
+    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
+    let sampled = finish_power(&power, state.attempt(), final_cpu_s).await?;
     let frames = (state.last.frame > 0).then_some(state.last.frame);
     Some(Energy::new(
         sampled.domains,
@@ -700,11 +807,90 @@ async fn finish_energy(state: &mut JobState) -> Option<Energy> {
     ))
 }
 
+/// Runs the quality pass in a task of its own (aborted with the actor's
+/// state), so that a cancel, a drain deadline or the lease's end still
+/// reaches the job meanwhile; it answers with [`JobMsg::QualityDone`]. It
+/// runs while the encode's guard still holds the cgroup open (its janitor
+/// removes the cgroup once the guard goes), on the output before it is
+/// published.
+fn start_quality_pass(
+    myself: &ActorRef<JobMsg>,
+    state: &mut JobState,
+    plan: QualityPlan,
+    distorted: Option<std::fs::File>,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(None);
+    let cgroup = state.cgroup.take().map(Arc::new);
+    state.shared_cgroup = cgroup.clone();
+    state.quality_stop = Some(stop);
+    state.quality_running = true;
+    let (me, power, attempt) = (myself.clone(), state.sampler.clone(), state.attempt());
+    state.tasks.push(tokio::spawn(async move {
+        let quality = quality_pass::run(
+            plan,
+            distorted,
+            cgroup.as_deref(),
+            power.as_ref(),
+            &attempt,
+            stopped,
+        )
+        .await;
+        // Let go of the cgroup before the actor takes it back.
+        drop(cgroup);
+        let _ = me.cast(JobMsg::QualityDone(Box::new(quality)));
+    }));
+}
+
+/// The attempt's end: kill stragglers, publish the output (on success),
+/// remove the cgroup, report, stop.
+async fn wind_up(
+    myself: &ActorRef<JobMsg>,
+    state: &mut JobState,
+    mut outcome: Outcome,
+    energy: Option<Energy>,
+) -> Result<(), ActorProcessingErr> {
+    // Kill stragglers and remove the cgroup before reporting, so
+    // that "finished" always means "nothing left behind".
+    state.guard = None;
+    // The output gets its name only on success; otherwise its
+    // temporary file goes (dropped).
+    if let Some(out) = state.output_file.take() {
+        if matches!(outcome, Outcome::Succeeded { .. }) {
+            if let Err(e) = out.publish() {
+                tracing::warn!(job = %state.job_id, error = %e, "output not published");
+                outcome = Outcome::Failed {
+                    failure: Failure::new(e.reason(), format!("the output was not published: {e}")),
+                };
+            }
+        }
+    }
+    if let Some(cg) = state.cgroup.take() {
+        if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
+            tracing::warn!(error = %e, "cgroup removal failed");
+        }
+    }
+    report(state, outcome, energy);
+    myself.stop(None);
+    Ok(())
+}
+
 fn begin_kill(myself: &ActorRef<JobMsg>, state: &mut JobState, why: KillReason) {
     if state.kill.is_some() {
         return;
     }
     state.kill = Some(why);
+    // After a successful encode: the quality pass stops; the encode's
+    // success stands.
+    if let Some(stop) = &state.quality_stop {
+        let reason = match why {
+            KillReason::Cancel => "cancelled",
+            KillReason::Timeout => "timeout_s expired",
+            KillReason::Stall => "stalled",
+            KillReason::Drain => "the node's drain deadline passed",
+            KillReason::LeaseExpired => "the node's lease with the master expired",
+        };
+        let _ = stop.send(Some(reason));
+    }
     if let Some(g) = &state.guard {
         let _ = g.signal_group(Signal::SIGTERM);
     }
@@ -929,6 +1115,8 @@ mod tests {
                 node: node.clone(),
                 ffmpeg,
                 ffprobe: "ffprobe".into(),
+                vmaf_bin: None,
+                work_dir: None,
                 // An unusable parent: no cgroup, nice only.
                 cgroups: Arc::new(CgroupManager::detect("../no-cgroups")),
                 nice: 0,

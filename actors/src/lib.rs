@@ -93,6 +93,7 @@ pub mod node;
 pub mod node_link;
 pub mod output_claims;
 pub mod power;
+mod quality_pass;
 pub mod scheduler;
 pub mod standalone;
 

@@ -53,6 +53,7 @@ use ffrtmp_runtime::ffmpeg::UnavailableEncoder;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
+    QualityMetric,
 };
 use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::wire::{
@@ -83,6 +84,16 @@ pub struct NodeConfig {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (measures a file output).
     pub ffprobe: PathBuf,
+    /// `ffrtmp-vmaf`, when it passed its self-test at start: the node can
+    /// compute VMAF (`None`: it cannot).
+    pub vmaf_bin: Option<PathBuf>,
+    /// Quality metrics it advertises (probed at start; VMAF only with
+    /// `vmaf_bin`).
+    pub metrics: Vec<QualityMetric>,
+    /// Where a job's scratch files go (a `null` output encoded for its
+    /// quality pass: anonymous, gone when closed); created when first
+    /// needed. `None`: the system's temporary directory.
+    pub work_dir: Option<PathBuf>,
     /// Creates each attempt's cgroup under the node's parent; its sweep
     /// runs when the node starts.
     pub cgroups: Arc<CgroupManager>,
@@ -510,6 +521,8 @@ impl NodeState {
             node: myself.clone(),
             ffmpeg: self.config.ffmpeg.clone(),
             ffprobe: self.config.ffprobe.clone(),
+            vmaf_bin: self.config.vmaf_bin.clone(),
+            work_dir: self.config.work_dir.clone(),
             cgroups: self.config.cgroups.clone(),
             nice: self.config.nice,
             kill_grace: self.config.kill_grace,
@@ -712,6 +725,7 @@ pub fn hello(config: &NodeConfig) -> ToMaster {
             cores: cores(),
             memory_bytes: memory_bytes(),
             unavailable_encoders: config.unavailable_encoders.clone(),
+            metrics: config.metrics.clone(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

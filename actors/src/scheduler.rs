@@ -393,6 +393,12 @@ fn queued(job: &Job) -> QueuedJob {
         seq: job.queue_seq(),
         not_before_ms: job.not_before_ms,
         encoder: encoders::requirement(&job.spec.encode),
+        metrics: job
+            .spec
+            .quality
+            .as_ref()
+            .map(|q| q.metrics.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -482,6 +488,7 @@ impl SchedulerState {
                 slots: n.slots,
                 running: u32::try_from(n.running.len()).unwrap_or(u32::MAX),
                 encoders: &n.capabilities.encoders,
+                metrics: &n.capabilities.metrics,
                 draining: n.draining,
             })
             .collect()

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_runtime::model::QualityMetric;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
 use ffrtmp_runtime::store::Store;
@@ -59,6 +60,9 @@ pub struct StandaloneConfig {
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (output file sizes and bitrates).
     pub ffprobe: PathBuf,
+    /// `--vmaf-bin`: the `ffrtmp-vmaf` to use (`None`: beside the node's
+    /// executable, else on `PATH`).
+    pub vmaf_bin: Option<PathBuf>,
     /// cgroup parent under which this node's job cgroups live.
     pub cgroup_parent: String,
     /// The `nice` value jobs run at.
@@ -176,6 +180,13 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
         cfg.encoder_allowlist.as_deref(),
     )
     .await;
+    if let Some(flag) = &cfg.vmaf_bin {
+        config.vmaf_bin = embed::find_vmaf(Some(flag)).await;
+        config.metrics.retain(|m| *m != QualityMetric::Vmaf);
+        if config.vmaf_bin.is_some() {
+            config.metrics.insert(0, QualityMetric::Vmaf);
+        }
+    }
     config.slots = cfg.slots;
     config.nice = cfg.nice;
     config.kill_grace = cfg.kill_grace;
@@ -191,6 +202,7 @@ pub async fn node_config(cfg: &StandaloneConfig, node_id: String) -> NodeConfig 
             Vec::new()
         }
     };
+    config.work_dir = Some(cfg.data_dir.join("work"));
     config
 }
 

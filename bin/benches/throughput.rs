@@ -386,6 +386,7 @@ async fn sim_worker(
             cores: 2,
             memory_bytes: 1 << 30,
             unavailable_encoders: Vec::new(),
+            metrics: Vec::new(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

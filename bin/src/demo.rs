@@ -32,6 +32,7 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         http_limits: ffrtmp_actors::admin::HttpLimits::default(),
         ffmpeg: ffmpeg_check::locate(Path::new("ffmpeg"))?,
         ffprobe: ffmpeg_check::locate(Path::new("ffprobe"))?,
+        vmaf_bin: None,
         cgroup_parent: DEMO_CGROUP_PARENT.to_string(),
         nice: 10,
         kill_grace: Duration::from_secs(2),
@@ -70,6 +71,26 @@ pub async fn run(
         .context("creating a temporary data dir")?;
     let dir: PathBuf = temp.path().to_path_buf();
     let mut cfg = config(&dir)?;
+    // VMAF where the node can have it; PSNR and SSIM in any case.
+    let vmaf = match ffmpeg_check::ensure_vmaf() {
+        Ok(bin) => {
+            cfg.vmaf_bin = Some(bin);
+            true
+        }
+        Err(why) => {
+            println!(
+                "VMAF: not available ({why}); the sample jobs measure PSNR and SSIM only. \
+                 To add VMAF: {}",
+                ffmpeg_check::vmaf_commands()
+            );
+            false
+        }
+    };
+    let metrics = if vmaf {
+        json!(["vmaf", "psnr", "ssim"])
+    } else {
+        json!(["psnr", "ssim"])
+    };
     cfg.http = "127.0.0.1:0".parse()?;
     cfg.cgroup_parent = DEMO_CGROUP_PARENT.to_string();
     let media = cfg
@@ -83,6 +104,32 @@ pub async fn run(
         "ffrtmp demo: standalone node on {base} (data in {})",
         dir.display()
     );
+    if vmaf {
+        // The node runs the binary's self-test; without it a VMAF job would
+        // wait for a node that can compute VMAF. Its worker links up just
+        // after the start: wait for it to be listed.
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        let offers = loop {
+            let nodes: Value = reqwest::get(format!("{base}/v1/nodes"))
+                .await?
+                .json()
+                .await?;
+            if let Some(m) = nodes["nodes"][0]["capabilities"]["metrics"].as_array() {
+                break m.iter().any(|x| x == "vmaf");
+            }
+            if tokio::time::Instant::now() > until {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if !offers {
+            node.shutdown().await;
+            anyhow::bail!(
+                "ffrtmp-vmaf failed its self-test (see the log above); to rebuild it: {}",
+                ffmpeg_check::vmaf_commands()
+            );
+        }
+    }
 
     let jobs = [
         json!({"scenario":"720p30-h264","input":{"type":"testsrc","duration_s":duration},"output":{"type":"null"},"priority":"high"}),
@@ -95,7 +142,9 @@ pub async fn run(
     ];
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
-    for body in &jobs {
+    for mut body in jobs {
+        body["quality"] = json!({ "metrics": metrics });
+        let body = &body;
         let resp = http
             .post(format!("{base}/v1/jobs"))
             .json(body)
@@ -215,6 +264,36 @@ pub async fn run(
             num(&e["joules_per_output_minute"], 0),
             e["energy_source"].as_str().unwrap_or("-"),
         );
+    }
+    println!();
+    // The quality pass of each job: its scores, and its own time and energy.
+    println!(
+        "{:<14} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+        "scenario", "VMAF", "VMAF p5", "PSNR dB", "SSIM", "quality s", "quality J"
+    );
+    for ((_, scenario), job) in ids.iter().zip(finals.iter().flatten()) {
+        let q = &job["result"]["quality"];
+        let num = |v: &Value, prec: usize| {
+            v.as_f64()
+                .map(|x| format!("{x:.prec$}"))
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "{:<14} {:>7} {:>7} {:>7} {:>7} {:>9} {:>9}",
+            scenario,
+            num(&q["vmaf"]["mean"], 1),
+            num(&q["vmaf"]["p5"], 1),
+            num(&q["psnr"]["mean"], 1),
+            num(&q["ssim"]["mean"], 4),
+            num(&q["wall_s"], 2),
+            num(&q["quality_energy_joules"], 1),
+        );
+        if let Some(e) = q["error"].as_str() {
+            println!("{:<14} quality: {e}", "");
+        }
+    }
+    if !vmaf {
+        println!("(No VMAF on this node: PSNR and SSIM only, as said above.)");
     }
     println!();
     // Say where the figures came from, and whether they are measurements.

@@ -164,6 +164,11 @@ struct NodeFlags {
     /// The ffprobe program: a name looked up in PATH, or a path.
     #[arg(long, default_value = "ffprobe", env = "FFRTMP_FFPROBE")]
     ffprobe: PathBuf,
+    /// The `ffrtmp-vmaf` program (VMAF quality metrics). Default: beside this
+    /// executable, else on PATH; a node without one that passes its
+    /// self-test does not compute VMAF.
+    #[arg(long, env = "FFRTMP_VMAF_BIN")]
+    vmaf_bin: Option<PathBuf>,
     /// cgroup under which this node creates one cgroup per job.
     #[arg(long, default_value = "ffrtmp", env = "FFRTMP_CGROUP_PARENT")]
     cgroup_parent: String,
@@ -326,6 +331,7 @@ pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfi
         },
         ffmpeg,
         ffprobe,
+        vmaf_bin: f.vmaf_bin.clone(),
         cgroup_parent: f.cgroup_parent.clone(),
         nice: 10,
         kill_grace: Duration::from_secs_f64(f.kill_grace_s),

@@ -67,6 +67,18 @@ fn output_format(output: &Output) -> Option<&'static str> {
     }
 }
 
+/// The `lavfi` source of a `testsrc` job: `testsrc2` at the output's size
+/// and rate (the quality pass regenerates the same frames as its reference).
+pub fn testsrc_source(e: &EncodeParams, duration_s: f64) -> String {
+    format!(
+        "testsrc2=size={}x{}:rate={}:duration={}",
+        e.width,
+        e.height,
+        e.fps,
+        format_duration(duration_s)
+    )
+}
+
 /// The files of a job as the worker opened them (`crate::confine`): FFmpeg
 /// gets their descriptors at these numbers, never the paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,16 +154,7 @@ pub fn build_command_with(ffmpeg: &Path, spec: &JobSpec, files: &JobFiles) -> Ff
             args.push("-f".into());
             args.push("lavfi".into());
             args.push("-i".into());
-            args.push(
-                format!(
-                    "testsrc2=size={}x{}:rate={}:duration={}",
-                    e.width,
-                    e.height,
-                    e.fps,
-                    format_duration(*duration_s)
-                )
-                .into(),
-            );
+            args.push(testsrc_source(e, *duration_s).into());
             args.push("-an".into());
             if let Some(upload) = &upload {
                 args.push("-vf".into());

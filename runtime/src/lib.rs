@@ -17,6 +17,7 @@ pub mod lease;
 pub mod model;
 pub mod outbox;
 pub mod process;
+pub mod quality;
 pub mod report;
 pub mod retry;
 pub mod sched;

@@ -408,7 +408,9 @@ fn resolve_program(program: &Path, path: Option<&OsStr>) -> io::Result<PathBuf> 
         })
 }
 
-fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe, both ends close-on-exec: (read end, write end). A child gets
+/// an end only as one of its [`SpawnSpec::fds`].
+pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

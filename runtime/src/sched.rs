@@ -6,12 +6,14 @@
 //! through [`crate::state::assign`], stores it, removes it from the queue and
 //! counts the slot as used in its next [`NodeView`]s.
 //!
-//! Jobs are kept in one `BTreeMap` per encoder requirement (an encoder's
-//! name, or "any hardware encoder for this codec":
-//! [`crate::encoders::requirement`]), ordered by `(priority rank, seq)`. A
-//! pick looks only at requirements that some free node meets, and in each
-//! only at the first job whose `not_before` has passed, so jobs that nobody
-//! can run now cost nothing and never block the jobs behind them (no
+//! Jobs are kept in one `BTreeMap` per class — their encoder requirement (an
+//! encoder's name, or "any hardware encoder for this codec":
+//! [`crate::encoders::requirement`]) and the quality metrics they ask for —
+//! ordered by `(priority rank, seq)`. A pick looks only at classes that some
+//! free node can run (the requirement, and every metric: a VMAF job only on
+//! a node that computes VMAF), and in each only
+//! at the first job whose `not_before` has passed, so jobs that nobody can
+//! run now cost nothing and never block the jobs behind them (no
 //! head-of-line blocking).
 
 use std::cmp::Ordering;
@@ -19,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crate::model::{JobId, NodeId, Priority, UnixMs};
+use crate::model::{JobId, NodeId, Priority, QualityMetric, UnixMs};
 
 /// A job waiting in the queue: what the scheduler needs to place it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub struct QueuedJob {
     /// ([`crate::encoders::requirement`], read by
     /// [`crate::encoders::satisfies`]).
     pub encoder: String,
+    /// The quality metrics it asks for (sorted): only a node that computes
+    /// every one of them runs it.
+    pub metrics: Vec<QualityMetric>,
 }
 
 /// What the scheduler knows of a node when placing work, borrowed from the
@@ -53,6 +58,8 @@ pub struct NodeView<'a> {
     pub running: u32,
     /// Encoders it advertised (probed by a real encode).
     pub encoders: &'a [String],
+    /// Quality metrics it computes (probed at its start).
+    pub metrics: &'a [QualityMetric],
     /// A draining node takes no new work.
     pub draining: bool,
 }
@@ -67,6 +74,11 @@ impl NodeView<'_> {
     /// encoder for a codec: [`crate::encoders::satisfies`]).
     pub fn can_run(&self, requirement: &str) -> bool {
         self.has_free_slot() && crate::encoders::satisfies(requirement, self.encoders)
+    }
+
+    /// Computes every one of `metrics`.
+    pub fn can_measure(&self, metrics: &[QualityMetric]) -> bool {
+        metrics.iter().all(|m| self.metrics.contains(m))
     }
 
     /// Order by load (`running / slots`, compared exactly), then by id.
@@ -91,8 +103,9 @@ type Key = (u8, u64, Arc<str>);
 /// holds its encoder's number, not a copy of its name.
 #[derive(Debug, Clone, Default)]
 pub struct ReadyQueue {
-    /// The encoders seen, by number (never shrinks: there are a handful).
-    encoders: Vec<String>,
+    /// The classes seen (encoder, metrics asked), by number (never
+    /// shrinks: there are a handful).
+    encoders: Vec<(String, Vec<QualityMetric>)>,
     /// Per encoder number, jobs in `(rank, seq)` order → `not_before`.
     by_encoder: Vec<BTreeMap<Key, Option<UnixMs>>>,
     /// Where each job is: its encoder number and key.
@@ -109,12 +122,16 @@ impl ReadyQueue {
         Self::default()
     }
 
-    /// The number of `encoder`, interned on first sight.
-    fn encoder_number(&mut self, encoder: &str) -> usize {
-        if let Some(n) = self.encoders.iter().position(|e| e == encoder) {
+    /// The number of the class `(encoder, metrics)`, interned on first sight.
+    fn encoder_number(&mut self, encoder: &str, metrics: &[QualityMetric]) -> usize {
+        if let Some(n) = self
+            .encoders
+            .iter()
+            .position(|(e, m)| e == encoder && m == metrics)
+        {
             return n;
         }
-        self.encoders.push(encoder.to_string());
+        self.encoders.push((encoder.to_string(), metrics.to_vec()));
         self.by_encoder.push(BTreeMap::new());
         self.encoders.len() - 1
     }
@@ -123,7 +140,7 @@ impl ReadyQueue {
     /// replaces its entry (so pushing the same job twice leaves one entry).
     pub fn push(&mut self, job: QueuedJob) {
         self.remove(&job.id);
-        let encoder = self.encoder_number(&job.encoder);
+        let encoder = self.encoder_number(&job.encoder, &job.metrics);
         let id: Arc<str> = Arc::from(job.id);
         let rank = job.priority.rank();
         let key: Key = (rank, job.seq, id.clone());
@@ -177,7 +194,8 @@ impl ReadyQueue {
 
     /// The next placement: the highest-priority, oldest (FIFO by seq) job
     /// whose `not_before` has passed (`<= now`) and that some non-draining
-    /// node with a free slot and the job's encoder can run. Jobs nobody can
+    /// node with a free slot, the job's encoder and its quality metrics can
+    /// run. Jobs nobody can
     /// run now are skipped, never blocking the ones behind. Among capable
     /// nodes the least loaded (`running / slots`) wins, ties by node id.
     /// Does not remove the job. The order of `nodes` does not matter.
@@ -186,13 +204,13 @@ impl ReadyQueue {
     /// its first eligible one; encoders no free node has are never visited.
     pub fn pick(&self, now: UnixMs, nodes: &[NodeView<'_>]) -> Option<(JobId, NodeId)> {
         let mut best: Option<(&Key, &NodeView<'_>)> = None;
-        for (encoder, queue) in self.encoders.iter().zip(&self.by_encoder) {
+        for ((encoder, metrics), queue) in self.encoders.iter().zip(&self.by_encoder) {
             if queue.is_empty() {
                 continue;
             }
             let Some(node) = nodes
                 .iter()
-                .filter(|n| n.can_run(encoder))
+                .filter(|n| n.can_run(encoder) && n.can_measure(metrics))
                 .min_by(|a, b| a.cmp_load(b))
             else {
                 continue;
@@ -238,6 +256,7 @@ mod tests {
             seq,
             not_before_ms: nb,
             encoder: enc.into(),
+            metrics: Vec::new(),
         }
     }
 
@@ -248,6 +267,7 @@ mod tests {
         slots: u32,
         running: u32,
         encoders: Vec<String>,
+        metrics: Vec<QualityMetric>,
         draining: bool,
     }
 
@@ -258,6 +278,7 @@ mod tests {
                 slots: self.slots,
                 running: self.running,
                 encoders: &self.encoders,
+                metrics: &self.metrics,
                 draining: self.draining,
             }
         }
@@ -273,6 +294,7 @@ mod tests {
             slots,
             running,
             encoders: encs.iter().map(|e| e.to_string()).collect(),
+            metrics: vec![QualityMetric::Psnr, QualityMetric::Ssim],
             draining: false,
         }
     }
@@ -381,6 +403,30 @@ mod tests {
     }
 
     #[test]
+    fn a_vmaf_job_waits_for_a_node_that_computes_vmaf_without_blocking_others() {
+        let mut q = ReadyQueue::new();
+        let mut vmaf = qj("vmaf", Priority::Live, 1, None, "x");
+        vmaf.metrics = vec![QualityMetric::Vmaf, QualityMetric::Psnr];
+        q.push(vmaf);
+        let mut psnr = qj("psnr", Priority::Batch, 2, None, "x");
+        psnr.metrics = vec![QualityMetric::Psnr];
+        q.push(psnr);
+        q.push(qj("plain", Priority::Batch, 3, None, "x"));
+        let without = [node("a", 4, 0, &["x"])];
+        // The live VMAF job waits; the batch jobs behind it are placed.
+        assert_eq!(pick_id(&q, 0, &without), Some(("psnr".into(), "a".into())));
+        assert!(q.remove("psnr"));
+        assert_eq!(pick_id(&q, 0, &without), Some(("plain".into(), "a".into())));
+        assert!(q.remove("plain"));
+        assert_eq!(pick_id(&q, 0, &without), None);
+        // A node that computes VMAF takes it, even busier than the other.
+        let mut with = node("b", 4, 3, &["x"]);
+        with.metrics = QualityMetric::ALL.to_vec();
+        let nodes = [node("a", 4, 0, &["x"]), with];
+        assert_eq!(pick_id(&q, 0, &nodes), Some(("vmaf".into(), "b".into())));
+    }
+
+    #[test]
     fn least_loaded_capable_node_ties_by_id() {
         let mut q = ReadyQueue::new();
         q.push(qj("j", Priority::High, 1, None, "x"));
@@ -440,13 +486,20 @@ mod tests {
                 0u64..50,
                 proptest::option::of(0u64..200),
                 proptest::sample::select(ENCODERS.to_vec()),
+                proptest::bool::weighted(0.3),
             ),
             0..40,
         )
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (p, seq, nb, enc))| qj(&format!("j{i}"), p, seq, nb, enc))
+                .map(|(i, (p, seq, nb, enc, vmaf))| {
+                    let mut j = qj(&format!("j{i}"), p, seq, nb, enc);
+                    if vmaf {
+                        j.metrics = vec![QualityMetric::Vmaf];
+                    }
+                    j
+                })
                 .collect()
         })
     }
@@ -458,17 +511,23 @@ mod tests {
                 0u32..5,
                 proptest::sample::subsequence(ENCODERS.to_vec(), 0..=3),
                 proptest::bool::weighted(0.2),
+                proptest::bool::weighted(0.5),
             ),
             0..6,
         )
         .prop_map(|v| {
             v.into_iter()
                 .enumerate()
-                .map(|(i, (slots, running, encs, draining))| Node {
+                .map(|(i, (slots, running, encs, draining, vmaf))| Node {
                     id: format!("n{}", 9 - i),
                     slots,
                     running,
                     encoders: encs.into_iter().map(String::from).collect(),
+                    metrics: if vmaf {
+                        QualityMetric::ALL.to_vec()
+                    } else {
+                        Vec::new()
+                    },
                     draining,
                 })
                 .collect()
@@ -485,7 +544,12 @@ mod tests {
             }
             let mut capable: Vec<&Node> = nodes
                 .iter()
-                .filter(|n| !n.draining && n.running < n.slots && n.encoders.contains(&j.encoder))
+                .filter(|n| {
+                    !n.draining
+                        && n.running < n.slots
+                        && n.encoders.contains(&j.encoder)
+                        && j.metrics.iter().all(|m| n.metrics.contains(m))
+                })
                 .collect();
             capable.sort_by(|a, b| {
                 let la = f64::from(a.running) / f64::from(a.slots);
@@ -519,10 +583,11 @@ mod tests {
                 prop_assert!(j.not_before_ms.is_none_or(|nb| nb <= now));
                 prop_assert!(!n.draining && n.running < n.slots);
                 prop_assert!(n.encoders.contains(&j.encoder));
+                prop_assert!(n.view().can_measure(&j.metrics));
                 // Strict priority and FIFO: no runnable job is ahead of it.
                 for other in &jobs {
                     let runnable = other.not_before_ms.is_none_or(|nb| nb <= now)
-                        && nodes.iter().any(|n| n.view().can_run(&other.encoder));
+                        && nodes.iter().any(|n| n.view().can_run(&other.encoder) && n.view().can_measure(&other.metrics));
                     if runnable {
                         prop_assert!(key_of(j) <= key_of(other));
                     }
@@ -530,7 +595,7 @@ mod tests {
             } else {
                 for j in &jobs {
                     let runnable = j.not_before_ms.is_none_or(|nb| nb <= now)
-                        && nodes.iter().any(|n| n.view().can_run(&j.encoder));
+                        && nodes.iter().any(|n| n.view().can_run(&j.encoder) && n.view().can_measure(&j.metrics));
                     prop_assert!(!runnable, "{:?} was runnable", j);
                 }
             }
@@ -544,7 +609,7 @@ mod tests {
             // One node that runs everything, with `slots` free slots per round:
             // repeated picks (removing each) come out in strict (rank, seq) order.
             let all: Vec<String> = ENCODERS.iter().map(|e| e.to_string()).collect();
-            let nodes = [Node { id: "n".into(), slots, running: 0, encoders: all, draining: false }];
+            let nodes = [Node { id: "n".into(), slots, running: 0, encoders: all, metrics: QualityMetric::ALL.to_vec(), draining: false }];
             let mut q = ReadyQueue::new();
             for j in &jobs {
                 q.push(j.clone());

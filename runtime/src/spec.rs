@@ -13,7 +13,8 @@ use serde::Deserialize;
 use crate::encoders;
 use crate::error::FieldError;
 use crate::model::{
-    Codec, EncodeParams, HardwarePref, Input, JobSpec, Output, Priority, ResourceLimits,
+    Codec, EncodeParams, HardwarePref, Input, JobSpec, Output, Priority, QualityMetric,
+    QualitySpec, ResourceLimits,
 };
 
 /// Stable error codes returned in [`FieldError::code`].
@@ -243,6 +244,13 @@ struct RawRequest {
     max_retries: Option<u64>,
     overwrite: Option<bool>,
     labels: Option<std::collections::BTreeMap<String, String>>,
+    quality: Option<RawQuality>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a JSON object")]
+struct RawQuality {
+    metrics: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -453,7 +461,7 @@ fn check_object_shapes(body: &[u8]) -> Result<(), FieldError> {
             "request body must be a JSON object",
         )
     })?;
-    for key in ["input", "output", "resource_limits"] {
+    for key in ["input", "output", "resource_limits", "quality"] {
         match obj.get(key) {
             None | Some(serde_json::Value::Null) | Some(serde_json::Value::Object(_)) => {}
             Some(_) => return Err(invalid(key, format!("`{key}` must be a JSON object"))),
@@ -675,6 +683,8 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         None => DEFAULT_MAX_RETRIES,
     };
 
+    let quality = raw.quality.map(|q| parse_quality(q, &output)).transpose()?;
+
     Ok(JobSpec {
         scenario: raw.scenario,
         encode,
@@ -684,7 +694,7 @@ fn validate(raw: RawRequest, roots: &MediaRoots) -> Result<JobSpec, FieldError> 
         resource_limits,
         max_retries,
         overwrite,
-        quality: None,
+        quality,
         labels: check_labels("labels", raw.labels.unwrap_or_default())?,
         experiment: None,
     })
@@ -759,6 +769,44 @@ pub fn check_labels(
         }
     }
     Ok(labels)
+}
+
+/// `"quality": {"metrics": [...]}`: known names, at least one, no
+/// repeats; stored distinct and sorted. Not on a live (RTMP) output: there
+/// is no file to compare afterwards.
+fn parse_quality(raw: RawQuality, output: &Output) -> Result<QualitySpec, FieldError> {
+    if matches!(output, Output::Rtmp { .. }) {
+        return Err(not_allowed("quality", "an RTMP output"));
+    }
+    let names = raw.metrics.ok_or_else(|| missing("quality.metrics"))?;
+    if names.is_empty() {
+        return Err(invalid(
+            "quality.metrics",
+            "`quality.metrics` must name at least one of vmaf, psnr, ssim",
+        ));
+    }
+    let mut metrics: Vec<QualityMetric> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("quality.metrics[{i}]");
+        let metric = QualityMetric::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!("unknown quality metric {name:?}; known: vmaf, psnr, ssim"),
+                )
+            })?;
+        if metrics.contains(&metric) {
+            return Err(invalid(
+                &field,
+                format!("quality metric {name:?} is named twice"),
+            ));
+        }
+        metrics.push(metric);
+    }
+    metrics.sort();
+    Ok(QualitySpec { metrics })
 }
 
 fn check_range(field: &str, v: u64, (lo, hi): (u32, u32)) -> Result<u32, FieldError> {
@@ -1313,8 +1361,8 @@ pub fn bitrate_schema() -> utoipa::openapi::schema::Schema {
 pub(crate) mod request_schema {
     use serde_json::Value;
     use utoipa::openapi::schema::{
-        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType,
-        Type,
+        AdditionalProperties, AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder,
+        OneOfBuilder, SchemaType, Type,
     };
     use utoipa::openapi::RefOr;
     use utoipa::openapi::Schema;
@@ -1568,6 +1616,28 @@ pub(crate) mod request_schema {
             )
     }
 
+    fn quality() -> ObjectBuilder {
+        closed()
+            .schema_type(types(Type::Object, true))
+            .description(Some(
+                "Quality metrics to measure after a successful encode, against the \
+                 reference (the input file, or the regenerated testsrc). Not with an \
+                 `rtmp` output.",
+            ))
+            .property(
+                "metrics",
+                ArrayBuilder::new()
+                    .items(one_of_strings(
+                        QualityMetric::ALL.map(QualityMetric::as_str),
+                        false,
+                    ))
+                    .min_items(Some(1))
+                    .max_items(Some(QualityMetric::ALL.len()))
+                    .unique_items(true),
+            )
+            .required("metrics")
+    }
+
     pub(super) fn bitrate() -> AnyOfBuilder {
         let (lo, hi) = BITRATE_KBPS_RANGE;
         AnyOfBuilder::new()
@@ -1672,6 +1742,7 @@ pub(crate) mod request_schema {
                 )),
             )
             .property("resource_limits", resource_limits())
+            .property("quality", quality())
             .property(
                 "max_retries",
                 integer(0, MAX_RETRIES.into(), true)
@@ -1894,6 +1965,7 @@ pub(crate) mod request_schema {
             assert_eq!(variant_keys(&p["input"]), serde_fields::<RawInput>());
             assert_eq!(variant_keys(&p["output"]), serde_fields::<RawOutput>());
             assert_eq!(keys(&p["resource_limits"]), serde_fields::<RawLimits>());
+            assert_eq!(keys(&p["quality"]), serde_fields::<RawQuality>());
             // Not a vacuous comparison.
             assert!(serde_fields::<RawRequest>().contains("max_retries"));
         }
@@ -3789,5 +3861,96 @@ mod tests {
         })
         .as_ref()
         .map_or_else(no_roots, |(_, r)| r.clone())
+    }
+
+    // --- quality -----------------------------------------------------------
+
+    #[test]
+    fn quality_metrics_are_parsed_distinct_and_sorted() {
+        let v = with(
+            base(),
+            "quality",
+            json!({"metrics": ["ssim", "vmaf", "psnr"]}),
+        );
+        let spec = parse(&v).expect("valid");
+        assert_eq!(
+            spec.quality,
+            Some(QualitySpec {
+                metrics: vec![
+                    QualityMetric::Vmaf,
+                    QualityMetric::Psnr,
+                    QualityMetric::Ssim
+                ]
+            })
+        );
+        let spec = parse(&with(base(), "quality", json!({"metrics": ["psnr"]}))).expect("valid");
+        assert_eq!(
+            spec.quality.map(|q| q.metrics),
+            Some(vec![QualityMetric::Psnr])
+        );
+        // Absent or null: no quality pass.
+        assert_eq!(parse(&base()).expect("valid").quality, None);
+        assert_eq!(
+            parse(&with(base(), "quality", Value::Null))
+                .expect("valid")
+                .quality,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_quality_requests_name_the_field() {
+        let q = |metrics: Value| with(base(), "quality", json!({ "metrics": metrics }));
+        let e = assert_err(
+            parse(&q(json!(["psnr", "vmaf2"]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[1]"),
+        );
+        assert!(e.message.contains("vmaf2"), "{e:?}");
+        assert_err(
+            parse(&q(json!([]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics"),
+        );
+        let e = assert_err(
+            parse(&q(json!(["ssim", "psnr", "ssim"]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[2]"),
+        );
+        assert!(e.message.contains("twice"), "{e:?}");
+        assert_err(
+            parse(&q(json!(["psnr", 3]))),
+            codes::INVALID_FIELD,
+            Some("quality.metrics[1]"),
+        );
+        assert_err(
+            parse(&with(
+                base(),
+                "quality",
+                json!({"metrics": ["psnr"], "model": "x"}),
+            )),
+            codes::UNKNOWN_FIELD,
+            Some("quality.model"),
+        );
+        assert_err(
+            parse(&with(base(), "quality", json!({}))),
+            codes::MISSING_FIELD,
+            Some("quality.metrics"),
+        );
+        assert_err(
+            parse(&with(base(), "quality", json!(["psnr"]))),
+            codes::INVALID_FIELD,
+            Some("quality"),
+        );
+        let rtmp = with(
+            with(
+                base(),
+                "output",
+                json!({"type": "rtmp", "url": "rtmp://127.0.0.1/live/x"}),
+            ),
+            "quality",
+            json!({"metrics": ["psnr"]}),
+        );
+        assert_err(parse(&rtmp), codes::UNKNOWN_FIELD, Some("quality"));
     }
 }

@@ -56,6 +56,10 @@ pub struct Capabilities {
     /// device), each with FFmpeg's reason. Jobs never go to a node for these.
     #[serde(default)]
     pub unavailable_encoders: Vec<crate::ffmpeg::UnavailableEncoder>,
+    /// Quality metrics it computes, probed at its start (`psnr`/`ssim`:
+    /// FFmpeg has the filters; `vmaf`: `ffrtmp-vmaf` passed its self-test).
+    #[serde(default)]
+    pub metrics: Vec<crate::model::QualityMetric>,
 }
 
 /// One attempt of one job, as the fencing token names it.
@@ -396,6 +400,7 @@ mod tests {
                                 encoders,
                                 cores: slots,
                                 memory_bytes: u64::from(slots) << 20,
+                                metrics: vec![crate::model::QualityMetric::Vmaf],
                             },
                             running,
                             unacked,

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod relay;
+pub mod vmaf;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -34,6 +34,7 @@ fn hello() -> impl Strategy<Value = ToMaster> {
                 cores: slots,
                 memory_bytes: u64::from(slots) * 1024,
                 unavailable_encoders: Vec::new(),
+                metrics: Vec::new(),
             },
             unacked: running
                 .iter()

@@ -73,6 +73,7 @@ fn hello(node_id: &str) -> ToMaster {
             cores: 2,
             memory_bytes: 1 << 30,
             unavailable_encoders: Vec::new(),
+            metrics: Vec::new(),
         },
         running: Vec::new(),
         unacked: Vec::new(),

@@ -113,6 +113,7 @@ pub async fn attach_worker_as(sched: &ActorRef<SchedulerMsg>, node_id: &str) -> 
                 cores: 1,
                 memory_bytes: 1 << 30,
                 unavailable_encoders: Vec::new(),
+                metrics: Vec::new(),
             },
             running: Vec::new(),
             unacked: Vec::new(),
