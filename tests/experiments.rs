@@ -19,7 +19,8 @@ fn six_configurations(name: &str) -> Value {
         "base": {
             "width": 320, "height": 180, "preset": "ultrafast", "bitrate": "300k",
             "input": {"type": "testsrc", "duration_s": 1},
-            "output": {"type": "null"}
+            "output": {"type": "null"},
+            "quality": {"metrics": ["psnr", "ssim"]}
         },
         "matrix": {"codec": ["h264", "h265"], "fps": [10, 15, 20]},
         "labels": {"study": "test"}
@@ -96,6 +97,41 @@ fn a_matrix_runs_to_its_report_through_the_cli() {
             "{c}"
         );
     }
+
+    // Every job was scored, and the report's plot (energy against PSNR, no
+    // VMAF asked) is an SVG naming every configuration.
+    for row in rows {
+        let psnr = row["psnr"]["median"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{row}"));
+        assert!((10.0..=100.0).contains(&psnr), "{row}");
+    }
+    let plot = node.dir.path().join("six.svg");
+    let out = cli(
+        &node,
+        &[
+            "report",
+            "efficiency",
+            "--experiment",
+            "six",
+            "--plot",
+            plot.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot");
+    let doc = roxmltree::Document::parse(&svg).expect("well-formed SVG");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text().map(str::trim))
+        .collect();
+    for row in rows {
+        let label = row["label"].as_str().expect("a row label");
+        assert!(texts.contains(&label), "{label} not in {texts:?}");
+    }
+    assert!(texts.iter().any(|t| t.starts_with("PSNR")), "{texts:?}");
 
     // Every job carries the experiment, its labels and its matrix values.
     let all = jobs(&node, "experiment=six");

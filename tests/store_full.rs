@@ -71,21 +71,28 @@ fn fill_to_the_last_byte(path: &Path) {
     let _ = f.sync_all();
 }
 
+/// A node on a 96 MiB tmpfs data dir with a 6 s job running, the tmpfs
+/// then filled to its last byte (the filler is `<mount>/filler`). The
+/// mount comes first so that it is dropped (unmounted) after the node.
+fn full_while_a_job_runs(name: &str, opts: NodeOpts) -> (Tmpfs, Node, String) {
+    let mut mount = None;
+    let node = Node::start_with(name, opts, |data| {
+        mount = Some(Tmpfs::mount(data, "96m"));
+    });
+    let mount = mount.expect("mounted");
+    let running = node.submit(long_job(6.0));
+    node.wait_state(&running, &["running"], LONG);
+    fill_to_the_last_byte(&mount.0.join("filler"));
+    assert_eq!(free_bytes(&mount.0), 0, "full to the last byte");
+    (mount, node, running)
+}
+
 #[test]
 fn a_full_data_disk_refuses_writes_and_recovers_without_restart() {
     let _g = serial();
-    let mut mount = None;
-    let node = Node::start_with("store-full", NodeOpts::default(), |data| {
-        mount = Some(Tmpfs::mount(data, "96m"));
-    });
-    let data = mount.as_ref().expect("mounted").0.clone();
+    let (mount, node, running) = full_while_a_job_runs("store-full", NodeOpts::default());
+    let filler = mount.0.join("filler");
     let pid = node.pid().expect("running");
-
-    let running = node.submit(long_job(6.0));
-    node.wait_state(&running, &["running"], LONG);
-    let filler = data.join("filler");
-    fill_to_the_last_byte(&filler);
-    assert_eq!(free_bytes(&data), 0, "full to the last byte");
 
     let (status, body) = node.post_json("/v1/jobs", &small_job(0.2));
     assert_eq!(status, 503, "{body}");
@@ -143,21 +150,13 @@ fn a_full_data_disk_refuses_writes_and_recovers_without_restart() {
 #[test]
 fn a_flush_that_meets_a_full_disk_is_mended_by_a_reopen_without_restart() {
     let _g = serial();
-    let mut mount = None;
     let opts = NodeOpts {
         extra: vec!["--store-reserve-mb".into(), "0".into()],
         ..NodeOpts::default()
     };
-    let node = Node::start_with("store-reopen", opts, |data| {
-        mount = Some(Tmpfs::mount(data, "96m"));
-    });
-    let data = mount.as_ref().expect("mounted").0.clone();
+    let (mount, node, running) = full_while_a_job_runs("store-reopen", opts);
+    let filler = mount.0.join("filler");
     let pid = node.pid().expect("running");
-
-    let running = node.submit(long_job(6.0));
-    node.wait_state(&running, &["running"], LONG);
-    let filler = data.join("filler");
-    fill_to_the_last_byte(&filler);
 
     // The job's next progress write breaks sled; the store says so.
     let reason = wait_for("the store to report the failed log write", LONG, || {

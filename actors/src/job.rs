@@ -1083,18 +1083,7 @@ mod tests {
             let (node, _) = Actor::spawn(None, FakeNode, tx).await.unwrap();
             let spec = JobSpec {
                 scenario: None,
-                encode: EncodeParams {
-                    width: 64,
-                    height: 64,
-                    fps: 1,
-                    codec: Codec::H264,
-                    bitrate_kbps: 100,
-                    preset: "veryfast".into(),
-                    encoder: None,
-                    hardware: Default::default(),
-                    crf: None,
-                    pix_fmt: None,
-                },
+                encode: EncodeParams::new(64, 64, 1, Codec::H264, 100, "veryfast".into()),
                 input: ffrtmp_runtime::model::Input::Testsrc { duration_s: 3600.0 },
                 output: Output::Null,
                 priority: Priority::Medium,

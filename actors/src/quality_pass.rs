@@ -495,18 +495,14 @@ mod tests {
     fn plan(metrics: Vec<QualityMetric>) -> QualityPlan {
         QualityPlan {
             metrics,
-            encode: EncodeParams {
-                width: 160,
-                height: 90,
-                fps: 10,
-                codec: ffrtmp_runtime::model::Codec::H264,
-                bitrate_kbps: 100,
-                preset: "veryfast".into(),
-                encoder: None,
-                hardware: Default::default(),
-                crf: None,
-                pix_fmt: None,
-            },
+            encode: EncodeParams::new(
+                160,
+                90,
+                10,
+                ffrtmp_runtime::model::Codec::H264,
+                100,
+                "veryfast".into(),
+            ),
             input: Input::Testsrc { duration_s: 0.5 },
             reference: None,
             scratch: None,

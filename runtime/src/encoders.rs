@@ -422,18 +422,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn params(codec: Codec) -> EncodeParams {
-        EncodeParams {
-            width: 1280,
-            height: 720,
-            fps: 30,
+        EncodeParams::new(
+            1280,
+            720,
+            30,
             codec,
-            bitrate_kbps: 3000,
-            preset: crate::spec::default_preset(codec).to_string(),
-            encoder: None,
-            hardware: HardwarePref::None,
-            crf: None,
-            pix_fmt: None,
-        }
+            3000,
+            crate::spec::default_preset(codec).to_string(),
+        )
     }
 
     fn with_encoder(name: &str) -> EncodeParams {

@@ -768,18 +768,14 @@ mod tests {
     fn spec(codec: Codec, input: Input, output: Output) -> JobSpec {
         JobSpec {
             scenario: None,
-            encode: EncodeParams {
-                width: 160,
-                height: 90,
-                fps: 10,
+            encode: EncodeParams::new(
+                160,
+                90,
+                10,
                 codec,
-                bitrate_kbps: 200,
-                preset: crate::spec::default_preset(codec).to_string(),
-                encoder: None,
-                hardware: Default::default(),
-                crf: None,
-                pix_fmt: None,
-            },
+                200,
+                crate::spec::default_preset(codec).to_string(),
+            ),
             input,
             output,
             priority: Priority::Medium,

@@ -139,6 +139,32 @@ pub struct EncodeParams {
     pub pix_fmt: Option<String>,
 }
 
+impl EncodeParams {
+    /// A software encode (the codec's own encoder) at bitrate rate
+    /// control, `yuv420p`: the fields a scenario sets.
+    pub fn new(
+        width: u32,
+        height: u32,
+        fps: u32,
+        codec: Codec,
+        bitrate_kbps: u32,
+        preset: String,
+    ) -> EncodeParams {
+        EncodeParams {
+            width,
+            height,
+            fps,
+            codec,
+            bitrate_kbps,
+            preset,
+            encoder: None,
+            hardware: HardwarePref::None,
+            crf: None,
+            pix_fmt: None,
+        }
+    }
+}
+
 /// Whether a job's encode runs on a hardware encoder.
 #[derive(
     Debug,
@@ -888,18 +914,7 @@ pub struct NodePower {
 pub(crate) fn test_spec() -> JobSpec {
     JobSpec {
         scenario: None,
-        encode: EncodeParams {
-            width: 640,
-            height: 360,
-            fps: 30,
-            codec: Codec::H264,
-            bitrate_kbps: 800,
-            preset: "veryfast".into(),
-            encoder: None,
-            hardware: HardwarePref::None,
-            crf: None,
-            pix_fmt: None,
-        },
+        encode: EncodeParams::new(640, 360, 30, Codec::H264, 800, "veryfast".into()),
         input: Input::Testsrc { duration_s: 1.0 },
         output: Output::Null,
         priority: Priority::Medium,

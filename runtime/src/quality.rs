@@ -420,18 +420,7 @@ mod tests {
     use crate::model::Codec;
 
     fn encode() -> EncodeParams {
-        EncodeParams {
-            width: 160,
-            height: 90,
-            fps: 10,
-            codec: Codec::H264,
-            bitrate_kbps: 100,
-            preset: "veryfast".into(),
-            encoder: None,
-            hardware: Default::default(),
-            crf: None,
-            pix_fmt: None,
-        }
+        EncodeParams::new(160, 90, 10, Codec::H264, 100, "veryfast".into())
     }
 
     fn after(args: &[String], flag: &str) -> Vec<String> {

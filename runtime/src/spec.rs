@@ -165,18 +165,14 @@ pub fn scenario(name: &str) -> Option<EncodeParams> {
     let (res, codec) = name.split_once('-')?;
     let codec = Codec::ALL.into_iter().find(|c| c.as_str() == codec)?;
     let &(_, width, height, fps) = RESOLUTIONS.iter().find(|(r, ..)| *r == res)?;
-    Some(EncodeParams {
+    Some(EncodeParams::new(
         width,
         height,
         fps,
         codec,
-        bitrate_kbps: default_bitrate_kbps(codec, width, height, fps),
-        preset: default_preset(codec).to_string(),
-        encoder: None,
-        hardware: Default::default(),
-        crf: None,
-        pix_fmt: None,
-    })
+        default_bitrate_kbps(codec, width, height, fps),
+        default_preset(codec).to_string(),
+    ))
 }
 
 /// The configured media roots, canonicalized. Every file a job reads or writes
@@ -2440,18 +2436,7 @@ mod tests {
             spec,
             JobSpec {
                 scenario: Some("720p30-h264".into()),
-                encode: EncodeParams {
-                    width: 1280,
-                    height: 720,
-                    fps: 30,
-                    codec: Codec::H264,
-                    bitrate_kbps: 3000,
-                    preset: "veryfast".into(),
-                    encoder: None,
-                    hardware: Default::default(),
-                    crf: None,
-                    pix_fmt: None,
-                },
+                encode: EncodeParams::new(1280, 720, 30, Codec::H264, 3000, "veryfast".into()),
                 input: Input::Testsrc { duration_s: 10.0 },
                 output: Output::Null,
                 priority: Priority::High,
@@ -2502,18 +2487,7 @@ mod tests {
         let e = parse(&v).expect("valid").encode;
         assert_eq!(
             e,
-            EncodeParams {
-                width: 1280,
-                height: 720,
-                fps: 25,
-                codec: Codec::H264,
-                bitrate_kbps: 2500,
-                preset: "fast".into(),
-                encoder: None,
-                hardware: Default::default(),
-                crf: None,
-                pix_fmt: None,
-            }
+            EncodeParams::new(1280, 720, 25, Codec::H264, 2500, "fast".into())
         );
     }
 
