@@ -31,30 +31,41 @@ pub fn ensure_installed() -> anyhow::Result<()> {
     if find(Path::new("ffmpeg")).is_some() && find(Path::new("ffprobe")).is_some() {
         return Ok(());
     }
-    let root = nix::unistd::geteuid().is_root();
-    let apt = find(Path::new("apt-get"));
-    match (root, apt) {
-        (true, Some(apt)) => {
-            eprintln!("FFmpeg is missing: installing it with apt-get (this takes a minute)...");
-            let ok = Command::new(&apt)
-                .arg("update")
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-                && Command::new(&apt)
-                    .args(["install", "-y", "ffmpeg"])
-                    .env("DEBIAN_FRONTEND", "noninteractive")
-                    .status()
-                    .map(|s| s.success())
-                    .unwrap_or(false);
-            if !ok {
-                anyhow::bail!("apt-get could not install ffmpeg; run: apt-get update && apt-get install -y ffmpeg");
-            }
-            Ok(())
-        }
-        _ => anyhow::bail!(
-            "FFmpeg is not installed. Run:  sudo apt-get update && sudo apt-get install -y ffmpeg  and try again"
-        ),
+    apt_install(&["ffmpeg"]).map_err(|e| {
+        anyhow::anyhow!(
+            "FFmpeg is not installed ({e}). Run:  sudo apt-get update && sudo apt-get install -y ffmpeg  and try again"
+        )
+    })
+}
+
+/// `apt-get update && apt-get install -y PACKAGES`, when we are root and
+/// apt-get exists; `Err` says which of those failed.
+pub fn apt_install(packages: &[&str]) -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("not root, so not installing it".into());
+    }
+    let apt = find(Path::new("apt-get")).ok_or("no apt-get on this machine")?;
+    eprintln!(
+        "{} missing: installing with apt-get (a minute or two)...",
+        packages.join(" ")
+    );
+    let ok = Command::new(&apt)
+        .arg("update")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+        && Command::new(&apt)
+            .arg("install")
+            .arg("-y")
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("apt-get could not install {}", packages.join(" ")))
     }
 }
 
@@ -106,30 +117,9 @@ pub fn ensure_vmaf() -> Result<PathBuf, String> {
         .iter()
         .any(|t| find(Path::new(t)).is_none());
     if tools_missing {
-        let root = nix::unistd::geteuid().is_root();
-        let apt = find(Path::new("apt-get")).filter(|_| root).ok_or(
-            "meson, ninja or nasm is missing (and we are not root with apt-get to install them)",
-        )?;
-        eprintln!(
-            "VMAF: installing {} with apt-get to build ffrtmp-vmaf...",
-            VMAF_BUILD_PACKAGES.join(" ")
-        );
-        let ok = Command::new(&apt)
-            .arg("update")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-            && Command::new(&apt)
-                .arg("install")
-                .arg("-y")
-                .args(VMAF_BUILD_PACKAGES)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-        if !ok {
-            return Err("apt-get could not install meson, ninja-build and nasm".into());
-        }
+        apt_install(&VMAF_BUILD_PACKAGES).map_err(|e| {
+            format!("meson, ninja or nasm is missing, and they were not installed: {e}")
+        })?;
     }
     eprintln!("VMAF: building ffrtmp-vmaf (Netflix libvmaf; once, a minute or two)...");
     let status = Command::new(cargo)

@@ -68,17 +68,14 @@ pub fn memory_limit(dirs: &[PathBuf]) -> Option<u64> {
 }
 
 pub fn require_ffmpeg() {
-    let ok = Command::new("ffmpeg")
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "ffmpeg not found: these tests run real FFmpeg. Install it with: sudo apt-get install -y ffmpeg"
-    );
+    // As the demo does: installed with apt-get when missing and root, else
+    // a panic with the command to run.
+    static CHECKED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let checked = CHECKED
+        .get_or_init(|| ffrtmp_shared::ffmpeg_check::ensure_installed().map_err(|e| e.to_string()));
+    if let Err(e) = checked {
+        panic!("these tests run real FFmpeg: {e}");
+    }
 }
 
 /// Poll `f` until it returns `Some`, or panic after `timeout`.
