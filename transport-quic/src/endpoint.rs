@@ -87,6 +87,8 @@ pub enum TransportError {
     NoClientCertificate,
     #[error("node id {claimed:?} does not match its certificate ({certified:?})")]
     IdentityMismatch { claimed: String, certified: String },
+    #[error("the client certificate names no node (no common name)")]
+    UnnamedCertificate,
 }
 
 /// The first frame from a worker. Frozen layout.
@@ -480,7 +482,14 @@ pub async fn accept(
         refuse(&mut link, close::NO_CLIENT_CERT, why).await;
         return Err(TransportError::NoClientCertificate);
     };
-    let certified = node_id_of(cert.as_ref()).unwrap_or_default();
+    // A certificate the cluster CA signed but that names no node (no
+    // common name, or an empty one) is refused: it would otherwise become
+    // the node id "".
+    let Some(certified) = node_id_of(cert.as_ref()).filter(|id| !id.is_empty()) else {
+        let why = "the client certificate names no node (no common name)";
+        refuse(&mut link, close::IDENTITY_MISMATCH, why).await;
+        return Err(TransportError::UnnamedCertificate);
+    };
     let first = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         frame::read_frame(&mut link.recv, MAX_HELLO_BYTES),

@@ -295,6 +295,52 @@ async fn a_node_cannot_claim_another_nodes_id() {
     ));
 }
 
+/// A certificate the cluster CA really signed, but with no common name,
+/// used to become the node id "" (a hello claiming "" matched it).
+#[tokio::test]
+async fn a_certificate_naming_no_node_is_refused() {
+    let c = Cluster::new();
+    let (addr, mut rx) = c.master();
+    let ca_pem = std::fs::read_to_string(c.pki.join(pki::CA_CERT_FILE)).expect("ca.pem");
+    let ca_key = rcgen::KeyPair::from_pem(
+        &std::fs::read_to_string(c.pki.join(pki::CA_KEY_FILE)).expect("ca.key"),
+    )
+    .expect("ca key");
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).expect("issuer");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::OrganizationName, "ffrtmp");
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).expect("signed by the CA");
+    let node = NodeIdentity {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        ca_pem,
+    };
+    let cfg = tls::client_config(&node).expect("client tls");
+    let err = endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        &hello(""),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(&err, TransportError::Refused(r) if r.contains("names no node")),
+        "{err}"
+    );
+    assert!(matches!(
+        next(&mut rx).await,
+        Err(TransportError::UnnamedCertificate)
+    ));
+}
+
 #[tokio::test]
 async fn a_joining_worker_pins_the_master_by_ca_fingerprint() {
     let c = Cluster::new();
