@@ -1869,7 +1869,7 @@ async fn events(
     let store = api.store.clone();
     let stream = async_stream(move |tx| async move {
         let done = first.state.is_terminal();
-        if tx.send(job_event("state", &first)).await.is_err() || done {
+        if !send_event(&tx, json_event("state", &first)).await || done {
             return;
         }
         loop {
@@ -1879,7 +1879,7 @@ async fn events(
                         crate::events::UpdateKind::State => "state",
                         crate::events::UpdateKind::Progress => "progress",
                     };
-                    if tx.send(job_event(kind, &u.job)).await.is_err() {
+                    if !send_event(&tx, json_event(kind, &*u.job)).await {
                         return;
                     }
                     u.job.state.is_terminal().then_some(())
@@ -1888,7 +1888,7 @@ async fn events(
                 // Too slow a reader: re-read the truth and carry on.
                 Err(broadcast::error::RecvError::Lagged(_)) => match store.get(&id) {
                     Ok(Some(job)) => {
-                        if tx.send(job_event("state", &job)).await.is_err() {
+                        if !send_event(&tx, json_event("state", &job)).await {
                             return;
                         }
                         job.state.is_terminal().then_some(())
@@ -1905,10 +1905,36 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-fn job_event(kind: &str, job: &Job) -> Result<Event, Infallible> {
-    Ok(Event::default()
-        .event(kind)
-        .data(serde_json::to_string(job).unwrap_or_else(|_| "{}".into())))
+/// The server-sent event `kind` whose data is `value` as JSON. A value that
+/// does not serialise is logged and becomes an `error` event
+/// (`{"error":{"code":"internal",...}}`, the `Err`), after which the stream
+/// ends: never an empty object passed off as the data.
+fn json_event<T: Serialize>(kind: &str, value: &T) -> Result<Event, Event> {
+    match serde_json::to_string(value) {
+        Ok(data) => Ok(Event::default().event(kind).data(data)),
+        Err(e) => {
+            tracing::error!(error = %e, kind, "an event could not be serialised; ending the stream");
+            let body = serde_json::json!({"error": {
+                "code": "internal",
+                "message": format!("a `{kind}` event could not be serialised: {e}"),
+                "field": null,
+            }});
+            Err(Event::default().event("error").data(body.to_string()))
+        }
+    }
+}
+
+/// Send an event from [`json_event`]; `false` when the stream must end:
+/// the client is gone, or the event was an error event.
+async fn send_event(
+    tx: &tokio::sync::mpsc::Sender<Result<Event, Infallible>>,
+    event: Result<Event, Event>,
+) -> bool {
+    let (event, go_on) = match event {
+        Ok(e) => (e, true),
+        Err(e) => (e, false),
+    };
+    tx.send(Ok(event)).await.is_ok() && go_on
 }
 
 /// A stream fed by a task through a small channel.
@@ -1966,6 +1992,26 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+
+    /// A value that does not serialise became `data: {}` on the stream;
+    /// now it is an error event, and the stream ends after it.
+    #[tokio::test]
+    async fn an_event_that_does_not_serialise_ends_the_stream_with_an_error() {
+        let bad: std::collections::HashMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let ev = json_event("state", &bad);
+        let Err(shown) = &ev else {
+            panic!("serialised: {ev:?}")
+        };
+        let shown = format!("{shown:?}");
+        assert!(shown.contains("event: error"), "{shown}");
+        assert!(shown.contains("internal"), "{shown}");
+        assert!(!shown.contains("data: {}"), "{shown}");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        assert!(!send_event(&tx, ev).await, "the stream goes on");
+        assert!(rx.recv().await.is_some(), "the error event was sent");
+        let fine = json_event("state", &serde_json::json!({"id": "j"}));
+        assert!(send_event(&tx, fine).await);
+    }
 
     const METHODS: [&str; 8] = [
         "get", "put", "post", "delete", "options", "head", "patch", "trace",
