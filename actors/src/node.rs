@@ -309,7 +309,7 @@ impl NodeState {
         }
         self.draining = true;
         tracing::info!(jobs = self.running.len(), ?deadline, "draining");
-        self.send(ToMaster::Draining).await;
+        self.send(ToMaster::Draining);
         for a in std::mem::take(&mut self.pending) {
             self.report_crash(a.job_id, a.token, "node is draining".into())
                 .await;
@@ -366,15 +366,15 @@ impl NodeState {
             tracing::error!(job = %attempt.job_id, error = %e, "cannot write the outbox; the result is kept in memory until the master acknowledges it");
             self.unstored.insert(attempt.clone(), frame.clone());
         }
-        self.send_frame(frame).await;
+        self.send_frame(frame);
         if self.link.is_some() {
             self.sent_at.insert(attempt, mono_ms());
         }
     }
 
-    async fn send(&mut self, msg: ToMaster) {
+    fn send(&mut self, msg: ToMaster) {
         match wire::encode(&msg) {
-            Ok(frame) => self.send_frame(frame).await,
+            Ok(frame) => self.send_frame(frame),
             Err(e) => tracing::error!(error = %e, "cannot encode message to master"),
         }
     }
@@ -383,7 +383,7 @@ impl NodeState {
     /// ticking (its lease) even if the link is stuck. Without a link, or with
     /// a full one, the frame is dropped; results are in the outbox and are
     /// resent ([`OUTBOX_RESEND`], and on every new link).
-    async fn send_frame(&mut self, frame: Vec<u8>) {
+    fn send_frame(&mut self, frame: Vec<u8>) {
         let Some(link) = &self.link else {
             return;
         };
@@ -401,7 +401,7 @@ impl NodeState {
 
     /// Send the outbox's results again: all of them (a new link), or only
     /// those sent at least `min_age_ms` ago.
-    async fn resend_outbox(&mut self, min_age_ms: Option<u64>) {
+    fn resend_outbox(&mut self, min_age_ms: Option<u64>) {
         let mut frames = self.outbox.pending().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read the outbox");
             Vec::new()
@@ -415,7 +415,7 @@ impl NodeState {
                     .is_some_and(|t| now.saturating_sub(*t) < age)
             });
             if !fresh {
-                self.send_frame(frame).await;
+                self.send_frame(frame);
                 self.sent_at.insert(attempt, now);
             }
         }
@@ -572,12 +572,7 @@ impl NodeState {
         }
     }
 
-    async fn link_up(
-        &mut self,
-        myself: &ActorRef<NodeMsg>,
-        link: LinkEnd,
-        down: oneshot::Sender<()>,
-    ) {
+    fn link_up(&mut self, myself: &ActorRef<NodeMsg>, link: LinkEnd, down: oneshot::Sender<()>) {
         let LinkEnd { tx, mut rx } = link;
         self.next_gen += 1;
         let gen = self.next_gen;
@@ -607,7 +602,7 @@ impl NodeState {
         self.pending.clear();
         tracing::info!(gen, running = self.running.len(), "linked to the master");
         // Renew at once, then resend every unacknowledged result.
-        self.ping().await;
+        self.ping();
         let started: Vec<ToMaster> = self
             .running
             .iter()
@@ -620,22 +615,22 @@ impl NodeState {
             })
             .collect();
         for msg in started {
-            self.send(msg).await;
+            self.send(msg);
         }
         if !self.all_acknowledged() {
             tracing::info!("resending the outbox");
         }
-        self.resend_outbox(None).await;
+        self.resend_outbox(None);
         self.last_resend_ms = mono_ms();
         if self.draining {
-            self.send(ToMaster::Draining).await;
+            self.send(ToMaster::Draining);
         }
     }
 
-    async fn ping(&mut self) {
+    fn ping(&mut self) {
         let now = mono_ms();
         self.last_ping_ms = Some(now);
-        self.send(ToMaster::Ping { sent_ms: now }).await;
+        self.send(ToMaster::Ping { sent_ms: now });
     }
 
     /// After sled failed to write the outbox's log: reopen it once its
@@ -672,15 +667,14 @@ impl NodeState {
                 .last_ping_ms
                 .is_none_or(|t| now.saturating_sub(t) >= PING_INTERVAL_MS)
         {
-            self.ping().await;
+            self.ping();
         }
         if self.link.is_some()
             && !self.all_acknowledged()
             && now.saturating_sub(self.last_resend_ms) >= OUTBOX_CHECK.as_millis() as u64
         {
             self.last_resend_ms = now;
-            self.resend_outbox(Some(OUTBOX_RESEND.as_millis() as u64))
-                .await;
+            self.resend_outbox(Some(OUTBOX_RESEND.as_millis() as u64));
         }
         if !self.running.is_empty()
             && !self.lease_stop_sent
@@ -801,7 +795,7 @@ impl Actor for NodeActor {
         state: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::LinkUp { link, down } => state.link_up(&myself, link, down).await,
+            NodeMsg::LinkUp { link, down } => state.link_up(&myself, link, down),
             NodeMsg::LinkDown(gen) => {
                 if state.link.as_ref().is_some_and(|l| l.gen == gen) {
                     state.link = None;
@@ -868,7 +862,7 @@ impl Actor for NodeActor {
                 let _ = reply.send(h);
             }
             NodeMsg::Tick => state.tick().await,
-            NodeMsg::Power(p) => state.send(ToMaster::Power(p)).await,
+            NodeMsg::Power(p) => state.send(ToMaster::Power(p)),
             NodeMsg::Drain { deadline } => state.begin_drain(&myself, deadline).await,
             NodeMsg::JobStartFailed { job_id, token, why } => {
                 if state.running.get(&job_id).is_some_and(|r| r.token == token) {
@@ -894,27 +888,21 @@ impl Actor for NodeActor {
                         r.isolation = Some(isolation);
                     }
                 }
-                state
-                    .send(ToMaster::Started {
-                        job_id,
-                        token,
-                        isolation,
-                    })
-                    .await
+                state.send(ToMaster::Started {
+                    job_id,
+                    token,
+                    isolation,
+                })
             }
             NodeMsg::JobProgress {
                 job_id,
                 token,
                 progress,
-            } => {
-                state
-                    .send(ToMaster::Progress {
-                        job_id,
-                        token,
-                        progress,
-                    })
-                    .await
-            }
+            } => state.send(ToMaster::Progress {
+                job_id,
+                token,
+                progress,
+            }),
             NodeMsg::JobFinished {
                 job_id,
                 token,
