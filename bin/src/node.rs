@@ -1104,6 +1104,7 @@ mod tests {
             estimate_idle_watts = 1.5
             estimate_max_watts = 20
             run_log = "/rl"
+            vmaf_bin = "/vm"
             "#,
         )
         .expect("write");
@@ -1131,6 +1132,7 @@ mod tests {
         assert_eq!(f.store_reserve_mb, 8);
         assert!(matches!(f.power_source, PowerSourceFlag::Estimate));
         assert_eq!(f.run_log.as_deref(), Some(Path::new("/rl")));
+        assert_eq!(f.vmaf_bin.as_deref(), Some(Path::new("/vm")));
         assert_eq!(
             (
                 f.max_http_connections,
