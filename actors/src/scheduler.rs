@@ -936,8 +936,12 @@ impl SchedulerState {
                 tracing::warn!(job = %job_id, node = %node_id, current, got, "stale token: telling the worker to kill that attempt");
                 self.tell(&node_id, ToWorker::Kill { job_id, token });
             }
+            // The attempt is not live on the master (ended, or never
+            // started as the message says): whatever runs there for it must
+            // stop, as for a stale token (docs/PROTOCOL.md, "Stale messages").
             Err(e) => {
-                tracing::warn!(job = %job_id, node = %node_id, error = ?e, "ignored worker message");
+                tracing::warn!(job = %job_id, node = %node_id, error = ?e, "message about an attempt that is not live: telling the worker to kill it");
+                self.tell(&node_id, ToWorker::Kill { job_id, token });
             }
         }
         if is_result {
