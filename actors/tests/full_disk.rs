@@ -15,9 +15,9 @@ use common::*;
 use ffrtmp_actors::embed;
 use ffrtmp_actors::link::LinkEnd;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
-use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome};
+use ffrtmp_runtime::model::JobState;
 use ffrtmp_runtime::store::Store;
-use ffrtmp_runtime::wire::{Assignment, AttemptRef, ToMaster, ToWorker};
+use ffrtmp_runtime::wire::{Assignment, AttemptRef, ToWorker};
 
 /// The fence of a lost node lasts its lease: a hang guard, not a threshold.
 const LONG: Duration = Duration::from_secs(120);
@@ -66,36 +66,13 @@ async fn a_result_whose_start_was_refused_is_stored_not_dropped() {
     // The disk fills: the start cannot be stored, the job stays assigned.
     store.set_disk_reserve(u64::MAX);
     let before = store.refused_count();
-    send(
-        &worker,
-        &ToMaster::Started {
-            job_id: job.id.clone(),
-            token: a.token,
-            isolation: Isolation::None,
-        },
-    )
-    .await;
+    send_started(&worker, &job.id, a.token).await;
     refused_after(&store, before, "the start's write to be refused").await;
     assert_eq!(state_of(&store, &job.id), JobState::Assigned);
 
     // Space again; the attempt's result arrives (its start never stored).
     store.set_disk_reserve(0);
-    send(
-        &worker,
-        &ToMaster::Finished {
-            job_id: job.id.clone(),
-            token: a.token,
-            outcome: Outcome::Succeeded {
-                result: JobResult {
-                    exit_code: 0,
-                    frames: 6,
-                    ..JobResult::default()
-                },
-            },
-            energy: None,
-        },
-    )
-    .await;
+    send_succeeded(&worker, &job.id, a.token).await;
     match next_order(&mut worker, DEADLINE).await {
         ToWorker::Ack(ack) => assert_eq!(
             ack,
@@ -130,15 +107,7 @@ async fn a_lost_nodes_attempt_is_requeued_once_the_disk_has_room_again() {
         .await
         .expect("submitted");
     let a = assignment(&mut first, DEADLINE).await;
-    send(
-        &first,
-        &ToMaster::Started {
-            job_id: job.id.clone(),
-            token: a.token,
-            isolation: Isolation::None,
-        },
-    )
-    .await;
+    send_started(&first, &job.id, a.token).await;
     until("the start's write", || {
         state_of(&store, &job.id) == JobState::Running
     })

@@ -28,7 +28,7 @@ use ffrtmp_actors::embed;
 use ffrtmp_actors::events::{JobEvents, JobUpdate};
 use ffrtmp_actors::link::LinkEnd;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
-use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome};
+use ffrtmp_runtime::model::{JobResult, JobState, Outcome};
 use ffrtmp_runtime::wire::{AttemptRef, ToMaster, ToWorker};
 use ractor::ActorRef;
 use tokio::sync::broadcast;
@@ -116,15 +116,7 @@ async fn nothing_leaves_before_its_write_is_durable() {
     }
 
     // 3. The result is acknowledged (and published) only once durable.
-    send(
-        &worker,
-        &ToMaster::Started {
-            job_id: job.id.clone(),
-            token,
-            isolation: Isolation::None,
-        },
-    )
-    .await;
+    send_started(&worker, &job.id, token).await;
     until("the start's write", || {
         state_of(&store, &job.id) == JobState::Running
     })

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use ffrtmp_actors::embed;
-use ffrtmp_runtime::model::{Isolation, JobResult, JobState, Outcome, Progress};
+use ffrtmp_runtime::model::{JobState, Progress};
 use ffrtmp_runtime::wire::{ToMaster, ToWorker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -23,30 +23,8 @@ async fn progress_for_an_attempt_that_has_ended_is_answered_with_a_kill() {
     let ToWorker::Assign(a) = next_frame(&mut worker).await else {
         panic!("expected the assignment")
     };
-    send(
-        &worker,
-        &ToMaster::Started {
-            job_id: job.id.clone(),
-            token: a.token,
-            isolation: Isolation::None,
-        },
-    )
-    .await;
-    send(
-        &worker,
-        &ToMaster::Finished {
-            job_id: job.id.clone(),
-            token: a.token,
-            outcome: Outcome::Succeeded {
-                result: JobResult {
-                    frames: 6,
-                    ..JobResult::default()
-                },
-            },
-            energy: None,
-        },
-    )
-    .await;
+    send_started(&worker, &job.id, a.token).await;
+    send_succeeded(&worker, &job.id, a.token).await;
     assert!(matches!(next_frame(&mut worker).await, ToWorker::Ack(_)));
     assert_eq!(state_of(&store, &job.id), JobState::Succeeded);
 

@@ -93,6 +93,39 @@ pub async fn send(worker: &LinkEnd, msg: &ToMaster) {
         .expect("link open");
 }
 
+/// The worker says the attempt `(job_id, token)` started.
+pub async fn send_started(worker: &LinkEnd, job_id: &str, token: u64) {
+    send(
+        worker,
+        &ToMaster::Started {
+            job_id: job_id.into(),
+            token,
+            isolation: ffrtmp_runtime::model::Isolation::None,
+        },
+    )
+    .await;
+}
+
+/// The worker reports the attempt `(job_id, token)` succeeded (6 frames).
+pub async fn send_succeeded(worker: &LinkEnd, job_id: &str, token: u64) {
+    send(
+        worker,
+        &ToMaster::Finished {
+            job_id: job_id.into(),
+            token,
+            outcome: ffrtmp_runtime::model::Outcome::Succeeded {
+                result: ffrtmp_runtime::model::JobResult {
+                    exit_code: 0,
+                    frames: 6,
+                    ..Default::default()
+                },
+            },
+            energy: None,
+        },
+    )
+    .await;
+}
+
 /// A simulated worker (`sim-1`, one slot, `libx264`) linked to `sched`: its hello
 /// sent, the master's end attached. Returns the worker's end of the link.
 pub async fn attach_worker(sched: &ActorRef<SchedulerMsg>) -> LinkEnd {
