@@ -17,7 +17,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -38,16 +38,12 @@ fn one_slot(name: &str) -> Node {
 
 /// A real 1 s MP4 at `path` (`size` picks its picture, so two files differ).
 fn make_mp4(path: &Path, size: &str) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=10:duration=1"))
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4"])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "make {}", path.display());
+    let source = format!("testsrc2=size={size}:rate=10:duration=1");
+    lavfi_clip(
+        path,
+        &source,
+        &["-c:v", "libx264", "-preset", "ultrafast", "-f", "mp4"],
+    );
 }
 
 /// The width of the first video stream of a media file, by ffprobe.
@@ -222,19 +218,11 @@ fn an_hls_playlist_named_mp4_is_refused_and_nothing_comes_in() {
     // The outside segment: real MPEG-TS video, which FFmpeg would happily
     // transcode into the root if it followed the playlist.
     let segment = outside.join("secret.ts");
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=96x64:rate=10:duration=1",
-        ])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"])
-        .arg(&segment)
-        .status()
-        .expect("ffmpeg");
-    assert!(status.success());
+    lavfi_clip(
+        &segment,
+        "testsrc2=size=96x64:rate=10:duration=1",
+        &["-c:v", "libx264", "-preset", "ultrafast", "-f", "mpegts"],
+    );
     let playlist = format!(
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
         segment.display()

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -115,15 +114,10 @@ fn scores_are_plausible_and_a_worse_encode_scores_lower() {
 }
 
 fn make_mp4(path: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25:duration=1",
-        ])
-        .args([
+    lavfi_clip(
+        path,
+        "testsrc2=size=640x360:rate=25:duration=1",
+        &[
             "-c:v",
             "libx264",
             "-preset",
@@ -132,12 +126,8 @@ fn make_mp4(path: &Path) {
             "0",
             "-f",
             "mp4",
-        ])
-        .arg(path)
-        .stdin(Stdio::null())
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "make {}", path.display());
+        ],
+    );
 }
 
 #[test]

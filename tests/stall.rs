@@ -16,14 +16,11 @@ const LONG: Duration = Duration::from_secs(300);
 
 /// A real one-second MP4 at `path`.
 fn make_clip(path: &Path) {
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi"])
-        .args(["-i", "testsrc2=size=64x64:rate=10", "-t", "1"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast"])
-        .arg(path)
-        .status()
-        .expect("run ffmpeg");
-    assert!(status.success(), "could not make {}", path.display());
+    lavfi_clip(
+        path,
+        "testsrc2=size=64x64:rate=10",
+        &["-t", "1", "-c:v", "libx264", "-preset", "ultrafast"],
+    );
 }
 
 /// The outcome object of each attempt of a job.

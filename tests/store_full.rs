@@ -87,13 +87,9 @@ fn full_while_a_job_runs(name: &str, opts: NodeOpts) -> (Tmpfs, Node, String) {
     (mount, node, running)
 }
 
-#[test]
-fn a_full_data_disk_refuses_writes_and_recovers_without_restart() {
-    let _g = serial();
-    let (mount, node, running) = full_while_a_job_runs("store-full", NodeOpts::default());
-    let filler = mount.0.join("filler");
-    let pid = node.pid().expect("running");
-
+/// A submission gets `503 storage_full`, and the store still holds only
+/// the one running job.
+fn submission_refused_nothing_stored(node: &Node) {
     let (status, body) = node.post_json("/v1/jobs", &small_job(0.2));
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "storage_full", "{body}");
@@ -103,6 +99,16 @@ fn a_full_data_disk_refuses_writes_and_recovers_without_restart() {
         Some(1),
         "nothing half-stored: {page}"
     );
+}
+
+#[test]
+fn a_full_data_disk_refuses_writes_and_recovers_without_restart() {
+    let _g = serial();
+    let (mount, node, running) = full_while_a_job_runs("store-full", NodeOpts::default());
+    let filler = mount.0.join("filler");
+    let pid = node.pid().expect("running");
+
+    submission_refused_nothing_stored(&node);
     let (status, ready) = node.get("/readyz");
     assert_eq!(status, 503, "{ready}");
     assert_eq!(ready["status"], "not_ready");
@@ -167,15 +173,7 @@ fn a_flush_that_meets_a_full_disk_is_mended_by_a_reopen_without_restart() {
         reason.starts_with("storage_full: storage unavailable"),
         "{reason}"
     );
-    let (status, body) = node.post_json("/v1/jobs", &small_job(0.2));
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "storage_full", "{body}");
-    let (_, page) = node.get("/v1/jobs?limit=100");
-    assert_eq!(
-        page["jobs"].as_array().map(Vec::len),
-        Some(1),
-        "nothing half-stored: {page}"
-    );
+    submission_refused_nothing_stored(&node);
     wait_for("the running job's FFmpeg to finish", LONG, || {
         node.job_pids(&running).is_empty().then_some(())
     });

@@ -78,6 +78,21 @@ pub fn require_ffmpeg() {
     }
 }
 
+/// Make a clip at `path` with FFmpeg from the lavfi `source`
+/// (`testsrc2=size=64x64:rate=10:duration=1`), encoded with `encode`
+/// (codec, preset, container...). Panics if FFmpeg fails.
+pub fn lavfi_clip(path: &Path, source: &str, encode: &[&str]) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"])
+        .args(["-f", "lavfi", "-i", source])
+        .args(encode)
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg could not make {}", path.display());
+}
+
 /// Poll `f` until it returns `Some`, or panic after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
