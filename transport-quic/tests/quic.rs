@@ -80,6 +80,22 @@ fn hello(node_id: &str) -> ToMaster {
     }
 }
 
+/// Connect to the master at `addr` with `cfg` and `hello`, expecting the
+/// connection to be refused; returns why.
+async fn refused(addr: SocketAddr, cfg: rustls::ClientConfig, hello: &ToMaster) -> TransportError {
+    endpoint::connect(
+        &client_ep(),
+        addr,
+        MASTER_SERVER_NAME,
+        cfg,
+        Timers::default(),
+        hello,
+    )
+    .await
+    .err()
+    .expect("refused")
+}
+
 fn client_ep() -> quinn::Endpoint {
     endpoint::client_endpoint("127.0.0.1:0".parse().expect("addr"), &[9; 32])
         .expect("client endpoint")
@@ -164,17 +180,7 @@ async fn a_client_without_a_certificate_is_refused_after_connect_succeeds() {
         .with_root_certificates(roots)
         .with_no_client_auth();
     cfg.alpn_protocols = vec![tls::ALPN.to_vec()];
-    let err = endpoint::connect(
-        &client_ep(),
-        addr,
-        MASTER_SERVER_NAME,
-        cfg,
-        Timers::default(),
-        &hello("node-x"),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = refused(addr, cfg, &hello("node-x")).await;
     match &err {
         TransportError::Refused(r) => assert!(r.contains("certificate"), "{r}"),
         other => panic!("expected a refusal, got {other}"),
@@ -218,17 +224,7 @@ async fn a_worker_whose_ca_did_not_sign_the_masters_certificate_says_so() {
     let (addr, mut rx) = c.master();
     // A whole identity from another cluster: it trusts only that cluster's CA.
     let cfg = tls::client_config(&other.node("node-o")).expect("client tls");
-    let err = endpoint::connect(
-        &client_ep(),
-        addr,
-        MASTER_SERVER_NAME,
-        cfg,
-        Timers::default(),
-        &hello("node-o"),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = refused(addr, cfg, &hello("node-o")).await;
     match &err {
         TransportError::UntrustedMaster(r) => assert!(r.contains("UnknownIssuer"), "{r}"),
         other => panic!("expected UntrustedMaster, got {other}"),
@@ -274,17 +270,7 @@ async fn a_node_cannot_claim_another_nodes_id() {
     let (addr, mut rx) = c.master();
     let node = c.node("node-a");
     let cfg = tls::client_config(&node).expect("client tls");
-    let err = endpoint::connect(
-        &client_ep(),
-        addr,
-        MASTER_SERVER_NAME,
-        cfg,
-        Timers::default(),
-        &hello("node-b"),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = refused(addr, cfg, &hello("node-b")).await;
     assert!(
         matches!(&err, TransportError::Refused(r) if r.contains("does not match")),
         "{err}"
@@ -320,17 +306,7 @@ async fn a_certificate_naming_no_node_is_refused() {
         ca_pem,
     };
     let cfg = tls::client_config(&node).expect("client tls");
-    let err = endpoint::connect(
-        &client_ep(),
-        addr,
-        MASTER_SERVER_NAME,
-        cfg,
-        Timers::default(),
-        &hello(""),
-    )
-    .await
-    .err()
-    .expect("refused");
+    let err = refused(addr, cfg, &hello("")).await;
     assert!(
         matches!(&err, TransportError::Refused(r) if r.contains("names no node")),
         "{err}"
