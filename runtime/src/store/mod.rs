@@ -723,7 +723,7 @@ fn reopen(shared: &Shared) -> Result<(Handles, u64), StoreError> {
                 bytes,
                 new,
             } => {
-                apply(&h, id, *seq, bytes, new)?;
+                apply(&h, id, *seq, bytes, new, h.jobs.get(id)?.as_deref())?;
                 h.db.insert(WRITES_KEY, &n.to_be_bytes())?;
             }
             Pending::Named {
@@ -742,7 +742,7 @@ fn reopen(shared: &Shared) -> Result<(Handles, u64), StoreError> {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    apply(&h, id, *seq, bytes, &new)?;
+                    apply(&h, id, *seq, bytes, &new, h.jobs.get(id)?.as_deref())?;
                 }
                 None => {
                     // Its index entries, if any landed, are stale now:
@@ -788,14 +788,23 @@ impl Handles {
 /// record, 3. the old version's entries it no longer has. A crash between
 /// any two steps leaves only extra entries, which readers skip (module
 /// docs).
-fn apply(h: &Handles, id: &[u8], seq: u64, bytes: &[u8], new: &[Entry]) -> Result<(), StoreError> {
+/// `old` is the record this write replaces, as read under the write lock
+/// (the caller has it already: read once per write).
+fn apply(
+    h: &Handles,
+    id: &[u8],
+    seq: u64,
+    bytes: &[u8],
+    new: &[Entry],
+    old: Option<&[u8]>,
+) -> Result<(), StoreError> {
     // The old version's entries: those it surely has (`had`: none for a
     // new job, or when its record does not decode) and those it may have
     // (`may_have`: every one it could have under this seq when its record
     // does not decode).
-    let (had, may_have): (Vec<Entry>, Vec<Entry>) = match h.jobs.get(id)? {
+    let (had, may_have): (Vec<Entry>, Vec<Entry>) = match old {
         None => (Vec::new(), Vec::new()),
-        Some(old) => match serde_json::from_slice::<IndexFields>(&old) {
+        Some(old) => match serde_json::from_slice::<IndexFields>(old) {
             Ok(f) => {
                 let keys: Vec<_> = Index::ALL
                     .into_iter()
@@ -1429,7 +1438,7 @@ impl Store {
         // 4. The write's number, after it (module docs, "Refusing damage");
         // published only once it is applied, for the flusher to read.
         let n = shared.writes.load(Ordering::SeqCst) + 1;
-        let res = apply(&h, id, job.seq, &bytes, &new)
+        let res = apply(&h, id, job.seq, &bytes, &new, old.as_deref())
             .and_then(|()| Ok(h.db.insert(WRITES_KEY, &n.to_be_bytes())?));
         if let Err(e) = res {
             // sled broke under this write (its log could not be written):
