@@ -797,7 +797,13 @@ async fn store_submission(
         Ok(body) => body,
         Err(refused) => return Ok(refused),
     };
-    let spec = parse(&body, &api.roots).map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
+    // Validation canonicalises and stats the request's paths: filesystem
+    // work, kept off the async workers (as an experiment's expansion is).
+    let roots = api.roots.clone();
+    let spec = tokio::task::spawn_blocking(move || parse(&body, &roots))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     if let (Some(ffprobe), ffrtmp_runtime::model::Input::File { path }) =
         (&api.ffprobe, &spec.input)
     {
