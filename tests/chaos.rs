@@ -375,7 +375,7 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
                 Fault::KillWorker => {
                     eprintln!("[{:>6.1}s] SIGKILL worker {w}", t0.elapsed().as_secs_f64());
                     if let Some(pid) = c.workers[w].child.as_ref().map(|ch| ch.id()) {
-                        killed_at.insert(pid, ffrtmp_runtime::process::monotonic_ns());
+                        killed_at.insert(pid, ffrtmp_spawn::monotonic_ns());
                     }
                     c.workers[w].kill9();
                     std::thread::park_timeout(Duration::from_millis(rng.random_range(200..2000)));
@@ -413,7 +413,7 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
                         }
                     );
                     if let Some(pid) = c.workers[w].child.as_ref().map(|ch| ch.id()) {
-                        killed_at.insert(pid, ffrtmp_runtime::process::monotonic_ns());
+                        killed_at.insert(pid, ffrtmp_spawn::monotonic_ns());
                     }
                     let n = faults.values().sum::<u32>() as usize;
                     outbox_fault(&mut c, w, stale, n, &mut outbox_report);
@@ -564,7 +564,7 @@ fn chaos_no_job_lost_none_twice_nothing_left_behind() {
     // 5. The master's store reopens cleanly and agrees with the API.
     let master_dir = c.dir.path().join("m");
     c.master.kill9();
-    let store = ffrtmp_runtime::store::Store::open(&master_dir.join("master.sled"))
+    let store = ffrtmp_os::store::Store::open(&master_dir.join("master.sled"))
         .expect("the master's store reopens");
     let mut disagree = Vec::new();
     for (id, state) in &api_states {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ffrtmp_actors::power::{
     JobPids, PowerArgs, PowerChoice, PowerConfig, PowerMsg, PowerSamplerActor,
 };
-use ffrtmp_runtime::energy::cpu::CpuProbe;
+use ffrtmp_os::energy::cpu::CpuProbe;
 use ffrtmp_runtime::model::NodePower;
 use ffrtmp_runtime::wire::AttemptRef;
 use ractor::Actor;
@@ -170,7 +170,7 @@ fn time_us(n: u32, mut f: impl FnMut()) -> f64 {
 
 /// What one sampling cycle's reads cost, part by part.
 fn components(root: &Path, jobs: &[PathBuf]) {
-    use ffrtmp_runtime::energy::{cpu::CpuReader, procstat::ProcStat, rapl::Rapl};
+    use ffrtmp_os::energy::{cpu::CpuReader, procstat::ProcStat, rapl::Rapl};
     let mut rapl = Rapl::open(root).expect("fake rapl");
     let n = 2000;
     let r = time_us(n, || {

@@ -23,10 +23,10 @@ use std::time::Duration;
 use ffrtmp_actors::embed;
 use ffrtmp_actors::events::UpdateKind;
 use ffrtmp_actors::node::{NodeArgs, NodeMsg};
-use ffrtmp_actors::runtime::cgroup::{cgroup_exists, CgroupManager};
+use ffrtmp_actors::os::cgroup::{cgroup_exists, CgroupManager};
+use ffrtmp_actors::os::store::Store;
 use ffrtmp_actors::runtime::model::{Isolation, Job, JobState};
 use ffrtmp_actors::runtime::spec::{parse_job_request, MediaRoots};
-use ffrtmp_actors::runtime::store::Store;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent};
 

@@ -21,12 +21,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
+use ffrtmp_os::store::{ListFilter, Store, StoreError};
 use ffrtmp_runtime::error::FieldError;
 use ffrtmp_runtime::model::{FailureReason, Job, JobState, NodeId, Outcome, Priority};
 use ffrtmp_runtime::report::{EfficiencyReport, ReportQuery};
 use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
-use ffrtmp_runtime::store::{ListFilter, Store, StoreError};
 use futures::Stream;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -807,7 +807,7 @@ async fn store_submission(
     if let (Some(ffprobe), ffrtmp_runtime::model::Input::File { path }) =
         (&api.ffprobe, &spec.input)
     {
-        spec::check_input_format(ffprobe, path, &api.roots)
+        ffrtmp_os::probe::check_input_format(ffprobe, path, &api.roots)
             .await
             .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
     }
@@ -1542,7 +1542,7 @@ async fn submit_experiment(State(api): State<Arc<Api>>, req: Request) -> ApiResu
         for job in &expanded.jobs {
             if let ffrtmp_runtime::model::Input::File { path } = &job.input {
                 if probed.insert(path.clone()) {
-                    spec::check_input_format(ffprobe, path, &api.roots)
+                    ffrtmp_os::probe::check_input_format(ffprobe, path, &api.roots)
                         .await
                         .map_err(|e| ApiError::field(StatusCode::BAD_REQUEST, e))?;
                 }

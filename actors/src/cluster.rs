@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ffrtmp_runtime::outbox::Outbox;
+use ffrtmp_os::outbox::Outbox;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::wire;
 use ffrtmp_transport_quic::endpoint::{self, Accepted, Timers, TransportError};

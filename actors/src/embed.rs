@@ -5,7 +5,7 @@
 //! does exactly this):
 //!
 //! 1. [`spawn_scheduler`]: the master tree's root, [`SchedulerActor`], over a
-//!    job store ([`Store::open`](ffrtmp_runtime::store::Store::open), [`SchedulerArgs::new`]). No HTTP API unless you give it
+//!    job store ([`Store::open`](ffrtmp_os::store::Store::open), [`SchedulerArgs::new`]). No HTTP API unless you give it
 //!    [`AdminArgs`](crate::admin::AdminArgs).
 //! 2. [`node_config`], [`open_outbox`] and [`spawn_node`]: a worker,
 //!    [`NodeActor`], which runs each job's FFmpeg in its own process group
@@ -28,7 +28,7 @@
 //!
 //! - **Scheduler failed** (its store failed, or its HTTP API failed more
 //!   than [`ADMIN_MAX_RESTARTS`](crate::scheduler::ADMIN_MAX_RESTARTS)
-//!   times in a minute): spawn a new one over the same [`Store`](ffrtmp_runtime::store::Store) (keep a
+//!   times in a minute): spawn a new one over the same [`Store`](ffrtmp_os::store::Store) (keep a
 //!   clone) and call [`link_in_process`] again. The node keeps running its
 //!   jobs while its lease lasts, and the new scheduler adopts them when the
 //!   node says hello on the new link.
@@ -53,9 +53,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_os::cgroup::CgroupManager;
 use ffrtmp_runtime::encoders;
-use ffrtmp_runtime::ffmpeg::{self, EncoderProbe};
+use ffrtmp_runtime::ffmpeg::EncoderProbe;
 use ffrtmp_runtime::model::{Isolation, Job, JobSpec, NodeId};
 use ffrtmp_runtime::wire;
 use ractor::{Actor, ActorCell, ActorRef};
@@ -119,7 +119,7 @@ pub async fn probe_encoders(ffmpeg_path: &Path, allow: Option<&[String]>) -> Enc
         .map(|e| e.name)
         .filter(|e| allow.is_none_or(|a| a.iter().any(|x| x == e)))
         .collect();
-    ffmpeg::probe_encoders(ffmpeg_path, &candidates).await
+    ffrtmp_os::probe::probe_encoders(ffmpeg_path, &candidates).await
 }
 
 /// A worker node's configuration with `ffrtmp-node`'s defaults: job cgroups
@@ -142,7 +142,7 @@ pub async fn node_config(
     let probe = probe_encoders(&ffmpeg, encoder_allowlist).await;
     tracing::info!(encoders = ?probe.available, "encoders that passed a test encode");
     let vmaf_bin = find_vmaf(None).await;
-    let metrics = ffrtmp_runtime::quality::probe_metrics(&ffmpeg, vmaf_bin.is_some()).await;
+    let metrics = ffrtmp_os::probe::probe_metrics(&ffmpeg, vmaf_bin.is_some()).await;
     tracing::info!(?metrics, "quality metrics this node computes");
     NodeConfig {
         node_id,
@@ -173,7 +173,7 @@ pub async fn find_vmaf(flag: Option<&std::path::Path>) -> Option<PathBuf> {
     let path = std::env::var_os("PATH");
     let candidates =
         ffrtmp_runtime::quality::vmaf_candidates(flag, exe.as_deref(), path.as_deref());
-    let (found, why) = ffrtmp_runtime::quality::probe_vmaf(&candidates).await;
+    let (found, why) = ffrtmp_os::probe::probe_vmaf(&candidates).await;
     match &found {
         Some(bin) => {
             tracing::info!(bin = %bin.display(), "VMAF available (ffrtmp-vmaf passed its self-test)")

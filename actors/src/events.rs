@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
+use ffrtmp_os::store::{Store, StoreError};
 use ffrtmp_runtime::model::{Job, JobId};
-use ffrtmp_runtime::store::{Store, StoreError};
 use futures::Stream;
 use tokio::sync::broadcast;
 

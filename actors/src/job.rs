@@ -6,14 +6,14 @@
 //! [`JobCgroup`], so whichever way the actor ends its state is dropped and the
 //! whole process group is killed and the cgroup removed.
 //!
-//! FFmpeg runs under a guard process (see [`ffrtmp_runtime::process`]) that
+//! FFmpeg runs under a guard process (see [`ffrtmp_spawn`]) that
 //! kills it when the lease given in [`JobArgs::lease`] runs out, unless
 //! renewed with [`JobMsg::RenewLease`]: that fences the job even when this
 //! whole worker process is frozen.
 //!
 //! A file job's input and output are opened here, beneath the worker's
 //! media roots without following any symlink
-//! ([`ffrtmp_runtime::confine`]), and FFmpeg gets the descriptors, never
+//! ([`ffrtmp_os::confine`]), and FFmpeg gets the descriptors, never
 //! the paths. The input must probe as a container on the allow-list
 //! ([`ffmpeg::INPUT_FORMATS`]); the output is written to a temporary file
 //! in the resolved directory and published under its name only when FFmpeg
@@ -29,17 +29,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use ffrtmp_runtime::cgroup::{CgroupManager, JobCgroup};
-use ffrtmp_runtime::confine::{ConfineError, OutputFile, Resolver};
+use ffrtmp_os::cgroup::{CgroupManager, JobCgroup};
+use ffrtmp_os::confine::{ConfineError, OutputFile, Resolver};
+use ffrtmp_os::energy::cpu::CpuProbe;
+use ffrtmp_os::probe::{self, ProbeError};
 use ffrtmp_runtime::encoders;
-use ffrtmp_runtime::energy::cpu::CpuProbe;
-use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProbeError, ProgressParser, ProgressUpdate};
+use ffrtmp_runtime::ffmpeg::{self, JobFiles, ProgressParser, ProgressUpdate};
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Input, Isolation, JobResult, Outcome, Output, Progress,
     QualityResult,
 };
-use ffrtmp_runtime::process::{self, ProcessGuard, RunLog, SpawnSpec, StderrRing};
 use ffrtmp_runtime::wire::{Assignment, AttemptRef};
+use ffrtmp_spawn::{self as process, ProcessGuard, RunLog, SpawnSpec, StderrRing};
 use nix::sys::signal::Signal;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -116,7 +117,7 @@ struct OpenedFiles {
 }
 
 /// Opens the job's input and creates its output's temporary file
-/// ([`ffrtmp_runtime::confine`]); probes the input on its descriptor.
+/// ([`ffrtmp_os::confine`]); probes the input on its descriptor.
 /// Every refusal is terminal and names the path.
 async fn open_job_files(args: &JobArgs) -> Result<OpenedFiles, Failure> {
     let a = &args.assignment;
@@ -125,7 +126,7 @@ async fn open_job_files(args: &JobArgs) -> Result<OpenedFiles, Failure> {
     let mut files = OpenedFiles::default();
     if let Input::File { path } = &a.spec.input {
         let file = resolver.open_input(path).map_err(refused)?;
-        let probe = ffmpeg::probe_input(&args.ffprobe, &file)
+        let probe = probe::probe_input(&args.ffprobe, &file)
             .await
             .map_err(|e| match e {
                 ProbeError::NotAllowed { .. } => Failure::new(
@@ -500,7 +501,7 @@ impl Actor for JobActor {
             Ok(Err(e)) => {
                 metrics::counter!(crate::metrics::SPAWN_FAILURES).increment(1);
                 // The node's own exhaustion (EMFILE, ...) is transient.
-                report(&mut state, Outcome::spawn_failed(&e), None);
+                report(&mut state, ffrtmp_spawn::spawn_failed(&e), None);
                 myself.stop(Some("spawn failed".into()));
                 return Ok(state);
             }

@@ -26,7 +26,7 @@
 //! use ffrtmp_actors::embed;
 //! use ffrtmp_actors::node::NodeArgs;
 //! use ffrtmp_actors::runtime::spec::{parse_job_request, MediaRoots};
-//! use ffrtmp_actors::runtime::store::Store;
+//! use ffrtmp_actors::os::store::Store;
 //! use ffrtmp_actors::scheduler::SchedulerArgs;
 //! use ractor::ActorCell;
 //!
@@ -97,9 +97,12 @@ mod quality_pass;
 pub mod scheduler;
 pub mod standalone;
 
-/// The runtime crate the actors are built on (job model and spec parsing,
-/// store, FFmpeg, cgroups, energy), re-exported so an embedding application
-/// uses the same version.
+/// The OS edges the actors drive (the store, cgroups, confinement, power
+/// sources, probes), re-exported for the same reason.
+pub use ffrtmp_os as os;
+/// The pure core the actors are built on (job model, spec parsing, state
+/// machine, FFmpeg argv, energy attribution), re-exported so an embedding
+/// application uses the same version.
 pub use ffrtmp_runtime as runtime;
 
 /// Wall-clock milliseconds since the Unix epoch: read here, at the edge, and

@@ -44,10 +44,10 @@ pub const NODE_SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_node_power_sampler_cycle_se
 /// Duration of one power sampling cycle (worker side).
 pub const SAMPLER_CYCLE_SECONDS: &str = "ffrtmp_power_sampler_cycle_seconds";
 /// Flushes of the master's job store (group commit), emitted by the store.
-pub const STORE_FLUSHES: &str = ffrtmp_runtime::store::STORE_FLUSHES;
+pub const STORE_FLUSHES: &str = ffrtmp_os::store::STORE_FLUSHES;
 /// Durable writes covered by those flushes; over [`STORE_FLUSHES`], the
 /// mean batch of a flush.
-pub const STORE_FLUSHED_WRITES: &str = ffrtmp_runtime::store::STORE_FLUSHED_WRITES;
+pub const STORE_FLUSHED_WRITES: &str = ffrtmp_os::store::STORE_FLUSHED_WRITES;
 
 const SAMPLER_BUCKETS: [f64; 10] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1,

@@ -47,7 +47,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_os::cgroup::CgroupManager;
+use ffrtmp_os::outbox::Outbox;
 use ffrtmp_runtime::encoders;
 use ffrtmp_runtime::ffmpeg::UnavailableEncoder;
 use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
@@ -55,7 +56,6 @@ use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
     QualityMetric,
 };
-use ffrtmp_runtime::outbox::Outbox;
 use ffrtmp_runtime::wire::{
     self, Assignment, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION,
 };
@@ -114,7 +114,7 @@ pub struct NodeConfig {
     /// jobs report no energy.
     pub power: Option<PowerConfig>,
     /// Record every attempt's FFmpeg start and stop here (see
-    /// `ffrtmp_runtime::process::RunLog`); `None`: no record.
+    /// `ffrtmp_spawn::RunLog`); `None`: no record.
     pub run_log: Option<PathBuf>,
     /// The media roots (canonical, `--media-root`): every file a job reads
     /// or writes is opened beneath one of them, following no symlink; none:

@@ -13,7 +13,7 @@
 //! proportion to the live jobs.
 //!
 //! What this does not cover (the worker's publication covers it instead,
-//! `ffrtmp_runtime::confine`: each attempt writes its own temporary file and
+//! `ffrtmp_os::confine`: each attempt writes its own temporary file and
 //! an existing name is only replaced with `"overwrite": true`): a job
 //! retried by `POST /v1/jobs/{id}/retry` while another live job names its
 //! output, and jobs submitted through an embedding application's
@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use ffrtmp_os::store::{Store, StoreError};
 use ffrtmp_runtime::model::{Job, JobState, Output};
-use ffrtmp_runtime::store::{Store, StoreError};
 
 /// A live job already names this output.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,12 +31,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ffrtmp_os::energy::cpu::{CpuProbe, CpuReader};
+use ffrtmp_os::energy::nvml::Gpus;
+use ffrtmp_os::energy::procstat::{CpuTimes, ProcStat};
+use ffrtmp_os::energy::rapl::{self, Rapl};
 use ffrtmp_runtime::energy::attribution;
-use ffrtmp_runtime::energy::cpu::{CpuProbe, CpuReader};
 use ffrtmp_runtime::energy::estimate::EstimateModel;
-use ffrtmp_runtime::energy::nvml::Gpus;
-use ffrtmp_runtime::energy::procstat::{CpuTimes, ProcStat};
-use ffrtmp_runtime::energy::rapl::{self, Rapl};
 use ffrtmp_runtime::model::{DomainEnergy, DomainPower, NodePower, PowerSource};
 use ffrtmp_runtime::wire::AttemptRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};

@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ffrtmp_runtime::cgroup::JobCgroup;
+use ffrtmp_os::cgroup::JobCgroup;
 use ffrtmp_runtime::model::{EncodeParams, Energy, Input, QualityMetric, QualityResult};
-use ffrtmp_runtime::process::{self, ProcessGuard, SpawnSpec, StderrRing};
 use ffrtmp_runtime::quality::{self, FrameStats, Reference};
 use ffrtmp_runtime::wire::AttemptRef;
+use ffrtmp_spawn::{self as process, ProcessGuard, SpawnSpec, StderrRing};
 use ractor::ActorRef;
 use tokio::io::{AsyncBufReadExt, BufReader};
 

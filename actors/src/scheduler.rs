@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ffrtmp_os::store::{Store, StoreError, WriteMark};
 use ffrtmp_runtime::encoders;
 use ffrtmp_runtime::experiment::Experiment;
 use ffrtmp_runtime::lease;
@@ -44,7 +45,6 @@ use ffrtmp_runtime::model::{
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::sched::{NodeView, QueuedJob, ReadyQueue};
 use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
-use ffrtmp_runtime::store::{Store, StoreError, WriteMark};
 use ffrtmp_runtime::supervision::RestartIntensity;
 use ffrtmp_runtime::wire::{AttemptRef, Capabilities, ToMaster, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -1522,7 +1522,7 @@ pub(crate) async fn store_new_job(
     store: &Store,
     scheduler: &ActorRef<SchedulerMsg>,
     job: &Job,
-) -> Result<(), ffrtmp_runtime::store::StoreError> {
+) -> Result<(), ffrtmp_os::store::StoreError> {
     store.put(job)?;
     match ractor::call_t!(
         scheduler,

@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ffrtmp_runtime::cgroup::CgroupManager;
+use ffrtmp_os::cgroup::CgroupManager;
+use ffrtmp_os::store::Store;
 use ffrtmp_runtime::model::QualityMetric;
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_runtime::spec::MediaRoots;
-use ffrtmp_runtime::store::Store;
 use ffrtmp_transport_quic::endpoint::Timers;
 use ffrtmp_transport_quic::pki::{self, CertificateAuthority, NodeIdentity};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -81,7 +81,7 @@ pub struct StandaloneConfig {
     pub commit_interval: Duration,
     /// Job writes are refused (`503 storage_full`) while the store's
     /// filesystem has fewer bytes free than this
-    /// ([`ffrtmp_runtime::sidefile::DISK_RESERVE`] by default).
+    /// ([`ffrtmp_os::sidefile::DISK_RESERVE`] by default).
     pub store_reserve: u64,
     /// Serves `GET /metrics` when set.
     pub metrics: Option<PrometheusHandle>,

@@ -15,8 +15,8 @@ use common::*;
 use ffrtmp_actors::embed;
 use ffrtmp_actors::link::LinkEnd;
 use ffrtmp_actors::scheduler::{SchedulerArgs, SchedulerMsg};
+use ffrtmp_os::store::Store;
 use ffrtmp_runtime::model::JobState;
-use ffrtmp_runtime::store::Store;
 use ffrtmp_runtime::wire::{Assignment, AttemptRef, ToWorker};
 
 /// The fence of a lost node lasts its lease: a hang guard, not a threshold.

@@ -6,7 +6,7 @@
 //! ping, started, finished), so it sees exactly which frames the master
 //! sends and when. It holds the store's flusher back with
 //! `Store::hold_flushes`, a test-only hook (feature `test-hooks` of
-//! `ffrtmp-runtime`, enabled only by this crate's dev-dependencies): while
+//! `ffrtmp-os`, enabled only by this crate's dev-dependencies): while
 //! it is held the writes are applied but none becomes durable, and the
 //! test checks that the submission is not answered, the assignment is not
 //! sent, the result is not acknowledged and no update is published until it

@@ -14,7 +14,7 @@
 //!   nothing queued in front of the socket);
 //! - the sample ends when FFmpeg is exec'd: the FFmpeg child of the job's
 //!   guard process writes `exec <CLOCK_MONOTONIC ns>` to the run log right
-//!   before `execve(2)` (runtime/src/process/guard.rs);
+//!   before `execve(2)` (runtime/spawn/src/guard.rs);
 //! - the bench then waits for the job to finish (the run log's `exit`, then
 //!   the master's record) before the next sample.
 //!

@@ -40,7 +40,7 @@ pub fn default_config(data_dir: &Path) -> anyhow::Result<StandaloneConfig> {
         lease: Duration::from_millis(ffrtmp_runtime::lease::DEFAULT_LEASE_MS),
         max_commit_batch: ffrtmp_actors::scheduler::DEFAULT_MAX_COMMIT_BATCH,
         commit_interval: ffrtmp_actors::scheduler::DEFAULT_COMMIT_INTERVAL,
-        store_reserve: ffrtmp_runtime::sidefile::DISK_RESERVE,
+        store_reserve: ffrtmp_os::sidefile::DISK_RESERVE,
         metrics: None,
         encoder_allowlist: None,
         power: Some(power),

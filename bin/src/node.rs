@@ -235,7 +235,7 @@ struct NodeFlags {
     /// disk in the normal course (it refuses every write after one failed log write, until
     /// the store reopens it). 0: no reserve; writes then go on to the last byte, and a
     /// failed flush is mended by that reopen (docs/OPERATIONS.md, "A full disk").
-    #[arg(long, default_value_t = ffrtmp_runtime::sidefile::DISK_RESERVE >> 20,
+    #[arg(long, default_value_t = ffrtmp_os::sidefile::DISK_RESERVE >> 20,
           env = "FFRTMP_STORE_RESERVE_MB", value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     store_reserve_mb: u64,
     /// worker, standalone: where energy figures come from. `auto`: RAPL if readable, else an
@@ -759,7 +759,7 @@ async fn serve_worker_metrics(
     }))
 }
 
-fn remove_cgroup_parent(cgroups: &ffrtmp_runtime::cgroup::CgroupManager) {
+fn remove_cgroup_parent(cgroups: &ffrtmp_os::cgroup::CgroupManager) {
     if let Err(e) = cgroups.remove_parent() {
         tracing::warn!(error = %e, "node cgroup parent not removed");
     }
@@ -797,7 +797,7 @@ fn run_pki(cmd: PkiCommand) -> anyhow::Result<()> {
 /// `ffrtmp-node store check|salvage` (docs/CLI.md, docs/OPERATIONS.md).
 /// Returns the exit status: 0, or 1 when `check` finds damage.
 fn run_store(cmd: StoreCommand) -> anyhow::Result<i32> {
-    use ffrtmp_runtime::store;
+    use ffrtmp_os::store;
     match cmd {
         StoreCommand::Check { data_dir } => {
             let path = data_dir.join("master.sled");

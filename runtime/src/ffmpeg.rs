@@ -1,4 +1,5 @@
-//! FFmpeg argv building, `-progress` parsing and probing (durations, encoders).
+//! FFmpeg argv building, `-progress` parsing, and what a probe runs and how
+//! its output reads (the probes themselves run in `ffrtmp_os::probe`).
 //!
 //! The argv is built only from a validated [`JobSpec`]: numbers are formatted
 //! by us, presets come from allow-lists, paths are canonical and URLs parsed
@@ -6,8 +7,6 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use crate::encoders::{self, Encoder};
 use crate::model::{EncodeParams, Input, JobSpec, Output, Progress};
@@ -279,7 +278,8 @@ fn parse_u64(v: &str) -> Option<u64> {
     v.parse().ok()
 }
 
-fn parse_nonneg_f64(v: &str) -> Option<f64> {
+/// A finite, non-negative number, or `None`.
+pub fn parse_nonneg_f64(v: &str) -> Option<f64> {
     v.parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0)
 }
 
@@ -389,199 +389,6 @@ impl ProgressParser {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Probing.
-
-/// How long one probe may take before it is killed.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Duration of a media file in seconds via ffprobe (argv only); `Ok(None)` if
-/// the container does not say. An error if ffprobe cannot run or rejects the
-/// file; [`std::io::ErrorKind::TimedOut`] if it takes longer than
-/// [`PROBE_TIMEOUT`] (see [`probe_duration_within`]).
-pub async fn probe_duration(ffprobe: &Path, input: &Path) -> std::io::Result<Option<f64>> {
-    probe_duration_within(ffprobe, input, PROBE_TIMEOUT).await
-}
-
-/// [`probe_duration`] with its own time limit. An input can make ffprobe
-/// block for good (a playlist whose segment is a FIFO nobody writes): past
-/// `timeout` ffprobe is SIGKILLed *and reaped* here before the
-/// [`std::io::ErrorKind::TimedOut`] error returns, so no probe outlives its
-/// call, not even as a zombie.
-pub async fn probe_duration_within(
-    ffprobe: &Path,
-    input: &Path,
-    timeout: Duration,
-) -> std::io::Result<Option<f64>> {
-    let mut cmd = tokio::process::Command::new(ffprobe);
-    cmd.args([
-        "-hide_banner",
-        "-v",
-        "error",
-        "-show_entries",
-        "format=duration",
-        "-of",
-        "default=noprint_wrappers=1:nokey=1",
-        "-i",
-    ])
-    .arg(input)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let (status, out, err) = output_within(cmd, timeout).await?;
-    if !status.success() {
-        let stderr = String::from_utf8_lossy(&err);
-        return Err(std::io::Error::other(format!(
-            "ffprobe failed ({}): {}",
-            status,
-            stderr.trim()
-        )));
-    }
-    let stdout = String::from_utf8_lossy(&out);
-    Ok(stdout
-        .lines()
-        .find_map(|l| parse_nonneg_f64(l.trim()))
-        .filter(|d| *d > 0.0))
-}
-
-/// Runs `cmd` to its end, collecting stdout and stderr, within `timeout`.
-/// Past it the process is SIGKILLed *and reaped* before the
-/// [`std::io::ErrorKind::TimedOut`] error returns, so none outlives the call,
-/// not even as a zombie (tokio's `kill_on_drop` only signals it).
-async fn output_within(
-    mut cmd: tokio::process::Command,
-    timeout: Duration,
-) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-
-    // Only if this future is dropped midway; the timeout below kills and reaps.
-    cmd.kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
-    let run = async {
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let read_out = async {
-            match stdout.as_mut() {
-                Some(s) => s.read_to_end(&mut out).await.map(|_| ()),
-                None => Ok(()),
-            }
-        };
-        let read_err = async {
-            match stderr.as_mut() {
-                Some(s) => s.read_to_end(&mut err).await.map(|_| ()),
-                None => Ok(()),
-            }
-        };
-        let (o, e) = tokio::join!(read_out, read_err);
-        o?;
-        e?;
-        let status = child.wait().await?;
-        Ok::<_, std::io::Error>((status, out, err))
-    };
-    let finished = tokio::time::timeout(timeout, run).await;
-    match finished {
-        Ok(r) => r,
-        Err(_) => {
-            // SIGKILL, then wait(2) for it: nothing is left behind.
-            child.kill().await?;
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("did not finish within {} ms", timeout.as_millis()),
-            ))
-        }
-    }
-}
-
-/// What [`probe_input`] found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InputProbe {
-    /// The demuxer, as ffprobe names it (`mov,mp4,m4a,3gp,3g2,mj2`), one of
-    /// [`INPUT_FORMATS`]; `None` where ffprobe recognised nothing (not
-    /// media at all): FFmpeg then gets the whole allow-list and fails on
-    /// its own, with its own words.
-    pub format: Option<String>,
-    /// Seconds, where the container says.
-    pub duration_s: Option<f64>,
-}
-
-/// Why [`probe_input`] refused an input.
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    /// The input is not a container on [`INPUT_FORMATS`] (named where
-    /// FFmpeg said which format it found).
-    #[error("the input's container format {} is not allowed (allowed: {}): {detail}", format.as_deref().unwrap_or("(unknown)"), INPUT_FORMATS.join(", "))]
-    NotAllowed {
-        format: Option<String>,
-        detail: String,
-    },
-    /// ffprobe could not run, or did not finish in time.
-    #[error("ffprobe: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-/// Probes an input the worker opened (`file`, from `crate::confine`): ffprobe
-/// reads it as its stdin through `file:/proc/self/fd/0` (the same file,
-/// seekable), with only the `file` protocol and only the demuxers of
-/// [`INPUT_FORMATS`], so a playlist is refused before it opens anything.
-/// An error only where FFmpeg recognised a format that is not allowed (or
-/// ffprobe could not run); a file it does not recognise at all probes as
-/// `format: None`.
-pub async fn probe_input(ffprobe: &Path, file: &std::fs::File) -> Result<InputProbe, ProbeError> {
-    let stdin = file.try_clone()?;
-    let mut cmd = tokio::process::Command::new(ffprobe);
-    cmd.args([
-        "-hide_banner",
-        "-v",
-        "error",
-        "-protocol_whitelist",
-        FILE_PROTOCOLS,
-        "-format_whitelist",
-        &INPUT_FORMATS.join(","),
-        "-show_entries",
-        "format=format_name,duration",
-        "-of",
-        "default=noprint_wrappers=1",
-        "-i",
-        "file:/proc/self/fd/0",
-    ])
-    .stdin(Stdio::from(stdin))
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .env_clear()
-    .env("LC_ALL", "C");
-    if let Some(path) = std::env::var_os("PATH") {
-        cmd.env("PATH", path);
-    }
-    let (status, out, err) = output_within(cmd, PROBE_TIMEOUT).await?;
-    let stdout = String::from_utf8_lossy(&out);
-    let stderr = String::from_utf8_lossy(&err);
-    let mut format = None;
-    let mut duration_s = None;
-    for line in stdout.lines() {
-        if let Some(f) = line.strip_prefix("format_name=") {
-            format = Some(f.trim().to_string());
-        } else if let Some(d) = line.strip_prefix("duration=") {
-            duration_s = parse_nonneg_f64(d.trim()).filter(|d| *d > 0.0);
-        }
-    }
-    let refused = stderr.contains("not on whitelist");
-    match format {
-        Some(format) if status.success() && format_allowed(&format) => Ok(InputProbe {
-            format: Some(format),
-            duration_s,
-        }),
-        None if !refused => Ok(InputProbe {
-            format: None,
-            duration_s: None,
-        }),
-        format => Err(ProbeError::NotAllowed {
-            // FFmpeg names the format it refused: `[hls @ 0x...] Format not on whitelist`.
-            format: format.or_else(|| refused_format(&stderr)),
-            detail: stderr.trim().chars().take(400).collect(),
-        }),
-    }
-}
-
 /// Whether ffprobe's `format_name` (a comma list) is one of [`INPUT_FORMATS`].
 pub fn format_allowed(format_name: &str) -> bool {
     !format_name.is_empty()
@@ -591,7 +398,7 @@ pub fn format_allowed(format_name: &str) -> bool {
 }
 
 /// The demuxer FFmpeg names in `[<name> @ 0x...] Format not on whitelist`.
-fn refused_format(stderr: &str) -> Option<String> {
+pub fn refused_format(stderr: &str) -> Option<String> {
     stderr.lines().find_map(|l| {
         let rest = l.strip_prefix('[')?;
         let (name, tail) = rest.split_once(" @ ")?;
@@ -599,7 +406,9 @@ fn refused_format(stderr: &str) -> Option<String> {
     })
 }
 
-fn is_encoder_name(name: &str) -> bool {
+/// Whether `name` can be an FFmpeg encoder or demuxer name (ASCII letters,
+/// digits, `_` and `-`, at most 64 bytes, no leading `-`).
+pub fn is_encoder_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('-')
@@ -685,124 +494,14 @@ pub fn probe_args(encoder: &str) -> Vec<String> {
     a
 }
 
-/// Runs `encoder`'s test encode ([`probe_args`]) within `timeout`:
-/// `Err(reason)` where it fails.
-async fn encoder_works(ffmpeg: &Path, encoder: &str, timeout: Duration) -> Result<(), String> {
-    let mut cmd = tokio::process::Command::new(ffmpeg);
-    cmd.args(probe_args(encoder))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    match output_within(cmd, timeout).await {
-        Ok((status, _, _)) if status.success() => Ok(()),
-        Ok((status, _, err)) => Err(first_useful_line(&String::from_utf8_lossy(&err))
-            .unwrap_or_else(|| format!("the test encode failed ({status})"))),
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(format!(
-            "the test encode did not finish within {} s",
-            timeout.as_secs()
-        )),
-        Err(e) => Err(format!("could not run {}: {e}", ffmpeg.display())),
-    }
-}
-
-/// Encoders (by FFmpeg encoder name, e.g. `"libx264"`) that complete a tiny
-/// real encode, and those that do not with the reason. `ffmpeg -encoders`
-/// alone is not trusted: Debian's FFmpeg lists `h264_nvenc`, `h264_qsv`
-/// and `h264_vaapi`, which fail at run time without their device. The
-/// probes run at once, each within [`PROBE_TIMEOUT`]; the lists follow
-/// `candidates`' order; names that are not plain encoder names, and
-/// repeats, are dropped.
-pub async fn probe_encoders(ffmpeg: &Path, candidates: &[&str]) -> EncoderProbe {
-    probe_encoders_within(ffmpeg, candidates, PROBE_TIMEOUT).await
-}
-
-/// [`probe_encoders`] with its own time limit per probe.
-pub async fn probe_encoders_within(
-    ffmpeg: &Path,
-    candidates: &[&str],
-    timeout: Duration,
-) -> EncoderProbe {
-    let mut names: Vec<&str> = Vec::new();
-    for &name in candidates {
-        if is_encoder_name(name) && !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    let mut probes = tokio::task::JoinSet::new();
-    for (i, name) in names.iter().enumerate() {
-        let (ffmpeg, name) = (ffmpeg.to_path_buf(), name.to_string());
-        probes.spawn(async move { (i, encoder_works(&ffmpeg, &name, timeout).await) });
-    }
-    let mut results: Vec<Option<Result<(), String>>> = vec![None; names.len()];
-    while let Some(done) = probes.join_next().await {
-        if let Ok((i, r)) = done {
-            if let Some(slot) = results.get_mut(i) {
-                *slot = Some(r);
-            }
-        }
-    }
-    let mut found = EncoderProbe::default();
-    for (name, r) in names.iter().zip(results) {
-        match r.unwrap_or_else(|| Err("the probe task failed".into())) {
-            Ok(()) => found.available.push(name.to_string()),
-            Err(reason) => {
-                tracing::info!(encoder = name, %reason, "encoder failed its test encode");
-                found.unavailable.push(UnavailableEncoder {
-                    encoder: name.to_string(),
-                    reason,
-                });
-            }
-        }
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Codec, EncodeParams, Priority, ResourceLimits};
+    use crate::model::Codec;
     use crate::spec::{parse_job_request, MediaRoots};
+    use crate::test_util::{after, args, feed, small_spec as spec, testsrc};
     use proptest::prelude::*;
-    use serde_json::{json, Value};
-
-    fn spec(codec: Codec, input: Input, output: Output) -> JobSpec {
-        JobSpec {
-            scenario: None,
-            encode: EncodeParams::new(
-                160,
-                90,
-                10,
-                codec,
-                200,
-                crate::spec::default_preset(codec).to_string(),
-            ),
-            input,
-            output,
-            priority: Priority::Medium,
-            resource_limits: ResourceLimits::default(),
-            max_retries: 3,
-            overwrite: false,
-            quality: None,
-            labels: Default::default(),
-            experiment: None,
-        }
-    }
-
-    fn testsrc() -> Input {
-        Input::Testsrc { duration_s: 0.5 }
-    }
-
-    fn args(cmd: &FfmpegCommand) -> Vec<String> {
-        cmd.args_lossy()
-    }
-
-    /// The value following `flag` (first occurrence).
-    fn after(a: &[String], flag: &str) -> Option<String> {
-        a.iter()
-            .position(|x| x == flag)
-            .and_then(|i| a.get(i + 1))
-            .cloned()
-    }
+    use serde_json::json;
 
     const PREFIX: [&str; 7] = [
         "-hide_banner",
@@ -1069,10 +768,6 @@ mod tests {
 
     // --- progress -------------------------------------------------------------
 
-    fn feed(p: &mut ProgressParser, text: &str) -> Vec<ProgressUpdate> {
-        text.lines().filter_map(|l| p.push_line(l)).collect()
-    }
-
     /// Two blocks as FFmpeg 5.1 wrote them for `-f null`.
     const NULL_OUTPUT: &str = "frame=1\nfps=0.00\nstream_0_0_q=0.0\nbitrate=N/A\ntotal_size=N/A\n\
 out_time_us=0\nout_time_ms=0\nout_time=00:00:00.000000\ndup_frames=0\ndrop_frames=0\nspeed=N/A\nprogress=continue\n\
@@ -1253,477 +948,41 @@ progress=continue\n",
         }
     }
 
-    // --- real FFmpeg runs -------------------------------------------------------
-
-    fn ffmpeg() -> PathBuf {
-        std::env::var_os("FFMPEG").map_or_else(|| PathBuf::from("ffmpeg"), PathBuf::from)
-    }
-
-    fn ffprobe() -> PathBuf {
-        std::env::var_os("FFPROBE").map_or_else(|| PathBuf::from("ffprobe"), PathBuf::from)
-    }
-
-    struct Run {
-        status: std::process::ExitStatus,
-        stdout: String,
-        stderr: String,
-    }
-
-    /// Runs a command; a hang guard (not an assertion) kills it after two minutes.
-    async fn run(program: &Path, args: &[OsString]) -> Run {
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-            .await
-            .expect("ffmpeg hung")
-            .expect("ffmpeg runs");
-        Run {
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    /// `codec_name,codec_type[,width,height]` per stream.
-    async fn streams(path: &Path) -> Vec<String> {
-        let args: Vec<OsString> = [
-            "-v",
-            "error",
-            "-show_entries",
-            "stream=codec_type,codec_name,width,height",
-            "-of",
-            "csv=p=0",
-            "-i",
-        ]
-        .iter()
-        .map(OsString::from)
-        .chain([path.as_os_str().to_owned()])
-        .collect();
-        let r = run(&ffprobe(), &args).await;
-        assert!(r.status.success(), "ffprobe: {}", r.stderr);
-        // MPEG-TS lists its streams again under their program: keep each once.
-        let mut out: Vec<String> = Vec::new();
-        for l in r.stdout.lines().map(|l| l.trim_end_matches(',')) {
-            if !l.is_empty() && !out.iter().any(|o| o == l) {
-                out.push(l.to_string());
-            }
-        }
-        out
-    }
-
-    fn request(codec: &str, input: Value, output: Value) -> Value {
-        json!({
-            "scenario": "1080p30-h264",
-            "width": 160, "height": 90, "fps": 10, "codec": codec,
-            "input": input, "output": output,
-        })
-    }
-
-    fn parse_ok(v: &Value, roots: &MediaRoots) -> JobSpec {
-        parse_job_request(v.to_string().as_bytes(), roots).expect("valid request")
-    }
-
-    fn no_roots() -> MediaRoots {
-        MediaRoots::new(&[]).expect("roots")
-    }
-
-    #[tokio::test]
-    async fn every_encoder_runs_to_null_and_reports_progress() {
-        for codec in Codec::ALL {
-            let v = request(
-                codec.as_str(),
-                json!({"type": "testsrc", "duration_s": 0.5}),
-                json!({"type": "null"}),
-            );
-            let s = parse_ok(&v, &no_roots());
-            let cmd = build_command(&ffmpeg(), &s);
-            let r = run(&cmd.program, &cmd.args).await;
-            assert!(r.status.success(), "{codec:?}: {}", r.stderr);
-            let mut p = ProgressParser::new(s.expected_duration_s());
-            let ups = feed(&mut p, &r.stdout);
-            let last = ups.last().expect("progress blocks");
-            assert!(last.end, "{codec:?}: last block is progress=end");
-            assert!(ups[..ups.len() - 1].iter().all(|u| !u.end));
-            assert_eq!(last.progress.frame, 5, "{codec:?}");
-            assert!(
-                last.progress.out_time_s > 0.0,
-                "{codec:?}: {:?}",
-                last.progress
-            );
-            assert!(last.progress.percent.is_some_and(|p| p > 0.0));
-            // -f null has no size or bitrate.
-            assert_eq!(last.progress.total_size_bytes, None);
-        }
-    }
-
-    /// Constant quality and 10-bit through every software encoder, for
-    /// real: the file holds the pixel format asked for, and a lower CRF
-    /// (better quality) makes a bigger file than a higher one.
-    #[tokio::test]
-    async fn crf_and_ten_bit_run_through_every_software_encoder() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
-        for codec in Codec::ALL {
-            let mut sizes = Vec::new();
-            for crf in [10, 50] {
-                let name = format!("{}-{crf}.mkv", codec.as_str());
-                let mut v = request(
-                    codec.as_str(),
-                    json!({"type": "testsrc", "duration_s": 1}),
-                    json!({"type": "file", "path": name}),
-                );
-                v["crf"] = json!(crf);
-                v["pix_fmt"] = json!("yuv420p10le");
-                let s = parse_ok(&v, &roots);
-                let cmd = build_command(&ffmpeg(), &s);
-                assert_eq!(after(&args(&cmd), "-crf"), Some(crf.to_string()));
-                let r = run(&cmd.program, &cmd.args).await;
-                assert!(r.status.success(), "{codec:?} crf {crf}: {}", r.stderr);
-                let out = dir.path().join(&name);
-                let probe: Vec<OsString> = [
-                    "-v",
-                    "error",
-                    "-select_streams",
-                    "v:0",
-                    "-show_entries",
-                    "stream=pix_fmt",
-                    "-of",
-                    "csv=p=0",
-                ]
-                .iter()
-                .map(OsString::from)
-                .chain([out.as_os_str().to_owned()])
-                .collect();
-                let p = run(&ffprobe(), &probe).await;
-                assert_eq!(p.stdout.trim(), "yuv420p10le", "{codec:?}: {}", p.stderr);
-                sizes.push(std::fs::metadata(&out).expect("output").len());
-            }
-            assert!(
-                sizes[0] > sizes[1],
-                "{codec:?}: crf 10 vs 50 sizes {sizes:?}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn every_allowed_container_produces_a_playable_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
-        let combos = [
-            ("h264", "mp4", "h264"),
-            ("h264", "mkv", "h264"),
-            ("h264", "mov", "h264"),
-            ("h264", "ts", "h264"),
-            ("h264", "flv", "h264"),
-            ("h265", "mp4", "hevc"),
-            ("h265", "mkv", "hevc"),
-            ("h265", "mov", "hevc"),
-            ("h265", "ts", "hevc"),
-            ("vp9", "mp4", "vp9"),
-            ("vp9", "mkv", "vp9"),
-            ("vp9", "webm", "vp9"),
-            ("av1", "mp4", "av1"),
-            ("av1", "mkv", "av1"),
-            ("av1", "webm", "av1"),
-        ];
-        for (codec, ext, probed) in combos {
-            let name = format!("{codec}.{ext}");
-            let v = request(
-                codec,
-                json!({"type": "testsrc", "duration_s": 0.5}),
-                json!({"type": "file", "path": name}),
-            );
-            let s = parse_ok(&v, &roots);
-            let cmd = build_command(&ffmpeg(), &s);
-            let r = run(&cmd.program, &cmd.args).await;
-            assert!(r.status.success(), "{name}: {}", r.stderr);
-            let last = feed(&mut ProgressParser::new(Some(0.5)), &r.stdout)
-                .pop()
-                .expect("progress");
-            assert!(
-                last.end && last.progress.total_size_bytes.is_some_and(|n| n > 0),
-                "{name}"
-            );
-            assert_eq!(
-                streams(&dir.path().join(&name)).await,
-                [format!("{probed},video,160,90")],
-                "{name}"
-            );
-        }
-    }
-
-    /// A 1 s source with audio, as users would upload.
-    async fn make_source(dir: &Path) -> PathBuf {
-        let src = dir.join("src.mkv");
-        let args: Vec<OsString> = [
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=176x144:rate=15:duration=1",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=44100:duration=1",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "flac",
-            "-y",
-        ]
-        .iter()
-        .map(OsString::from)
-        .chain([src.as_os_str().to_owned()])
-        .collect();
-        let r = run(&ffmpeg(), &args).await;
-        assert!(r.status.success(), "make source: {}", r.stderr);
-        src
-    }
-
-    #[tokio::test]
-    async fn file_input_is_scaled_and_keeps_audio() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        make_source(dir.path()).await;
-        let roots = MediaRoots::new(&[dir.path().to_path_buf()]).expect("roots");
-        for (codec, out, video, audio) in [
-            ("h264", "out.mp4", "h264", "aac"),
-            ("vp9", "out.webm", "vp9", "opus"),
-        ] {
-            let v = request(
-                codec,
-                json!({"type": "file", "path": "src.mkv"}),
-                json!({"type": "file", "path": out}),
-            );
-            let s = parse_ok(&v, &roots);
-            let cmd = build_command(&ffmpeg(), &s);
-            let r = run(&cmd.program, &cmd.args).await;
-            assert!(r.status.success(), "{out}: {}", r.stderr);
-            assert_eq!(
-                streams(&dir.path().join(out)).await,
-                [format!("{video},video,160,90"), format!("{audio},audio")],
-                "{out}"
-            );
-            let d = probe_duration(&ffprobe(), &dir.path().join(out))
-                .await
-                .expect("probe");
-            assert!(d.is_some_and(|d| (0.5..=1.5).contains(&d)), "{out}: {d:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn rtmp_argv_runs_when_pointed_at_a_file() {
-        // No RTMP server in tests: run the exact argv with the URL swapped for a
-        // file, which proves FFmpeg accepts -re, the encoder settings and FLV.
-        let dir = tempfile::tempdir().expect("tempdir");
-        let v = request(
-            "h264",
-            json!({"type": "testsrc", "duration_s": 0.3}),
-            json!({"type": "rtmp", "url": "rtmp://127.0.0.1/live/key"}),
-        );
-        let s = parse_ok(&v, &no_roots());
-        let mut cmd = build_command(&ffmpeg(), &s);
-        let target = dir.path().join("stream.flv");
-        assert_eq!(
-            cmd.args
-                .last()
-                .map(|a| a.to_string_lossy().into_owned())
-                .as_deref(),
-            Some("rtmp://127.0.0.1/live/key")
-        );
-        if let Some(last) = cmd.args.last_mut() {
-            *last = target.as_os_str().to_owned();
-        }
-        let r = run(&cmd.program, &cmd.args).await;
-        assert!(r.status.success(), "{}", r.stderr);
-        assert_eq!(streams(&target).await, ["h264,video,160,90"]);
-    }
-
-    #[tokio::test]
-    async fn probe_duration_reads_files_and_reports_errors() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = make_source(dir.path()).await;
-        let d = probe_duration(&ffprobe(), &src).await.expect("probe");
-        assert!(d.is_some_and(|d| (0.9..=1.1).contains(&d)), "{d:?}");
-
-        let junk = dir.path().join("junk.mp4");
-        std::fs::write(&junk, b"not media at all").expect("write");
-        assert!(probe_duration(&ffprobe(), &junk).await.is_err());
-        assert!(probe_duration(&ffprobe(), &dir.path().join("missing.mp4"))
-            .await
-            .is_err());
-        assert!(probe_duration(&dir.path().join("no-ffprobe"), &src)
-            .await
-            .is_err());
-    }
-
-    #[tokio::test]
-    async fn a_probe_that_blocks_is_killed_at_its_timeout() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        // A FIFO nobody writes: ffprobe blocks in open(2) for good.
-        let fifo = dir.path().join("stuck.mp4");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
-            .expect("mkfifo");
-        let err = probe_duration_within(&ffprobe(), &fifo, Duration::from_millis(300))
-            .await
-            .expect_err("a probe of a FIFO nobody writes cannot succeed");
-        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
-        // ffprobe is gone: a reader blocked in open(2) counts as one, so a
-        // non-blocking open for writing would succeed while it lived.
-        let open = nix::fcntl::open(
-            &fifo,
-            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK,
-            nix::sys::stat::Mode::empty(),
-        );
-        assert_eq!(
-            open.err(),
-            Some(nix::errno::Errno::ENXIO),
-            "ffprobe still holds the FIFO"
-        );
-    }
-
-    #[tokio::test]
-    async fn probe_encoders_keeps_only_working_ones() {
-        let found = probe_encoders(
-            &ffmpeg(),
-            &[
-                "libx264",
-                "libx265",
-                "libvpx-vp9",
-                "libsvtav1",
-                "no_such_encoder",
-                "-h",
-                "libx264",
-                "a b",
-                "h264_nvenc",
-                "h264_vaapi",
-            ],
-        )
-        .await;
-        let base: Vec<&str> = found
-            .available
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !["h264_nvenc", "h264_vaapi"].contains(n))
-            .collect();
-        assert_eq!(base, ["libx264", "libx265", "libvpx-vp9", "libsvtav1"]);
-        let reason = |name: &str| {
-            found
-                .unavailable
-                .iter()
-                .find(|u| u.encoder == name)
-                .map(|u| u.reason.clone())
-        };
-        assert_eq!(
-            reason("no_such_encoder").as_deref(),
-            Some("Unknown encoder 'no_such_encoder'")
-        );
-        // h264_nvenc is listed by `ffmpeg -encoders` but needs a driver;
-        // h264_vaapi a render node with a VA driver.
-        if !Path::new("/dev/nvidiactl").exists() {
-            let r = reason("h264_nvenc").expect("h264_nvenc unavailable");
-            assert!(r.contains("libcuda"), "{r}");
-            assert!(!r.contains(" @ 0x"), "{r}");
-        }
-        if !Path::new(crate::encoders::VAAPI_DEVICE).exists() {
-            let r = reason("h264_vaapi").expect("h264_vaapi unavailable");
-            assert!(r.contains(crate::encoders::VAAPI_DEVICE), "{r}");
-        }
-        assert_eq!(found.unavailable.len() + found.available.len(), 7);
-        let missing = probe_encoders(Path::new("/nonexistent/ffmpeg"), &["libx264"]).await;
-        assert!(missing.available.is_empty());
-        assert!(missing.unavailable[0].reason.starts_with("could not run"));
-    }
-
-    /// The options every encoder's argv uses are ones this FFmpeg's encoder
-    /// takes (`ffmpeg -h encoder=NAME` lists them), with a named value where
-    /// the value is not a number; generic options are FFmpeg's own.
-    /// Encoders this build lacks are skipped (no AV1 hardware in 5.1).
-    /// Whether the encoder then opens needs its device: the probe's job.
     #[test]
-    fn every_encoders_options_are_known_to_this_ffmpeg() {
-        const GENERIC: [&str; 9] = [
-            "-c:v",
-            "-b:v",
-            "-maxrate",
-            "-bufsize",
-            "-pix_fmt",
-            "-g",
-            "-tag:v",
-            "-compression_level",
-            "-global_quality",
-        ];
-        let mut checked = Vec::new();
-        for enc in crate::encoders::ENCODERS {
-            let out = std::process::Command::new(ffmpeg())
-                .args(["-hide_banner", "-h", &format!("encoder={}", enc.name)])
-                .output()
-                .expect("run ffmpeg -h");
-            let help = String::from_utf8_lossy(&out.stdout);
-            if help.contains("is not recognized") {
-                continue;
-            }
-            let line = |token: &str| {
-                help.lines()
-                    .find(|l| l.trim_start().starts_with(&format!("{token} ")))
-                    .map(str::to_string)
-            };
-            let listed = |token: &str| line(token).is_some();
-            let pix_fmts: Vec<&str> = help
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("Supported pixel formats:"))
-                .map(|l| l.split_whitespace().collect())
-                .unwrap_or_default();
-            let ten_bit = enc.takes_pix_fmt("yuv420p10le").then_some("yuv420p10le");
-            for preset in enc.presets() {
-                for (crf, pix_fmt) in [
-                    (None, "yuv420p"),
-                    (Some(enc.crf_range().1), ten_bit.unwrap_or("yuv420p")),
-                ] {
-                    let e = EncodeParams {
-                        encoder: Some(enc.name.into()),
-                        preset: preset.into(),
-                        crf,
-                        pix_fmt: Some(pix_fmt.into()),
-                        ..spec(enc.codec, testsrc(), Output::Null).encode
-                    };
-                    let a = enc.video_args(&e, Some("mp4"));
-                    for pair in a.chunks(2) {
-                        let (flag, value) = (pair[0].as_str(), pair[1].as_str());
-                        if flag == "-pix_fmt" {
-                            assert!(
-                                pix_fmts.contains(&value),
-                                "{}: {value} not in {pix_fmts:?}",
-                                enc.name
-                            );
-                        }
-                        if GENERIC.contains(&flag) {
-                            continue;
-                        }
-                        let Some(option) = line(flag) else {
-                            panic!("{}: {flag} unknown to this FFmpeg", enc.name);
-                        };
-                        // An integer option takes a number or one of its
-                        // named constants (NVENC's `p2`, QSV's `veryfast`,
-                        // VAAPI's `CQP`, vp9's `realtime`).
-                        if option.contains("<int>") && value.parse::<i64>().is_err() {
-                            assert!(listed(value), "{}: {flag} {value}", enc.name);
-                        }
-                    }
-                }
-            }
-            checked.push(enc.name);
-        }
-        // Debian 12's FFmpeg 5.1: all but the three AV1 hardware encoders.
-        assert!(checked.len() >= 10, "{checked:?}");
+    fn descriptors_replace_paths_and_file_inputs_are_whitelisted() {
+        let s = spec(
+            Codec::H264,
+            Input::File {
+                path: "/m/in.mp4".into(),
+            },
+            Output::File {
+                path: "/m/out.mp4".into(),
+            },
+        );
+        let files = JobFiles {
+            input: Some((5, Some("mov,mp4,m4a,3gp,3g2,mj2".into()))),
+            output_fd: Some(6),
+        };
+        let a = build_command_with(Path::new("ffmpeg"), &s, &files).args_lossy();
+        let i = a.iter().position(|x| x == "-i").expect("-i");
+        assert_eq!(
+            a[i - 4..=i + 1],
+            [
+                "-protocol_whitelist",
+                "file",
+                "-format_whitelist",
+                "mov,mp4,m4a,3gp,3g2,mj2",
+                "-i",
+                "file:/proc/self/fd/5"
+            ]
+        );
+        assert_eq!(a.last().map(String::as_str), Some("file:/proc/self/fd/6"));
+        assert!(!a.iter().any(|x| x.contains("/m/")), "{a:?}");
+        // Without descriptors (tools, tests): the paths, still whitelisted.
+        let a = build_command(Path::new("ffmpeg"), &s).args_lossy();
+        assert!(
+            a.contains(&"/m/in.mp4".to_string()) && a.contains(&"-protocol_whitelist".to_string())
+        );
     }
 
     #[test]
@@ -1802,94 +1061,5 @@ progress=continue\n",
         );
         assert_eq!(after(&p, "-vf").as_deref(), Some("format=nv12,hwupload"));
         assert_eq!(p[p.len() - 5..], ["-c:v", "av1_vaapi", "-f", "null", "-"]);
-    }
-
-    #[tokio::test]
-    async fn probe_input_allows_plain_containers_and_refuses_playlists_unopened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let src = make_source(dir.path()).await;
-        let open = |p: &Path| std::fs::File::open(p).expect("open");
-        let p = probe_input(&ffprobe(), &open(&src)).await.expect("mkv");
-        assert_eq!(p.format.as_deref(), Some("matroska,webm"));
-        assert!(
-            p.duration_s.is_some_and(|d| (0.9..=1.1).contains(&d)),
-            "{p:?}"
-        );
-
-        // An HLS playlist saved as .mp4 whose segment is a FIFO elsewhere:
-        // refused by name, and the FIFO is never opened (the probe would
-        // block on it otherwise).
-        let fifo = dir.path().join("segment.ts");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644))
-            .expect("mkfifo");
-        let hls = dir.path().join("evil.mp4");
-        std::fs::write(
-            &hls,
-            format!(
-                "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:1.0,\n{}\n#EXT-X-ENDLIST\n",
-                fifo.display()
-            ),
-        )
-        .expect("playlist");
-        match probe_input(&ffprobe(), &open(&hls)).await {
-            Err(ProbeError::NotAllowed { format, .. }) => {
-                assert_eq!(format.as_deref(), Some("hls"))
-            }
-            other => panic!("{other:?}"),
-        }
-        let concat = dir.path().join("list.mp4");
-        std::fs::write(
-            &concat,
-            format!("ffconcat version 1.0\nfile '{}'\n", src.display()),
-        )
-        .expect("ffconcat");
-        assert!(matches!(
-            probe_input(&ffprobe(), &open(&concat)).await,
-            Err(ProbeError::NotAllowed { .. })
-        ));
-        // Not media at all: nothing recognised, left to FFmpeg's own error.
-        let junk = dir.path().join("junk.mp4");
-        std::fs::write(&junk, b"not media at all").expect("write");
-        let p = probe_input(&ffprobe(), &open(&junk)).await.expect("junk");
-        assert_eq!(p.format, None);
-        assert!(format_allowed("mov,mp4,m4a,3gp,3g2,mj2"));
-        assert!(!format_allowed("hls") && !format_allowed("concat") && !format_allowed(""));
-    }
-
-    #[test]
-    fn descriptors_replace_paths_and_file_inputs_are_whitelisted() {
-        let s = spec(
-            Codec::H264,
-            Input::File {
-                path: "/m/in.mp4".into(),
-            },
-            Output::File {
-                path: "/m/out.mp4".into(),
-            },
-        );
-        let files = JobFiles {
-            input: Some((5, Some("mov,mp4,m4a,3gp,3g2,mj2".into()))),
-            output_fd: Some(6),
-        };
-        let a = build_command_with(Path::new("ffmpeg"), &s, &files).args_lossy();
-        let i = a.iter().position(|x| x == "-i").expect("-i");
-        assert_eq!(
-            a[i - 4..=i + 1],
-            [
-                "-protocol_whitelist",
-                "file",
-                "-format_whitelist",
-                "mov,mp4,m4a,3gp,3g2,mj2",
-                "-i",
-                "file:/proc/self/fd/5"
-            ]
-        );
-        assert_eq!(a.last().map(String::as_str), Some("file:/proc/self/fd/6"));
-        assert!(!a.iter().any(|x| x.contains("/m/")), "{a:?}");
-        // Without descriptors (tools, tests): the paths, still whitelisted.
-        let a = build_command(Path::new("ffmpeg"), &s).args_lossy();
-        assert!(
-            a.contains(&"/m/in.mp4".to_string()) && a.contains(&"-protocol_whitelist".to_string())
-        );
     }
 }

@@ -1,13 +1,17 @@
-//! ffrtmp's runtime: the parts of the system that are plain Rust over plain
-//! data (job model, validation, state machine, scheduling core, retry policy,
-//! FFmpeg argv building and progress parsing) and the edges that touch the OS
-//! without any actor (process control, cgroups, the sled store).
+//! ffrtmp's pure core: the parts of the system that are plain Rust over
+//! plain data — the job model, validation of submissions, the job state
+//! machine, the scheduling decisions, retry and lease rules, FFmpeg argv
+//! building and `-progress` parsing, energy attribution, the efficiency
+//! report and experiment matrices.
 //!
-//! Nothing in this crate spawns an actor or reads a clock inside a decision:
-//! time is passed in as data.
+//! **Architecture invariant:** nothing here depends on tokio, sled, nix,
+//! cgroups or NVML (Cargo enforces it: they are not dependencies), spawns a
+//! task or reads a clock inside a decision: time is passed in as data. The
+//! edges that touch the operating system are `ffrtmp-os` (store, outbox,
+//! cgroups, confinement, power sources, probes) and `ffrtmp-spawn`
+//! (starting FFmpeg, all of the project's `unsafe`).
+#![forbid(unsafe_code)]
 
-pub mod cgroup;
-pub mod confine;
 pub mod encoders;
 pub mod energy;
 pub mod error;
@@ -15,16 +19,14 @@ pub mod experiment;
 pub mod ffmpeg;
 pub mod lease;
 pub mod model;
-pub mod outbox;
-pub mod process;
 pub mod quality;
 pub mod report;
 pub mod retry;
 pub mod sched;
 pub mod seed;
-pub mod sidefile;
 pub mod spec;
 pub mod state;
-pub mod store;
 pub mod supervision;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 pub mod wire;

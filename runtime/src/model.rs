@@ -595,36 +595,6 @@ pub enum Outcome {
     Cancelled,
 }
 
-impl Outcome {
-    /// The outcome of an attempt whose FFmpeg could not be started: transient
-    /// ([`FailureReason::NodeExhausted`]) when the node itself ran out of
-    /// descriptors, processes or memory (`EMFILE`, `ENFILE`, `EAGAIN`,
-    /// `ENOMEM`), since the job would start elsewhere or later; terminal
-    /// ([`FailureReason::SpawnFailed`]) otherwise (no such program, not
-    /// executable, a bad argument: a retry would fail the same way).
-    pub fn spawn_failed(err: &std::io::Error) -> Outcome {
-        let exhausted = matches!(
-            err.raw_os_error(),
-            Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
-        );
-        if exhausted {
-            Outcome::Transient {
-                failure: Failure::new(
-                    FailureReason::NodeExhausted,
-                    format!("could not start ffmpeg, the node is out of resources: {err}"),
-                ),
-            }
-        } else {
-            Outcome::Failed {
-                failure: Failure::new(
-                    FailureReason::SpawnFailed,
-                    format!("could not start ffmpeg: {err}"),
-                ),
-            }
-        }
-    }
-}
-
 /// One attempt's record in a job's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct AttemptRecord {
@@ -908,25 +878,6 @@ pub struct NodePower {
     pub notes: Vec<String>,
 }
 
-/// A small valid spec for unit tests across the crate (640x360 H.264,
-/// 1 s of testsrc to `-f null`); tests adjust the fields they care about.
-#[cfg(test)]
-pub(crate) fn test_spec() -> JobSpec {
-    JobSpec {
-        scenario: None,
-        encode: EncodeParams::new(640, 360, 30, Codec::H264, 800, "veryfast".into()),
-        input: Input::Testsrc { duration_s: 1.0 },
-        output: Output::Null,
-        priority: Priority::Medium,
-        resource_limits: ResourceLimits::default(),
-        max_retries: 3,
-        overwrite: false,
-        quality: None,
-        labels: BTreeMap::new(),
-        experiment: None,
-    }
-}
-
 #[cfg(test)]
 mod energy_tests {
     use super::*;
@@ -997,50 +948,5 @@ mod energy_tests {
         assert_eq!(t.joules_per_frame, Some(1.0));
         assert_eq!(t.joules_per_output_minute, Some(1000.0));
         assert!(Energy::total([], None, None).is_none());
-    }
-}
-
-#[cfg(test)]
-mod spawn_failure_tests {
-    use super::*;
-
-    fn reason(errno: i32) -> (bool, FailureReason) {
-        match Outcome::spawn_failed(&std::io::Error::from_raw_os_error(errno)) {
-            Outcome::Transient { failure } => (true, failure.reason),
-            Outcome::Failed { failure } => (false, failure.reason),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn the_nodes_own_exhaustion_is_transient() {
-        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
-            assert_eq!(
-                reason(errno),
-                (true, FailureReason::NodeExhausted),
-                "{errno}"
-            );
-            assert!(FailureReason::NodeExhausted.is_transient());
-        }
-    }
-
-    #[test]
-    fn other_spawn_errors_stay_terminal() {
-        for errno in [
-            libc::ENOENT,
-            libc::EACCES,
-            libc::ENOEXEC,
-            libc::EINVAL,
-            libc::E2BIG,
-        ] {
-            assert_eq!(
-                reason(errno),
-                (false, FailureReason::SpawnFailed),
-                "{errno}"
-            );
-        }
-        let no_errno = Outcome::spawn_failed(&std::io::Error::other("spawner thread ended"));
-        assert!(matches!(no_errno, Outcome::Failed { .. }), "{no_errno:?}");
-        assert!(!FailureReason::ProbeTimeout.is_transient());
     }
 }

@@ -12,8 +12,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use crate::ffmpeg::{self, FfmpegCommand, FILE_PROTOCOLS, INPUT_FORMATS};
 use crate::model::{EncodeParams, Input, MetricScore, QualityMetric};
@@ -151,41 +149,6 @@ pub fn vmaf_candidates(
     v
 }
 
-/// How long `ffrtmp-vmaf --self-test` may take.
-const VMAF_PROBE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The first of `candidates` that is a file and passes `--self-test`
-/// (libvmaf loads its built-in model and tells a clean copy from a noisy
-/// one), with why each other one did not.
-pub async fn probe_vmaf(candidates: &[PathBuf]) -> (Option<PathBuf>, Vec<String>) {
-    let mut why = Vec::new();
-    for c in candidates {
-        if !c.is_file() {
-            continue;
-        }
-        let mut cmd = tokio::process::Command::new(c);
-        cmd.arg("--self-test")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        match tokio::time::timeout(VMAF_PROBE_TIMEOUT, cmd.output()).await {
-            Ok(Ok(out)) if out.status.success() => return (Some(c.clone()), why),
-            Ok(Ok(out)) => why.push(format!(
-                "{}: self-test failed: {}",
-                c.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )),
-            Ok(Err(e)) => why.push(format!("{}: {e}", c.display())),
-            Err(_) => why.push(format!("{}: self-test timed out", c.display())),
-        }
-    }
-    if why.is_empty() {
-        why.push(format!("no {VMAF_BIN} found"));
-    }
-    (None, why)
-}
-
 /// The metrics FFmpeg's own filters give (`psnr`, `ssim`) that a
 /// `ffmpeg -filters` listing names.
 pub fn filter_metrics(listing: &str) -> Vec<QualityMetric> {
@@ -198,28 +161,6 @@ pub fn filter_metrics(listing: &str) -> Vec<QualityMetric> {
         .into_iter()
         .filter(|m| named(m.as_str()))
         .collect()
-}
-
-/// The quality metrics a node computes: PSNR/SSIM where its FFmpeg lists
-/// the filters, VMAF where it has a working `ffrtmp-vmaf`. Sorted.
-pub async fn probe_metrics(ffmpeg_bin: &Path, vmaf: bool) -> Vec<QualityMetric> {
-    let mut cmd = tokio::process::Command::new(ffmpeg_bin);
-    cmd.args(["-hide_banner", "-filters"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut metrics = match tokio::time::timeout(VMAF_PROBE_TIMEOUT, cmd.output()).await {
-        Ok(Ok(out)) if out.status.success() => {
-            filter_metrics(&String::from_utf8_lossy(&out.stdout))
-        }
-        _ => Vec::new(),
-    };
-    if vmaf {
-        metrics.push(QualityMetric::Vmaf);
-    }
-    metrics.sort();
-    metrics
 }
 
 /// One side of a VMAF comparison decoded to raw `yuv420p` at the output's

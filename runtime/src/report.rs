@@ -619,7 +619,7 @@ mod tests {
         source: PowerSource,
         fps: f64,
     ) -> Job {
-        let mut spec = crate::model::test_spec();
+        let mut spec = crate::test_util::test_spec();
         spec.scenario = scenario.map(String::from);
         spec.encode.codec = codec;
         let mut j = Job::new(id.into(), 1, spec, 0);

@@ -299,7 +299,8 @@ fn not_allowed(field: &str, what: &str) -> FieldError {
     )
 }
 
-fn outside_roots(field: &str, path: &Path) -> FieldError {
+/// `path_outside_media_root` on `field`: `path` is not inside a media root.
+pub fn outside_roots(field: &str, path: &Path) -> FieldError {
     FieldError::new(
         codes::PATH_OUTSIDE_MEDIA_ROOT,
         Some(field),
@@ -1208,46 +1209,6 @@ fn resolve_input_path(s: &str, roots: &MediaRoots) -> Result<PathBuf, FieldError
         return Err(invalid(F, format!("input {s:?} is not a regular file")));
     }
     Ok(canon)
-}
-
-/// The submission's probe of a file input: opened beneath its root as the
-/// worker will open it (`crate::confine`, no symlink followed) and probed on
-/// that descriptor with only the `file` protocol and the allowed demuxers
-/// (`crate::ffmpeg::probe_input`). A container that is not on
-/// [`crate::ffmpeg::INPUT_FORMATS`] (an HLS playlist saved as `.mp4`, say)
-/// is refused with `input_format_not_allowed` on `input.path`. The worker
-/// probes again before it runs the job.
-pub async fn check_input_format(
-    ffprobe: &Path,
-    input: &Path,
-    roots: &MediaRoots,
-) -> Result<(), FieldError> {
-    use crate::confine::{ConfineError, Resolver};
-    use crate::ffmpeg::{probe_input, ProbeError};
-    const F: &str = "input.path";
-    let file = Resolver::new(roots.roots())
-        .open_input(input)
-        .map_err(|e| match e {
-            ConfineError::Outside { .. } => outside_roots(F, input),
-            ConfineError::NotFound { .. } => FieldError::new(
-                codes::FILE_NOT_FOUND,
-                Some(F),
-                format!("input file {} does not exist", input.display()),
-            ),
-            e => invalid(F, format!("input {e}")),
-        })?;
-    match probe_input(ffprobe, &file).await {
-        Ok(_) => Ok(()),
-        Err(e @ ProbeError::NotAllowed { .. }) => Err(FieldError::new(
-            codes::INPUT_FORMAT_NOT_ALLOWED,
-            Some(F),
-            format!("input {}: {e}", input.display()),
-        )),
-        Err(ProbeError::Io(e)) => Err(invalid(
-            F,
-            format!("input {} could not be probed: {e}", input.display()),
-        )),
-    }
 }
 
 fn resolve_output_path(

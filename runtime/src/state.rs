@@ -614,7 +614,7 @@ mod tests {
     fn spec(max_retries: u32) -> JobSpec {
         JobSpec {
             max_retries,
-            ..crate::model::test_spec()
+            ..crate::test_util::test_spec()
         }
     }
 

@@ -181,7 +181,7 @@ mod tests {
     use crate::model::{Input, Output};
 
     fn spec() -> JobSpec {
-        crate::model::test_spec()
+        crate::test_util::test_spec()
     }
 
     #[test]

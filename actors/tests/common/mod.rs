@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use ffrtmp_actors::link::{in_process_pair, LinkEnd};
 use ffrtmp_actors::scheduler::SchedulerMsg;
+use ffrtmp_os::store::Store;
 use ffrtmp_runtime::model::{JobSpec, JobState};
 use ffrtmp_runtime::spec::{parse_job_request, MediaRoots};
-use ffrtmp_runtime::store::Store;
 use ffrtmp_runtime::wire::{self, Capabilities, ToMaster, ToWorker};
 use ractor::ActorRef;
 

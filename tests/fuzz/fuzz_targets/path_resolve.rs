@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ffrtmp_runtime::confine::{Method, Resolver};
+use ffrtmp_os::confine::{Method, Resolver};
 use libfuzzer_sys::fuzz_target;
 
 const OUTSIDE: &[u8] = b"OUTSIDE";

@@ -99,8 +99,8 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::watch;
 
-use crate::model::{Job, JobState, Priority};
 use crate::sidefile;
+use ffrtmp_runtime::model::{Job, JobState, Priority};
 
 /// Flushes the group-commit flusher has run (Prometheus counter).
 pub const STORE_FLUSHES: &str = "ffrtmp_store_flushes_total";
@@ -1556,7 +1556,7 @@ fn decode_job(id: &str, bytes: &[u8]) -> Result<Job, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::JobSpec;
+    use ffrtmp_runtime::model::JobSpec;
     use std::future::Future;
     use std::pin::Pin;
     use std::task::{Context, Poll, Waker};
@@ -1564,7 +1564,7 @@ mod tests {
     fn spec(priority: Priority) -> JobSpec {
         JobSpec {
             priority,
-            ..crate::model::test_spec()
+            ..ffrtmp_runtime::test_util::test_spec()
         }
     }
 

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{decode_job, open_db, Index, Store, StoreError, CLEAN_KEY, LEASE_KEY, WRITES_KEY};
-use crate::model::Job;
 use crate::sidefile::{self, SideError};
+use ffrtmp_runtime::model::Job;
 
 /// The layout version of the store's side file.
 const SIDE_FORMAT: u32 = 1;

@@ -73,6 +73,7 @@ use tokio::net::unix::pipe;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use ffrtmp_runtime::model::{Failure, FailureReason, Outcome};
 use guard::{GuardFds, GuardPlan, GuardSetup, RunLogPlan, NO_DEADLINE};
 
 /// Polling interval where the kernel offers no pidfd (Linux < 5.3).
@@ -90,7 +91,7 @@ pub struct SpawnSpec {
     /// Niceness for the child (e.g. 10).
     pub nice: i32,
     /// `cgroup.procs` files the child joins before exec (from
-    /// [`JobCgroup::procs_files`](crate::cgroup::JobCgroup::procs_files)).
+    /// [`JobCgroup::procs_files`](ffrtmp_os::cgroup::JobCgroup::procs_files)).
     pub cgroup_procs: Vec<CString>,
     /// The child's whole environment besides `PATH`, which it inherits. The
     /// rest of the parent's environment (API keys among it) is not passed on.
@@ -103,7 +104,7 @@ pub struct SpawnSpec {
     pub run_log: Option<RunLog>,
     /// Descriptors FFmpeg inherits, the `i`th at number
     /// [`JOB_FD_BASE`]` + i` (at most [`MAX_JOB_FDS`]): the job's input and
-    /// output as the worker opened them (`crate::confine`). The guard
+    /// output as the worker opened them (`ffrtmp_os::confine`). The guard
     /// closes its copies once FFmpeg has exec'd.
     pub fds: Vec<Arc<OwnedFd>>,
 }
@@ -926,6 +927,34 @@ impl StderrRing {
     }
 }
 
+/// The outcome of an attempt whose FFmpeg could not be started: transient
+/// ([`ffrtmp_runtime::model::FailureReason::NodeExhausted`]) when the node itself ran out of
+/// descriptors, processes or memory (`EMFILE`, `ENFILE`, `EAGAIN`,
+/// `ENOMEM`), since the job would start elsewhere or later; terminal
+/// ([`ffrtmp_runtime::model::FailureReason::SpawnFailed`]) otherwise (no such program, not
+/// executable, a bad argument: a retry would fail the same way).
+pub fn spawn_failed(err: &std::io::Error) -> Outcome {
+    let exhausted = matches!(
+        err.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::EAGAIN | libc::ENOMEM)
+    );
+    if exhausted {
+        Outcome::Transient {
+            failure: Failure::new(
+                FailureReason::NodeExhausted,
+                format!("could not start ffmpeg, the node is out of resources: {err}"),
+            ),
+        }
+    } else {
+        Outcome::Failed {
+            failure: Failure::new(
+                FailureReason::SpawnFailed,
+                format!("could not start ffmpeg: {err}"),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1531,7 +1560,7 @@ mod tests {
         let child = std::process::Command::new(exe)
             .args([
                 "--exact",
-                "process::tests::frozen_worker_helper",
+                "tests::frozen_worker_helper",
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
@@ -1573,5 +1602,51 @@ mod tests {
         assert!(frozen.elapsed() >= HELPER_LEASE / 2, "killed too early");
         // The worker is still there, frozen: it was the lease, not its death.
         assert!(proc_state_pgrp(worker).is_some_and(|(state, _)| state == 'T'));
+    }
+}
+
+#[cfg(test)]
+mod spawn_failure_tests {
+    use super::*;
+    use ffrtmp_runtime::model::FailureReason;
+
+    fn reason(errno: i32) -> (bool, FailureReason) {
+        match spawn_failed(&std::io::Error::from_raw_os_error(errno)) {
+            Outcome::Transient { failure } => (true, failure.reason),
+            Outcome::Failed { failure } => (false, failure.reason),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_nodes_own_exhaustion_is_transient() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::EAGAIN, libc::ENOMEM] {
+            assert_eq!(
+                reason(errno),
+                (true, FailureReason::NodeExhausted),
+                "{errno}"
+            );
+            assert!(FailureReason::NodeExhausted.is_transient());
+        }
+    }
+
+    #[test]
+    fn other_spawn_errors_stay_terminal() {
+        for errno in [
+            libc::ENOENT,
+            libc::EACCES,
+            libc::ENOEXEC,
+            libc::EINVAL,
+            libc::E2BIG,
+        ] {
+            assert_eq!(
+                reason(errno),
+                (false, FailureReason::SpawnFailed),
+                "{errno}"
+            );
+        }
+        let no_errno = spawn_failed(&std::io::Error::other("spawner thread ended"));
+        assert!(matches!(no_errno, Outcome::Failed { .. }), "{no_errno:?}");
+        assert!(!FailureReason::ProbeTimeout.is_transient());
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use nvml_wrapper::{Device, Nvml};
 
-use super::attribution::EngineUtil;
+use ffrtmp_runtime::energy::attribution::EngineUtil;
 
 /// One GPU's figures over the interval since the previous read.
 #[derive(Debug, Clone, PartialEq)]

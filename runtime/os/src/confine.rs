@@ -34,7 +34,7 @@ use nix::fcntl::{self, OFlag, OpenHow, RenameFlags, ResolveFlag};
 use nix::sys::stat::{self, Mode, SFlag};
 use nix::unistd::{self, UnlinkatFlags};
 
-use crate::model::FailureReason;
+use ffrtmp_runtime::model::FailureReason;
 
 /// How a path is resolved beneath its root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The experiments' records (`crate::experiment::Experiment`), one JSON value
+//! The experiments' records (`ffrtmp_runtime::experiment::Experiment`), one JSON value
 //! per experiment keyed by its name, in the sled tree `experiments` beside
 //! the jobs. The jobs themselves are ordinary job records carrying
 //! `spec.experiment`; the record lists their ids, so an experiment's
@@ -15,7 +15,7 @@
 //! writes for the side file), and `store salvage` copies jobs only.
 
 use super::{Store, StoreError};
-use crate::experiment::Experiment;
+use ffrtmp_runtime::experiment::Experiment;
 
 const TREE: &str = "experiments";
 

@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use crate::sidefile;
-use crate::wire::{self, AttemptRef, ToMaster, PROTOCOL_VERSION};
+use ffrtmp_runtime::wire::{self, AttemptRef, ToMaster, PROTOCOL_VERSION};
 
 /// The sled key of the meta record. Result keys start with a job id, which
 /// is never empty, so no result key starts with a zero byte.
@@ -456,8 +456,8 @@ fn sled_io(e: serde_json::Error) -> sled::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Outcome;
     use crate::sidefile::test_util::copy_dir;
+    use ffrtmp_runtime::model::Outcome;
 
     fn finished(job: &str, token: u64) -> (AttemptRef, Vec<u8>) {
         let frame = wire::encode(&ToMaster::Finished {
