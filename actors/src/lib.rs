@@ -78,7 +78,7 @@
 //!
 //! The actors emit through the `metrics` facade ([`metrics`] lists the
 //! names): an embedding application's recorder receives them.
-
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod admin;

@@ -1,5 +1,6 @@
 //! `ffrtmp-node`: the daemon. Thin: parse flags, set up logging and metrics,
 //! start the actors, wait for a signal.
+#![forbid(unsafe_code)]
 
 mod config;
 

@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use nix::time::{clock_gettime, ClockId};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -114,34 +115,22 @@ pub fn ms(d: Duration) -> f64 {
 
 /// CLOCK_MONOTONIC now, in ns: the clock the guards write to the run log.
 pub fn mono_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid clock id and a valid out-pointer.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("clock_gettime");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 /// CLOCK_REALTIME − CLOCK_MONOTONIC, in seconds (the tighter of a few reads):
 /// add it to a CLOCK_MONOTONIC time to get the wall clock the logs use.
 pub fn mono_to_unix() -> f64 {
     let read = |clock| {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid clock id and a valid out-pointer.
-        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime");
-        ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+        let ts = clock_gettime(clock).expect("clock_gettime");
+        ts.tv_sec() as f64 + ts.tv_nsec() as f64 / 1e9
     };
     (0..5)
         .map(|_| {
-            let m0 = read(libc::CLOCK_MONOTONIC);
-            let r = read(libc::CLOCK_REALTIME);
-            let m1 = read(libc::CLOCK_MONOTONIC);
+            let m0 = read(ClockId::CLOCK_MONOTONIC);
+            let r = read(ClockId::CLOCK_REALTIME);
+            let m1 = read(ClockId::CLOCK_MONOTONIC);
             (m1 - m0, r - (m0 + m1) / 2.0)
         })
         .min_by(|a, b| a.0.total_cmp(&b.0))

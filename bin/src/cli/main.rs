@@ -1,6 +1,7 @@
 //! `ffrtmp`: the client CLI. It mirrors the HTTP API (docs/API.md) and adds
 //! live progress bars; docs/CLI.md has every command, the environment
 //! variables and the exit codes.
+#![forbid(unsafe_code)]
 
 mod client;
 mod experiment;

@@ -65,7 +65,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{self, Signal};
+use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::wait::{self, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -249,18 +253,19 @@ fn reap_orphans() {
 /// `waitpid(pid, WNOHANG)`: the status if `pid` had exited (now reaped).
 fn reap_nohang(pid: i32) -> io::Result<Option<ExitStatus>> {
     loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid writes the status into our local.
-        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
-        if r == pid {
-            return Ok(Some(ExitStatus::from_raw(status)));
-        }
-        if r == 0 {
-            return Ok(None);
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match wait::waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                return Ok(Some(ExitStatus::from_raw((code & 0xff) << 8)))
+            }
+            Ok(WaitStatus::Signaled(_, sig, core)) => {
+                return Ok(Some(ExitStatus::from_raw(
+                    sig as i32 | if core { 0x80 } else { 0 },
+                )))
+            }
+            // Not exited (WNOHANG), or stopped/continued: not an exit.
+            Ok(_) => return Ok(None),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -412,34 +417,19 @@ fn resolve_program(program: &Path, path: Option<&OsStr>) -> io::Result<PathBuf> 
 /// A pipe, both ends close-on-exec: (read end, write end). A child gets
 /// an end only as one of its [`SpawnSpec::fds`].
 pub fn pipe_cloexec() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// The heartbeat channel: a socket pair rather than a pipe, so that the
 /// worker can write with `MSG_NOSIGNAL` (a pipe whose guard is gone would
 /// SIGPIPE the whole embedding program) and every deadline is one message.
 fn heartbeat_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: socketpair writes two descriptors into the array.
-    let r = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(socket::socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
 }
 
 /// `now + remaining` on `CLOCK_MONOTONIC`, in ns ([`NO_DEADLINE`] if it
@@ -711,21 +701,16 @@ impl ProcessGuard {
             .as_ref()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         let msg = deadline_after(remaining).to_ne_bytes();
-        // SAFETY: send(2) reads `msg.len()` bytes from `msg`; MSG_NOSIGNAL
-        // turns a gone reader into EPIPE instead of SIGPIPE.
-        let n = unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        match usize::try_from(n) {
+        // MSG_NOSIGNAL turns a gone reader into EPIPE instead of SIGPIPE.
+        match socket::send(
+            fd.as_raw_fd(),
+            &msg,
+            MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        ) {
             Ok(sent) if sent == msg.len() => Ok(()),
             // A datagram goes whole or not at all.
             Ok(_) => Err(io::Error::other("short heartbeat write")),
-            Err(_) => Err(io::Error::last_os_error()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -767,7 +752,8 @@ async fn leader_exited(pid: i32, limit: Option<Duration>) -> bool {
     let deadline = limit.map(|l| Instant::now() + l);
     if let Some(fd) = pidfd_open(pid) {
         // SAFETY: the OwnedFd is moved into the AsyncFd, which keeps it open
-        // (and the same descriptor) for its whole lifetime.
+        // (and the same descriptor) for its whole lifetime (tokio's safe
+        // `with_interest` is deprecated as unsound for that reason).
         let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
         if let Ok(afd) = registered {
             let ready = afd.readable();
@@ -798,20 +784,15 @@ fn pidfd_open(pid: i32) -> Option<OwnedFd> {
 
 /// Whether child `pid` has exited (zombie, or already reaped), leaving it unreaped.
 fn exited_unreaped(pid: i32) -> bool {
-    // SAFETY: waitid(2) writes into the zeroed siginfo we pass.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        if r != 0 {
-            // ECHILD: not (or no longer) our child.
-            return true;
-        }
-        info.si_pid() == pid
+    match wait::waitid(
+        wait::Id::Pid(Pid::from_raw(pid)),
+        WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
+    ) {
+        // Nothing to report yet: still running.
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        // ECHILD: not (or no longer) our child.
+        Err(_) => true,
     }
 }
 
