@@ -238,7 +238,12 @@ pub async fn start_master(
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
     let roots = MediaRoots::new(&cfg.media_roots).map_err(StartError::MediaRoot)?;
-    let store = Store::open(&cfg.data_dir.join("master.sled"))
+    // Opening verifies the whole store (and may wait for sled's lock):
+    // blocking work, kept off the async workers.
+    let path = cfg.data_dir.join("master.sled");
+    let store = tokio::task::spawn_blocking(move || Store::open(&path))
+        .await
+        .map_err(|e| StartError::Store(format!("the store's opening task failed: {e}")))?
         .map_err(|e| StartError::Store(e.to_string()))?;
     store.set_disk_reserve(cfg.store_reserve);
     let events = JobEvents::default();

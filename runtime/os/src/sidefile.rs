@@ -147,16 +147,53 @@ pub fn is_full(e: &std::io::Error) -> bool {
 }
 
 /// Tell a lock held by another process and a full disk apart from damage
-/// when sled cannot open the database in `dir`.
+/// when sled cannot open the database in `dir`. The lock is asked about
+/// directly ([`lock_state`]), never read from the words of sled's error.
 pub fn open_blocked(dir: &Path, e: &sled::Error) -> Option<OpenBlocked> {
-    match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            Some(OpenBlocked::Locked {
-                pid: lock_holder(&dir.join("db")),
-            })
-        }
-        sled::Error::Io(io) if is_full(io) => Some(OpenBlocked::Full),
+    match (lock_state(dir), e) {
+        (LockState::Held { pid, .. }, _) => Some(OpenBlocked::Locked { pid }),
+        (LockState::Free, sled::Error::Io(io)) if is_full(io) => Some(OpenBlocked::Full),
         _ => None,
+    }
+}
+
+/// Who holds sled's file lock (an exclusive `flock` on `<dir>/db`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockState {
+    /// Nobody (or there is no database yet).
+    Free,
+    /// Held. `ours`: by this process, which happens for a moment after a
+    /// handle was dropped, while a task on sled's I/O pool still keeps the
+    /// log open; worth waiting for. Otherwise another process (`pid`, from
+    /// `/proc/locks`, where known) uses the database: waiting would not help.
+    Held {
+        /// The holder, where `/proc/locks` names it.
+        pid: Option<u32>,
+        /// Whether the holder is this process.
+        ours: bool,
+    },
+}
+
+/// Asks the lock itself: a non-blocking `flock` on `<dir>/db`, released at
+/// once when it is granted.
+pub fn lock_state(dir: &Path) -> LockState {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join("db");
+    let Ok(file) = fs::File::open(&path) else {
+        return LockState::Free;
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        // Dropping the guard unlocks.
+        Ok(_granted) => LockState::Free,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = lock_holder(&path);
+            LockState::Held {
+                pid,
+                ours: pid == Some(std::process::id()),
+            }
+        }
+        // flock itself failed (not a lock question): let sled's error speak.
+        Err(_) => LockState::Free,
     }
 }
 
@@ -327,6 +364,85 @@ mod tests {
             }
         );
         assert!(blocked.to_string().contains("already running"));
+        drop(db);
+    }
+
+    /// A child process that holds a `flock` on a file until dropped.
+    struct LockHolder(std::process::Child);
+
+    impl Drop for LockHolder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    /// Whether a lock is held, and by whom, comes from the lock itself, not
+    /// from the words of sled's error: an error that says nothing about a
+    /// lock is still told apart as "in use by pid N" while another process
+    /// holds it, and a lock of this process's own is the only one worth
+    /// waiting for.
+    #[test]
+    fn the_lock_is_asked_not_read_from_the_error_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.sled");
+        drop(sled::open(&path).unwrap());
+        assert_eq!(lock_state(&path), LockState::Free);
+        let vague = sled::Error::Io(std::io::Error::other("something went wrong"));
+        assert_eq!(open_blocked(&path, &vague), None);
+
+        // Another process holds it: `flock --no-fork FILE sleep 600` (argv,
+        // no shell; no fork, so the holder is the child we kill).
+        let child = std::process::Command::new("flock")
+            .args(["--exclusive", "--no-fork"])
+            .arg(path.join("db"))
+            .args(["sleep", "600"])
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let holder = LockHolder(child);
+        let pid = holder.0.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while lock_state(&path) == LockState::Free {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let held = LockState::Held {
+            pid: Some(pid),
+            ours: false,
+        };
+        assert_eq!(lock_state(&path), held);
+        assert_eq!(
+            open_blocked(&path, &vague),
+            Some(OpenBlocked::Locked { pid: Some(pid) })
+        );
+        // The store refuses it without waiting for a lock it cannot get.
+        match crate::store::Store::open(&path) {
+            Err(crate::store::StoreError::Blocked { cause, .. }) => {
+                assert_eq!(cause, OpenBlocked::Locked { pid: Some(pid) })
+            }
+            other => panic!("{:?}", other.map(|_| "opened")),
+        }
+        drop(holder);
+        while lock_state(&path) != LockState::Free {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lock outlived its holder"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+
+        // This process's own lock (sled's pool letting go late) is `ours`.
+        let db = sled::open(&path).unwrap();
+        assert_eq!(
+            lock_state(&path),
+            LockState::Held {
+                pid: Some(std::process::id()),
+                ours: true
+            }
+        );
         drop(db);
     }
 

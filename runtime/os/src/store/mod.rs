@@ -1506,36 +1506,41 @@ fn get_in(h: &Handles, id: &str) -> Result<Option<Job>, StoreError> {
     }
 }
 
-/// How long [`Store::open`] retries sled's file lock.
+/// How long [`Store::open`] waits for a lock this process itself still
+/// holds ([`sidefile::LockState::Held`] with `ours`).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Open sled in `dir`. sled's file lock is released only when the last
 /// reference to its log goes, and a task on sled's I/O pool can hold one for
 /// a moment after the previous handle was dropped and its final flush
-/// returned: a reopen in the same process then got `could not acquire lock`
-/// (seen once in CI, `concurrent_durable_puts_all_land`). So a lock error is
-/// retried for up to [`LOCK_WAIT`]; a store held by another live process
-/// still fails, after that wait.
+/// returned: a reopen in the same process then found the lock held (seen
+/// once in CI, `concurrent_durable_puts_all_land`). So when the lock
+/// itself ([`sidefile::lock_state`]) says this process holds it, the open
+/// waits for it, up to [`LOCK_WAIT`]; a lock held by another process fails
+/// at once (waiting would not help), naming its pid. Blocking: call it
+/// where blocking is allowed (the store's own threads, `spawn_blocking`).
 fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sidefile::open_sled(&sled::Config::new().path(dir).cache_capacity(CACHE_CAPACITY)) {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => {
-                return Err(match sidefile::open_blocked(dir, &e) {
-                    Some(cause) => StoreError::Blocked {
-                        path: dir.to_path_buf(),
-                        cause,
-                    },
-                    None => StoreError::Sled(e),
-                })
-            }
             Ok(db) => return Ok(db),
+            Err(e) => match sidefile::lock_state(dir) {
+                sidefile::LockState::Held { ours: true, .. }
+                    if std::time::Instant::now() < deadline =>
+                {
+                    // sled's pool lets go within milliseconds.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => {
+                    return Err(match sidefile::open_blocked(dir, &e) {
+                        Some(cause) => StoreError::Blocked {
+                            path: dir.to_path_buf(),
+                            cause,
+                        },
+                        None => StoreError::Sled(e),
+                    })
+                }
+            },
         }
     }
 }
