@@ -71,8 +71,6 @@ pub enum TransportError {
     Connection(#[from] quinn::ConnectionError),
     #[error("frame: {0}")]
     Frame(#[from] FrameError),
-    #[error("stream: {0}")]
-    Write(#[from] quinn::WriteError),
     #[error("malformed handshake: {0}")]
     Malformed(String),
     #[error("refused by the master: {0}")]
