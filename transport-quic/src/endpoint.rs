@@ -5,7 +5,7 @@
 //! layouts are frozen: they carry the protocol version *outside* the
 //! version-specific payload, so two versions can always tell each other why
 //! they disagree. After an accepted hello the same stream carries the
-//! [`wire`](ffrtmp_runtime::wire) messages as frames.
+//! [`wire`] messages as frames.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,11 +21,19 @@ use crate::tls::{ALPN, ALPN_JOIN};
 /// Application close codes.
 pub mod close {
     use quinn::VarInt;
+    /// An orderly close: a link its owner dropped, a finished join.
     pub const NORMAL: VarInt = VarInt::from_u32(0);
+    /// A `ffrtmp/1` client presented no certificate (it must join first).
     pub const NO_CLIENT_CERT: VarInt = VarInt::from_u32(1);
+    /// The hello announced a protocol version the master does not speak.
     pub const VERSION_MISMATCH: VarInt = VarInt::from_u32(2);
+    /// The first frame was not a valid hello, or the ALPN is unknown.
     pub const BAD_HELLO: VarInt = VarInt::from_u32(3);
+    /// The hello's node id is not the certificate's, or the certificate
+    /// names no node.
     pub const IDENTITY_MISMATCH: VarInt = VarInt::from_u32(4);
+    /// A frame on an established link was malformed (over the maximum, or
+    /// cut short).
     pub const MALFORMED_FRAME: VarInt = VarInt::from_u32(5);
 }
 
@@ -38,7 +46,10 @@ const MAX_HELLO_BYTES: usize = 64 * 1024;
 /// smaller of the two). A killed peer is seen after about `idle_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timers {
+    /// Interval of QUIC keep-alive pings; positive and shorter than
+    /// `idle_timeout`.
     pub keep_alive: Duration,
+    /// Silence after which the connection is declared lost.
     pub idle_timeout: Duration,
 }
 
@@ -57,34 +68,69 @@ impl Default for Timers {
     }
 }
 
+/// Errors of the transport: endpoints, the hello and join exchanges, frames.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The [`Timers`] are unusable: the keep-alive is zero or not shorter
+    /// than the idle timeout, or the idle timeout is out of QUIC's range.
     #[error("invalid timers: {0}")]
     Timers(String),
+    /// A TLS configuration could not be built or used by QUIC (on the
+    /// master's join path, also: the CA could not be loaded).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A socket could not be bound, or another I/O operation failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// quinn refused to start a connection (address or configuration).
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was lost.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// Reading or writing a frame failed.
     #[error("frame: {0}")]
     Frame(#[from] FrameError),
+    /// Something the hello or join exchange carries could not be decoded or
+    /// encoded (a hello, a join message, a token, a certificate), or the
+    /// peer's ALPN is unknown.
     #[error("malformed handshake: {0}")]
     Malformed(String),
+    /// The peer refused: the master's reason for a hello or join it did
+    /// not accept (on the master, a join request it refused).
     #[error("refused by the master: {0}")]
     Refused(String),
+    /// This node's TLS stack rejected the master's certificate (a TLS
+    /// certificate alert): it is not from the cluster CA this node trusts.
     #[error("the master's certificate does not validate under this node's cluster CA ({0})")]
     UntrustedMaster(String),
+    /// The two sides speak different protocol versions.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
-    VersionMismatch { ours: u32, theirs: u32 },
+    VersionMismatch {
+        /// The version this side speaks.
+        ours: u32,
+        /// The version the peer announced.
+        theirs: u32,
+    },
+    /// The peer did not complete the handshake or the join exchange within
+    /// [`HANDSHAKE_TIMEOUT`].
     #[error("timed out waiting for the handshake")]
     Timeout,
+    /// (Master) a `ffrtmp/1` client presented no certificate.
     #[error("the client presented no cluster certificate")]
     NoClientCertificate,
+    /// The node id a hello claims is not the one its certificate carries
+    /// (or, on a join, the certificate the master issued names another
+    /// node).
     #[error("node id {claimed:?} does not match its certificate ({certified:?})")]
-    IdentityMismatch { claimed: String, certified: String },
+    IdentityMismatch {
+        /// The node id the peer claimed.
+        claimed: String,
+        /// The node id in the certificate.
+        certified: String,
+    },
+    /// (Master) a client certificate signed by the cluster CA names no node:
+    /// no common name, or an empty one.
     #[error("the client certificate names no node (no common name)")]
     UnnamedCertificate,
 }
@@ -92,6 +138,7 @@ pub enum TransportError {
 /// The first frame from a worker. Frozen layout.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct HelloEnvelope {
+    /// The worker's protocol version, outside the versioned payload.
     pub protocol_version: u32,
     /// bincode of `wire::ToMaster::Hello` in that protocol version.
     pub hello: Vec<u8>,
@@ -100,8 +147,11 @@ pub struct HelloEnvelope {
 /// The master's answer. Frozen layout.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct HelloReply {
+    /// The master's protocol version.
     pub protocol_version: u32,
+    /// Whether the worker is admitted.
     pub accepted: bool,
+    /// Why not, when not accepted (the worker prints it); empty otherwise.
     pub reason: String,
 }
 
@@ -130,8 +180,14 @@ pub enum HelloError {
     /// Not a [`HelloEnvelope`] (or no frame at all).
     #[error("malformed hello: {0}")]
     Envelope(String),
+    /// The envelope announces another protocol version than the master's.
     #[error("protocol version {theirs} is not supported: this master speaks {ours}")]
-    Version { ours: u32, theirs: u32 },
+    Version {
+        /// The master's version.
+        ours: u32,
+        /// The version in the envelope.
+        theirs: u32,
+    },
     /// The envelope's payload is not a `ToMaster::Hello` of our version.
     #[error("the first message must be a hello")]
     NotHello,
@@ -281,8 +337,11 @@ fn client(
 
 /// An established, handshaken link: one connection, one stream pair.
 pub struct Link {
+    /// The QUIC connection.
     pub connection: Connection,
+    /// The sending half of the link's one bidirectional stream.
     pub send: SendStream,
+    /// Its receiving half.
     pub recv: RecvStream,
 }
 
@@ -407,6 +466,7 @@ pub async fn connect_versioned(
 pub enum Accepted {
     /// A worker with a cluster certificate whose hello was accepted.
     Node {
+        /// The link, past the hello (the master's acceptance is sent).
         link: Link,
         /// The node id from its certificate, equal to the one in `hello`.
         node_id: String,
@@ -416,7 +476,10 @@ pub enum Accepted {
     },
     /// A worker asking to join: the caller checks its request and answers
     /// on `link`.
-    Join { link: Link },
+    Join {
+        /// The link the join request arrives on.
+        link: Link,
+    },
 }
 
 fn alpn(conn: &Connection) -> Option<Vec<u8>> {

@@ -24,17 +24,22 @@ const MAX_JOIN_BYTES: usize = 64 * 1024;
 pub struct JoinRequest {
     /// The whole token string as the operator gave it.
     pub token: String,
+    /// The node id the worker asks a certificate for.
     pub node_id: String,
+    /// Its certificate signing request, PEM (the key stays on the worker).
     pub csr_pem: String,
 }
 
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct JoinReply {
+    /// Whether a certificate was issued.
     pub accepted: bool,
     /// Why not, when not accepted. Deliberately vague about tokens.
     pub reason: String,
+    /// The node certificate, PEM; empty when refused.
     pub cert_pem: String,
+    /// The cluster CA certificate, PEM; empty when refused.
     pub ca_pem: String,
 }
 

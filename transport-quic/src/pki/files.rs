@@ -9,7 +9,8 @@ use std::path::Path;
 use super::crypto::{hex, random_bytes};
 use super::error::{io_err, PkiError};
 
-/// File names in the master's PKI directory.
+/// CA certificate file name, in the master's PKI directory and in a node's
+/// data directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
 /// CA private key file name (mode 0600).
 pub const CA_KEY_FILE: &str = "ca.key";

@@ -113,8 +113,8 @@ impl NodeIdentity {
 
     /// The chain to present in TLS: `[own certificate, CA certificate]`. The
     /// CA certificate lets a joining worker find the CA it pinned by
-    /// fingerprint ([`find_pinned_ca`]); verifiers that already trust the CA
-    /// are unaffected.
+    /// fingerprint ([`find_pinned_ca`](super::find_pinned_ca)); verifiers
+    /// that already trust the CA are unaffected.
     pub fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>, PkiError> {
         Ok(vec![
             parse_cert_pem(&self.cert_pem, "node certificate")?,
