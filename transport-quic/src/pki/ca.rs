@@ -133,30 +133,14 @@ pub fn init(dir: &Path, extra_sans: &[String]) -> Result<(), PkiError> {
 
     ensure_dir(dir)?;
     // The CA key last: its presence is what makes a directory "initialized".
-    write_atomic(
-        &dir.join(MASTER_KEY_FILE),
-        master_key.serialize_pem().as_bytes(),
-        0o600,
-        false,
-    )?;
-    write_atomic(
-        &dir.join(MASTER_CERT_FILE),
-        master_cert.pem().as_bytes(),
-        0o644,
-        false,
-    )?;
-    write_atomic(
-        &dir.join(CA_CERT_FILE),
-        ca_cert.pem().as_bytes(),
-        0o644,
-        false,
-    )?;
-    write_atomic(
-        &dir.join(CA_KEY_FILE),
-        ca_key.serialize_pem().as_bytes(),
-        0o600,
-        false,
-    )?;
+    for (name, pem, mode) in [
+        (MASTER_KEY_FILE, master_key.serialize_pem(), 0o600),
+        (MASTER_CERT_FILE, master_cert.pem(), 0o644),
+        (CA_CERT_FILE, ca_cert.pem(), 0o644),
+        (CA_KEY_FILE, ca_key.serialize_pem(), 0o600),
+    ] {
+        write_atomic(&dir.join(name), pem.as_bytes(), mode, false)?;
+    }
     tracing::info!(
         dir = %dir.display(),
         ca_fingerprint = %fingerprint_der(ca_cert.der()),

@@ -54,19 +54,29 @@ impl NodeIdentity {
                 missing: files[i],
             });
         }
-        let key_path = data_dir.join(NODE_KEY_FILE);
-        warn_if_key_readable_by_others(&key_path);
+        Self::read(
+            &data_dir.join(NODE_CERT_FILE),
+            &data_dir.join(NODE_KEY_FILE),
+            &data_dir.join(CA_CERT_FILE),
+        )
+        .map(Some)
+    }
+
+    /// Reads a certificate, its key and the CA from these files and checks
+    /// them ([`check`](Self::check)); errors name the file.
+    fn read(cert_path: &Path, key_path: &Path, ca_path: &Path) -> Result<NodeIdentity, PkiError> {
+        warn_if_key_readable_by_others(key_path);
         let id = NodeIdentity {
-            cert_pem: read_to_string(&data_dir.join(NODE_CERT_FILE))?,
-            key_pem: read_to_string(&key_path)?,
-            ca_pem: read_to_string(&data_dir.join(CA_CERT_FILE))?,
+            cert_pem: read_to_string(cert_path)?,
+            key_pem: read_to_string(key_path)?,
+            ca_pem: read_to_string(ca_path)?,
         };
         id.check(
-            &data_dir.join(NODE_CERT_FILE).display().to_string(),
+            &cert_path.display().to_string(),
             &key_path.display().to_string(),
-            &data_dir.join(CA_CERT_FILE).display().to_string(),
+            &ca_path.display().to_string(),
         )?;
-        Ok(Some(id))
+        Ok(id)
     }
 
     /// Writes the three files to `data_dir` (created if needed): atomic
@@ -74,24 +84,13 @@ impl NodeIdentity {
     pub fn save(&self, data_dir: &Path) -> Result<(), PkiError> {
         self.check("node certificate", "node key", "CA certificate")?;
         ensure_dir(data_dir)?;
-        write_atomic(
-            &data_dir.join(CA_CERT_FILE),
-            self.ca_pem.as_bytes(),
-            0o644,
-            true,
-        )?;
-        write_atomic(
-            &data_dir.join(NODE_KEY_FILE),
-            self.key_pem.as_bytes(),
-            0o600,
-            true,
-        )?;
-        write_atomic(
-            &data_dir.join(NODE_CERT_FILE),
-            self.cert_pem.as_bytes(),
-            0o644,
-            true,
-        )?;
+        for (name, pem, mode) in [
+            (CA_CERT_FILE, &self.ca_pem, 0o644),
+            (NODE_KEY_FILE, &self.key_pem, 0o600),
+            (NODE_CERT_FILE, &self.cert_pem, 0o644),
+        ] {
+            write_atomic(&data_dir.join(name), pem.as_bytes(), mode, true)?;
+        }
         Ok(())
     }
 
@@ -143,19 +142,9 @@ impl NodeIdentity {
 
 /// The master's own identity (master.pem/master.key + ca.pem) from the pki dir.
 pub fn master_identity(dir: &Path) -> Result<NodeIdentity, PkiError> {
-    let cert_path = dir.join(MASTER_CERT_FILE);
-    let key_path = dir.join(MASTER_KEY_FILE);
-    let ca_path = dir.join(CA_CERT_FILE);
-    warn_if_key_readable_by_others(&key_path);
-    let id = NodeIdentity {
-        cert_pem: read_to_string(&cert_path)?,
-        key_pem: read_to_string(&key_path)?,
-        ca_pem: read_to_string(&ca_path)?,
-    };
-    id.check(
-        &cert_path.display().to_string(),
-        &key_path.display().to_string(),
-        &ca_path.display().to_string(),
-    )?;
-    Ok(id)
+    NodeIdentity::read(
+        &dir.join(MASTER_CERT_FILE),
+        &dir.join(MASTER_KEY_FILE),
+        &dir.join(CA_CERT_FILE),
+    )
 }
