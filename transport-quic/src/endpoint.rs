@@ -24,6 +24,7 @@ pub use hello::{
     decode_hello, decode_hello_reply, encode_hello, encode_hello_reply, HelloEnvelope, HelloError,
     HelloReply,
 };
+pub(crate) use hello::{decode_limited, encode_limited};
 
 /// Application close codes.
 pub mod close {

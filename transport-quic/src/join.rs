@@ -12,7 +12,9 @@ use std::sync::Arc;
 use bincode::{Decode, Encode};
 use quinn::Endpoint;
 
-use crate::endpoint::{close, Link, Timers, TransportError, HANDSHAKE_TIMEOUT};
+use crate::endpoint::{
+    close, decode_limited, encode_limited, Link, Timers, TransportError, HANDSHAKE_TIMEOUT,
+};
 use crate::frame;
 use crate::pki::{self, CertificateAuthority, JoinToken, NodeIdentity};
 use crate::tls;
@@ -43,42 +45,25 @@ pub struct JoinReply {
     pub ca_pem: String,
 }
 
-fn cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_JOIN_BYTES>()
-}
-
-fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
-    bincode::encode_to_vec(v, cfg()).map_err(|e| TransportError::Malformed(e.to_string()))
-}
-
-fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
-    let (v, used) = bincode::decode_from_slice(b, cfg())
-        .map_err(|e| TransportError::Malformed(e.to_string()))?;
-    if used != b.len() {
-        return Err(TransportError::Malformed("trailing bytes".into()));
-    }
-    Ok(v)
-}
-
 /// The master's decoding of a join request (untrusted bytes from a peer with
 /// no certificate). Pure, for tests and fuzzing.
 pub fn decode_join_request(frame: &[u8]) -> Result<JoinRequest, TransportError> {
-    dec(frame)
+    decode_limited::<MAX_JOIN_BYTES, _>(frame)
 }
 
 /// The worker's decoding of the master's join answer.
 pub fn decode_join_reply(frame: &[u8]) -> Result<JoinReply, TransportError> {
-    dec(frame)
+    decode_limited::<MAX_JOIN_BYTES, _>(frame)
 }
 
 /// The master's join answer as it goes on the wire.
 pub fn encode_join_reply(reply: &JoinReply) -> Result<Vec<u8>, TransportError> {
-    enc(reply)
+    encode_limited::<MAX_JOIN_BYTES, _>(reply)
 }
 
 /// A join request as it goes on the wire.
 pub fn encode_join_request(req: &JoinRequest) -> Result<Vec<u8>, TransportError> {
-    enc(req)
+    encode_limited::<MAX_JOIN_BYTES, _>(req)
 }
 
 /// Worker side: trade `token` for a node identity for `node_id`. The caller

@@ -31,16 +31,26 @@ pub struct HelloReply {
     pub reason: String,
 }
 
-fn bincode_cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_HELLO_BYTES>()
+/// bincode's standard configuration, refusing anything over `LIMIT` bytes:
+/// the frozen encoding of the hello and join messages.
+fn bincode_cfg<const LIMIT: usize>() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<LIMIT>()
 }
 
-fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
-    bincode::encode_to_vec(v, bincode_cfg()).map_err(|e| TransportError::Malformed(e.to_string()))
+/// Encodes a hello or join message (at most `LIMIT` bytes).
+pub(crate) fn encode_limited<const LIMIT: usize, T: Encode>(
+    v: &T,
+) -> Result<Vec<u8>, TransportError> {
+    bincode::encode_to_vec(v, bincode_cfg::<LIMIT>())
+        .map_err(|e| TransportError::Malformed(e.to_string()))
 }
 
-fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
-    let (v, used) = bincode::decode_from_slice(b, bincode_cfg())
+/// Decodes a whole frame as one hello or join message (at most `LIMIT`
+/// bytes); trailing bytes are an error.
+pub(crate) fn decode_limited<const LIMIT: usize, T: Decode<()>>(
+    b: &[u8],
+) -> Result<T, TransportError> {
+    let (v, used) = bincode::decode_from_slice(b, bincode_cfg::<LIMIT>())
         .map_err(|e| TransportError::Malformed(e.to_string()))?;
     if used != b.len() {
         return Err(TransportError::Malformed("trailing bytes".into()));
@@ -96,7 +106,7 @@ impl From<HelloError> for TransportError {
 /// `ToMaster::Hello`. Pure, so tests and fuzzing run exactly what
 /// [`accept`](super::accept) runs.
 pub fn decode_hello(frame: &[u8]) -> Result<ToMaster, HelloError> {
-    let env: HelloEnvelope = dec(frame).map_err(|e| match e {
+    let env: HelloEnvelope = decode_limited::<MAX_HELLO_BYTES, _>(frame).map_err(|e| match e {
         TransportError::Malformed(m) => HelloError::Envelope(m),
         other => HelloError::Envelope(other.to_string()),
     })?;
@@ -114,7 +124,7 @@ pub fn decode_hello(frame: &[u8]) -> Result<ToMaster, HelloError> {
 
 /// The worker's decoding of the master's answer to its hello.
 pub fn decode_hello_reply(frame: &[u8]) -> Result<HelloReply, TransportError> {
-    dec(frame)
+    decode_limited::<MAX_HELLO_BYTES, _>(frame)
 }
 
 /// A hello frame as a worker sends it (the inverse of [`decode_hello`] for
@@ -124,10 +134,10 @@ pub fn encode_hello(protocol_version: u32, hello: &ToMaster) -> Result<Vec<u8>, 
         protocol_version,
         hello: wire::encode(hello).map_err(|e| TransportError::Malformed(e.to_string()))?,
     };
-    enc(&env)
+    encode_limited::<MAX_HELLO_BYTES, _>(&env)
 }
 
 /// The master's answer as it goes on the wire.
 pub fn encode_hello_reply(reply: &HelloReply) -> Result<Vec<u8>, TransportError> {
-    enc(reply)
+    encode_limited::<MAX_HELLO_BYTES, _>(reply)
 }
