@@ -11,34 +11,51 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bincode::{Decode, Encode};
-use ffrtmp_runtime::wire::{self, ToMaster, PROTOCOL_VERSION};
+use ffrtmp_runtime::wire::{ToMaster, PROTOCOL_VERSION};
 use quinn::{Connection, Endpoint, EndpointConfig, RecvStream, SendStream, VarInt};
 
 use crate::frame::{self, FrameError, MAX_FRAME_BYTES};
 use crate::tls::{ALPN, ALPN_JOIN};
 
+mod hello;
+
+use hello::MAX_HELLO_BYTES;
+pub use hello::{
+    decode_hello, decode_hello_reply, encode_hello, encode_hello_reply, HelloEnvelope, HelloError,
+    HelloReply,
+};
+pub(crate) use hello::{decode_limited, encode_limited};
+
 /// Application close codes.
 pub mod close {
     use quinn::VarInt;
+    /// An orderly close: a link its owner dropped, a finished join.
     pub const NORMAL: VarInt = VarInt::from_u32(0);
+    /// A `ffrtmp/1` client presented no certificate (it must join first).
     pub const NO_CLIENT_CERT: VarInt = VarInt::from_u32(1);
+    /// The hello announced a protocol version the master does not speak.
     pub const VERSION_MISMATCH: VarInt = VarInt::from_u32(2);
+    /// The first frame was not a valid hello, or the ALPN is unknown.
     pub const BAD_HELLO: VarInt = VarInt::from_u32(3);
+    /// The hello's node id is not the certificate's, or the certificate
+    /// names no node.
     pub const IDENTITY_MISMATCH: VarInt = VarInt::from_u32(4);
+    /// A frame on an established link was malformed (over the maximum, or
+    /// cut short).
     pub const MALFORMED_FRAME: VarInt = VarInt::from_u32(5);
 }
 
 /// How long either side waits for the other's hello.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Hello frames are small.
-const MAX_HELLO_BYTES: usize = 64 * 1024;
 
 /// QUIC liveness timers, set on both ends (the effective idle timeout is the
 /// smaller of the two). A killed peer is seen after about `idle_timeout`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timers {
+    /// Interval of QUIC keep-alive pings; positive and shorter than
+    /// `idle_timeout`.
     pub keep_alive: Duration,
+    /// Silence after which the connection is declared lost.
     pub idle_timeout: Duration,
 }
 
@@ -57,149 +74,71 @@ impl Default for Timers {
     }
 }
 
+/// Errors of the transport: endpoints, the hello and join exchanges, frames.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
+    /// The [`Timers`] are unusable: the keep-alive is zero or not shorter
+    /// than the idle timeout, or the idle timeout is out of QUIC's range.
     #[error("invalid timers: {0}")]
     Timers(String),
+    /// A TLS configuration could not be built or used by QUIC (on the
+    /// master's join path, also: the CA could not be loaded).
     #[error("TLS: {0}")]
     Tls(String),
+    /// A socket could not be bound, or another I/O operation failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// quinn refused to start a connection (address or configuration).
     #[error("connect: {0}")]
     Connect(#[from] quinn::ConnectError),
+    /// The connection failed or was lost.
     #[error("connection: {0}")]
     Connection(#[from] quinn::ConnectionError),
+    /// Reading or writing a frame failed.
     #[error("frame: {0}")]
     Frame(#[from] FrameError),
-    #[error("stream: {0}")]
-    Write(#[from] quinn::WriteError),
+    /// Something the hello or join exchange carries could not be decoded or
+    /// encoded (a hello, a join message, a token, a certificate), or the
+    /// peer's ALPN is unknown.
     #[error("malformed handshake: {0}")]
     Malformed(String),
+    /// The peer refused: the master's reason for a hello or join it did
+    /// not accept (on the master, a join request it refused).
     #[error("refused by the master: {0}")]
     Refused(String),
+    /// This node's TLS stack rejected the master's certificate (a TLS
+    /// certificate alert): it is not from the cluster CA this node trusts.
     #[error("the master's certificate does not validate under this node's cluster CA ({0})")]
     UntrustedMaster(String),
+    /// The two sides speak different protocol versions.
     #[error("protocol version mismatch: we speak {ours}, the peer speaks {theirs}")]
-    VersionMismatch { ours: u32, theirs: u32 },
+    VersionMismatch {
+        /// The version this side speaks.
+        ours: u32,
+        /// The version the peer announced.
+        theirs: u32,
+    },
+    /// The peer did not complete the handshake or the join exchange within
+    /// [`HANDSHAKE_TIMEOUT`].
     #[error("timed out waiting for the handshake")]
     Timeout,
+    /// (Master) a `ffrtmp/1` client presented no certificate.
     #[error("the client presented no cluster certificate")]
     NoClientCertificate,
+    /// The node id a hello claims is not the one its certificate carries
+    /// (or, on a join, the certificate the master issued names another
+    /// node).
     #[error("node id {claimed:?} does not match its certificate ({certified:?})")]
-    IdentityMismatch { claimed: String, certified: String },
+    IdentityMismatch {
+        /// The node id the peer claimed.
+        claimed: String,
+        /// The node id in the certificate.
+        certified: String,
+    },
+    /// (Master) a client certificate signed by the cluster CA names no node:
+    /// no common name, or an empty one.
     #[error("the client certificate names no node (no common name)")]
     UnnamedCertificate,
-}
-
-/// The first frame from a worker. Frozen layout.
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct HelloEnvelope {
-    pub protocol_version: u32,
-    /// bincode of `wire::ToMaster::Hello` in that protocol version.
-    pub hello: Vec<u8>,
-}
-
-/// The master's answer. Frozen layout.
-#[derive(Debug, Clone, PartialEq, Encode, Decode)]
-pub struct HelloReply {
-    pub protocol_version: u32,
-    pub accepted: bool,
-    pub reason: String,
-}
-
-fn bincode_cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_HELLO_BYTES>()
-}
-
-fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
-    bincode::encode_to_vec(v, bincode_cfg()).map_err(|e| TransportError::Malformed(e.to_string()))
-}
-
-fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
-    let (v, used) = bincode::decode_from_slice(b, bincode_cfg())
-        .map_err(|e| TransportError::Malformed(e.to_string()))?;
-    if used != b.len() {
-        return Err(TransportError::Malformed("trailing bytes".into()));
-    }
-    Ok(v)
-}
-
-/// Why the master refuses a worker's first frame. Each kind closes the
-/// connection with its own code (see [`close`]); the message is the reason
-/// the worker prints.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HelloError {
-    /// Not a [`HelloEnvelope`] (or no frame at all).
-    #[error("malformed hello: {0}")]
-    Envelope(String),
-    #[error("protocol version {theirs} is not supported: this master speaks {ours}")]
-    Version { ours: u32, theirs: u32 },
-    /// The envelope's payload is not a `ToMaster::Hello` of our version.
-    #[error("the first message must be a hello")]
-    NotHello,
-}
-
-impl HelloError {
-    /// The application close code the master uses for this refusal.
-    pub fn close_code(&self) -> VarInt {
-        match self {
-            HelloError::Envelope(_) | HelloError::NotHello => close::BAD_HELLO,
-            HelloError::Version { .. } => close::VERSION_MISMATCH,
-        }
-    }
-}
-
-impl From<HelloError> for TransportError {
-    fn from(e: HelloError) -> Self {
-        match e {
-            HelloError::Envelope(m) => TransportError::Malformed(m),
-            HelloError::Version { ours, theirs } => {
-                TransportError::VersionMismatch { ours, theirs }
-            }
-            HelloError::NotHello => TransportError::Malformed("first message not a hello".into()),
-        }
-    }
-}
-
-/// The master's decoding of a worker's first frame (untrusted bytes): a
-/// [`HelloEnvelope`] of exactly our [`PROTOCOL_VERSION`] whose payload is a
-/// `ToMaster::Hello`. Pure, so tests and fuzzing run exactly what
-/// [`accept`] runs.
-pub fn decode_hello(frame: &[u8]) -> Result<ToMaster, HelloError> {
-    let env: HelloEnvelope = dec(frame).map_err(|e| match e {
-        TransportError::Malformed(m) => HelloError::Envelope(m),
-        other => HelloError::Envelope(other.to_string()),
-    })?;
-    if env.protocol_version != PROTOCOL_VERSION {
-        return Err(HelloError::Version {
-            ours: PROTOCOL_VERSION,
-            theirs: env.protocol_version,
-        });
-    }
-    match wire::decode(&env.hello) {
-        Ok(h @ ToMaster::Hello { .. }) => Ok(h),
-        Ok(_) | Err(_) => Err(HelloError::NotHello),
-    }
-}
-
-/// The worker's decoding of the master's answer to its hello.
-pub fn decode_hello_reply(frame: &[u8]) -> Result<HelloReply, TransportError> {
-    dec(frame)
-}
-
-/// A hello frame as a worker sends it (the inverse of [`decode_hello`] for
-/// `protocol_version == PROTOCOL_VERSION`).
-pub fn encode_hello(protocol_version: u32, hello: &ToMaster) -> Result<Vec<u8>, TransportError> {
-    let env = HelloEnvelope {
-        protocol_version,
-        hello: wire::encode(hello).map_err(|e| TransportError::Malformed(e.to_string()))?,
-    };
-    enc(&env)
-}
-
-/// The master's answer as it goes on the wire.
-pub fn encode_hello_reply(reply: &HelloReply) -> Result<Vec<u8>, TransportError> {
-    enc(reply)
 }
 
 pub(crate) fn transport(t: Timers) -> Result<Arc<quinn::TransportConfig>, TransportError> {
@@ -283,8 +222,11 @@ fn client(
 
 /// An established, handshaken link: one connection, one stream pair.
 pub struct Link {
+    /// The QUIC connection.
     pub connection: Connection,
+    /// The sending half of the link's one bidirectional stream.
     pub send: SendStream,
+    /// Its receiving half.
     pub recv: RecvStream,
 }
 
@@ -409,6 +351,7 @@ pub async fn connect_versioned(
 pub enum Accepted {
     /// A worker with a cluster certificate whose hello was accepted.
     Node {
+        /// The link, past the hello (the master's acceptance is sent).
         link: Link,
         /// The node id from its certificate, equal to the one in `hello`.
         node_id: String,
@@ -418,7 +361,10 @@ pub enum Accepted {
     },
     /// A worker asking to join: the caller checks its request and answers
     /// on `link`.
-    Join { link: Link },
+    Join {
+        /// The link the join request arrives on.
+        link: Link,
+    },
 }
 
 fn alpn(conn: &Connection) -> Option<Vec<u8>> {

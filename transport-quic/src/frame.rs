@@ -9,12 +9,22 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub use ffrtmp_runtime::wire::MAX_MESSAGE_BYTES as MAX_FRAME_BYTES;
 
+/// Why a frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// A frame's length (first) is over the maximum (second); a reader
+    /// refuses it from the header alone.
     #[error("frame of {0} bytes exceeds the maximum of {1}")]
     TooLarge(usize, usize),
+    /// The stream ended inside a frame's header or payload.
     #[error("stream ended inside a frame ({got} of {want} bytes)")]
-    Truncated { got: usize, want: usize },
+    Truncated {
+        /// Bytes of the header or payload that arrived.
+        got: usize,
+        /// Bytes it needed.
+        want: usize,
+    },
+    /// The stream itself failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use bincode::{Decode, Encode};
 use quinn::Endpoint;
 
-use crate::endpoint::{close, Link, Timers, TransportError, HANDSHAKE_TIMEOUT};
+use crate::endpoint::{
+    close, decode_limited, encode_limited, Link, Timers, TransportError, HANDSHAKE_TIMEOUT,
+};
 use crate::frame;
 use crate::pki::{self, CertificateAuthority, JoinToken, NodeIdentity};
 use crate::tls;
@@ -24,56 +26,44 @@ const MAX_JOIN_BYTES: usize = 64 * 1024;
 pub struct JoinRequest {
     /// The whole token string as the operator gave it.
     pub token: String,
+    /// The node id the worker asks a certificate for.
     pub node_id: String,
+    /// Its certificate signing request, PEM (the key stays on the worker).
     pub csr_pem: String,
 }
 
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub struct JoinReply {
+    /// Whether a certificate was issued.
     pub accepted: bool,
     /// Why not, when not accepted. Deliberately vague about tokens.
     pub reason: String,
+    /// The node certificate, PEM; empty when refused.
     pub cert_pem: String,
+    /// The cluster CA certificate, PEM; empty when refused.
     pub ca_pem: String,
-}
-
-fn cfg() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<MAX_JOIN_BYTES>()
-}
-
-fn enc<T: Encode>(v: &T) -> Result<Vec<u8>, TransportError> {
-    bincode::encode_to_vec(v, cfg()).map_err(|e| TransportError::Malformed(e.to_string()))
-}
-
-fn dec<T: Decode<()>>(b: &[u8]) -> Result<T, TransportError> {
-    let (v, used) = bincode::decode_from_slice(b, cfg())
-        .map_err(|e| TransportError::Malformed(e.to_string()))?;
-    if used != b.len() {
-        return Err(TransportError::Malformed("trailing bytes".into()));
-    }
-    Ok(v)
 }
 
 /// The master's decoding of a join request (untrusted bytes from a peer with
 /// no certificate). Pure, for tests and fuzzing.
 pub fn decode_join_request(frame: &[u8]) -> Result<JoinRequest, TransportError> {
-    dec(frame)
+    decode_limited::<MAX_JOIN_BYTES, _>(frame)
 }
 
 /// The worker's decoding of the master's join answer.
 pub fn decode_join_reply(frame: &[u8]) -> Result<JoinReply, TransportError> {
-    dec(frame)
+    decode_limited::<MAX_JOIN_BYTES, _>(frame)
 }
 
 /// The master's join answer as it goes on the wire.
 pub fn encode_join_reply(reply: &JoinReply) -> Result<Vec<u8>, TransportError> {
-    enc(reply)
+    encode_limited::<MAX_JOIN_BYTES, _>(reply)
 }
 
 /// A join request as it goes on the wire.
 pub fn encode_join_request(req: &JoinRequest) -> Result<Vec<u8>, TransportError> {
-    enc(req)
+    encode_limited::<MAX_JOIN_BYTES, _>(req)
 }
 
 /// Worker side: trade `token` for a node identity for `node_id`. The caller

@@ -30,12 +30,16 @@ pub const ALPN: &[u8] = b"ffrtmp/1";
 /// ALPN of the join exchange (token → node certificate).
 pub const ALPN_JOIN: &[u8] = b"ffrtmp-join/1";
 
+/// Why a rustls configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// The identity's certificate, key or CA does not parse.
     #[error("identity: {0}")]
     Identity(#[from] PkiError),
+    /// rustls refused the configuration (versions, certificate chain, key).
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
+    /// The client-certificate verifier could not be built.
     #[error("client verifier: {0}")]
     Verifier(String),
 }
