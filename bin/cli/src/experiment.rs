@@ -267,7 +267,7 @@ mod tests {
     /// The shipped experiment files parse and expand as the master would.
     fn expand_shipped(name: &str) -> ffrtmp_runtime::experiment::Expanded {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../config/experiments")
+            .join("../../config/experiments")
             .join(name);
         let mut body = read_file(&path).expect("the file reads");
         let roots = MediaRoots::new(&[]).expect("roots");
