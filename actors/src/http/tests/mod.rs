@@ -97,17 +97,22 @@ pub(super) async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16,
     (status, head.to_string(), body.to_string())
 }
 
-/// A job as a run that failed on its own leaves it: attempt 1 on `n1`,
-/// FFmpeg's stderr lines kept.
-pub(super) fn failed_job(store: &Store) -> Job {
-    use ffrtmp_runtime::model::{Failure, Isolation};
-    use ffrtmp_runtime::state;
+/// A new `queued` job `id` (a 1 s test pattern to nowhere), not stored.
+pub(super) fn queued_job(store: &Store, id: &str) -> Job {
     let roots = MediaRoots::new(&[]).expect("no roots");
     let body = json!({"scenario": "480p30-h264", "output": {"type": "null"},
                       "input": {"type": "testsrc", "duration_s": 1}});
     let spec = spec::parse_job_request(body.to_string().as_bytes(), &roots).expect("spec");
     let seq = store.next_seq().expect("seq");
-    let mut job = Job::new("job-failed".into(), seq, spec, 1_000);
+    Job::new(id.into(), seq, spec, 1_000)
+}
+
+/// A job as a run that failed on its own leaves it: attempt 1 on `n1`,
+/// FFmpeg's stderr lines kept.
+pub(super) fn failed_job(store: &Store) -> Job {
+    use ffrtmp_runtime::model::{Failure, Isolation};
+    use ffrtmp_runtime::state;
+    let mut job = queued_job(store, "job-failed");
     let token = store.next_token().expect("token");
     state::assign(&mut job, &"n1".to_string(), token, 1_000).expect("assign");
     state::start(&mut job, token, Isolation::None, 1_100).expect("start");
