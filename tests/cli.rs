@@ -782,12 +782,7 @@ fn demo_runs_the_sample_jobs_and_leaves_nothing_behind() {
             .unwrap_or_else(|| panic!("a dir in {line:?}"));
         PathBuf::from(dir)
     };
-    let job_cgroups = || -> Vec<PathBuf> {
-        cgroup_dirs("ffrtmp-demo")
-            .into_iter()
-            .filter(|d| !d.ends_with("ffrtmp-demo"))
-            .collect()
-    };
+    let job_cgroups = demo_job_cgroups;
 
     let out = run(&["demo", "--duration", "1"], &[], "", LONG);
     ok(&out);
@@ -810,15 +805,7 @@ fn demo_runs_the_sample_jobs_and_leaves_nothing_behind() {
     assert!(out.stdout.contains("--keep"), "{out:?}");
     assert_eq!(job_cgroups(), Vec::<PathBuf>::new(), "no job cgroup left");
     // No process still works in the demo's dir (FFmpeg's argv names it).
-    let needle = dir.to_string_lossy().into_owned();
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&needle))
-        .collect();
+    let left: Vec<String> = processes_naming(&dir).into_iter().map(|(_, c)| c).collect();
     assert_eq!(left, Vec::<String>::new(), "processes left");
 
     // No FFmpeg on PATH (and no apt-get to install it with): the exact
@@ -839,4 +826,124 @@ fn demo_runs_the_sample_jobs_and_leaves_nothing_behind() {
     let kept = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(kept > 0, "{} kept: {out:?}", file.display());
+}
+
+/// The job cgroups under the demo's cgroup parent (the parent itself left out).
+fn demo_job_cgroups() -> Vec<PathBuf> {
+    cgroup_dirs("ffrtmp-demo")
+        .into_iter()
+        .filter(|d| !d.ends_with("ffrtmp-demo"))
+        .collect()
+}
+
+/// Every process whose command line names `dir`: (pid, command line).
+fn processes_naming(dir: &std::path::Path) -> Vec<(u32, String)> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse().ok()?;
+            let c = std::fs::read(e.path().join("cmdline")).ok()?;
+            Some((pid, String::from_utf8_lossy(&c).replace('\0', " ")))
+        })
+        .filter(|(_, c)| c.contains(&needle))
+        .collect()
+}
+
+/// Ctrl-C (SIGINT to `ffrtmp` alone) while the demo's jobs run: its
+/// `ffrtmp-node` child is stopped by pid and waited for, so no process, job
+/// cgroup or data dir is left, and the demo exits 1 saying it was
+/// interrupted. (Before, the demo's node was in the `ffrtmp` process and
+/// SIGINT ended it on the spot: the data dir and the FFmpeg processes
+/// stayed.)
+#[test]
+fn an_interrupted_demo_stops_its_node_and_leaves_nothing_behind() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+
+    let _g = serial();
+    require_ffmpeg();
+    /// The demo, interrupted and waited for if the test fails part way.
+    struct Demo(std::process::Child);
+    impl Drop for Demo {
+        fn drop(&mut self) {
+            // Only while it runs: a reaped pid may be another process's.
+            let running = matches!(self.0.try_wait(), Ok(None));
+            if let (true, Ok(pid)) = (running, i32::try_from(self.0.id())) {
+                let pid = nix::unistd::Pid::from_raw(pid);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            }
+            let _ = self.0.wait();
+        }
+    }
+    let mut demo = Demo(
+        Command::new(CLI)
+            .args(["demo", "--duration", "120"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the demo"),
+    );
+    let stdout = demo.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let dir = wait_for("the demo's data dir", LONG, || {
+        let line = rx.try_recv().ok()?;
+        let (_, d) = line.rsplit_once("(data in ")?;
+        Some(PathBuf::from(d.strip_suffix(')')?))
+    });
+    wait_for("a running job's cgroup", LONG, || {
+        (!demo_job_cgroups().is_empty()).then_some(())
+    });
+    // The node: the demo's own child (its job guards are forks of it).
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let node: Vec<u32> = processes_naming(&dir)
+        .into_iter()
+        .filter(|(pid, c)| c.contains("ffrtmp-node") && parent_of(*pid) == Some(demo.0.id()))
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(node.len(), 1, "one ffrtmp-node child: {node:?}");
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(demo.0.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+    let status = wait_for("the demo to exit", LONG, || {
+        demo.0.try_wait().expect("wait")
+    });
+    let mut stderr = String::new();
+    demo.0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{}", node[0])).exists(),
+        "the node process {} is gone (and reaped)",
+        node[0]
+    );
+    assert_eq!(processes_naming(&dir), Vec::new(), "processes left");
+    assert_eq!(
+        demo_job_cgroups(),
+        Vec::<PathBuf>::new(),
+        "no job cgroup left: {stderr}"
+    );
+    assert!(!dir.exists(), "{} removed", dir.display());
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`scheduler::SchedulerActor`]: master root; queue, placement, retries;
 //!   supervises one [`node_link::NodeLink`] per worker and the
-//!   [`admin::AdminActor`] (HTTP API).
+//!   [`admin::AdminActor`], which serves the HTTP API ([`http`]).
 //! - [`node::NodeActor`]: worker root; supervises one [`job::JobActor`] per
 //!   running attempt and the node's [`power::PowerSamplerActor`].
 //! - [`job::JobActor`]: owns one FFmpeg process group and its cgroup.
@@ -85,7 +85,7 @@ pub mod admin;
 pub mod cluster;
 pub mod embed;
 pub mod events;
-mod http_server;
+pub mod http;
 pub mod job;
 pub mod link;
 pub mod metrics;
@@ -96,6 +96,7 @@ pub mod power;
 mod quality_pass;
 pub mod scheduler;
 pub mod standalone;
+pub mod supervised;
 
 /// The OS edges the actors drive (the store, cgroups, confinement, power
 /// sources, probes), re-exported for the same reason.

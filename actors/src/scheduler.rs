@@ -48,13 +48,12 @@ use ffrtmp_runtime::state::{self, Applied, CancelAction, JobOpError};
 use ffrtmp_runtime::supervision::RestartIntensity;
 use ffrtmp_runtime::wire::{AttemptRef, Capabilities, ToMaster, ToWorker};
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use serde::Serialize;
 
-use crate::admin::{AdminActor, AdminArgs};
 use crate::events::{JobEvents, JobUpdates, UpdateKind};
 use crate::link::LinkEnd;
 use crate::metrics as m;
 use crate::node_link::{NodeHello, NodeLink, NodeLinkArgs, NodeLinkMsg};
+use crate::supervised::{ServingChild, ServingChildRef};
 use crate::{mono_ms, now_ms};
 
 /// How many times the scheduler restarts its `AdminActor` within
@@ -74,8 +73,10 @@ pub struct SchedulerArgs {
     pub events: JobEvents,
     /// Backoff between attempts after a transient failure.
     pub retry: RetryPolicy,
-    /// The HTTP API to run under this scheduler, if any.
-    pub admin: Option<AdminArgs>,
+    /// The HTTP API to run under this scheduler, if any (an
+    /// `Arc::new(AdminArgs {..})`: the scheduler spawns it, restarts it and
+    /// fills in [`AdminArgs::scheduler`](crate::admin::AdminArgs::scheduler)).
+    pub admin: Option<Arc<dyn ServingChild<SchedulerMsg>>>,
     /// The lease granted to workers with every `Pong`: a worker stops its
     /// jobs when it runs out, and a silent node's attempts are held back
     /// until then (docs/PROTOCOL.md, "Leases").
@@ -149,29 +150,8 @@ pub enum CancelReply {
     NotFound,
 }
 
-/// A node as the API shows it.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct NodeInfo {
-    /// The node's id (from its certificate in a cluster).
-    #[schema(value_type = String)]
-    pub id: NodeId,
-    /// Jobs it runs at once (0 for a node that is gone).
-    pub slots: u32,
-    /// The jobs the master believes it runs, sorted.
-    #[schema(value_type = Vec<String>)]
-    pub running: Vec<JobId>,
-    /// What it said it can do when it connected.
-    pub capabilities: Capabilities,
-    /// It takes no new jobs and leaves once its jobs are done.
-    pub draining: bool,
-    /// False for a node that is gone but whose attempts are fenced: they
-    /// may still run there until its lease ends, or be adopted when it
-    /// reconnects.
-    pub connected: bool,
-    /// The node's power by domain and source, from its last report
-    /// (absent until the first, and for a node without a sampler).
-    pub power: Option<NodePower>,
-}
+/// A node as the API shows it (`GET /v1/nodes`).
+pub use ffrtmp_api::NodeInfo;
 
 /// The messages a [`SchedulerActor`] handles. Replies come through the
 /// [`RpcReplyPort`]s (use `ractor::call!`); a dropped reply port means the
@@ -345,8 +325,8 @@ pub struct SchedulerState {
     nodes: HashMap<NodeId, NodeEntry>,
     by_link: HashMap<ActorId, NodeId>,
     wake_at: Option<u64>,
-    admin_args: Option<AdminArgs>,
-    admin: Option<ActorRef<crate::admin::AdminMsg>>,
+    admin_args: Option<Arc<dyn ServingChild<SchedulerMsg>>>,
+    admin: Option<ServingChildRef>,
     admin_restarts: RestartIntensity,
     lease_ms: u64,
     fenced: HashMap<JobId, Fenced>,
@@ -370,7 +350,7 @@ impl Drop for SchedulerState {
         // ractor does not stop children with their supervisor; this covers a
         // scheduler that panicked (post_stop handles the orderly stop).
         if let Some(a) = &self.admin {
-            a.stop(Some("scheduler stopped".into()));
+            a.cell.stop(Some("scheduler stopped".into()));
         }
         for n in self.nodes.values() {
             n.link.stop(Some("scheduler stopped".into()));
@@ -955,10 +935,8 @@ impl SchedulerState {
         &mut self,
         myself: &ActorRef<SchedulerMsg>,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(args) = &self.admin_args {
-            let (admin, _) =
-                Actor::spawn_linked(None, AdminActor, args.clone(), myself.get_cell()).await?;
-            self.admin = Some(admin);
+        if let Some(args) = self.admin_args.clone() {
+            self.admin = Some(args.spawn(myself.clone()).await?);
         }
         Ok(())
     }
@@ -1180,15 +1158,9 @@ impl SchedulerActor {
                 nodes.sort_by(|a, b| a.id.cmp(&b.id));
                 let _ = reply.send(nodes);
             }
-            SchedulerMsg::HttpAddr(reply) => match &state.admin {
-                Some(admin) => {
-                    let addr = ractor::call!(admin, crate::admin::AdminMsg::LocalAddr).ok();
-                    let _ = reply.send(addr);
-                }
-                None => {
-                    let _ = reply.send(None);
-                }
-            },
+            SchedulerMsg::HttpAddr(reply) => {
+                let _ = reply.send(state.admin.as_ref().map(|a| a.local_addr));
+            }
         }
         Ok(())
     }
@@ -1213,10 +1185,7 @@ impl Actor for SchedulerActor {
             nodes: HashMap::new(),
             by_link: HashMap::new(),
             wake_at: None,
-            admin_args: args.admin.map(|mut a| {
-                a.scheduler = Some(myself.clone());
-                a
-            }),
+            admin_args: args.admin,
             admin: None,
             lease_ms: (args.lease.as_millis() as u64)
                 .clamp(lease::MIN_LEASE_MS, lease::MAX_LEASE_MS),
@@ -1387,7 +1356,7 @@ impl SchedulerActor {
             }
             return Ok(());
         }
-        if state.admin.as_ref().map(|a| a.get_id()) == Some(id) {
+        if state.admin.as_ref().map(|a| a.cell.get_id()) == Some(id) {
             state.admin = None;
             if state.admin_restarts.record_restart(now_ms()) {
                 tracing::error!("HTTP API actor ended ({why}); restarting it");

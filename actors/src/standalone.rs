@@ -55,7 +55,7 @@ pub struct StandaloneConfig {
     /// The most jobs one experiment may expand to.
     pub max_experiment_jobs: u64,
     /// The HTTP API's connection cap and read timeouts.
-    pub http_limits: crate::admin::HttpLimits,
+    pub http_limits: crate::http::HttpLimits,
     /// The FFmpeg binary jobs run (a path, or a name looked up in `PATH`).
     pub ffmpeg: PathBuf,
     /// The ffprobe binary (output file sizes and bitrates).
@@ -266,7 +266,7 @@ pub async fn start_master(
         store,
         events,
         retry: cfg.retry,
-        admin: Some(admin),
+        admin: Some(Arc::new(admin)),
         lease: cfg.lease,
         max_commit_batch: cfg.max_commit_batch,
         commit_interval: cfg.commit_interval,

@@ -1,9 +1,7 @@
 //! `ffrtmp nodes ...`.
 
 use clap::Subcommand;
-use ffrtmp_runtime::model::NodePower;
-use ffrtmp_runtime::wire::Capabilities;
-use serde::Deserialize;
+use ffrtmp_api::{NodeInfo, NodeList};
 use serde_json::Value;
 
 use crate::client::{CliError, CliResult, Client, Exit};
@@ -23,18 +21,6 @@ pub enum NodesCmd {
     },
 }
 
-/// A node as `GET /v1/nodes` shows it (the fields the table uses).
-#[derive(Deserialize)]
-struct Node {
-    id: String,
-    slots: u32,
-    running: Vec<String>,
-    capabilities: Capabilities,
-    draining: bool,
-    connected: bool,
-    power: Option<NodePower>,
-}
-
 fn parse<T: serde::de::DeserializeOwned>(raw: &Value, what: &str) -> CliResult<T> {
     serde_json::from_value(raw.clone()).map_err(|e| {
         CliError::new(
@@ -52,11 +38,7 @@ pub fn run(client: &Client, cmd: NodesCmd, format: Format) -> CliResult<Exit> {
                 output::json(&raw);
                 return Ok(Exit::Ok);
             }
-            #[derive(Deserialize)]
-            struct List {
-                nodes: Vec<Node>,
-            }
-            let list: List = parse(&raw, "GET /v1/nodes")?;
+            let list: NodeList = parse(&raw, "GET /v1/nodes")?;
             if list.nodes.is_empty() {
                 eprintln!("no nodes");
                 return Ok(Exit::Ok);
@@ -92,7 +74,7 @@ pub fn run(client: &Client, cmd: NodesCmd, format: Format) -> CliResult<Exit> {
             match format {
                 Format::Json => output::json(&raw),
                 Format::Table => {
-                    let node: Node = parse(&raw, "POST /v1/nodes/{id}/drain")?;
+                    let node: NodeInfo = parse(&raw, "POST /v1/nodes/{id}/drain")?;
                     output::line(&format!(
                         "draining {}: no new jobs; its {} running job(s) get {} s, then are requeued",
                         node.id,

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
+use ffrtmp_api::{ConfigurationProgress, ExperimentList};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 use serde_json::Value;
@@ -47,7 +48,7 @@ struct Status {
     cancelled_ms: Option<u64>,
     states: std::collections::BTreeMap<String, u64>,
     done: bool,
-    configurations: Vec<Configuration>,
+    configurations: Vec<ConfigurationProgress>,
     report: Option<Value>,
 }
 
@@ -121,18 +122,7 @@ pub fn run(client: &Client, cmd: ExperimentCmd, format: Format) -> CliResult<Exi
                 output::json(&raw);
                 return Ok(Exit::Ok);
             }
-            #[derive(Deserialize)]
-            struct Summary {
-                name: String,
-                total: u64,
-                complete: bool,
-                cancelled_ms: Option<u64>,
-            }
-            #[derive(Deserialize)]
-            struct List {
-                experiments: Vec<Summary>,
-            }
-            let list: List = parse(&raw, "GET /v1/experiments")?;
+            let list: ExperimentList = parse(&raw, "GET /v1/experiments")?;
             let mut t = Table::new(&["NAME", ">JOBS", "STATUS"]);
             for e in list.experiments {
                 let status = match (e.complete, e.cancelled_ms) {
@@ -167,17 +157,8 @@ const POLL: Duration = Duration::from_millis(500);
 /// Above this many configurations `--wait` draws only the whole-matrix bar.
 const MAX_CONFIG_BARS: usize = 32;
 
-/// One configuration's progress, as `GET /v1/experiments/{id}` gives it.
-#[derive(Deserialize)]
-struct Configuration {
-    values: std::collections::BTreeMap<String, String>,
-    total: u64,
-    ended: u64,
-    succeeded: u64,
-}
-
 /// `codec=h264 bitrate=1M`.
-fn config_name(c: &Configuration) -> String {
+fn config_name(c: &ConfigurationProgress) -> String {
     let parts: Vec<String> = c.values.iter().map(|(k, v)| format!("{k}={v}")).collect();
     if parts.is_empty() {
         "all".to_string()
@@ -286,7 +267,7 @@ mod tests {
     /// The shipped experiment files parse and expand as the master would.
     fn expand_shipped(name: &str) -> ffrtmp_runtime::experiment::Expanded {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../config/experiments")
+            .join("../../config/experiments")
             .join(name);
         let mut body = read_file(&path).expect("the file reads");
         let roots = MediaRoots::new(&[]).expect("roots");

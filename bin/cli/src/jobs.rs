@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::builder::PossibleValuesParser;
 use clap::{Args, Subcommand};
-use ffrtmp_actors::admin::JobLogs;
+use ffrtmp_api::JobLogs;
 use ffrtmp_runtime::model::{Codec, Input, Job, JobState, Output, Priority};
 use reqwest::StatusCode;
 use serde_json::{json, Map, Value};
@@ -386,7 +386,7 @@ fn list(client: &Client, a: &ListArgs, format: Format) -> CliResult<Exit> {
     match format {
         Format::Json => output::json(&json!({"jobs": jobs, "next_cursor": next})),
         Format::Table => {
-            let now = ffrtmp_actors::now_ms();
+            let now = crate::now_ms();
             let mut t = Table::new(&[
                 "ID",
                 "STATE",
@@ -514,7 +514,7 @@ fn describe(j: &Job) {
     ));
     rows.push(("retries", format!("up to {}", j.spec.max_retries)));
     if let Some(r) = &j.requeue {
-        let ago = ffrtmp_actors::now_ms().saturating_sub(r.at_ms) as f64 / 1000.0;
+        let ago = crate::now_ms().saturating_sub(r.at_ms) as f64 / 1000.0;
         rows.push((
             "requeued",
             format!(

@@ -75,7 +75,7 @@ const VMAF_BUILD_PACKAGES: [&str; 3] = ["meson", "ninja-build", "nasm"];
 /// The `ffrtmp-vmaf` package in this source tree, when the binary runs from
 /// one (`cargo run`).
 fn vmaf_source() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/vmaf");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runtime/vmaf");
     dir.join("Cargo.toml").is_file().then_some(dir)
 }
 

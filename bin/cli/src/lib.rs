@@ -1,11 +1,22 @@
 //! `ffrtmp`: the client CLI. It mirrors the HTTP API (docs/API.md) and adds
 //! live progress bars; docs/CLI.md has every command, the environment
 //! variables and the exit codes.
+//!
+//! A library so that the `ffrtmp` binary (package `ffrtmp`, `bin/src/ffrtmp.rs`)
+//! is one call to [`main`], and so that `ffrtmp-node demo` shares the demo.
+//! It depends on the API's types (`ffrtmp-api`) and the pure job model, never
+//! on the server (actors, store, QUIC, axum): `ffrtmp demo` runs the node as
+//! a child process ([`node_process`]).
+
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod demo;
 mod experiment;
+pub mod ffmpeg_check;
 mod jobs;
+pub mod node_process;
 mod nodes;
 mod output;
 mod report;
@@ -104,7 +115,9 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+/// The `ffrtmp` binary: parse the arguments, run the command, report an
+/// error on stderr; the exit code says how it went (`EXIT_CODES`).
+pub fn main() -> ExitCode {
     // Usage errors exit 2 here (clap).
     let cli = Cli::parse();
     match run(cli) {
@@ -149,30 +162,42 @@ fn run(cli: Cli) -> CliResult<Exit> {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (job times are on the
+/// master's clock, in the same unit).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn client(master: &str, key: Option<String>, ca_cert: &Option<PathBuf>) -> CliResult<Client> {
     Client::new(master, key, ca_cert.as_deref())
 }
 
-/// `ffrtmp demo`: the same demo as `ffrtmp-node demo`, with the daemon's
-/// defaults.
+/// `ffrtmp demo`: the same demo as `ffrtmp-node demo`, its node an
+/// `ffrtmp-node --role standalone` child process with the daemon's defaults.
 fn demo(duration: f64, keep: bool) -> CliResult<Exit> {
-    // The demo draws progress bars: only warnings interrupt them.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FFRTMP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let failed = |e: anyhow::Error| CliError::new(Exit::JobFailed, format!("demo: {e:#}"));
+    let exe = std::env::current_exe()
+        .map_err(|e| failed(anyhow::anyhow!("finding the ffrtmp executable: {e}")))?;
+    let node_bin = node_process::find_node_binary(&exe).map_err(failed)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(Exit::JobFailed, format!("starting the tokio runtime: {e}")))?;
-    rt.block_on(ffrtmp_shared::demo::run(
-        duration,
-        keep,
-        ffrtmp_shared::demo::default_config,
-    ))
-    .map_err(|e| CliError::new(Exit::JobFailed, format!("demo: {e:#}")))?;
+    rt.block_on(async {
+        let run = demo::run(duration, keep, |setup| async move {
+            node_process::NodeProcess::start(&node_bin, &setup).await
+        });
+        // Ctrl-C drops the demo: its node process is stopped and waited
+        // for, its data dir removed.
+        tokio::select! {
+            r = run => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        }
+    })
+    .map_err(failed)?;
     Ok(Exit::Ok)
 }
 
