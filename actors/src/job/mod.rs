@@ -50,6 +50,13 @@ use crate::node::NodeMsg;
 use crate::power::{JobPids, PowerMsg, SampledEnergy};
 use crate::quality_pass::{self, QualityPlan};
 
+mod end;
+mod files;
+
+use end::*;
+pub(crate) use end::{finish_power, track_power};
+use files::*;
+
 /// Lines of FFmpeg stderr kept for a failure report.
 const STDERR_LINES: usize = 40;
 const STDERR_BYTES: usize = 16 * 1024;
@@ -107,61 +114,6 @@ pub struct JobArgs {
     pub media_roots: Vec<PathBuf>,
 }
 
-/// A file job's files, opened beneath the media roots.
-#[derive(Default)]
-struct OpenedFiles {
-    /// The input, and the demuxer its probe found.
-    input: Option<(std::fs::File, Option<String>)>,
-    input_duration_s: Option<f64>,
-    output: Option<OutputFile>,
-}
-
-/// Opens the job's input and creates its output's temporary file
-/// ([`ffrtmp_os::confine`]); probes the input on its descriptor.
-/// Every refusal is terminal and names the path.
-async fn open_job_files(args: &JobArgs) -> Result<OpenedFiles, Failure> {
-    let a = &args.assignment;
-    let resolver = Resolver::new(&args.media_roots);
-    let refused = |e: ConfineError| Failure::new(e.reason(), e.to_string());
-    let mut files = OpenedFiles::default();
-    if let Input::File { path } = &a.spec.input {
-        let file = resolver.open_input(path).map_err(refused)?;
-        let probe = probe::probe_input(&args.ffprobe, &file)
-            .await
-            .map_err(|e| match e {
-                ProbeError::NotAllowed { .. } => Failure::new(
-                    FailureReason::InputRefused,
-                    format!("{}: {e}", path.display()),
-                ),
-                // One that hangs (ffprobe is killed and reaped at the
-                // timeout) fails the attempt: FFmpeg would hang on that
-                // input the same way.
-                ProbeError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Failure::new(
-                    FailureReason::ProbeTimeout,
-                    format!(
-                        "probing the input {} timed out, ffprobe was killed: {io}",
-                        path.display()
-                    ),
-                ),
-                ProbeError::Io(_) => Failure::new(
-                    FailureReason::SpawnFailed,
-                    format!("could not probe {}: {e}", path.display()),
-                ),
-            })?;
-        files.input_duration_s = probe.duration_s;
-        files.input = Some((file, probe.format));
-    }
-    if let Output::File { path } = &a.spec.output {
-        let tag = format!("{}-{}", a.job_id, a.token);
-        files.output = Some(
-            resolver
-                .create_output(path, &tag, a.spec.overwrite)
-                .map_err(refused)?,
-        );
-    }
-    Ok(files)
-}
-
 /// Why we are killing the process; decides how its exit is classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum KillReason {
@@ -206,7 +158,7 @@ pub enum JobMsg {
 
 /// A `JobActor`'s state (private; public only because ractor's `Actor` trait
 /// names it). Dropping it kills the process group and removes the cgroup.
-pub struct JobState {
+pub struct JobActorState {
     job_id: String,
     token: u64,
     started: Instant,
@@ -249,7 +201,7 @@ pub struct JobState {
     pending: Option<(Outcome, Option<Energy>)>,
 }
 
-impl Drop for JobState {
+impl Drop for JobActorState {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
@@ -282,7 +234,7 @@ impl JobActor {
 }
 
 /// Report the attempt's outcome to the node, exactly once.
-fn report(state: &mut JobState, outcome: Outcome, energy: Option<Energy>) {
+fn report(state: &mut JobActorState, outcome: Outcome, energy: Option<Energy>) {
     if state.reported {
         return;
     }
@@ -297,14 +249,14 @@ fn report(state: &mut JobState, outcome: Outcome, energy: Option<Energy>) {
 
 impl Actor for JobActor {
     type Msg = JobMsg;
-    type State = JobState;
+    type State = JobActorState;
     type Arguments = JobArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<JobMsg>,
         args: JobArgs,
-    ) -> Result<JobState, ActorProcessingErr> {
+    ) -> Result<JobActorState, ActorProcessingErr> {
         // This runs in the actor's own task, not in its node's handler
         // (`NodeActor` spawns it with `spawn_linked_instant`): nothing here
         // can hold up the node's lease renewals or its other jobs. Each step
@@ -351,7 +303,7 @@ impl Actor for JobActor {
             Input::File { .. } => opened.as_ref().ok().and_then(|f| f.input_duration_s),
         };
 
-        let mut state = JobState {
+        let mut state = JobActorState {
             job_id: a.job_id.clone(),
             token: a.token,
             started: Instant::now(),
@@ -605,7 +557,7 @@ impl Actor for JobActor {
         &self,
         myself: ActorRef<JobMsg>,
         msg: JobMsg,
-        state: &mut JobState,
+        state: &mut JobActorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             JobMsg::Progress(update) => {
@@ -706,491 +658,5 @@ impl Actor for JobActor {
     }
 }
 
-impl JobState {
-    fn attempt(&self) -> AttemptRef {
-        AttemptRef {
-            job_id: self.job_id.clone(),
-            token: self.token,
-        }
-    }
-
-    /// Seconds of output written. The output is constant-rate at the
-    /// job's fps (`testsrc2` at that rate, `-r` for files), so frames / fps
-    /// is exact; FFmpeg's last `out_time` is the last frame's timestamp, one
-    /// frame short. Without frames: `out_time`, else the expected duration.
-    fn output_s(&self) -> Option<f64> {
-        if self.last.frame > 0 && self.fps > 0 {
-            Some(self.last.frame as f64 / f64::from(self.fps))
-        } else if self.last.out_time_s > 0.0 {
-            Some(self.last.out_time_s)
-        } else {
-            self.expected_duration_s
-        }
-    }
-}
-
-/// A process and its direct children (`/proc/<pid>/task/<pid>/children`;
-/// just the process where the kernel does not list them).
-fn guard_and_children(pid: i32) -> Vec<i32> {
-    let mut pids = vec![pid];
-    if let Ok(t) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        pids.extend(t.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-    }
-    pids
-}
-
-/// Has the sampler attribute energy to `attempt` from now on: by its
-/// cgroup's CPU time, or without one the guards `guard_pids` and their
-/// children (as far as the kernel lists them). Whether it was asked.
-pub(crate) fn track_power(
-    power: &ActorRef<PowerMsg>,
-    attempt: AttemptRef,
-    cgroup: Option<&JobCgroup>,
-    guard_pids: &[i32],
-) -> bool {
-    let (cpu, pids) = match cgroup.and_then(|c| c.cpu_probe().zip(c.procs_file())) {
-        Some((cpu, procs)) => (cpu, JobPids::Cgroup(procs)),
-        None => {
-            let pids: Vec<i32> = guard_pids
-                .iter()
-                .flat_map(|&p| guard_and_children(p))
-                .collect();
-            (CpuProbe::Procs(pids.clone()), JobPids::Fixed(pids))
-        }
-    };
-    power.cast(PowerMsg::Track { attempt, cpu, pids }).is_ok()
-}
-
-/// How long the job waits for its figures from the sampler.
-const POWER_CALL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The sampler's last sample for `attempt` (with `final_cpu_s` as its last
-/// CPU reading) and its figures; it stops tracking it. `None` if it was
-/// not tracked or the sampler does not answer in time.
-pub(crate) async fn finish_power(
-    power: &ActorRef<PowerMsg>,
-    attempt: AttemptRef,
-    final_cpu_s: Option<f64>,
-) -> Option<SampledEnergy> {
-    let job = attempt.job_id.clone();
-    match power
-        .call(
-            |reply| PowerMsg::Finish {
-                attempt,
-                final_cpu_s,
-                reply,
-            },
-            Some(POWER_CALL_TIMEOUT),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(s)) => s,
-        Ok(_) | Err(_) => {
-            tracing::warn!(%job, "no energy figures: the power sampler did not answer");
-            None
-        }
-    }
-}
-
-/// The attempt's energy: the sampler takes a last sample with the cgroup's
-/// final CPU time and stops tracking the attempt. `None` without a sampler
-/// (or if it does not answer in time).
-async fn finish_energy(state: &mut JobState) -> Option<Energy> {
-    let power = state.power.take()?;
-    let final_cpu_s = state.cgroup.as_ref().and_then(|c| c.stats().cpu_s);
-    let sampled = finish_power(&power, state.attempt(), final_cpu_s).await?;
-    let frames = (state.last.frame > 0).then_some(state.last.frame);
-    Some(Energy::new(
-        sampled.domains,
-        sampled.measured_s,
-        frames,
-        state.output_s(),
-    ))
-}
-
-/// Runs the quality pass in a task of its own (aborted with the actor's
-/// state), so that a cancel, a drain deadline or the lease's end still
-/// reaches the job meanwhile; it answers with [`JobMsg::QualityDone`]. It
-/// runs while the encode's guard still holds the cgroup open (its janitor
-/// removes the cgroup once the guard goes), on the output before it is
-/// published.
-fn start_quality_pass(
-    myself: &ActorRef<JobMsg>,
-    state: &mut JobState,
-    plan: QualityPlan,
-    distorted: Option<std::fs::File>,
-) {
-    let (stop, stopped) = tokio::sync::watch::channel(None);
-    let cgroup = state.cgroup.take().map(Arc::new);
-    state.shared_cgroup = cgroup.clone();
-    state.quality_stop = Some(stop);
-    state.quality_running = true;
-    let (me, power, attempt) = (myself.clone(), state.sampler.clone(), state.attempt());
-    state.tasks.push(tokio::spawn(async move {
-        let quality = quality_pass::run(
-            plan,
-            distorted,
-            cgroup.as_deref(),
-            power.as_ref(),
-            &attempt,
-            stopped,
-        )
-        .await;
-        // Let go of the cgroup before the actor takes it back.
-        drop(cgroup);
-        let _ = me.cast(JobMsg::QualityDone(Box::new(quality)));
-    }));
-}
-
-/// The attempt's end: kill stragglers, publish the output (on success),
-/// remove the cgroup, report, stop.
-async fn wind_up(
-    myself: &ActorRef<JobMsg>,
-    state: &mut JobState,
-    mut outcome: Outcome,
-    energy: Option<Energy>,
-) -> Result<(), ActorProcessingErr> {
-    // Kill stragglers and remove the cgroup before reporting, so
-    // that "finished" always means "nothing left behind".
-    state.guard = None;
-    // The output gets its name only on success; otherwise its
-    // temporary file goes (dropped).
-    if let Some(out) = state.output_file.take() {
-        if matches!(outcome, Outcome::Succeeded { .. }) {
-            if let Err(e) = out.publish() {
-                tracing::warn!(job = %state.job_id, error = %e, "output not published");
-                outcome = Outcome::Failed {
-                    failure: Failure::new(e.reason(), format!("the output was not published: {e}")),
-                };
-            }
-        }
-    }
-    if let Some(cg) = state.cgroup.take() {
-        if let Err(e) = tokio::task::spawn_blocking(move || cg.remove()).await? {
-            tracing::warn!(error = %e, "cgroup removal failed");
-        }
-    }
-    report(state, outcome, energy);
-    myself.stop(None);
-    Ok(())
-}
-
-fn begin_kill(myself: &ActorRef<JobMsg>, state: &mut JobState, why: KillReason) {
-    if state.kill.is_some() {
-        return;
-    }
-    state.kill = Some(why);
-    // After a successful encode: the quality pass stops; the encode's
-    // success stands.
-    if let Some(stop) = &state.quality_stop {
-        let reason = match why {
-            KillReason::Cancel => "cancelled",
-            KillReason::Timeout => "timeout_s expired",
-            KillReason::Stall => "stalled",
-            KillReason::Drain => "the node's drain deadline passed",
-            KillReason::LeaseExpired => "the node's lease with the master expired",
-        };
-        let _ = stop.send(Some(reason));
-    }
-    if let Some(g) = &state.guard {
-        let _ = g.signal_group(Signal::SIGTERM);
-    }
-    myself.send_after(state.kill_grace, || JobMsg::Escalate);
-}
-
-fn stderr_tail(state: &JobState) -> Vec<String> {
-    state.stderr.lock().map(|r| r.lines()).unwrap_or_default()
-}
-
-/// Turn an exit into an outcome (the failure classes of docs/API.md).
-fn classify(state: &JobState, status: std::process::ExitStatus) -> Outcome {
-    use std::os::unix::process::ExitStatusExt;
-    let wall_s = state.started.elapsed().as_secs_f64();
-    let stats = state.cgroup.as_ref().map(|c| c.stats());
-    let failure = |reason, message: String| Failure {
-        reason,
-        message,
-        exit_code: status.code(),
-        signal: status.signal(),
-        stderr_tail: stderr_tail(state),
-    };
-    match state.kill {
-        Some(KillReason::Cancel) => return Outcome::Cancelled,
-        Some(KillReason::Timeout) => {
-            return Outcome::TimedOut {
-                failure: failure(FailureReason::Timeout, "timeout_s expired".into()),
-            }
-        }
-        Some(KillReason::Drain) => {
-            return Outcome::Transient {
-                failure: failure(
-                    FailureReason::WorkerCrash,
-                    "stopped at its node's drain deadline".into(),
-                ),
-            }
-        }
-        Some(KillReason::LeaseExpired) => {
-            return Outcome::Transient {
-                failure: failure(
-                    FailureReason::WorkerCrash,
-                    "the node's lease with the master expired".into(),
-                ),
-            }
-        }
-        Some(KillReason::Stall) => {
-            return Outcome::Transient {
-                failure: failure(
-                    FailureReason::Stalled,
-                    "no progress within stall_timeout_s".into(),
-                ),
-            }
-        }
-        None => {}
-    }
-    if status.success() {
-        let frames = state.last.frame;
-        // The temporary file, before it is published under its name.
-        let output_bytes = match &state.output {
-            Output::File { .. } => state.output_file.as_ref().and_then(OutputFile::len),
-            _ => None,
-        };
-        let out_time = state.output_s();
-        let output_bitrate_kbps = match (output_bytes, out_time) {
-            (Some(b), Some(t)) if t > 0.0 => Some(b as f64 * 8.0 / 1000.0 / t),
-            _ => None,
-        };
-        return Outcome::Succeeded {
-            result: JobResult {
-                exit_code: 0,
-                wall_s,
-                frames,
-                avg_fps: if wall_s > 0.0 {
-                    frames as f64 / wall_s
-                } else {
-                    0.0
-                },
-                speed: state.last.speed,
-                output_bytes,
-                output_bitrate_kbps,
-                cpu_s: stats.as_ref().and_then(|s| s.cpu_s),
-                peak_memory_bytes: stats.as_ref().and_then(|s| s.peak_memory_bytes),
-                output_duration_s: out_time,
-                quality: None,
-                encoder: Some(state.encoder.clone()),
-            },
-        };
-    }
-    let oom = stats.as_ref().map(|s| s.oom_kills > 0).unwrap_or(false);
-    match status.signal() {
-        Some(9) if oom => Outcome::Transient {
-            failure: failure(
-                FailureReason::ResourceKilled,
-                "killed by the cgroup OOM killer (max_memory_mb)".into(),
-            ),
-        },
-        Some(9) => Outcome::Transient {
-            failure: failure(
-                FailureReason::ResourceKilled,
-                "ffmpeg was killed (SIGKILL) from outside the job".into(),
-            ),
-        },
-        Some(sig) => Outcome::Failed {
-            failure: failure(
-                FailureReason::FfmpegError,
-                format!("ffmpeg died on signal {sig}"),
-            ),
-        },
-        None => Outcome::Failed {
-            failure: failure(
-                FailureReason::FfmpegError,
-                format!("ffmpeg exited with status {}", status.code().unwrap_or(-1)),
-            ),
-        },
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::PermissionsExt;
-
-    use ffrtmp_runtime::model::{Codec, EncodeParams, JobSpec, Priority, ResourceLimits};
-    use tokio::sync::mpsc;
-
-    const DEADLINE: Duration = Duration::from_secs(10);
-
-    /// What the fake node hears from its job.
-    #[derive(Debug)]
-    enum Heard {
-        Started,
-        Finished(Outcome),
-    }
-
-    /// Stands in for the `NodeActor`: forwards the job's reports.
-    struct FakeNode;
-
-    impl Actor for FakeNode {
-        type Msg = NodeMsg;
-        type State = mpsc::UnboundedSender<Heard>;
-        type Arguments = mpsc::UnboundedSender<Heard>;
-
-        async fn pre_start(
-            &self,
-            _: ActorRef<NodeMsg>,
-            tx: Self::Arguments,
-        ) -> Result<Self::State, ActorProcessingErr> {
-            Ok(tx)
-        }
-
-        async fn handle(
-            &self,
-            _: ActorRef<NodeMsg>,
-            msg: NodeMsg,
-            tx: &mut Self::State,
-        ) -> Result<(), ActorProcessingErr> {
-            match msg {
-                NodeMsg::JobStarted { .. } => {
-                    let _ = tx.send(Heard::Started);
-                }
-                NodeMsg::JobFinished { outcome, .. } => {
-                    let _ = tx.send(Heard::Finished(outcome));
-                }
-                _ => {}
-            }
-            Ok(())
-        }
-    }
-
-    /// A job whose "ffmpeg" is a script that runs until signalled and, like
-    /// FFmpeg, exits 255 on SIGTERM. (No real encode: nothing to wait for.)
-    struct Harness {
-        _dir: tempfile::TempDir,
-        node: ActorRef<NodeMsg>,
-        job: ActorRef<JobMsg>,
-        heard: mpsc::UnboundedReceiver<Heard>,
-    }
-
-    impl Harness {
-        async fn start(lease: Option<Duration>) -> Harness {
-            let dir = tempfile::tempdir().unwrap();
-            let ffmpeg = dir.path().join("fake-ffmpeg");
-            std::fs::write(
-                &ffmpeg,
-                "#!/bin/sh\ntrap 'exit 255' TERM\nsleep 1000 &\nwait\n",
-            )
-            .unwrap();
-            std::fs::set_permissions(&ffmpeg, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let (tx, heard) = mpsc::unbounded_channel();
-            let (node, _) = Actor::spawn(None, FakeNode, tx).await.unwrap();
-            let spec = JobSpec {
-                scenario: None,
-                encode: EncodeParams::new(64, 64, 1, Codec::H264, 100, "veryfast".into()),
-                input: ffrtmp_runtime::model::Input::Testsrc { duration_s: 3600.0 },
-                output: Output::Null,
-                priority: Priority::Medium,
-                resource_limits: ResourceLimits::default(),
-                max_retries: 3,
-                overwrite: false,
-                quality: None,
-                labels: Default::default(),
-                experiment: None,
-            };
-            let args = JobArgs {
-                assignment: Assignment {
-                    job_id: "job-lease".into(),
-                    attempt: 1,
-                    token: 7,
-                    spec,
-                },
-                node: node.clone(),
-                ffmpeg,
-                ffprobe: "ffprobe".into(),
-                vmaf_bin: None,
-                work_dir: None,
-                // An unusable parent: no cgroup, nice only.
-                cgroups: Arc::new(CgroupManager::detect("../no-cgroups")),
-                nice: 0,
-                kill_grace: Duration::from_secs(5),
-                lease,
-                lease_end_ms: None,
-                power: None,
-                run_log: None,
-                media_roots: Vec::new(),
-            };
-            let (job, _) = Actor::spawn(None, JobActor, args).await.unwrap();
-            let mut h = Harness {
-                _dir: dir,
-                node,
-                job,
-                heard,
-            };
-            assert!(matches!(h.next().await, Heard::Started));
-            h
-        }
-
-        async fn next(&mut self) -> Heard {
-            tokio::time::timeout(DEADLINE, self.heard.recv())
-                .await
-                .expect("the job reported nothing in time")
-                .expect("the fake node went away")
-        }
-
-        async fn outcome(&mut self) -> Outcome {
-            match self.next().await {
-                Heard::Finished(outcome) => outcome,
-                other => panic!("expected an outcome, got {other:?}"),
-            }
-        }
-    }
-
-    impl Drop for Harness {
-        fn drop(&mut self) {
-            // Stopping the job actor drops its ProcessGuard: the group is killed.
-            self.job.stop(None);
-            self.node.stop(None);
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn lease_expired_stops_the_job_as_a_transient_worker_crash() {
-        let mut h = Harness::start(None).await;
-        h.job.cast(JobMsg::LeaseExpired).unwrap();
-        match h.outcome().await {
-            Outcome::Transient { failure } => {
-                assert_eq!(failure.reason, FailureReason::WorkerCrash, "{failure:?}");
-                assert_eq!(failure.message, "the node's lease with the master expired");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_guard_enforces_the_initial_lease() {
-        let mut h = Harness::start(Some(Duration::from_millis(300))).await;
-        // Nobody renews: the guard process SIGKILLs the job by itself.
-        match h.outcome().await {
-            Outcome::Transient { failure } => {
-                assert_eq!(failure.signal, Some(Signal::SIGKILL as i32), "{failure:?}");
-                assert_eq!(failure.reason, FailureReason::ResourceKilled, "{failure:?}");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn renew_lease_keeps_the_job_running() {
-        let mut h = Harness::start(Some(Duration::from_millis(300))).await;
-        let start = Instant::now();
-        let mut every = tokio::time::interval(Duration::from_millis(50));
-        while start.elapsed() < Duration::from_millis(1500) {
-            every.tick().await;
-            h.job
-                .cast(JobMsg::RenewLease(Duration::from_secs(1)))
-                .unwrap();
-        }
-        assert!(h.heard.try_recv().is_err(), "the job ended while renewed");
-        // Still running (or the guard would have killed it): cancel it.
-        h.job.cast(JobMsg::Cancel).unwrap();
-        assert!(matches!(h.outcome().await, Outcome::Cancelled));
-    }
-}
+mod tests;
