@@ -21,6 +21,7 @@ pub mod quality;
 pub mod report;
 pub mod retry;
 pub mod sched;
+pub mod scheduler;
 pub mod seed;
 pub mod sidefile;
 pub mod spec;
