@@ -67,8 +67,9 @@ pub struct Core<S: JobStore> {
     /// Effects waiting for the writes before their mark to be durable, in
     /// the order they were made.
     held: VecDeque<(WriteMark, Effect)>,
-    /// Effects ready for the driver, in order.
-    out: Vec<Effect>,
+    /// Effects ready for the driver, in order, each with the mark it waited
+    /// for (`None`: licensed by no write).
+    out: Vec<(Option<WriteMark>, Effect)>,
     last_mark: WriteMark,
     unflushed: usize,
     waiting_for: Option<WriteMark>,
@@ -160,6 +161,16 @@ impl<S: JobStore> Core<S> {
     /// The effects ready now, in order; the driver executes them before it
     /// waits for anything.
     pub fn take_effects(&mut self) -> Vec<Effect> {
+        self.take_effects_marked()
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
+    }
+
+    /// [`Core::take_effects`], each with the mark it waited for (`None`
+    /// for an effect no write licenses): what the tests check against the
+    /// store's durability.
+    pub fn take_effects_marked(&mut self) -> Vec<(Option<WriteMark>, Effect)> {
         std::mem::take(&mut self.out)
     }
 
@@ -216,8 +227,8 @@ impl<S: JobStore> Core<S> {
             self.unflushed = 0;
         }
         while self.held.front().is_some_and(|(m, _)| *m <= mark) {
-            if let Some((_, effect)) = self.held.pop_front() {
-                self.out.push(effect);
+            if let Some((m, effect)) = self.held.pop_front() {
+                self.out.push((Some(m), effect));
             }
         }
     }
@@ -255,7 +266,7 @@ impl<S: JobStore> Core<S> {
 
     /// An effect that needs no write: now.
     pub(super) fn emit(&mut self, effect: Effect) {
-        self.out.push(effect);
+        self.out.push((None, effect));
     }
 
     /// Run `effect` once every write made so far is durable: now if they
@@ -263,7 +274,7 @@ impl<S: JobStore> Core<S> {
     pub(super) fn hold(&mut self, effect: Effect) {
         if self.held.is_empty() && self.store.is_durable(self.last_mark) {
             self.unflushed = 0;
-            self.out.push(effect);
+            self.out.push((Some(self.last_mark), effect));
         } else {
             self.held.push_back((self.last_mark, effect));
         }
