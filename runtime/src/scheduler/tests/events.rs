@@ -163,7 +163,12 @@ impl World {
                 .store()
                 .log()
                 .iter()
-                .find(|(w, job)| *w > written && job.id == j && Some(job) != before.as_ref())
+                .find(|(w, job)| {
+                    *w > written
+                        && job.id == j
+                        && job.state != JobState::Assigned
+                        && Some(job) != before.as_ref()
+                })
                 .map(|(w, _)| *w);
             if let Some(w) = changed {
                 self.results_written.entry((j, t)).or_insert(w);
@@ -264,8 +269,21 @@ impl World {
                 // ...and requeued at the first tick after it (unless the
                 // node came back and holds it, or the disk refused).
                 let held = !self.core.running_on(&id).is_empty();
-                if now >= until && is == Some((etok, true)) && !held && !full {
-                    panic!("{id} still live at {now}, past its fence {until}");
+                // A refused requeue is tried again FENCE_RETRY_MS later.
+                let retried = self
+                    .full_until
+                    .is_none_or(|t| now >= t + super::super::nodes::FENCE_RETRY_MS);
+                if now >= until && is == Some((etok, true)) && !held && !full && retried {
+                    panic!(
+                        "{id} still live at {now}, past its fence {until}: fenced {:?}, job {:?}",
+                        self.core.fenced(&id),
+                        self.core
+                            .store()
+                            .get(&id)
+                            .ok()
+                            .flatten()
+                            .map(|j| (j.state, j.node, j.token))
+                    );
                 }
             }
         }
@@ -303,6 +321,9 @@ impl World {
     }
 
     pub(super) fn set_full(&mut self, full: bool) {
+        if self.core.store().full && !full {
+            self.full_until = Some(self.clock.mono_ms);
+        }
         self.core.store_mut().full = full;
     }
 }

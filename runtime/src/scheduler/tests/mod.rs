@@ -65,6 +65,8 @@ pub(super) struct World {
     /// the assignments this master made (one a crashed master wrote but
     /// never sent may be cancelled: the worker ignores it).
     run_base: WriteMark,
+    /// When the disk last stopped refusing writes.
+    pub(super) full_until: Option<u64>,
     /// Fences the core must hold: job → (token, deadline), computed here
     /// from `lease::fence_deadline`, not read from the core.
     pub(super) expected_fences: HashMap<String, (u64, u64)>,
@@ -152,6 +154,7 @@ impl World {
             last_released: 0,
             run_base: store_written(&store),
             expected_fences: HashMap::new(),
+            full_until: None,
         };
         let granted = w
             .core
@@ -194,6 +197,11 @@ impl World {
         next.workers = workers;
         next.next_link = self.next_link + 1_000;
         next.next_ticket = self.next_ticket;
+        next.full_until = if self.core.store().full {
+            Some(self.clock.mono_ms)
+        } else {
+            self.full_until
+        };
         next.assigns_released = std::mem::take(&mut self.assigns_released);
         next.stops_released = std::mem::take(&mut self.stops_released);
         next.results_written = std::mem::take(&mut self.results_written);

@@ -270,3 +270,66 @@ fn a_requeue_refused_at_node_up_is_fenced_and_done_later() {
     );
     w.check();
 }
+
+#[test]
+fn at_the_batch_limit_placement_waits_for_the_flush_then_goes_on() {
+    let clock = Clock {
+        now_ms: 1_000_000,
+        mono_ms: 5_000,
+    };
+    let mut core = Core::new(
+        MemStore::new(),
+        Config {
+            max_commit_batch: 2,
+            ..config(12)
+        },
+    );
+    core.recover(clock).unwrap();
+    for i in 1..=5 {
+        let job = Job::new(format!("job-{i}"), i, spec(), clock.now_ms);
+        core.store_mut().submit(&job).unwrap();
+        let (_, r) = core.accept(vec![job], clock);
+        r.unwrap();
+    }
+    let all = core.store().written();
+    core.store_mut().make_durable(all);
+    core.durable(all);
+    let assigned = |c: &Core<MemStore>| c.store().in_states(&[JobState::Assigned]).unwrap().len();
+    let hello = Hello {
+        node_id: "n1".into(),
+        slots: 5,
+        capabilities: caps(),
+        running: vec![],
+        unacked: vec![],
+    };
+    core.node_up(hello, 1, clock).unwrap();
+    // Two writes unflushed: placement stops and asks for the flush.
+    assert_eq!(assigned(&core), 2);
+    let mut rounds = 0;
+    while let Some(mark) = core.take_commit_due() {
+        rounds += 1;
+        assert!(!core.store().is_durable(mark));
+        core.store_mut().make_durable(mark);
+        core.durable(mark);
+        core.resume(clock).unwrap();
+    }
+    assert_eq!(assigned(&core), 5, "placement went on after each flush");
+    assert!(rounds >= 2, "waited in line {rounds} times");
+    let sent = core
+        .take_effects_marked()
+        .into_iter()
+        .filter(|(m, e)| {
+            matches!(
+                e,
+                Effect::Send {
+                    msg: ToWorker::Assign(_),
+                    ..
+                }
+            ) && m.is_some_and(|m| core.store().is_durable(m))
+        })
+        .count();
+    assert_eq!(
+        sent, 4,
+        "the assignments covered by the in-line flushes went out"
+    );
+}
