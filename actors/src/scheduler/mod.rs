@@ -220,8 +220,8 @@ pub enum SchedulerMsg {
 
 /// What a [`SchedulerMsg::Durable`] carries; made by the scheduler only.
 pub struct Durable {
-    pub(super) mark: WriteMark,
-    pub(super) result: Result<(), String>,
+    mark: WriteMark,
+    result: Result<(), String>,
 }
 
 /// The root of the master's tree: the single writer of job transitions.
