@@ -333,3 +333,39 @@ fn at_the_batch_limit_placement_waits_for_the_flush_then_goes_on() {
         "the assignments covered by the in-line flushes went out"
     );
 }
+
+#[test]
+fn a_result_about_another_nodes_attempt_is_acknowledged_not_applied() {
+    let mut w = World::new(14);
+    w.node_up("n1", 1, false);
+    let id = w.submit().unwrap();
+    w.flush_all();
+    w.node_up("n2", 1, false);
+    let job = w.core.store().get(&id).unwrap().unwrap();
+    let written = w.core.store().written();
+    w.send(
+        "n2",
+        ToMaster::Finished {
+            job_id: id.clone(),
+            token: job.token,
+            outcome: succeeded(),
+            energy: None,
+        },
+    );
+    assert_eq!(
+        w.core.store().written(),
+        written,
+        "another node's result was applied"
+    );
+    w.flush_all();
+    let acked = w
+        .stops_released
+        .iter()
+        .any(|(n, m)| n == "n2" && matches!(m, ToWorker::Ack(a) if a.job_id == id));
+    assert!(acked, "the other node was not told to forget it");
+    assert_eq!(
+        w.core.store().get(&id).unwrap().unwrap().state,
+        JobState::Assigned
+    );
+    w.check();
+}
