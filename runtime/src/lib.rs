@@ -29,3 +29,4 @@ pub mod state;
 pub mod store;
 pub mod supervision;
 pub mod wire;
+pub mod worker;
