@@ -6,10 +6,13 @@
 //! lease lasts (docs/PROTOCOL.md, "Leases"). The owner (the worker's
 //! connector, or standalone) asks for a [`NodeMsg::Hello`] and hands each new
 //! link over with [`NodeMsg::LinkUp`]. While linked, the node pings every
-//! [`PING_INTERVAL_MS`]; each `Pong` extends the lease and is passed on to
-//! every job's guard process. One kill grace before the lease ends, the node
-//! stops its jobs; the guards SIGKILL whatever is left when it ends, even if
-//! this process is frozen.
+//! [`PING_INTERVAL_MS`](ffrtmp_runtime::lease::PING_INTERVAL_MS); each
+//! `Pong` extends the lease and is passed on to every job's guard process.
+//! One kill grace before the lease ends, the node stops its jobs; the
+//! guards SIGKILL whatever is left when it ends, even if this process is
+//! frozen. The decisions (whether an assignment starts, waits for the
+//! lease or is refused; what a tick does) are the pure
+//! `ffrtmp_runtime::worker`'s, tested there; this actor acts on them.
 //!
 //! Every `Finished` goes to the on-disk outbox before it is sent, and leaves
 //! it when the master acknowledges it; on each new link the outbox is sent
@@ -49,9 +52,8 @@ use std::time::Duration;
 
 use ffrtmp_os::cgroup::CgroupManager;
 use ffrtmp_os::outbox::Outbox;
-use ffrtmp_runtime::encoders;
 use ffrtmp_runtime::ffmpeg::UnavailableEncoder;
-use ffrtmp_runtime::lease::{WorkerLease, PING_INTERVAL_MS};
+use ffrtmp_runtime::lease::WorkerLease;
 use ffrtmp_runtime::model::{
     Energy, Failure, FailureReason, Isolation, JobId, NodeId, NodePower, Outcome, Progress,
     QualityMetric,
@@ -59,6 +61,7 @@ use ffrtmp_runtime::model::{
 use ffrtmp_runtime::wire::{
     self, Assignment, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION,
 };
+use ffrtmp_runtime::worker::{self, Admission};
 use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort,
     SupervisionEvent,
@@ -409,12 +412,7 @@ impl NodeState {
         frames.extend(self.unstored.iter().map(|(a, f)| (a.clone(), f.clone())));
         let now = mono_ms();
         for (attempt, frame) in frames {
-            let fresh = min_age_ms.is_some_and(|age| {
-                self.sent_at
-                    .get(&attempt)
-                    .is_some_and(|t| now.saturating_sub(*t) < age)
-            });
-            if !fresh {
+            if worker::resend_due(self.sent_at.get(&attempt).copied(), now, min_age_ms) {
                 self.send_frame(frame);
                 self.sent_at.insert(attempt, now);
             }
@@ -457,62 +455,49 @@ impl NodeState {
         }
     }
 
-    /// Why no job can ever start here: the master's lease does not outlast
-    /// this worker's kill grace (a configuration mismatch between the two).
+    /// Why no job can ever start here ([`worker::lease_too_short`]).
     fn lease_too_short(&self) -> Option<String> {
-        let granted = self.granted_ms?;
-        (granted <= self.grace_ms()).then(|| {
-            format!(
-                "the master's lease ({granted} ms) is not longer than this worker's kill grace ({} ms)",
-                self.grace_ms()
-            )
-        })
+        worker::lease_too_short(self.granted_ms, self.grace_ms())
     }
 
     async fn assign(&mut self, myself: &ActorRef<NodeMsg>, a: Assignment) {
         // Timestamps the dispatch-latency benchmark splits the path with.
         tracing::debug!(job = %a.job_id, token = a.token, "assignment received");
-        if self.running.contains_key(&a.job_id) {
-            tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
-            return;
-        }
-        if self.draining {
-            self.report_crash(a.job_id, a.token, "node is draining".into())
-                .await;
-            return;
-        }
-        if self.running.len() as u32 >= self.config.slots {
-            self.report_crash(a.job_id, a.token, "no free slot on node".into())
-                .await;
-            return;
-        }
-        // The encoder the job runs with here: the one it names, or what its
-        // `hardware` preference finds among this node's working encoders
-        // (placement checked the same, `encoders::satisfies`).
-        let mut a = a;
-        match encoders::resolve(&a.spec.encode, &self.config.encoders) {
-            Some(name) => a.spec.encode.encoder = Some(name.to_string()),
-            None => {
-                let why = format!(
-                    "no working encoder on this node for the job (codec {}, encoder {}, hardware {:?})",
-                    a.spec.encode.codec.as_str(),
-                    a.spec.encode.encoder.as_deref().unwrap_or("any"),
-                    a.spec.encode.hardware
-                );
-                self.report_crash(a.job_id, a.token, why).await;
-                return;
-            }
-        }
         let now = mono_ms();
-        if !self.lease.can_start(now, self.grace_ms()) {
-            if let Some(why) = self.lease_too_short() {
-                tracing::error!("{why}; refusing jobs");
+        let admission = worker::admit(
+            &a,
+            self.running.contains_key(&a.job_id),
+            worker::NodeNow {
+                running: self.running.len(),
+                slots: self.config.slots,
+                draining: self.draining,
+                encoders: &self.config.encoders,
+                lease: &self.lease,
+                granted_ms: self.granted_ms,
+                grace_ms: self.grace_ms(),
+                now_ms: now,
+            },
+        );
+        let mut a = a;
+        match admission {
+            Admission::Duplicate => {
+                tracing::warn!(job = %a.job_id, "duplicate assignment ignored");
+                return;
+            }
+            Admission::Refuse { why, lease } => {
+                if lease {
+                    tracing::error!("{why}; refusing jobs");
+                }
                 self.report_crash(a.job_id, a.token, why).await;
                 return;
             }
-            // Before the first Pong of this link: start once it arrives.
-            self.pending.push(a);
-            return;
+            Admission::Wait { encoder } => {
+                a.spec.encode.encoder = Some(encoder);
+                // Before the first Pong of this link: start once it arrives.
+                self.pending.push(a);
+                return;
+            }
+            Admission::Start { encoder } => a.spec.encode.encoder = Some(encoder),
         }
         let lease = self.lease.remaining(now).map(Duration::from_millis);
         let (job_id, token) = (a.job_id.clone(), a.token);
@@ -658,28 +643,31 @@ impl NodeState {
 
     async fn tick(&mut self) {
         let now = mono_ms();
-        if now.saturating_sub(self.last_mend_ms) >= OUTBOX_CHECK.as_millis() as u64 {
+        let plan = worker::tick(worker::TickInput {
+            now_ms: now,
+            last_mend_ms: self.last_mend_ms,
+            outbox_check_ms: OUTBOX_CHECK.as_millis() as u64,
+            linked: self.link.is_some(),
+            last_ping_ms: self.last_ping_ms,
+            all_acknowledged: self.all_acknowledged(),
+            last_resend_ms: self.last_resend_ms,
+            jobs_running: !self.running.is_empty(),
+            stop_sent: self.lease_stop_sent,
+            lease: &self.lease,
+            grace_ms: self.grace_ms(),
+        });
+        if plan.mend_outbox {
             self.last_mend_ms = now;
             self.mend_outbox().await;
         }
-        if self.link.is_some()
-            && self
-                .last_ping_ms
-                .is_none_or(|t| now.saturating_sub(t) >= PING_INTERVAL_MS)
-        {
+        if plan.ping {
             self.ping();
         }
-        if self.link.is_some()
-            && !self.all_acknowledged()
-            && now.saturating_sub(self.last_resend_ms) >= OUTBOX_CHECK.as_millis() as u64
-        {
+        if plan.resend {
             self.last_resend_ms = now;
             self.resend_outbox(Some(OUTBOX_RESEND.as_millis() as u64));
         }
-        if !self.running.is_empty()
-            && !self.lease_stop_sent
-            && self.lease.must_stop(now, self.grace_ms())
-        {
+        if plan.stop_jobs {
             self.lease_stop_sent = true;
             tracing::warn!(
                 jobs = self.running.len(),

@@ -23,6 +23,7 @@ pub mod quality;
 pub mod report;
 pub mod retry;
 pub mod sched;
+pub mod scheduler;
 pub mod seed;
 pub mod spec;
 pub mod state;
@@ -30,3 +31,4 @@ pub mod supervision;
 #[cfg(any(test, feature = "test-util"))]
 pub mod test_util;
 pub mod wire;
+pub mod worker;

@@ -86,6 +86,7 @@
 //! have licensed) and writes resume by themselves.
 
 mod check;
+mod durable_impl;
 mod experiments;
 
 pub use check::{check, salvage, salvage_data_dir, Inspection, SalvageReport, SideMeta};
