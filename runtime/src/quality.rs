@@ -25,9 +25,17 @@ pub const PSNR_IDENTICAL_DB: f64 = 100.0;
 pub enum Reference {
     /// The job's input file, as an inherited descriptor, and the demuxer
     /// its probe found (`None`: the whole [`INPUT_FORMATS`]).
-    File { fd: i32, format: Option<String> },
+    File {
+        /// The input's descriptor number in the quality pass's FFmpeg.
+        fd: i32,
+        /// The demuxer to open it with.
+        format: Option<String>,
+    },
     /// The job's `testsrc2` source, regenerated.
-    Testsrc { duration_s: f64 },
+    Testsrc {
+        /// Seconds of pattern, as the job's input had.
+        duration_s: f64,
+    },
 }
 
 /// The argv of a quality pass computing `metrics` (those of PSNR and SSIM:

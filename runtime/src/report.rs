@@ -57,8 +57,11 @@ pub struct Configuration {
     pub crf: Option<u32>,
     /// The target bitrate, in `bitrate` mode.
     pub bitrate_kbps: Option<u32>,
+    /// Output width in pixels.
     pub width: u32,
+    /// Output height in pixels.
     pub height: u32,
+    /// Output frame rate in frames per second.
     pub fps: u32,
     /// The output pixel format (`yuv420p` unless the job named another).
     pub pix_fmt: String,
@@ -123,6 +126,7 @@ pub fn encoder_used(job: &Job, result: &JobResult) -> String {
 /// by linear interpolation between order statistics).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Stat {
+    /// The middle value (the mean of the two middle values for an even count).
     pub median: f64,
     /// First quartile.
     pub q1: f64,
@@ -165,12 +169,16 @@ pub struct EfficiencyRow {
     pub rank: u32,
     /// [`Configuration::label`]: how tables and plots name this row.
     pub label: String,
+    /// The jobs' resolution, rate, codec, encoder and rate control: the
+    /// row's key, with `node`.
     pub configuration: Configuration,
     /// The preset name(s) the jobs were submitted with (`+`-joined), or
     /// `custom-<W>x<H>p<FPS>` for jobs without one. Not part of the key.
     pub scenario: String,
     /// The FFmpeg encoder (`configuration.encoder`).
     pub encoder: String,
+    /// The node the jobs ran on: figures from different machines (or
+    /// energy sources) are never pooled.
     #[schema(value_type = String)]
     pub node: NodeId,
     /// `rapl`, `nvml`, `estimate` or a `+`-joined mix.
@@ -179,8 +187,11 @@ pub struct EfficiencyRow {
     pub estimate: bool,
     /// Jobs behind these figures.
     pub samples: u64,
+    /// Median over the jobs of joules per minute of output: what `rank` orders by.
     pub median_joules_per_output_minute: f64,
+    /// Median over the jobs of joules per output frame (jobs that counted frames).
     pub median_joules_per_frame: Option<f64>,
+    /// Median over the jobs of their mean power in watts.
     pub median_mean_power_watts: f64,
     /// Median of the jobs' average encoding rate (frames per second).
     pub median_fps: f64,
@@ -188,7 +199,10 @@ pub struct EfficiencyRow {
     pub joules_per_output_minute: Stat,
     /// Joules per output frame (jobs that counted frames).
     pub joules_per_frame: Option<Stat>,
+    /// The jobs' mean power in watts: median, quartiles, IQR.
     pub mean_power_watts: Stat,
+    /// The jobs' average encoding rate in frames per second: median,
+    /// quartiles, IQR.
     pub fps: Stat,
     /// The jobs' mean VMAF (`n`: jobs with a VMAF score); absent when none.
     pub vmaf: Option<Stat>,
@@ -216,7 +230,9 @@ impl EfficiencyRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FrontierMetric {
+    /// VMAF (0–100).
     Vmaf,
+    /// PSNR in dB.
     Psnr,
 }
 
@@ -233,6 +249,7 @@ pub struct Cheapest {
     pub rank: Option<u32>,
     /// The answer's [`Configuration::label`].
     pub label: Option<String>,
+    /// The answer's median joules per minute of output.
     pub median_joules_per_output_minute: Option<f64>,
 }
 
@@ -358,6 +375,7 @@ fn threshold(name: &str, value: &str) -> Result<f64, FieldError> {
 /// The whole report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EfficiencyReport {
+    /// One row per configuration, node and energy source, in rank order.
     pub rows: Vec<EfficiencyRow>,
     /// Succeeded jobs looked at (those the query matched).
     pub jobs_considered: u64,

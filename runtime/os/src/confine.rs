@@ -53,23 +53,45 @@ pub enum ConfineError {
     /// The path is not inside any of the worker's media roots, or does not
     /// resolve beneath it without a symlink (or `..`, or a non-directory).
     #[error("{path} does not resolve inside a media root without symlinks: {detail}")]
-    Outside { path: PathBuf, detail: String },
+    Outside {
+        /// The path as the job gave it.
+        path: PathBuf,
+        /// Where the walk beneath the root stopped, and why.
+        detail: String,
+    },
     /// Nothing there (the input was removed, or the output's directory).
     #[error("{path} does not exist")]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path that was not there.
+        path: PathBuf,
+    },
     /// There, but not a regular file.
     #[error("{path} is not a regular file")]
-    NotRegular { path: PathBuf },
+    NotRegular {
+        /// The path of what was found.
+        path: PathBuf,
+    },
     /// The output's final name is taken and the job did not ask to overwrite.
     #[error("{path} already exists (the job does not set \"overwrite\": true)")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The output's final path.
+        path: PathBuf,
+    },
     /// The output's final name is taken by something that is not a regular
     /// file (a directory, a FIFO): never replaced, even with `overwrite`.
     #[error("{path} exists and is not a regular file")]
-    InTheWay { path: PathBuf },
+    InTheWay {
+        /// The output's final path.
+        path: PathBuf,
+    },
     /// Anything else the system said.
     #[error("{path}: {err}")]
-    Io { path: PathBuf, err: Errno },
+    Io {
+        /// The path being opened.
+        path: PathBuf,
+        /// The system call's error.
+        err: Errno,
+    },
 }
 
 impl ConfineError {

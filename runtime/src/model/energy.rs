@@ -31,6 +31,7 @@ pub enum PowerSource {
 }
 
 impl PowerSource {
+    /// The lowercase name used in the API and in `energy_source` labels.
     pub fn as_str(self) -> &'static str {
         match self {
             PowerSource::Rapl => "rapl",
@@ -55,14 +56,19 @@ impl PowerSource {
 /// The energy of one power domain (`package-0`, `dram-0`, `gpu-0`, `cpu`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct DomainEnergy {
+    /// The domain's name: `package-N` and `dram-N` from RAPL, `gpu-N` from
+    /// NVML (N the socket or the GPU's index).
     pub domain: String,
+    /// Where the figure came from.
     pub source: PowerSource,
+    /// Energy charged to the attempt in this domain, in joules.
     pub joules: f64,
 }
 
 /// What an attempt (or, summed over its attempts, a job) cost in energy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Energy {
+    /// Total over the domains, in joules.
     pub energy_joules: f64,
     /// `energy_joules` over `measured_s`.
     pub mean_power_watts: f64,
@@ -136,7 +142,9 @@ impl Energy {
 /// One power domain's current reading on a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct DomainPower {
+    /// The domain's name, as in [`DomainEnergy::domain`].
     pub domain: String,
+    /// Where the reading came from.
     pub source: PowerSource,
     /// Mean power over the last sampling interval.
     pub watts: f64,
@@ -147,9 +155,11 @@ pub struct DomainPower {
 /// A node's power, as its `PowerSamplerActor` last saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct NodePower {
+    /// Every domain's reading, one per domain and source.
     pub domains: Vec<DomainPower>,
     /// Sum over the domains.
     pub watts: f64,
+    /// Energy since the sampler started, summed over the domains, in joules.
     pub joules_total: f64,
     /// Energy attributed to jobs since the sampler started.
     pub attributed_joules_total: f64,

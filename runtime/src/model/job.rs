@@ -21,17 +21,29 @@ use super::*;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Stored and waiting for a worker slot (or for its retry backoff).
     Queued,
+    /// Given to a worker (`Assign` sent after the write was durable); FFmpeg
+    /// not yet reported started.
     Assigned,
+    /// The worker reported FFmpeg started.
     Running,
+    /// FFmpeg exited 0 and the worker reported the result. Terminal.
     Succeeded,
+    /// Ended without success and will not run again unless a user retries it.
+    /// Terminal.
     Failed,
+    /// Cancelled by a user. Terminal.
     Cancelled,
+    /// `timeout_s` expired. Terminal.
     TimedOut,
+    /// Its node was lost mid-attempt; a job leaves this state at once
+    /// (requeued, or failed with no attempts left).
     Lost,
 }
 
 impl JobState {
+    /// Every state, in declaration (lifecycle) order.
     pub const ALL: [JobState; 8] = [
         JobState::Queued,
         JobState::Assigned,
@@ -43,6 +55,8 @@ impl JobState {
         JobState::Lost,
     ];
 
+    /// Whether the job has ended: `succeeded`, `failed`, `cancelled` or
+    /// `timed_out` (only a user's retry moves it on). `lost` is not terminal.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -50,6 +64,7 @@ impl JobState {
         )
     }
 
+    /// The snake_case name used in the API (`timed_out`).
     pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -63,6 +78,7 @@ impl JobState {
         }
     }
 
+    /// The state named `s` in the API's spelling, or `None`.
     pub fn parse(s: &str) -> Option<JobState> {
         JobState::ALL.into_iter().find(|st| st.as_str() == s)
     }
@@ -71,8 +87,10 @@ impl JobState {
 /// How a job's process was isolated on its worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub enum Isolation {
+    /// In a cgroup of the v1 hierarchy (`cgroup-v1`).
     #[serde(rename = "cgroup-v1")]
     CgroupV1,
+    /// In a cgroup of the v2 (unified) hierarchy (`cgroup-v2`).
     #[serde(rename = "cgroup-v2")]
     CgroupV2,
     /// No cgroup could be used: the process ran with `nice` only.
@@ -83,7 +101,9 @@ pub enum Isolation {
 /// Live progress, parsed from `-progress pipe:1`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Progress {
+    /// Frames encoded so far.
     pub frame: u64,
+    /// Encoding rate in frames per second, as FFmpeg reports it.
     pub fps: f64,
     /// Encoding speed relative to real time (`1.5` = 1.5x); absent while FFmpeg says `N/A`.
     pub speed: Option<f64>,
@@ -91,17 +111,25 @@ pub struct Progress {
     pub out_time_s: f64,
     /// Percentage of the expected output duration, when that is known.
     pub percent: Option<f64>,
+    /// Current output bitrate in kbit/s; absent while FFmpeg says `N/A`.
     pub bitrate_kbps: Option<f64>,
+    /// Bytes of output written so far; absent while FFmpeg says `N/A`.
     pub total_size_bytes: Option<u64>,
 }
 
 /// What a successful attempt measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct JobResult {
+    /// FFmpeg's exit code (always 0: only a successful attempt has a result).
     pub exit_code: i32,
+    /// Wall time of the attempt in seconds, from FFmpeg's start to its exit.
     pub wall_s: f64,
+    /// Frames encoded (FFmpeg's last `frame` progress figure).
     pub frames: u64,
+    /// Mean frames per second over the wall time.
     pub avg_fps: f64,
+    /// FFmpeg's last reported speed relative to real time; absent if it
+    /// never reported one.
     pub speed: Option<f64>,
     /// Size of the output file, when the output is a file.
     pub output_bytes: Option<u64>,
@@ -189,15 +217,22 @@ impl FailureReason {
 /// A failed attempt's details.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Failure {
+    /// Which failure class: decides whether the attempt is retried.
     pub reason: FailureReason,
+    /// A human-readable account of the failure.
     pub message: String,
+    /// FFmpeg's exit code, when it exited (absent when killed by a signal or
+    /// never started).
     pub exit_code: Option<i32>,
+    /// The signal that ended FFmpeg, when one did.
     pub signal: Option<i32>,
     /// The last lines of FFmpeg's stderr (bounded).
     pub stderr_tail: Vec<String>,
 }
 
 impl Failure {
+    /// A failure with no exit status or stderr: for failures that are not
+    /// FFmpeg's own exit (fill those fields in where known).
     pub fn new(reason: FailureReason, message: impl Into<String>) -> Failure {
         Failure {
             reason,
@@ -213,33 +248,46 @@ impl Failure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
+    /// FFmpeg exited 0.
     Succeeded {
+        /// What the attempt measured.
         result: JobResult,
     },
     /// Terminal (FFmpeg's own fault, or it could not start).
     Failed {
+        /// Why it failed.
         failure: Failure,
     },
     /// Not FFmpeg's fault: consumes an attempt and requeues while attempts remain.
     Transient {
+        /// Why it failed; the job is requeued if attempts remain.
         failure: Failure,
     },
+    /// `timeout_s` expired and the job was killed: terminal (`timed_out`).
     TimedOut {
+        /// Why it was killed (reason `timeout`).
         failure: Failure,
     },
+    /// A user cancelled the job and its FFmpeg was killed.
     Cancelled,
 }
 
 /// One attempt's record in a job's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct AttemptRecord {
+    /// The attempt's number (1-based; continues across manual retries).
     pub attempt: u32,
+    /// The node the attempt was assigned to.
     #[schema(value_type = String)]
     pub node: NodeId,
+    /// When the worker reported FFmpeg started (ms since the epoch);
+    /// `None` if it never did.
     #[schema(value_type = Option<u64>)]
     pub started_ms: Option<UnixMs>,
+    /// When the attempt ended (ms since the epoch); `None` while in flight.
     #[schema(value_type = Option<u64>)]
     pub ended_ms: Option<UnixMs>,
+    /// How the attempt's FFmpeg was isolated, once it started.
     pub isolation: Option<Isolation>,
     /// `None` while the attempt is in flight.
     pub outcome: Option<Outcome>,
@@ -252,29 +300,41 @@ pub struct AttemptRecord {
 /// The master's record of a job: what is stored in sled and returned by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct Job {
+    /// The job's id: a UUIDv7, assigned by the master at submission.
     #[schema(value_type = String)]
     pub id: JobId,
     /// Submission order; FIFO within one priority follows it.
     pub seq: u64,
+    /// The validated request.
     pub spec: JobSpec,
+    /// Where the job is in its lifecycle.
     pub state: JobState,
     /// Number of assignments so far (the current attempt's number, 1-based).
     pub attempt: u32,
     /// Fencing token of the current assignment (0 before the first).
     pub token: u64,
+    /// The node of the current (or last) attempt; `None` before the first
+    /// assignment and while queued again.
     #[schema(value_type = Option<String>)]
     pub node: Option<NodeId>,
+    /// When the job was submitted (ms since the epoch).
     #[schema(value_type = u64)]
     pub created_ms: UnixMs,
+    /// When the record last changed (ms since the epoch).
     #[schema(value_type = u64)]
     pub updated_ms: UnixMs,
     /// A requeued job waits until this time (retry backoff).
     #[schema(value_type = Option<u64>)]
     pub not_before_ms: Option<UnixMs>,
+    /// How the current attempt's FFmpeg is isolated, once it started.
     pub isolation: Option<Isolation>,
+    /// The current attempt's latest progress; `None` before any.
     pub progress: Option<Progress>,
+    /// What the successful attempt measured; set when the job succeeds.
     pub result: Option<JobResult>,
+    /// Why the job ended without success (the last attempt's failure).
     pub failure: Option<Failure>,
+    /// Every attempt so far, oldest first.
     pub attempts: Vec<AttemptRecord>,
     /// What the job cost in energy over all its attempts; set when it ends.
     #[serde(default)]
@@ -306,6 +366,7 @@ pub struct Requeue {
 }
 
 impl Job {
+    /// A `queued` job at attempt 0 and token 0, created and updated at `now`.
     pub fn new(id: JobId, seq: u64, spec: JobSpec, now: UnixMs) -> Job {
         Job {
             id,

@@ -22,15 +22,21 @@ use super::*;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
+    /// Scheduled before every other priority (`queue: "live"` in the Go-seed API).
     Live,
+    /// Scheduled after `live`, before `medium`.
     High,
+    /// The default.
     #[default]
     Medium,
+    /// Scheduled after `medium`, before `batch`.
     Low,
+    /// Scheduled last: runs only when no job of another priority waits.
     Batch,
 }
 
 impl Priority {
+    /// Every priority, most urgent first (the scheduling order).
     pub const ALL: [Priority; 5] = [
         Priority::Live,
         Priority::High,
@@ -44,6 +50,7 @@ impl Priority {
         self as u8
     }
 
+    /// The lowercase name used in the API and the `priority` label of metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             Priority::Live => "live",
@@ -61,15 +68,21 @@ impl Priority {
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Codec {
+    /// H.264/AVC, encoded with `libx264`.
     H264,
+    /// H.265/HEVC, encoded with `libx265`.
     H265,
+    /// VP9, encoded with `libvpx-vp9`.
     Vp9,
+    /// AV1, encoded with `libsvtav1`.
     Av1,
 }
 
 impl Codec {
+    /// Every codec, in declaration order.
     pub const ALL: [Codec; 4] = [Codec::H264, Codec::H265, Codec::Vp9, Codec::Av1];
 
+    /// The lowercase name used in the API (`"codec": "h265"`).
     pub fn as_str(self) -> &'static str {
         match self {
             Codec::H264 => "h264",
@@ -93,10 +106,16 @@ impl Codec {
 /// Fully resolved encode parameters (preset values with explicit overrides applied).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct EncodeParams {
+    /// Output width in pixels (16–7680; 64 or more for AV1).
     pub width: u32,
+    /// Output height in pixels (16–4320; 64 or more for AV1).
     pub height: u32,
+    /// Output frame rate in frames per second (1–240).
     pub fps: u32,
+    /// The codec; selects the software encoder and the allowed presets.
     pub codec: Codec,
+    /// Target bitrate in kbit/s (1–200,000), FFmpeg's `-b:v`; unused when
+    /// `crf` is set.
     pub bitrate_kbps: u32,
     /// Encoder speed preset, in the encoder's own vocabulary (validated per codec).
     pub preset: String,
@@ -200,12 +219,14 @@ pub enum QualityMetric {
 }
 
 impl QualityMetric {
+    /// Every metric, in the order results list them.
     pub const ALL: [QualityMetric; 3] = [
         QualityMetric::Vmaf,
         QualityMetric::Psnr,
         QualityMetric::Ssim,
     ];
 
+    /// The lowercase name used in the API (`"metrics": ["vmaf"]`).
     pub fn as_str(self) -> &'static str {
         match self {
             QualityMetric::Vmaf => "vmaf",
@@ -241,10 +262,13 @@ pub struct MetricScore {
 /// failed. Its time and energy are its own, never the encode's.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Encode, Decode, ToSchema)]
 pub struct QualityResult {
+    /// VMAF (0–100), when asked for and the pass succeeded.
     #[serde(default)]
     pub vmaf: Option<MetricScore>,
+    /// PSNR in dB, when asked for and the pass succeeded.
     #[serde(default)]
     pub psnr: Option<MetricScore>,
+    /// SSIM (0–1), when asked for and the pass succeeded.
     #[serde(default)]
     pub ssim: Option<MetricScore>,
     /// Wall time of the quality pass.
@@ -270,9 +294,13 @@ pub struct QualityResult {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Input {
     /// FFmpeg's synthetic `testsrc2` pattern, at the job's resolution and rate.
-    Testsrc { duration_s: f64 },
+    Testsrc {
+        /// Seconds of pattern to generate (positive, at most a day).
+        duration_s: f64,
+    },
     /// A media file; `path` is canonical and inside a configured media root.
     File {
+        /// The canonical path of the file, inside a media root.
         #[schema(value_type = String)]
         path: PathBuf,
     },
@@ -286,11 +314,16 @@ pub enum Output {
     Null,
     /// A file inside a configured media root; the container follows the extension.
     File {
+        /// The canonical path the output is written to, inside a media root.
         #[schema(value_type = String)]
         path: PathBuf,
     },
     /// An `rtmp://` or `rtmps://` URL (FLV container).
-    Rtmp { url: String },
+    Rtmp {
+        /// The validated URL, as sent (host required, no whitespace or
+        /// control characters).
+        url: String,
+    },
 }
 
 /// Per-job resource limits. `None` means "no limit of this kind".
@@ -300,6 +333,7 @@ pub struct ResourceLimits {
     /// CPU quota as a percentage of one core (50 = half a core, 200 = two cores).
     #[serde(default)]
     pub max_cpu_percent: Option<u32>,
+    /// Memory limit in MiB (swap included where the cgroup accounts it).
     #[serde(default)]
     pub max_memory_mb: Option<u64>,
     /// Wall-clock limit; on expiry SIGTERM, then SIGKILL after a grace period.
@@ -315,10 +349,15 @@ pub struct ResourceLimits {
 pub struct JobSpec {
     /// The preset name the user gave, if any (e.g. `1080p60-h265`).
     pub scenario: Option<String>,
+    /// What to encode to: resolution, rate, codec, rate control, encoder.
     pub encode: EncodeParams,
+    /// Where the frames come from.
     pub input: Input,
+    /// Where the encoded stream goes.
     pub output: Output,
+    /// Queue priority (default `medium`).
     pub priority: Priority,
+    /// CPU, memory and time limits; all absent by default.
     pub resource_limits: ResourceLimits,
     /// Extra attempts after the first for transient failures (default 3).
     pub max_retries: u32,
