@@ -50,6 +50,9 @@
 //!   (and closes the heartbeat channel, which makes the guard do the same);
 //! - the pid of [`Child`] and [`ProcessGuard`] is the guard's; it is also the
 //!   process group id.
+#![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod guard;
 mod process_group;
@@ -135,6 +138,8 @@ pub const MAX_JOB_FDS: usize = guard::MAX_JOB_FDS;
 /// ([`append_run_log`]). Lines are whole (one `O_APPEND` write each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunLog {
+    /// The log file; created if missing, appended to by the guard and the
+    /// worker.
     pub path: PathBuf,
     /// Names the attempt, e.g. `<job id> <token>`; at most 400 bytes, no newline.
     pub tag: String,

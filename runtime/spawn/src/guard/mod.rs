@@ -221,27 +221,41 @@ fn nul_terminated(strings: &[CString]) -> Vec<*const c_char> {
 /// before the fork.
 pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     let mut status_fd = plan.status;
+    // Reports errno on `status_fd` and exits.
+    let fail_errno = |status_fd: c_int| -> ! {
+        // SAFETY: in the guard (this function's contract); `status_fd` is its
+        // end of the status pipe.
+        unsafe { fail(status_fd, errno()) }
+    };
 
     // Lead the job's process group: the worker signals the group through us.
-    if libc::setpgid(0, 0) != 0 {
-        fail(status_fd, errno());
+    // SAFETY: setpgid(2) with integer arguments, on the guard itself.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        fail_errno(status_fd);
     }
     // Die with the worker's spawner thread...
-    if set_pdeathsig_kill() != 0 {
-        fail(status_fd, errno());
+    // SAFETY: in the guard (this function's contract).
+    if unsafe { set_pdeathsig_kill() } != 0 {
+        fail_errno(status_fd);
     }
     // ...which may have gone before the prctl: then nobody would kill us.
-    if libc::getppid() != plan.parent {
-        libc::_exit(127);
+    // SAFETY: getppid(2) cannot fail.
+    if unsafe { libc::getppid() } != plan.parent {
+        // SAFETY: _exit(2) ends the guard without running anything of the
+        // forked copy of the worker (no destructors, no atexit handlers).
+        unsafe { libc::_exit(127) };
     }
     // Cosmetic; a failure changes nothing.
-    libc::prctl(
-        libc::PR_SET_NAME,
-        NAME.as_ptr() as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-    );
+    // SAFETY: NAME is a NUL-terminated static string.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_NAME,
+            NAME.as_ptr() as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
 
     // Descriptors: first move the five we keep and the job's files above the
     // fixed numbers (any of them may currently sit on 0..FIRST_UNUSED_FD),
@@ -256,9 +270,11 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
         plan.status,
     ];
     for fd in fds.iter_mut() {
-        let moved = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD);
+        // SAFETY: fcntl(2) F_DUPFD_CLOEXEC on a descriptor the worker kept
+        // open across the fork for the guard.
+        let moved = unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD) };
         if moved < 0 {
-            fail(status_fd, errno());
+            fail_errno(status_fd);
         }
         if *fd == status_fd {
             status_fd = moved;
@@ -267,78 +283,98 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     }
     let mut job = [-1; MAX_JOB_FDS];
     for (moved, &fd) in job.iter_mut().zip(plan.job.iter()).take(plan.job_count) {
-        *moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD);
+        // SAFETY: as above, for the job's files.
+        *moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_UNUSED_FD) };
         if *moved < 0 {
-            fail(status_fd, errno());
+            fail_errno(status_fd);
         }
     }
     let [stdin, stdout, stderr, heartbeat, status] = fds;
     for (fd, target) in [(stdin, 0), (stdout, 1), (stderr, 2)] {
-        if libc::dup2(fd, target) < 0 {
-            fail(status_fd, errno());
+        // SAFETY: dup2(2) of the guard's own copies onto 0, 1 and 2, which
+        // the guard owns after the fork.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            fail_errno(status_fd);
         }
     }
     for (fd, target) in [(heartbeat, HEARTBEAT_FD), (status, STATUS_FD)] {
-        if libc::dup3(fd, target, libc::O_CLOEXEC) < 0 {
-            fail(status_fd, errno());
+        // SAFETY: as above, onto the fixed numbers, all below the moved
+        // copies.
+        if unsafe { libc::dup3(fd, target, libc::O_CLOEXEC) } < 0 {
+            fail_errno(status_fd);
         }
     }
     status_fd = STATUS_FD;
     // The job's files, inheritable: FFmpeg gets them across its execve.
     let mut target = JOB_FD_BASE;
     for &fd in job.iter().take(plan.job_count) {
-        if libc::dup2(fd, target) < 0 {
-            fail(status_fd, errno());
+        // SAFETY: as above.
+        if unsafe { libc::dup2(fd, target) } < 0 {
+            fail_errno(status_fd);
         }
         target += 1;
     }
-    close_from(target);
+    // SAFETY: in the guard; everything from `target` on is a copy of the
+    // worker's descriptors, which the guard must not hold.
+    unsafe { close_from(target) };
 
     // Before the cgroup join: the janitor stays out of the job's cgroup.
     if !plan.cgroup_dirs.is_empty() {
-        start_janitor(plan);
+        // SAFETY: in the guard, with the plan `run` was given.
+        unsafe { start_janitor(plan) };
     }
 
     // Join every job cgroup, so FFmpeg starts inside them.
     for path in plan.cgroup_procs.iter() {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        // SAFETY: `path` is a NUL-terminated string of the plan.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
         if fd < 0 {
-            fail(status_fd, errno());
+            fail_errno(status_fd);
         }
-        let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+        // SAFETY: writes 1 byte from a static string to the file just opened.
+        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         let err = errno();
-        libc::close(fd);
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd) };
         if n != 1 {
-            fail(status_fd, if n < 0 { err } else { libc::EIO });
+            // SAFETY: as `fail_errno`, with the write's error.
+            unsafe { fail(status_fd, if n < 0 { err } else { libc::EIO }) };
         }
     }
-    if libc::setpriority(libc::PRIO_PROCESS, 0, plan.nice) != 0 {
-        fail(status_fd, errno());
+    // SAFETY: setpriority(2) with integer arguments, on the guard itself.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, plan.nice) } != 0 {
+        fail_errno(status_fd);
     }
 
     // The guard is a copy of the worker's memory: never dump it. (RLIMIT_CORE
     // stops core files; non-dumpable also stops a piped core_pattern. exec
     // makes FFmpeg dumpable again, and it gets its RLIMIT_CORE back.)
-    let mut core: libc::rlimit = std::mem::zeroed();
-    if libc::getrlimit(libc::RLIMIT_CORE, &mut core) != 0 {
-        fail(status_fd, errno());
+    // SAFETY: `rlimit` is plain data, for which all zeroes is valid.
+    let mut core: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit(2) writes into `core`, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_CORE, &mut core) } != 0 {
+        fail_errno(status_fd);
     }
     let no_core = libc::rlimit {
         rlim_cur: 0,
         rlim_max: core.rlim_max,
     };
-    if libc::setrlimit(libc::RLIMIT_CORE, &no_core) != 0 {
-        fail(status_fd, errno());
+    // SAFETY: setrlimit(2) reads `no_core`, a live local.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) } != 0 {
+        fail_errno(status_fd);
     }
-    if libc::prctl(
-        libc::PR_SET_DUMPABLE,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-    ) != 0
-    {
-        fail(status_fd, errno());
+    // SAFETY: prctl(2) with integer arguments only.
+    let dumpable = unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if dumpable != 0 {
+        fail_errno(status_fd);
     }
 
     // Signals: the worker's handlers mean nothing here (they would write to
@@ -347,14 +383,17 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     let mut sig = 1;
     while sig < NSIG {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            set_disposition(sig, libc::SIG_DFL);
+            // SAFETY: in the guard (this function's contract).
+            unsafe { set_disposition(sig, libc::SIG_DFL) };
         }
         sig += 1;
     }
     for sig in IGNORED {
-        set_disposition(sig, libc::SIG_IGN);
+        // SAFETY: as above.
+        unsafe { set_disposition(sig, libc::SIG_IGN) };
     }
-    unblock_all_signals();
+    // SAFETY: as above.
+    unsafe { unblock_all_signals() };
 
     // FFmpeg's process: `clone(CLONE_VM | CLONE_VFORK)` on a stack of its
     // own, as posix_spawn does, rather than a second fork. A fork copies
@@ -366,41 +405,57 @@ pub(super) unsafe fn run(plan: &GuardPlan) -> ! {
     // async-signal-safe code on its own stack.
     let args = ExecArgs {
         plan,
-        guard: libc::getpid(),
+        // SAFETY: getpid(2) cannot fail.
+        guard: unsafe { libc::getpid() },
         core,
     };
     // Left uninitialised: zeroing it would fault in (and copy, the guard's
     // memory being copy-on-write) all 16 pages for the few the child uses.
     let mut stack = std::mem::MaybeUninit::<[u8; EXEC_STACK]>::uninit();
     // The stack grows down from the (16-byte aligned) end of the buffer.
-    let top = stack.as_mut_ptr().cast::<u8>().add(EXEC_STACK);
-    let top = top.sub(top as usize % 16);
-    let child = libc::clone(
-        exec_entry,
-        top.cast(),
-        libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-        (&args as *const ExecArgs<'_>).cast_mut().cast(),
-    );
+    // SAFETY: one past the end of `stack`, a live local of EXEC_STACK bytes.
+    let top = unsafe { stack.as_mut_ptr().cast::<u8>().add(EXEC_STACK) };
+    // SAFETY: moves down by less than 16 bytes, staying inside `stack`.
+    let top = unsafe { top.sub(top as usize % 16) };
+    // SAFETY: `top` is the top of a stack of the child's own that outlives
+    // it (CLONE_VFORK: the guard waits here until the child's execve or
+    // exit); `exec_entry` gets `args`, alive on the guard's stack as long.
+    let child = unsafe {
+        libc::clone(
+            exec_entry,
+            top.cast(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            (&args as *const ExecArgs<'_>).cast_mut().cast(),
+        )
+    };
     if child < 0 {
-        fail(status_fd, errno());
+        fail_errno(status_fd);
     }
     // Back here once FFmpeg's side has called execve (or failed and exited).
-    log_event(plan.run_log.as_ref(), b"start");
-    let pidfd =
-        c_int::try_from(libc::syscall(libc::SYS_pidfd_open, child, 0 as c_uint)).unwrap_or(-1);
+    // SAFETY: in the guard (this function's contract).
+    unsafe { log_event(plan.run_log.as_ref(), b"start") };
+    // SAFETY: pidfd_open(2) takes a pid and flags.
+    let pidfd = c_int::try_from(unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0 as c_uint) })
+        .unwrap_or(-1);
     // The guard reads and writes nothing of the job's: only FFmpeg holds the
     // pipes now, so the worker sees EOF when FFmpeg is done with them.
-    libc::close(0);
-    libc::close(1);
-    libc::close(2);
+    // SAFETY (these closes): the guard's own descriptors, each closed once.
+    unsafe { libc::close(0) };
+    // SAFETY: as above.
+    unsafe { libc::close(1) };
+    // SAFETY: as above.
+    unsafe { libc::close(2) };
     let mut fd = JOB_FD_BASE;
     while fd < target {
-        libc::close(fd);
+        // SAFETY: as above.
+        unsafe { libc::close(fd) };
         fd += 1;
     }
     // Last: with FFmpeg's copy closed by exec, this tells the worker the spawn worked.
-    libc::close(STATUS_FD);
-    watch(child, pidfd, plan.deadline, plan.run_log.as_ref())
+    // SAFETY: as above.
+    unsafe { libc::close(STATUS_FD) };
+    // SAFETY: in the guard; `child` is FFmpeg and `pidfd` its pidfd (or -1).
+    unsafe { watch(child, pidfd, plan.deadline, plan.run_log.as_ref()) }
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! The guard's async-signal-safe helpers: the run log, the clock, errno,
 //! failing the spawn, killing the group, signal dispositions, closing
 //! descriptors.
+//!
+//! Their `unsafe fn`s share one contract: call them only in the guard, or
+//! in its clones (the janitor, FFmpeg's side before execve), after the
+//! fork, where the descriptors they name are the guard's own.
 
 use super::*;
 
@@ -20,14 +24,21 @@ pub(super) unsafe fn log_event(log: Option<&RunLogPlan>, event: &[u8]) {
     put(&mut line, &mut len, b" ");
     put(&mut line, &mut len, &log.tag);
     put(&mut line, &mut len, b"\n");
-    let fd = libc::open(
-        log.path.as_ptr(),
-        libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-        0o644 as c_uint,
-    );
+    // SAFETY: `log.path` is a NUL-terminated string that outlives the call;
+    // open(2) is async-signal-safe.
+    let fd = unsafe {
+        libc::open(
+            log.path.as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+            0o644 as c_uint,
+        )
+    };
     if fd >= 0 {
-        libc::write(fd, line.as_ptr().cast(), len.min(line.len()));
-        libc::close(fd);
+        // SAFETY: writes at most `line.len()` bytes from `line`, a live
+        // buffer; `fd` was just opened here.
+        unsafe { libc::write(fd, line.as_ptr().cast(), len.min(line.len())) };
+        // SAFETY: `fd` was opened above and is closed once.
+        unsafe { libc::close(fd) };
     }
 }
 
@@ -73,6 +84,8 @@ pub(crate) fn monotonic_ns() -> u64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
+/// This thread's `errno` (the guard's: the janitor shares it, module docs
+/// of `guard`).
 pub(super) fn errno() -> c_int {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() }
@@ -81,40 +94,61 @@ pub(super) fn errno() -> c_int {
 /// Reports `err` on the status pipe and exits.
 pub(super) unsafe fn fail(status_fd: c_int, err: c_int) -> ! {
     let bytes = err.to_ne_bytes();
-    libc::write(status_fd, bytes.as_ptr().cast(), bytes.len());
-    libc::_exit(127)
+    // SAFETY: writes the 4 bytes of `bytes`, a live local; `status_fd` is
+    // the guard's end of the status pipe (the caller's contract).
+    unsafe { libc::write(status_fd, bytes.as_ptr().cast(), bytes.len()) };
+    // SAFETY: _exit(2) ends the process without running anything of the
+    // forked copy of the worker (no destructors, no atexit handlers).
+    unsafe { libc::_exit(127) }
 }
 
 /// Kills the job's whole process group (the guard leads it, so this is the
 /// guard too): FFmpeg dies, and so does the guard, by SIGKILL.
 pub(super) unsafe fn kill_group() -> ! {
-    libc::kill(0, libc::SIGKILL);
-    libc::_exit(128 + libc::SIGKILL)
+    // SAFETY: kill(2) on our own process group, which the guard leads.
+    unsafe { libc::kill(0, libc::SIGKILL) };
+    // SAFETY: _exit(2), as in `fail`; reached only if the SIGKILL was not
+    // delivered yet.
+    unsafe { libc::_exit(128 + libc::SIGKILL) }
 }
 
+/// Sets the disposition of `sig` to `handler` (`SIG_DFL` or `SIG_IGN`),
+/// with an empty mask.
 pub(super) unsafe fn set_disposition(sig: c_int, handler: libc::sighandler_t) {
-    let mut sa: libc::sigaction = std::mem::zeroed();
+    // SAFETY: `sigaction` is a plain C struct, for which all zeroes is a
+    // valid value.
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
     sa.sa_sigaction = handler;
-    libc::sigemptyset(&mut sa.sa_mask);
+    // SAFETY: initialises the mask of `sa`, a live local.
+    unsafe { libc::sigemptyset(&mut sa.sa_mask) };
     // Fails only for SIGKILL, SIGSTOP, and the C library's internal signals.
-    libc::sigaction(sig, &sa, ptr::null_mut());
+    // SAFETY: `sa` is initialised; no old action is asked for (null).
+    unsafe { libc::sigaction(sig, &sa, ptr::null_mut()) };
 }
 
+/// Sets the signal mask to empty (the worker's thread may have blocked some).
 pub(super) unsafe fn unblock_all_signals() {
-    let mut empty: libc::sigset_t = std::mem::zeroed();
-    libc::sigemptyset(&mut empty);
-    libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut());
+    // SAFETY: `sigset_t` is plain data, for which all zeroes is valid.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: initialises `empty`, a live local.
+    unsafe { libc::sigemptyset(&mut empty) };
+    // SAFETY: `empty` is initialised; no old mask is asked for (null).
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &empty, ptr::null_mut()) };
 }
 
 /// Closes every descriptor from `first` on.
 pub(super) unsafe fn close_from(first: c_int) {
     let first_u = c_uint::try_from(first).unwrap_or(0);
-    if libc::syscall(libc::SYS_close_range, first_u, c_uint::MAX, 0 as c_uint) == 0 {
+    // SAFETY: close_range(2) takes three integers; the descriptors it closes
+    // are the guard's, which nothing else in this process uses.
+    if unsafe { libc::syscall(libc::SYS_close_range, first_u, c_uint::MAX, 0 as c_uint) } == 0 {
         return;
     }
     // Linux < 5.9: one close per possible descriptor.
-    let mut lim: libc::rlimit = std::mem::zeroed();
-    let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+    // SAFETY: `rlimit` is plain data, for which all zeroes is valid.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: getrlimit(2) writes into `lim`, a live local.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
         c_int::try_from(lim.rlim_cur)
             .unwrap_or(MAX_FALLBACK_FDS)
             .min(MAX_FALLBACK_FDS)
@@ -123,18 +157,24 @@ pub(super) unsafe fn close_from(first: c_int) {
     };
     let mut fd = first;
     while fd < max {
-        libc::close(fd);
+        // SAFETY: as close_range above; a number with no descriptor gives
+        // EBADF and nothing else.
+        unsafe { libc::close(fd) };
         fd += 1;
     }
 }
 
 /// `PR_SET_PDEATHSIG(SIGKILL)` for the calling process. Async-signal-safe.
 pub(super) unsafe fn set_pdeathsig_kill() -> libc::c_int {
-    libc::prctl(
-        libc::PR_SET_PDEATHSIG,
-        libc::SIGKILL as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-        0 as libc::c_ulong,
-    )
+    // SAFETY: prctl(2) with integer arguments only; it changes only the
+    // calling process's parent-death signal.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    }
 }
