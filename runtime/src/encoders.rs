@@ -338,12 +338,6 @@ fn speed(codec: Codec, preset: &str) -> u8 {
     }
 }
 
-/// The presets a job may name for `codec` without naming an encoder: the
-/// software ones (mapped to whichever family runs it).
-pub fn codec_presets(codec: Codec) -> &'static [&'static str] {
-    crate::spec::presets(codec)
-}
-
 /// The encoders a job with these settings may run with, best first:
 /// the one it names; else, for `required`, the codec's hardware encoders
 /// that take its pixel format; for `preferred`, those and then software;

@@ -147,12 +147,6 @@ impl JobCgroup {
         self.dirs.first().map(|d| d.join("cgroup.procs"))
     }
 
-    /// SIGKILLs everything inside (v2: through `cgroup.kill` when present).
-    /// Does not wait.
-    pub fn kill_all(&self) {
-        kill_dirs(&self.dirs, self.version);
-    }
-
     pub(super) fn remove_within(&mut self, wait: Duration) -> Result<(), CgroupError> {
         self.removed = true;
         let mut killed = BTreeSet::new();
