@@ -83,7 +83,7 @@ pub fn testsrc_source(e: &EncodeParams, duration_s: f64) -> String {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFiles {
     /// The input's descriptor number in FFmpeg, and the demuxer the probe
-    /// found for it ([`probe_input`]; put on the input's
+    /// found for it (`ffrtmp_os::probe::probe_input`; put on the input's
     /// `-format_whitelist`; `None`: the whole [`INPUT_FORMATS`]).
     pub input: Option<(i32, Option<String>)>,
     /// The output's (temporary file's) descriptor number in FFmpeg.
@@ -437,7 +437,7 @@ pub struct UnavailableEncoder {
     pub reason: String,
 }
 
-/// What [`probe_encoders`] found: the encoders that work, and those that
+/// What `ffrtmp_os::probe::probe_encoders` found: the encoders that work, and those that
 /// did not, with the reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncoderProbe {

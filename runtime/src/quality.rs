@@ -6,7 +6,7 @@
 //! lines and pools them per job ([`MetricScore`]: mean, 5th-percentile
 //! frame, worst frame, frames). The files are FFmpeg's by descriptor
 //! (`file:/proc/self/fd/N`, [`crate::ffmpeg::fd_url`]), opened by the
-//! worker through [`crate::confine`]; the reference of a `testsrc` job is
+//! worker through `ffrtmp_os::confine`; the reference of a `testsrc` job is
 //! the same synthetic source regenerated at the job's size, rate and
 //! duration. Pure: no clock, no I/O.
 

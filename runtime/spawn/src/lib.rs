@@ -179,7 +179,7 @@ pub struct Spawned {
 /// The worker's handle on a spawned job: the guard process (whose exit
 /// status is FFmpeg's) and FFmpeg's output pipes.
 ///
-/// Reap it with [`wait`] or [`terminate`] (or [`Child::wait`]). Dropped
+/// Reap it with [`wait()`] or [`terminate`] (or [`Child::wait`]). Dropped
 /// unreaped, it is reaped in the background once it exits.
 #[derive(Debug)]
 pub struct Child {
@@ -215,7 +215,7 @@ impl Child {
     }
 
     /// Waits for the process to exit and reaps it. Signals nothing: prefer
-    /// [`wait`], which also kills what is left of the group.
+    /// [`wait()`], which also kills what is left of the group.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
         loop {
             if let Some(status) = self.try_wait()? {

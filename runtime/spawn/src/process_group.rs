@@ -57,7 +57,7 @@ impl ProcessGuard {
     /// next renewal. A `remaining` too large to represent means no deadline.
     ///
     /// Never blocks. Errors need not fail the job (its exit is reported by
-    /// [`wait`] as usual), only be noted:
+    /// [`wait()`] as usual), only be noted:
     /// - `WouldBlock`: the channel is full, because the guard process is not
     ///   reading it (stopped); the previous deadline stands;
     /// - `BrokenPipe` (or another error): the guard process has exited (the
