@@ -8,12 +8,14 @@ use serde::Serialize;
 pub struct FieldError {
     /// Stable machine-readable code, e.g. `invalid_field`, `unknown_field`.
     pub code: String,
+    /// A human-readable explanation, naming the field and the rule broken.
     pub message: String,
     /// Dotted path of the offending field (`resource_limits.timeout_s`), if any.
     pub field: Option<String>,
 }
 
 impl FieldError {
+    /// An error with code `code` on `field` (`None`: the request as a whole).
     pub fn new(code: &str, field: Option<&str>, message: impl Into<String>) -> FieldError {
         FieldError {
             code: code.to_string(),

@@ -29,8 +29,11 @@ pub const PING_INTERVAL_MS: u64 = 500;
 pub const CLOCK_DRIFT: f64 = 0.01;
 /// `M`: slack for signal delivery and scheduling after the deadline.
 pub const FENCE_MARGIN_MS: u64 = 1_000;
-/// Bounds on a configured lease. The kill grace must fit well inside it.
+/// The shortest lease a node may be configured with. The kill grace must
+/// fit well inside it.
 pub const MIN_LEASE_MS: u64 = 1_000;
+/// The longest lease a node may be configured with (ten minutes), and the
+/// most a single renewal is trusted for.
 pub const MAX_LEASE_MS: u64 = 600_000;
 
 /// The earliest time (master clock) at which a node last heard from at

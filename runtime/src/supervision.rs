@@ -6,6 +6,8 @@ use std::collections::VecDeque;
 
 use crate::model::UnixMs;
 
+/// A supervisor's record of its child's recent restarts, which decides
+/// whether the next failure is restarted or escalated.
 #[derive(Debug, Clone)]
 pub struct RestartIntensity {
     max_restarts: u32,
@@ -14,6 +16,7 @@ pub struct RestartIntensity {
 }
 
 impl RestartIntensity {
+    /// Allows `max_restarts` restarts within any `window_ms` milliseconds.
     pub fn new(max_restarts: u32, window_ms: u64) -> RestartIntensity {
         RestartIntensity {
             max_restarts,

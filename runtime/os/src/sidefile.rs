@@ -288,15 +288,15 @@ pub(crate) mod test_util {
     use std::path::{Path, PathBuf};
 
     /// Copy a directory tree (a sled database) file by file.
-    pub fn copy_dir(from: &Path, to: &Path) {
+    pub(crate) fn copy_dir(from: &Path, to: &Path) {
         super::copy_tree(from, to, &|_| false).unwrap();
     }
 
     /// A tmpfs a test mounted; unmounted (by its path) when dropped.
-    pub struct Tmpfs(pub PathBuf);
+    pub(crate) struct Tmpfs(pub(crate) PathBuf);
 
     impl Tmpfs {
-        pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        pub(crate) fn mount(at: &Path, size: &str) -> Tmpfs {
             std::fs::create_dir_all(at).unwrap();
             let status = std::process::Command::new("mount")
                 .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -315,7 +315,7 @@ pub(crate) mod test_util {
     }
 
     /// Fill the filesystem of `path` to its last byte with one file.
-    pub fn fill_to_the_last_byte(path: &Path) {
+    pub(crate) fn fill_to_the_last_byte(path: &Path) {
         use std::io::Write;
         let mut f = std::fs::File::create(path).unwrap();
         let chunk = vec![0u8; 64 << 10];

@@ -16,7 +16,7 @@ use super::{Clock, Effect, Hello, LinkId};
 
 /// How long a fenced attempt whose requeue could not be stored waits before
 /// it is tried again.
-pub const FENCE_RETRY_MS: u64 = 1_000;
+pub(crate) const FENCE_RETRY_MS: u64 = 1_000;
 
 impl<S: JobStore> Core<S> {
     /// Recovery at start: queued jobs go back in the queue; attempts left

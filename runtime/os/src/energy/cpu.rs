@@ -31,6 +31,8 @@ pub struct CpuReader {
 }
 
 impl CpuReader {
+    /// A reader for `probe`; its cgroup file (if any) is opened at the first
+    /// read.
     pub fn new(probe: CpuProbe) -> CpuReader {
         let file = match &probe {
             CpuProbe::CgroupV1Usage(p) | CpuProbe::CgroupV2Stat(p) => {

@@ -54,6 +54,7 @@ pub struct KernelFile {
 }
 
 impl KernelFile {
+    /// A handle on `path`; nothing is opened until the first read.
     pub fn new(path: impl Into<PathBuf>) -> KernelFile {
         KernelFile {
             path: path.into(),
@@ -62,6 +63,7 @@ impl KernelFile {
         }
     }
 
+    /// The path read (for messages).
     pub fn path(&self) -> &Path {
         &self.path
     }

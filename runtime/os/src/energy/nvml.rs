@@ -8,7 +8,7 @@
 //! when it has one, or else from its power draw integrated over time. A job's
 //! share of a GPU is weighed by its processes' utilisation (encoder, decoder
 //! and SM) as NVML samples it, out of the device's
-//! ([`super::attribution::gpu_weights`]).
+//! ([`ffrtmp_runtime::energy::attribution::gpu_weights`]).
 
 use std::collections::BTreeMap;
 use std::time::Instant;

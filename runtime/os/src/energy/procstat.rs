@@ -62,6 +62,7 @@ pub struct ProcStat {
 }
 
 impl ProcStat {
+    /// A handle on `path` (normally `/proc/stat`); opened at the first read.
     pub fn new(path: &Path) -> ProcStat {
         ProcStat {
             file: super::KernelFile::new(path),

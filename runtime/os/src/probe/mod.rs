@@ -142,7 +142,9 @@ pub enum ProbeError {
     /// FFmpeg said which format it found).
     #[error("the input's container format {} is not allowed (allowed: {}): {detail}", format.as_deref().unwrap_or("(unknown)"), INPUT_FORMATS.join(", "))]
     NotAllowed {
+        /// The format ffprobe found, when it named one.
         format: Option<String>,
+        /// ffprobe's account of the input.
         detail: String,
     },
     /// ffprobe could not run, or did not finish in time.
