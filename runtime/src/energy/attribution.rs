@@ -98,13 +98,18 @@ impl EngineUtil {
 /// on the same engines, or the processes' sum where sampling skew makes
 /// that larger. So a job that uses NVENC is charged for it, and what other
 /// processes (not jobs) did on any engine, decoder included, stays
-/// unattributed. A pid is counted once per job; a job none of whose pids
-/// the samples name gets 0.
+/// unattributed. A pid is counted once, for the first job that lists it;
+/// a job none of whose pids the samples name (or only pids an earlier job
+/// listed) gets 0.
 pub fn gpu_weights<K: Clone>(
     device: EngineUtil,
     processes: &[(u32, EngineUtil)],
     jobs: &[(K, Vec<u32>)],
 ) -> (Vec<(K, f64)>, f64) {
+    // A pid is charged once, to the first job that lists it: a process
+    // belongs to one job, and two jobs naming the same pid (a pid reused
+    // between two samples) would otherwise both be charged for it.
+    let mut charged: Vec<u32> = Vec::new();
     let weights = jobs
         .iter()
         .map(|(k, pids)| {
@@ -112,10 +117,13 @@ pub fn gpu_weights<K: Clone>(
                 .iter()
                 .enumerate()
                 .filter(|(i, (pid, _))| {
-                    pids.contains(pid) && !processes[..*i].iter().any(|(p, _)| p == pid)
+                    pids.contains(pid)
+                        && !charged.contains(pid)
+                        && !processes[..*i].iter().any(|(p, _)| p == pid)
                 })
                 .map(|(_, (_, u))| u.busy())
                 .sum();
+            charged.extend(pids.iter().copied());
             (k.clone(), w)
         })
         .collect();
