@@ -57,7 +57,7 @@ pub(crate) struct QualityPlan {
 
 impl QualityPlan {
     /// The pass's time limit: the job's `timeout_s`, else an hour.
-    pub fn timeout_for(timeout_s: Option<u64>) -> Duration {
+    pub(crate) fn timeout_for(timeout_s: Option<u64>) -> Duration {
         timeout_s
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT)

@@ -16,7 +16,7 @@ use crate::output::{self, Format, Table};
 use crate::watch::{self, Show};
 
 #[derive(Subcommand, Debug)]
-pub enum JobsCmd {
+pub(crate) enum JobsCmd {
     /// Submit a job (flags, or --file with the JSON body); prints its id.
     Submit(Box<SubmitArgs>),
     /// Jobs in submission order, a page at a time.
@@ -49,7 +49,7 @@ pub enum JobsCmd {
 }
 
 #[derive(Args, Debug, Default)]
-pub struct SubmitArgs {
+pub(crate) struct SubmitArgs {
     /// The job as JSON, the body of POST /v1/jobs (`-`: stdin). Flags given too override its fields.
     #[arg(long, short = 'f', value_name = "FILE")]
     pub file: Option<PathBuf>,
@@ -108,7 +108,7 @@ pub struct SubmitArgs {
 
 /// `--size WxH`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size {
+pub(crate) struct Size {
     pub width: u64,
     pub height: u64,
 }
@@ -123,7 +123,7 @@ fn parse_size(s: &str) -> Result<Size, String> {
 }
 
 #[derive(Args, Debug)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// Only jobs in this state.
     #[arg(long, value_parser = PossibleValuesParser::new(JobState::ALL.map(JobState::as_str)))]
     pub state: Option<String>,
@@ -151,7 +151,7 @@ pub struct ListArgs {
     pub experiment: Option<String>,
 }
 
-pub fn run(client: &Client, cmd: JobsCmd, format: Format) -> CliResult<Exit> {
+pub(crate) fn run(client: &Client, cmd: JobsCmd, format: Format) -> CliResult<Exit> {
     match cmd {
         JobsCmd::Submit(args) => submit(client, &args, format),
         JobsCmd::List(args) => list(client, &args, format),
@@ -246,7 +246,7 @@ fn read_spec(path: &Path) -> CliResult<Value> {
 
 /// The POST /v1/jobs body: the file's object (if any) with the flags on top.
 /// Values are not checked here: the master checks them and names the field.
-pub fn build_body(base: Option<Value>, a: &SubmitArgs) -> CliResult<Value> {
+pub(crate) fn build_body(base: Option<Value>, a: &SubmitArgs) -> CliResult<Value> {
     let mut body: Map<String, Value> = match base {
         Some(Value::Object(m)) => m,
         Some(_) => return Err(CliError::usage("--file: a job is a JSON object")),

@@ -21,7 +21,7 @@ use crate::output::{self, Format, Table};
 const MAX_RECONNECTS: u32 = 5;
 
 /// How a job ended, as far as the CLI could follow it.
-pub struct Followed {
+pub(crate) struct Followed {
     pub id: String,
     /// The last event's job, as the API sent it and parsed.
     pub last: Option<(Value, Job)>,
@@ -30,7 +30,7 @@ pub struct Followed {
 
 impl Followed {
     /// The job's final state, if it reached one.
-    pub fn state(&self) -> Option<JobState> {
+    pub(crate) fn state(&self) -> Option<JobState> {
         self.last
             .as_ref()
             .map(|(_, j)| j.state)
@@ -40,7 +40,7 @@ impl Followed {
 
 /// How events are shown while they arrive.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Show {
+pub(crate) enum Show {
     /// Progress bars on stderr (drawn only on a terminal).
     Bars,
     /// One JSON object per event on stdout.
@@ -68,7 +68,7 @@ const POLL: Duration = Duration::from_secs(1);
 
 /// `ffrtmp jobs watch [ID...] [--follow]`.
 #[derive(clap::Args, Debug)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// Jobs to watch until they end. Default: every job queued, assigned or running, and every
     /// job submitted while watching, until none is left.
     pub ids: Vec<String>,
@@ -207,7 +207,7 @@ impl<'a> Watcher<'a> {
 }
 
 /// Follow every job in `ids` to its end, all at once.
-pub fn follow_all(client: &Client, ids: &[String], show: Show) -> Vec<Followed> {
+pub(crate) fn follow_all(client: &Client, ids: &[String], show: Show) -> Vec<Followed> {
     let (mut w, rx) = Watcher::new(client, show, false, false);
     for id in ids {
         w.add(id);
@@ -473,7 +473,7 @@ fn watch_new(client: &Client, format: Format, follow: bool) -> CliResult<Exit> {
 /// Follow one job until its terminal state, calling `on_event` for each
 /// event. A stream cut before the end is reopened (its first event is the
 /// job as it is then).
-pub fn follow(
+pub(crate) fn follow(
     client: &Client,
     id: &str,
     mut on_event: impl FnMut(&str, Value, Job),
@@ -563,7 +563,7 @@ fn not_a_job(id: &str, e: &serde_json::Error) -> CliError {
 /// `message` when the event names none), until the stream ends or
 /// `on_event` breaks. Comments (`:` lines, the server's keep-alive) and
 /// unknown fields are skipped.
-pub fn read_events<R: BufRead>(
+pub(crate) fn read_events<R: BufRead>(
     mut reader: R,
     mut on_event: impl FnMut(&str, &str) -> ControlFlow<()>,
 ) -> std::io::Result<()> {
@@ -612,7 +612,7 @@ pub fn read_events<R: BufRead>(
 }
 
 /// Time left, from the media position, the percent done and the speed.
-pub fn eta_s(p: &Progress) -> Option<f64> {
+pub(crate) fn eta_s(p: &Progress) -> Option<f64> {
     let pct = p.percent?;
     let speed = p.speed?;
     if !(pct > 0.0 && pct < 100.0 && speed > 0.0 && p.out_time_s > 0.0) {
@@ -720,7 +720,7 @@ impl Bars {
 }
 
 /// What the job encodes, in a few characters.
-pub fn label(job: &Job) -> String {
+pub(crate) fn label(job: &Job) -> String {
     let e = &job.spec.encode;
     match &job.spec.scenario {
         Some(s) => s.clone(),
@@ -752,7 +752,7 @@ fn progress_text(job: &Job) -> String {
 }
 
 /// The final line of a job: its state, and energy or failure.
-pub fn outcome_text(f: &Followed) -> String {
+pub(crate) fn outcome_text(f: &Followed) -> String {
     if let Some(e) = &f.error {
         return format!("error: {e}");
     }
@@ -782,7 +782,7 @@ pub fn outcome_text(f: &Followed) -> String {
 }
 
 /// `rapl, measured`, `estimate`, `rapl+estimate, partly estimated`.
-pub fn energy_source(source: &str, estimate: bool) -> String {
+pub(crate) fn energy_source(source: &str, estimate: bool) -> String {
     match (estimate, source) {
         (false, s) => format!("{s}, measured"),
         (true, "estimate") => "estimate".to_string(),
@@ -791,7 +791,7 @@ pub fn energy_source(source: &str, estimate: bool) -> String {
 }
 
 /// The summary table after a watch.
-pub fn summary(followed: &[Followed]) -> Table {
+pub(crate) fn summary(followed: &[Followed]) -> Table {
     let mut t = Table::new(&[
         "ID", "STATE", ">FRAMES", ">WALL S", ">FPS", ">JOULES", "SOURCE", "ESTIMATE", "DETAIL",
     ]);
@@ -824,7 +824,7 @@ pub fn summary(followed: &[Followed]) -> Table {
 
 /// The exit status of a watch: the first error's, else 1 if a job did not
 /// succeed, else 0. Errors are printed here, one line each.
-pub fn exit_of(followed: &[Followed]) -> Exit {
+pub(crate) fn exit_of(followed: &[Followed]) -> Exit {
     let mut exit = Exit::Ok;
     for f in followed {
         if let Some(e) = &f.error {
@@ -841,7 +841,7 @@ pub fn exit_of(followed: &[Followed]) -> Exit {
 
 /// `ffrtmp jobs watch`: follow `ids` (or, with none, every job under way
 /// and each new one) and print how each ended.
-pub fn run(client: &Client, args: WatchArgs, format: Format) -> CliResult<Exit> {
+pub(crate) fn run(client: &Client, args: WatchArgs, format: Format) -> CliResult<Exit> {
     if args.ids.is_empty() {
         return watch_new(client, format, args.follow);
     }
