@@ -1,4 +1,3 @@
-
 use super::*;
 
 /// A command like the node's: a path with a default, a ranged integer,
