@@ -1,3 +1,4 @@
+use super::new_jobs::{plan, Seen};
 use super::*;
 
 #[test]
