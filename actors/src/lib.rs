@@ -94,6 +94,7 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod node_link;
+mod node_msg;
 pub mod output_claims;
 pub mod power;
 mod quality_pass;

@@ -1,4 +1,3 @@
-
 use super::MasterAddr;
 
 fn parse(s: &str) -> Result<MasterAddr, String> {

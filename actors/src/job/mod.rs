@@ -46,7 +46,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
 
-use crate::node::NodeMsg;
+use crate::node_msg::NodeMsg;
 use crate::power::{JobPids, PowerMsg, SampledEnergy};
 use crate::quality_pass::{self, QualityPlan};
 

@@ -41,7 +41,7 @@ use ffrtmp_runtime::model::{DomainEnergy, DomainPower, NodePower, PowerSource};
 use ffrtmp_runtime::wire::AttemptRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::node::NodeMsg;
+use crate::node_msg::NodeMsg;
 
 mod meter;
 
