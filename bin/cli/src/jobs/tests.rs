@@ -1,4 +1,6 @@
+use super::submit::{bitrate_value, build_body, input_value, output_value};
 use super::*;
+use serde_json::json;
 
 #[test]
 fn flags_make_the_body_and_override_the_file() {
