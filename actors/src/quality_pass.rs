@@ -27,8 +27,7 @@ use ffrtmp_spawn::{self as process, ProcessGuard, SpawnSpec, StderrRing};
 use ractor::ActorRef;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::job::{finish_power, track_power};
-use crate::power::PowerMsg;
+use crate::power::{finish_power, track_power, PowerMsg};
 
 /// How often the pass's guard gets the node's current lease.
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);

@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 
 use ffrtmp_os::cgroup::{CgroupManager, JobCgroup};
 use ffrtmp_os::confine::{ConfineError, OutputFile, Resolver};
-use ffrtmp_os::energy::cpu::CpuProbe;
 use ffrtmp_os::probe::{self, ProbeError};
 use ffrtmp_runtime::ffmpeg::ProgressUpdate;
 use ffrtmp_runtime::model::{
@@ -43,14 +42,12 @@ use ractor::{ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
 use crate::node_msg::NodeMsg;
-use crate::power::{JobPids, PowerMsg, SampledEnergy};
+use crate::power::{finish_power, track_power, PowerMsg};
 use crate::quality_pass::{self, QualityPlan};
 
 mod actor;
 mod end;
 mod files;
-
-pub(crate) use end::{finish_power, track_power};
 
 /// Lines of FFmpeg stderr kept for a failure report.
 const STDERR_LINES: usize = 40;

@@ -44,8 +44,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use crate::node_msg::NodeMsg;
 
 mod meter;
+mod track;
 
 use meter::*;
+pub(crate) use track::{finish_power, track_power};
 
 /// Which sources to use (`--power-source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
