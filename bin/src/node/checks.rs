@@ -1,11 +1,11 @@
 //! The checks run on the flags before anything starts: operator mistakes
 //! (kill grace, media roots under system directories) refused with a clear
-//! error, and the open-file limit raised for the HTTP connections.
+//! error, the power configuration checked, and the open-file limit raised
+//! for the HTTP connections.
 
 use std::path::PathBuf;
 
-use super::run::power_config;
-use super::{NodeFlags, Role};
+use super::{NodeFlags, PowerSourceFlag, Role};
 
 pub(super) fn check_kill_grace(f: &NodeFlags) -> anyhow::Result<()> {
     if !(0.0..=600.0).contains(&f.kill_grace_s) {
@@ -167,4 +167,26 @@ pub(super) fn check_flags(f: &NodeFlags) -> anyhow::Result<()> {
     check_kill_grace(f)?;
     power_config(f)?;
     Ok(())
+}
+
+/// The worker's power configuration from the flags (checked).
+pub(super) fn power_config(f: &NodeFlags) -> anyhow::Result<ffrtmp_actors::power::PowerConfig> {
+    use ffrtmp_actors::power::{PowerChoice, PowerConfig};
+    let mut p = PowerConfig::new(ffrtmp_actors::node::cores());
+    p.choice = match f.power_source {
+        PowerSourceFlag::Auto => PowerChoice::Auto,
+        PowerSourceFlag::Rapl => PowerChoice::Rapl,
+        PowerSourceFlag::Nvml => PowerChoice::Nvml,
+        PowerSourceFlag::Estimate => PowerChoice::Estimate,
+    };
+    p.powercap_root = f.powercap_root.clone();
+    p.sample_hz = f.power_sample_hz;
+    if let Some(w) = f.estimate_idle_watts {
+        p.estimate.idle_watts = w;
+    }
+    if let Some(w) = f.estimate_max_watts {
+        p.estimate.max_watts = w;
+    }
+    p.validate().map_err(anyhow::Error::msg)?;
+    Ok(p)
 }

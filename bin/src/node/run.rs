@@ -10,30 +10,8 @@ use ffrtmp_actors::standalone::{self, StandaloneConfig};
 use ffrtmp_runtime::retry::RetryPolicy;
 use ffrtmp_shared::ffmpeg_check;
 
-use super::checks::{check_flags, check_kill_grace, raise_open_file_limit};
-use super::{NodeFlags, PowerSourceFlag, Role};
-
-/// The worker's power configuration from the flags (checked).
-pub(super) fn power_config(f: &NodeFlags) -> anyhow::Result<ffrtmp_actors::power::PowerConfig> {
-    use ffrtmp_actors::power::{PowerChoice, PowerConfig};
-    let mut p = PowerConfig::new(ffrtmp_actors::node::cores());
-    p.choice = match f.power_source {
-        PowerSourceFlag::Auto => PowerChoice::Auto,
-        PowerSourceFlag::Rapl => PowerChoice::Rapl,
-        PowerSourceFlag::Nvml => PowerChoice::Nvml,
-        PowerSourceFlag::Estimate => PowerChoice::Estimate,
-    };
-    p.powercap_root = f.powercap_root.clone();
-    p.sample_hz = f.power_sample_hz;
-    if let Some(w) = f.estimate_idle_watts {
-        p.estimate.idle_watts = w;
-    }
-    if let Some(w) = f.estimate_max_watts {
-        p.estimate.max_watts = w;
-    }
-    p.validate().map_err(anyhow::Error::msg)?;
-    Ok(p)
-}
+use super::checks::{check_flags, check_kill_grace, power_config, raise_open_file_limit};
+use super::{NodeFlags, Role};
 
 pub(crate) fn standalone_config(f: &NodeFlags) -> anyhow::Result<StandaloneConfig> {
     let ffmpeg = ffmpeg_check::locate(&f.ffmpeg)?;
