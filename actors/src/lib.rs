@@ -80,6 +80,9 @@
 //! names): an embedding application's recorder receives them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod admin;
 pub mod cluster;
@@ -91,6 +94,7 @@ pub mod link;
 pub mod metrics;
 pub mod node;
 pub mod node_link;
+mod node_msg;
 pub mod output_claims;
 pub mod power;
 mod quality_pass;

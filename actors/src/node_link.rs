@@ -7,18 +7,22 @@
 //! It answers the worker's lease `Ping`s itself, and records when it last
 //! heard from the worker (`last_heard`, shared with the scheduler), from
 //! which the scheduler fences the node's attempts once the link is gone.
+//!
+//! The scheduler spawns links, so a link does not import the scheduler: it
+//! reports through [`LinkOwner`] ([`LinkReport`]s), which the scheduler's
+//! `ActorRef` implements, and the dependency goes one way only:
+//! `scheduler` → `node_link`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ffrtmp_runtime::model::NodeId;
 use ffrtmp_runtime::wire::{self, AttemptRef, Capabilities, ToMaster, ToWorker, PROTOCOL_VERSION};
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, Message, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::link::LinkEnd;
-use crate::scheduler::SchedulerMsg;
 
 /// The messages a [`NodeLink`] handles.
 #[allow(
@@ -28,7 +32,7 @@ use crate::scheduler::SchedulerMsg;
 pub enum NodeLinkMsg {
     /// A decoded frame from the worker (from the link's reader task). The
     /// first must be its hello; pings are answered here, the rest go to the
-    /// scheduler as [`SchedulerMsg::FromWorker`].
+    /// scheduler as [`LinkReport::FromWorker`].
     Inbound(ToMaster),
     /// A message for the worker, from the scheduler (assign, cancel, kill,
     /// drain, acknowledge). The link stops if it cannot be sent.
@@ -38,25 +42,68 @@ pub enum NodeLinkMsg {
     Closed(String),
 }
 
+/// What a [`NodeLink`] tells the actor it reports to (the scheduler, whose
+/// messages convert from these).
+pub enum LinkReport {
+    /// Its worker said hello.
+    NodeUp {
+        /// What the worker said.
+        hello: NodeHello,
+        /// The link it said it on.
+        link: ActorRef<NodeLinkMsg>,
+    },
+    /// A message from its worker about a job or itself.
+    FromWorker {
+        /// The worker it came from.
+        node_id: NodeId,
+        /// What it said.
+        msg: ToMaster,
+    },
+    /// Reply once every message sent before this one has been handled.
+    Sync(RpcReplyPort<()>),
+}
+
+/// Where a [`NodeLink`] reports: the scheduler, seen only as the actor
+/// that takes [`LinkReport`]s, so that `node_link` does not import it.
+pub trait LinkOwner: Send + Sync + 'static {
+    /// Sends `report`; an error when the owner has stopped.
+    fn report(&self, report: LinkReport) -> Result<(), ActorProcessingErr>;
+    /// Whether the owner still runs (not stopping, not gone).
+    fn is_running(&self) -> bool;
+}
+
+impl<M> LinkOwner for ActorRef<M>
+where
+    M: Message + From<LinkReport>,
+{
+    fn report(&self, report: LinkReport) -> Result<(), ActorProcessingErr> {
+        Ok(self.cast(M::from(report))?)
+    }
+
+    fn is_running(&self) -> bool {
+        self.get_status() == ActorStatus::Running
+    }
+}
+
 /// How long a closing link waits for the scheduler to catch up.
 const SYNC_TIMEOUT_MS: u64 = 5_000;
 
 /// Resolves once `actor` is no longer running (it is stopping or gone).
 /// ractor offers no notification for that short of supervising it, so this
 /// looks every few milliseconds; it runs only while a link closes.
-async fn stopping(actor: &ActorRef<SchedulerMsg>) {
-    while actor.get_status() == ractor::ActorStatus::Running {
+async fn stopping(actor: &dyn LinkOwner) {
+    while actor.is_running() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 
 /// What a [`NodeLink`] is started with (by the scheduler, on
-/// [`SchedulerMsg::AttachLink`]).
+/// its `AttachLink`).
 pub struct NodeLinkArgs {
     /// The master's end of the link; the worker's hello is its first frame.
     pub link: LinkEnd,
     /// Where the worker's messages go; also the link's supervisor.
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub scheduler: Box<dyn LinkOwner>,
     /// The lease granted with every `Pong`.
     pub lease_ms: u64,
 }
@@ -66,7 +113,7 @@ pub struct NodeLinkArgs {
 pub struct NodeLinkState {
     tx: mpsc::Sender<Vec<u8>>,
     reader: JoinHandle<()>,
-    scheduler: ActorRef<SchedulerMsg>,
+    scheduler: Box<dyn LinkOwner>,
     node_id: Option<NodeId>,
     lease_ms: u64,
     last_heard: Arc<AtomicU64>,
@@ -177,7 +224,7 @@ impl Actor for NodeLink {
                     return Ok(());
                 }
                 state.node_id = Some(node_id.clone());
-                state.scheduler.cast(SchedulerMsg::NodeUp {
+                state.scheduler.report(LinkReport::NodeUp {
                     hello: NodeHello {
                         node_id,
                         slots,
@@ -201,7 +248,7 @@ impl Actor for NodeLink {
                 }
             }
             NodeLinkMsg::Inbound(msg) => match &state.node_id {
-                Some(node_id) => state.scheduler.cast(SchedulerMsg::FromWorker {
+                Some(node_id) => state.scheduler.report(LinkReport::FromWorker {
                     node_id: node_id.clone(),
                     msg,
                 })?,
@@ -218,13 +265,20 @@ impl Actor for NodeLink {
                 // for its children, us included, and answers nothing
                 // meanwhile (that wait used to hold a master's SIGTERM up
                 // for the whole timeout, ~5 s, in about one stop in three).
-                let scheduler = state.scheduler.clone();
+                let scheduler = &*state.scheduler;
                 let sync = async {
-                    let _ = ractor::call_t!(scheduler, SchedulerMsg::Sync, SYNC_TIMEOUT_MS);
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    if scheduler.report(LinkReport::Sync(tx.into())).is_ok() {
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(SYNC_TIMEOUT_MS),
+                            rx,
+                        )
+                        .await;
+                    }
                 };
                 tokio::select! {
                     () = sync => {}
-                    () = stopping(&state.scheduler) => {}
+                    () = stopping(scheduler) => {}
                 }
                 myself.stop(Some(reason));
             }

@@ -27,8 +27,7 @@ use ffrtmp_spawn::{self as process, ProcessGuard, SpawnSpec, StderrRing};
 use ractor::ActorRef;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::job::{finish_power, track_power};
-use crate::power::PowerMsg;
+use crate::power::{finish_power, track_power, PowerMsg};
 
 /// How often the pass's guard gets the node's current lease.
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
@@ -57,7 +56,7 @@ pub(crate) struct QualityPlan {
 
 impl QualityPlan {
     /// The pass's time limit: the job's `timeout_s`, else an hour.
-    pub fn timeout_for(timeout_s: Option<u64>) -> Duration {
+    pub(crate) fn timeout_for(timeout_s: Option<u64>) -> Duration {
         timeout_s
             .map(Duration::from_secs)
             .unwrap_or(DEFAULT_TIMEOUT)

@@ -12,7 +12,7 @@ use crate::metrics as m;
 
 /// An API error: a status and `{"error": {"code", "message", "field"}}`.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub(super) status: StatusCode,
     pub(super) error: FieldError,
 }

@@ -1,4 +1,5 @@
 use super::*;
+use ractor::Actor;
 use std::os::unix::fs::PermissionsExt;
 
 use ffrtmp_runtime::model::{Codec, EncodeParams, JobSpec, Priority, ResourceLimits};

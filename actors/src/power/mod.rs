@@ -41,11 +41,13 @@ use ffrtmp_runtime::model::{DomainEnergy, DomainPower, NodePower, PowerSource};
 use ffrtmp_runtime::wire::AttemptRef;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
-use crate::node::NodeMsg;
+use crate::node_msg::NodeMsg;
 
 mod meter;
+mod track;
 
 use meter::*;
+pub(crate) use track::{finish_power, track_power};
 
 /// Which sources to use (`--power-source`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -233,7 +233,7 @@ impl SchedulerActor {
             SchedulerMsg::AttachLink(link) => {
                 let args = NodeLinkArgs {
                     link,
-                    scheduler: myself.clone(),
+                    scheduler: Box::new(myself.clone()),
                     lease_ms: state.core.lease_ms(),
                 };
                 Actor::spawn_linked(None, NodeLink, args, myself.get_cell()).await?;

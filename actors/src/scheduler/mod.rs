@@ -54,7 +54,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::events::{JobEvents, JobUpdates};
 use crate::link::LinkEnd;
-use crate::node_link::{NodeHello, NodeLinkMsg};
+use crate::node_link::{LinkReport, NodeHello, NodeLinkMsg};
 use crate::supervised::ServingChild;
 
 pub use driver::SchedulerState;
@@ -218,6 +218,16 @@ pub enum SchedulerMsg {
     /// them can go. Only the scheduler can make one (the fields are
     /// private): a forged one would release effects early.
     Durable(Durable),
+}
+
+impl From<LinkReport> for SchedulerMsg {
+    fn from(report: LinkReport) -> SchedulerMsg {
+        match report {
+            LinkReport::NodeUp { hello, link } => SchedulerMsg::NodeUp { hello, link },
+            LinkReport::FromWorker { node_id, msg } => SchedulerMsg::FromWorker { node_id, msg },
+            LinkReport::Sync(reply) => SchedulerMsg::Sync(reply),
+        }
+    }
 }
 
 /// What a [`SchedulerMsg::Durable`] carries; made by the scheduler only.

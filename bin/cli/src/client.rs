@@ -40,20 +40,20 @@ impl From<Exit> for ExitCode {
 
 /// One failure, said in one line, with its exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CliError {
+pub(crate) struct CliError {
     pub exit: Exit,
     pub message: String,
 }
 
 impl CliError {
-    pub fn new(exit: Exit, message: impl Into<String>) -> CliError {
+    pub(crate) fn new(exit: Exit, message: impl Into<String>) -> CliError {
         CliError {
             exit,
             message: message.into(),
         }
     }
 
-    pub fn usage(message: impl Into<String>) -> CliError {
+    pub(crate) fn usage(message: impl Into<String>) -> CliError {
         CliError::new(Exit::Usage, message)
     }
 }
@@ -64,7 +64,7 @@ impl fmt::Display for CliError {
     }
 }
 
-pub type CliResult<T> = Result<T, CliError>;
+pub(crate) type CliResult<T> = Result<T, CliError>;
 
 /// Seconds a plain request (not an event stream) may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -76,7 +76,7 @@ const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The master's HTTP API.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     base: Url,
     /// `--master` was a bare `host:port` (no scheme).
     bare: bool,
@@ -91,7 +91,11 @@ impl Client {
     /// maybe with a path prefix); `key` the bearer key, if any; `ca_cert` a
     /// PEM file of CA certificates to trust for an `https://` master, on top
     /// of the built-in public roots.
-    pub fn new(master: &str, key: Option<String>, ca_cert: Option<&Path>) -> CliResult<Client> {
+    pub(crate) fn new(
+        master: &str,
+        key: Option<String>,
+        ca_cert: Option<&Path>,
+    ) -> CliResult<Client> {
         let base = parse_master(master)?;
         let https = base.scheme() == "https";
         let roots = match ca_cert {
@@ -122,12 +126,12 @@ impl Client {
     }
 
     /// The base URL, as given.
-    pub fn base(&self) -> &Url {
+    pub(crate) fn base(&self) -> &Url {
         &self.base
     }
 
     /// `base` + path segments (each percent-encoded) + query pairs.
-    pub fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str], query: &[(&str, String)]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty().extend(segments);
@@ -149,14 +153,14 @@ impl Client {
     }
 
     /// `GET` a JSON document.
-    pub fn get(&self, segments: &[&str], query: &[(&str, String)]) -> CliResult<Value> {
+    pub(crate) fn get(&self, segments: &[&str], query: &[(&str, String)]) -> CliResult<Value> {
         let url = self.url(segments, query);
         let resp = self.send(self.auth(self.http.get(url.clone())), &url)?;
         Ok(read_json(resp, &url, self)?.1)
     }
 
     /// `POST` (with a JSON body, if any): the status and the JSON answer.
-    pub fn post(
+    pub(crate) fn post(
         &self,
         segments: &[&str],
         query: &[(&str, String)],
@@ -173,7 +177,7 @@ impl Client {
 
     /// Open a job's event stream (`GET /v1/jobs/{id}/events`); errors as for
     /// any request.
-    pub fn events(&self, id: &str) -> CliResult<Response> {
+    pub(crate) fn events(&self, id: &str) -> CliResult<Response> {
         let url = self.url(&["v1", "jobs", id, "events"], &[]);
         let rb = self
             .auth(self.stream.get(url.clone()))
@@ -194,7 +198,7 @@ impl Client {
     }
 
     /// The one line for "cannot talk to the master".
-    pub fn unreachable(&self, url: &Url, e: &reqwest::Error) -> CliError {
+    pub(crate) fn unreachable(&self, url: &Url, e: &reqwest::Error) -> CliError {
         let why = if e.is_timeout() {
             format!("timed out on {}", url.path())
         } else {
@@ -218,7 +222,7 @@ impl Client {
     }
 
     /// Whether a key is sent (for the 401 message).
-    pub fn has_key(&self) -> bool {
+    pub(crate) fn has_key(&self) -> bool {
         self.key.is_some()
     }
 }
@@ -247,7 +251,7 @@ fn mentions_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
 
 /// The CA certificates in a PEM file (`--ca-cert`, `FFRTMP_CA_CERT`): one or
 /// more `CERTIFICATE` blocks. Errors name the file (exit 2: nothing was sent).
-pub fn read_ca_certs(path: &Path) -> CliResult<Vec<Certificate>> {
+pub(crate) fn read_ca_certs(path: &Path) -> CliResult<Vec<Certificate>> {
     let shown = path.display();
     let pem = std::fs::read(path).map_err(|e| {
         CliError::usage(format!(
@@ -269,7 +273,7 @@ pub fn read_ca_certs(path: &Path) -> CliResult<Vec<Certificate>> {
 
 /// `--master` as a URL: `http://` or `https://`; a bare `host:port` means
 /// `http://host:port`.
-pub fn parse_master(master: &str) -> CliResult<Url> {
+pub(crate) fn parse_master(master: &str) -> CliResult<Url> {
     let text = if master.contains("://") {
         master.to_string()
     } else {
@@ -315,7 +319,12 @@ fn read_json(resp: Response, url: &Url, client: &Client) -> CliResult<(StatusCod
 }
 
 /// An error answer as one line and an exit code.
-pub fn api_error(status: StatusCode, body: Option<&Value>, has_key: bool, url: &Url) -> CliError {
+pub(crate) fn api_error(
+    status: StatusCode,
+    body: Option<&Value>,
+    has_key: bool,
+    url: &Url,
+) -> CliError {
     let err = body.map(|b| &b["error"]);
     let code = err.and_then(|e| e["code"].as_str());
     let message = err.and_then(|e| e["message"].as_str());

@@ -14,7 +14,7 @@ use crate::client::{CliError, CliResult, Client, Exit};
 use crate::output::{self, Format, Table};
 
 #[derive(Subcommand, Debug)]
-pub enum ExperimentCmd {
+pub(crate) enum ExperimentCmd {
     /// Submit an experiment from a TOML or JSON file (by extension): `name`, `base` (a job
     /// request), `matrix` (lists of values per field), `repeat`, `labels`.
     Run {
@@ -62,7 +62,7 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &Value, what: &str) -> CliResult<T
 }
 
 /// An experiment file as the JSON body of `POST /v1/experiments`.
-pub fn read_file(path: &Path) -> CliResult<Value> {
+pub(crate) fn read_file(path: &Path) -> CliResult<Value> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("reading {}: {e}", path.display())))?;
     match path.extension().and_then(|e| e.to_str()) {
@@ -77,7 +77,7 @@ pub fn read_file(path: &Path) -> CliResult<Value> {
     }
 }
 
-pub fn run(client: &Client, cmd: ExperimentCmd, format: Format) -> CliResult<Exit> {
+pub(crate) fn run(client: &Client, cmd: ExperimentCmd, format: Format) -> CliResult<Exit> {
     match cmd {
         ExperimentCmd::Run { file, wait } => {
             let body = read_file(&file)?;

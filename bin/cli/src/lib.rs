@@ -10,6 +10,9 @@
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod client;
 pub mod demo;

@@ -8,7 +8,7 @@ use crate::client::{CliError, CliResult, Client, Exit};
 use crate::output::{self, Format, Table};
 
 #[derive(Subcommand, Debug)]
-pub enum NodesCmd {
+pub(crate) enum NodesCmd {
     /// The worker nodes: slots, running jobs, encoders, power.
     List,
     /// Drain a node: it takes no new jobs, finishes its running ones, then leaves.
@@ -30,7 +30,7 @@ fn parse<T: serde::de::DeserializeOwned>(raw: &Value, what: &str) -> CliResult<T
     })
 }
 
-pub fn run(client: &Client, cmd: NodesCmd, format: Format) -> CliResult<Exit> {
+pub(crate) fn run(client: &Client, cmd: NodesCmd, format: Format) -> CliResult<Exit> {
     match cmd {
         NodesCmd::List => {
             let raw = client.get(&["v1", "nodes"], &[])?;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// `--output`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Tables and lines for people.
     Table,
     /// JSON for scripts: the API's own documents, one per line.
@@ -17,7 +17,7 @@ pub enum Format {
 
 /// Print one line on stdout. A closed pipe (`ffrtmp jobs list | head`)
 /// ends the program quietly instead of panicking.
-pub fn line(text: &str) {
+pub(crate) fn line(text: &str) {
     let mut out = std::io::stdout().lock();
     let ok = writeln!(out, "{text}").and_then(|()| out.flush());
     if let Err(e) = ok {
@@ -28,7 +28,7 @@ pub fn line(text: &str) {
 }
 
 /// Print a JSON document on one line.
-pub fn json(value: &impl Serialize) {
+pub(crate) fn json(value: &impl Serialize) {
     match serde_json::to_string(value) {
         Ok(s) => line(&s),
         // Values built from parsed JSON always serialize.
@@ -39,7 +39,7 @@ pub fn json(value: &impl Serialize) {
 /// A plain text table: a header row, then rows, columns two spaces apart;
 /// numeric columns are right-aligned. No borders, no colours: it reads the
 /// same in a terminal, a log and `grep`.
-pub struct Table {
+pub(crate) struct Table {
     header: Vec<String>,
     right: Vec<bool>,
     rows: Vec<Vec<String>>,
@@ -48,7 +48,7 @@ pub struct Table {
 impl Table {
     /// Columns by name; a name starting with `>` is right-aligned (the `>`
     /// is not shown).
-    pub fn new(columns: &[&str]) -> Table {
+    pub(crate) fn new(columns: &[&str]) -> Table {
         Table {
             header: columns
                 .iter()
@@ -59,15 +59,15 @@ impl Table {
         }
     }
 
-    pub fn row(&mut self, cells: Vec<String>) {
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.rows.is_empty()
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let n = self.header.len();
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for r in &self.rows {
@@ -99,24 +99,24 @@ impl Table {
     }
 
     /// Print it on stdout.
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         let text = self.render();
         line(text.trim_end_matches('\n'));
     }
 }
 
 /// `-` for a missing value.
-pub fn dash() -> String {
+pub(crate) fn dash() -> String {
     "-".to_string()
 }
 
 /// A number with `prec` decimals, or `-`.
-pub fn num(v: Option<f64>, prec: usize) -> String {
+pub(crate) fn num(v: Option<f64>, prec: usize) -> String {
     v.map(|x| format!("{x:.prec$}")).unwrap_or_else(dash)
 }
 
 /// Bytes in B, kB, MB, GB (decimal), or `-`.
-pub fn bytes(v: Option<u64>) -> String {
+pub(crate) fn bytes(v: Option<u64>) -> String {
     let Some(b) = v else { return dash() };
     let b = b as f64;
     if b < 1e3 {
@@ -131,7 +131,7 @@ pub fn bytes(v: Option<u64>) -> String {
 }
 
 /// Seconds as `1h02m03s`, `2m05s`, `7s`.
-pub fn duration(secs: f64) -> String {
+pub(crate) fn duration(secs: f64) -> String {
     if !secs.is_finite() || secs < 0.0 {
         return dash();
     }
@@ -147,7 +147,7 @@ pub fn duration(secs: f64) -> String {
 }
 
 /// An enum's API name (its serde name), e.g. `ffmpeg_error`.
-pub fn name(v: &impl Serialize) -> String {
+pub(crate) fn name(v: &impl Serialize) -> String {
     match serde_json::to_value(v) {
         Ok(Value::String(s)) => s,
         Ok(other) => other.to_string(),

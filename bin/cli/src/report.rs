@@ -15,7 +15,7 @@ use crate::client::{CliError, CliResult, Client, Exit};
 use crate::output::{self, Format, Table};
 
 #[derive(Subcommand, Debug)]
-pub enum ReportCmd {
+pub(crate) enum ReportCmd {
     /// Configurations (encoder, preset, rate control, size, rate, pixel format, node) ranked by
     /// median joules per output minute, with quality, the Pareto frontier and, with --min-vmaf
     /// or --min-psnr, the cheapest configuration reaching it.
@@ -23,7 +23,7 @@ pub enum ReportCmd {
 }
 
 #[derive(Args, Debug)]
-pub struct EfficiencyArgs {
+pub(crate) struct EfficiencyArgs {
     /// Only the jobs of this experiment.
     #[arg(long, value_name = "ID")]
     experiment: Option<String>,
@@ -80,7 +80,7 @@ fn plot_kind(path: &Path) -> CliResult<PlotKind> {
     }
 }
 
-pub fn run(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit> {
+pub(crate) fn run(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit> {
     let ReportCmd::Efficiency(args) = cmd;
     let kind = args.plot.as_deref().map(plot_kind).transpose()?;
     let mut query: Vec<(&str, String)> = Vec::new();
@@ -119,7 +119,7 @@ pub fn run(client: &Client, cmd: ReportCmd, format: Format) -> CliResult<Exit> {
 
 /// Print an efficiency report given as JSON (an experiment's, from
 /// `GET /v1/experiments/{id}`) as [`print_efficiency`] does.
-pub fn print_efficiency_value(raw: &serde_json::Value) -> CliResult<()> {
+pub(crate) fn print_efficiency_value(raw: &serde_json::Value) -> CliResult<()> {
     let report: EfficiencyReport = serde_json::from_value(raw.clone()).map_err(|e| {
         CliError::new(
             Exit::Server,
@@ -147,7 +147,7 @@ fn quality(s: Option<&Stat>, samples: u64, prec: usize) -> String {
 /// The report as people read it: one line per configuration, then the
 /// answers to `min_vmaf` / `min_psnr`, then what it was built from (on
 /// stderr). `ffrtmp experiment run --wait` prints the same.
-pub fn print_efficiency(report: &EfficiencyReport) {
+pub(crate) fn print_efficiency(report: &EfficiencyReport) {
     if report.rows.is_empty() {
         eprintln!("no configurations with energy figures yet");
     } else {
