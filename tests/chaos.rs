@@ -27,6 +27,13 @@
 //! `FFRTMP_CHAOS_SEED=N` replays a schedule (the seed is printed);
 //! `FFRTMP_SOAK_SECS=N` keeps submitting and faulting for N seconds (the CI
 //! run submits a fixed batch and takes about three minutes).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -3,6 +3,13 @@
 //! retry, logs, --wait and watch exit codes, the error lines and exit codes
 //! for a wrong key, an unreachable master and a field that does not
 //! validate, and shell completions.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

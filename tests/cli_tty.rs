@@ -3,6 +3,13 @@
 //! rendered the way a terminal would, then read like a person would),
 //! `jobs watch` with no ids picking up jobs submitted after it started, and
 //! an `https://` master (a TLS front for the node, with a private CA).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -1,5 +1,12 @@
 //! A real cluster on loopback: `ffrtmp-node --role master` and two
 //! `--role worker` processes joined by token over QUIC with mutual TLS.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

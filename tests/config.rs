@@ -3,6 +3,13 @@
 //! environment < flags), and what a bad file says. Everything goes through
 //! `--print-config`, which prints the effective configuration and checks it
 //! without starting a node.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -13,6 +13,13 @@
 //! | an HLS playlist saved as `.mp4` whose segment is outside: refused at submission (`input_format_not_allowed`); a valid input rewritten into one after the `201` fails `input_refused`; the outside content never reaches the root | [`an_hls_playlist_named_mp4_is_refused_and_nothing_comes_in`] |
 //! | a cancelled or timed-out file job leaves nothing under the output's name, nor its temporary file | [`failed_attempts_leave_nothing_under_the_final_name`] |
 //! | an existing output is refused at submission; one that appears while the job waits is kept and the job fails `output_exists`; `"overwrite": true` replaces it | [`an_existing_output_is_never_replaced_unless_asked`] |
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -1,5 +1,12 @@
 //! `kill -9` of a real `ffrtmp-node` while jobs run and wait, then a restart
 //! on the same data dir (issue 2, point 9).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

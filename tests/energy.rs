@@ -4,6 +4,13 @@
 //! has no RAPL). The test feeds the counters at a known constant power —
 //! wrapping them at `max_energy_range_uj` during the run — and checks that
 //! what the node reports adds up.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

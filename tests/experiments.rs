@@ -4,6 +4,13 @@
 //! labels and filter by them in `GET /v1/jobs`; cancelling an experiment
 //! stops its queued and running jobs; bad experiments are refused with the
 //! field named and nothing stored.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -3,6 +3,13 @@
 //! FFmpeg lists them; they fail without their device), shows them in
 //! `/v1/nodes` as not available with FFmpeg's reason, and places jobs by
 //! what the probes found. Nothing here is faked.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -6,6 +6,13 @@
 //! `ffrtmp_*` name in either file is checked against what a real
 //! `ffrtmp-node --role standalone` serves on `/metrics` after it has run a
 //! job (retried once), measured its energy and refused a request.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -5,6 +5,13 @@
 //! | 1,100 idle connections to a node whose open-file limit is 1,024: the job due to start runs and succeeds, the API answers throughout, the node holds at most `--max-http-connections` of them, and never runs out of descriptors | [`a_flood_of_idle_connections_neither_fails_the_next_job_nor_silences_the_api`] |
 //! | a client trickling its headers is disconnected (header timeout); one trickling its body gets `408` and is disconnected (body timeout) | [`clients_trickling_headers_or_a_body_are_disconnected`] |
 //! | a body announced as 1 GB gets `413` at once, without a byte of it sent | [`a_body_announced_too_large_is_refused_before_it_is_sent`] |
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -1,4 +1,11 @@
 //! `ffrtmp-node pki init|join-token`: what an operator types to set up a cluster.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::process::Command;
 

@@ -3,6 +3,13 @@
 //! Netflix libvmaf (`ffrtmp-vmaf`, built from `runtime/vmaf/`) comparing
 //! each output with its reference (the regenerated `testsrc2` source, or
 //! the input file).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -15,6 +15,13 @@
 //! | worker speaking another protocol version → refused, exits, logged | tests/cluster.rs `a_worker_speaking_another_protocol_version_is_refused_and_exits` |
 //! | join with a wrong or expired token → refused, logged | tests/cluster.rs `a_join_with_a_wrong_or_expired_token_is_refused_and_the_worker_exits` |
 //! | a node's `Started`/`Progress`/`Finished` for another node's job (its token, or a wrong one) or for no job → ignored and logged; a second hello claiming another node → link closed; the job finishes on its own worker, attempt 1 | [`messages_about_another_nodes_job_are_ignored_and_logged`] |
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

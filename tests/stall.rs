@@ -2,6 +2,13 @@
 //! cgroup does not outlive a dead worker; spawn failures caused by the
 //! node's own exhaustion are transient (point 5). One real
 //! `ffrtmp-node --role standalone`, real FFmpeg, real cgroups.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

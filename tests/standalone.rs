@@ -1,5 +1,12 @@
 //! One real `ffrtmp-node --role standalone`, real FFmpeg, real cgroups:
 //! the vertical slice end to end through the HTTP API.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -6,6 +6,13 @@
 //! a running job finishes and its result waits on the worker; once the
 //! filler is deleted, submissions get `201` again and the result is stored —
 //! the same process, no restart.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -5,6 +5,13 @@
 //! store salvage` then lets the node start with every readable job. And a
 //! second node on a data dir in use is told so, with the live node's pid,
 //! not that its store or outbox is damaged (finding 4).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -15,6 +15,13 @@
 //! a 10 Hz ractor timer that does nothing.
 //!
 //! `cargo bench -p ffrtmp-actors --bench sampler_cost -- --seconds 20 --runs 3`
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

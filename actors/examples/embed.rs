@@ -14,6 +14,13 @@
 //! Needs `ffmpeg` and `ffprobe` in `PATH`. Job cgroups are used when this
 //! process may create them (root); otherwise jobs run with `nice` only.
 //! `RUST_LOG=info` shows the library's logs.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,6 +6,13 @@
 //! `Store::set_disk_reserve(u64::MAX)`: every job write is then refused
 //! whole, exactly as below the real reserve (`tests/store_full.rs` fills a
 //! real tmpfs through the whole node); `0` frees it again.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

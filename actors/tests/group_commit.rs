@@ -18,6 +18,13 @@
 //! actor's mailbox; then the test's `Ping` goes into that same mailbox
 //! behind it, and the `Pong` comes back only after everything queued before
 //! it. Getting the `Pong` first proves the held message was not sent.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

@@ -5,6 +5,13 @@
 //!
 //! A real `SchedulerActor` over a real sled store; the test plays the
 //! worker's end of an in-process link.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 mod common;
 

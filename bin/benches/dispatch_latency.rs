@@ -28,6 +28,13 @@
 //! execve). Log lines carry the wall clock (µs), mapped onto CLOCK_MONOTONIC
 //! by reading both clocks. A 4 KiB write + `fdatasync` loop in the master's
 //! data dir before and after each run gives the disk's flush cost.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -51,6 +51,13 @@
 //! and the run fails if a worker is ever shown not connected, if the master
 //! logs "node lost", if a worker stops its jobs for the lease or a guard
 //! kills one, or if any job takes a second attempt.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

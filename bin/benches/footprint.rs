@@ -29,6 +29,13 @@
 //!    master instead: no clean-close marker, so the store checks its
 //!    indexes at open (every record and index entry read once), and its
 //!    spawn → `/readyz` is printed apart.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -22,6 +22,13 @@
 //! the cluster (the guard's `start` → `stop`) is printed too, which splits
 //! the difference between "FFmpeg ran slower" and "the path around it".
 //! The job cgroup's CPU quota and memory limit are read while it runs.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -33,6 +33,13 @@
 //! - *list latency*: one `GET /v1/jobs` page, from sending the request to the
 //!   last byte of the body (keep-alive connection, JSON not parsed in the
 //!   timing).
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 #[path = "../../tests/common/mod.rs"]
 mod common;

@@ -2,6 +2,13 @@
 //! request, and the worker's decoding of the master's answers, fed arbitrary
 //! bytes and mutated valid frames. These are the functions `accept`,
 //! `connect` and the join exchange run on what they read from the network.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use ffrtmp_runtime::wire::{self, AttemptRef, Capabilities, ToMaster, PROTOCOL_VERSION};
 use ffrtmp_transport_quic::endpoint::{

@@ -1,9 +1,6 @@
 //! `ffrtmp-node`: the daemon. Thin: parse flags, set up logging and metrics,
 //! start the actors, wait for a signal.
 #![forbid(unsafe_code)]
-#![warn(unreachable_pub, unsafe_op_in_unsafe_fn)]
-#![warn(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod checks;
 mod config;

@@ -50,9 +50,6 @@
 //!   (and closes the heartbeat channel, which makes the guard do the same);
 //! - the pid of [`Child`] and [`ProcessGuard`] is the guard's; it is also the
 //!   process group id.
-#![warn(missing_docs, unreachable_pub, unsafe_op_in_unsafe_fn)]
-#![warn(clippy::unwrap_used, clippy::expect_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod guard;
 mod process_group;

@@ -2,6 +2,13 @@
 //! loudly, when not root). Every test owns a unique cgroup parent
 //! `ffrtmp-test/<test>-<pid>` and removes it at the end; everything spawned is
 //! killed by pid, process group or cgroup, never by name.
+// A test/bench/example crate: panics are how it fails, and it exports nothing.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::ffi::{CString, OsString};
 use std::os::unix::process::ExitStatusExt;
