@@ -27,11 +27,11 @@ pub use nodes::{NodeInfo, NodeList};
 pub use ffrtmp_runtime::error::FieldError;
 /// The body of `POST /v1/experiments`.
 pub use ffrtmp_runtime::experiment::ExperimentRequest;
+/// The body of `POST /jobs` (the Go master's shape).
+pub use ffrtmp_runtime::go_compat::SeedRequest;
 /// A job as every route shows it.
 pub use ffrtmp_runtime::model::Job;
 /// `GET /v1/reports/efficiency` (and an experiment's report).
 pub use ffrtmp_runtime::report::EfficiencyReport;
-/// The body of `POST /jobs` (the Go master's shape).
-pub use ffrtmp_runtime::seed::SeedRequest;
 /// The body of `POST /v1/jobs`.
 pub use ffrtmp_runtime::spec::JobRequest;

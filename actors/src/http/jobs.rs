@@ -10,8 +10,8 @@ use axum::Json;
 use ffrtmp_api::{ErrorBody, JobLogs, JobPage};
 use ffrtmp_os::store::ListFilter;
 use ffrtmp_runtime::error::FieldError;
+use ffrtmp_runtime::go_compat::SeedRequest;
 use ffrtmp_runtime::model::{Job, JobState, Priority};
-use ffrtmp_runtime::seed::SeedRequest;
 use ffrtmp_runtime::spec::{self, JobRequest, MediaRoots};
 use utoipa::IntoParams;
 
@@ -81,7 +81,7 @@ pub(super) async fn submit(State(api): State<Arc<Api>>, req: Request) -> ApiResu
     security(("api_key" = []))
 )]
 pub(super) async fn submit_seed(State(api): State<Arc<Api>>, req: Request) -> ApiResult<Response> {
-    store_submission(api, req, ffrtmp_runtime::seed::parse_seed_request).await
+    store_submission(api, req, ffrtmp_runtime::go_compat::parse_go_job).await
 }
 
 /// Parse a submission with `parse`, store it durably, queue it: `201` with

@@ -164,7 +164,7 @@ fn go_field(ours: &str) -> String {
 
 /// Parse a Go-seed `POST /jobs` body into a job spec, or refuse it naming
 /// the field. Nothing is stored by this function.
-pub fn parse_seed_request(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, FieldError> {
+pub fn parse_go_job(body: &[u8], roots: &MediaRoots) -> Result<JobSpec, FieldError> {
     let value = spec::parse_json_value(body)?;
     if !value.is_object() {
         return Err(FieldError::new(
@@ -251,7 +251,7 @@ mod tests {
     }
 
     fn parse(v: Value) -> Result<JobSpec, FieldError> {
-        parse_seed_request(&serde_json::to_vec(&v).unwrap(), &roots())
+        parse_go_job(&serde_json::to_vec(&v).unwrap(), &roots())
     }
 
     #[test]
@@ -422,7 +422,7 @@ mod tests {
                 "queue",
             ),
         ] {
-            let e = parse_seed_request(body, &roots()).expect_err("refused");
+            let e = parse_go_job(body, &roots()).expect_err("refused");
             assert_eq!(e.code, "invalid_field", "{e:?}");
             assert_eq!(e.field.as_deref(), Some(field), "{e:?}");
             assert!(e.message.contains("duplicate field"), "{e:?}");
@@ -432,7 +432,7 @@ mod tests {
     #[test]
     fn a_duration_out_of_range_is_refused_on_its_field() {
         let body = br#"{"scenario":"720p-h264","parameters":{"duration":1e309}}"#;
-        let e = parse_seed_request(body, &roots()).expect_err("refused");
+        let e = parse_go_job(body, &roots()).expect_err("refused");
         assert_eq!(e.code, "invalid_field", "{e:?}");
         assert_eq!(e.field.as_deref(), Some("parameters.duration"), "{e:?}");
     }
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn not_an_object_is_refused_without_a_field() {
         for body in [&b"[1]"[..], b"\"x\"", b"{", b""] {
-            let e = parse_seed_request(body, &roots()).expect_err("refused");
+            let e = parse_go_job(body, &roots()).expect_err("refused");
             assert_eq!(e.field, None, "{e:?}");
         }
     }
