@@ -18,12 +18,12 @@ use ffrtmp_runtime::wire;
 use ffrtmp_transport_quic::endpoint::{self, Accepted, Timers, TransportError};
 use ffrtmp_transport_quic::pki::{self, NodeIdentity, MASTER_SERVER_NAME};
 use ffrtmp_transport_quic::{bridge, join, tls};
-use ractor::ActorRef;
+use ractor::{Actor, ActorRef};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::link::LinkEnd;
-use crate::node::{NodeArgs, NodeConfig, NodeMsg};
+use crate::node::{NodeActor, NodeArgs, NodeConfig, NodeMsg};
 use crate::scheduler::SchedulerMsg;
 
 /// A per-node secret (32 bytes, mode 0600 in the data dir) from which the
@@ -371,15 +371,14 @@ pub async fn run_worker(
         .node_id()
         .map_err(|e| WorkerError::Identity(e.to_string()))?;
     let outbox = open_outbox(&net.data_dir, &config.node_id)?;
-    let (node, done) = crate::embed::spawn_node(
-        NodeArgs {
-            config: config.clone(),
-            outbox,
-        },
-        None,
-    )
-    .await
-    .map_err(|e| WorkerError::NodeStopped(e.to_string()))?;
+    let name = format!("ffrtmp-node-{}", config.node_id);
+    let args = NodeArgs {
+        config: config.clone(),
+        outbox,
+    };
+    let (node, done) = Actor::spawn(Some(name), NodeActor, args)
+        .await
+        .map_err(|e| WorkerError::NodeStopped(format!("spawning the node: {e}")))?;
     let result = maintain_link(&net, &ep, &id, &config, node, done, shutdown).await;
     // Let the last link finish sending (results of a drain) before we go.
     let _ = tokio::time::timeout(Duration::from_secs(5), ep.wait_idle()).await;
