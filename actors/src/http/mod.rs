@@ -61,7 +61,7 @@ pub use ffrtmp_api::{
 pub use openapi::openapi;
 pub(crate) use router::router;
 pub use router::{routes, Route};
-pub use sse::JobEvent;
+pub use sse::JobEventSchema;
 /// Default request body limit (a job request is well under 4 KiB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 /// Default cap on open HTTP connections ([`HttpLimits::max_connections`]).

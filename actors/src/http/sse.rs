@@ -19,10 +19,11 @@ use crate::events::{JobUpdates, UpdateKind};
 
 /// One server-sent event of `GET /v1/jobs/{id}/events`, as the fields of the
 /// event (OpenAPI 3.2's reading of `text/event-stream`): `event` is `state` or
-/// `progress`, `data` the whole job as JSON.
-pub struct JobEvent;
+/// `progress`, `data` the whole job as JSON. Its schema is named `JobEvent`
+/// in the document; the type is not `ffrtmp_runtime::state::JobEvent`.
+pub struct JobEventSchema;
 
-impl ToSchema for JobEvent {
+impl ToSchema for JobEventSchema {
     fn name() -> std::borrow::Cow<'static, str> {
         std::borrow::Cow::Borrowed("JobEvent")
     }
@@ -41,7 +42,7 @@ impl ToSchema for JobEvent {
     }
 }
 
-impl utoipa::PartialSchema for JobEvent {
+impl utoipa::PartialSchema for JobEventSchema {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::extensions::Extensions;
         use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -85,7 +86,7 @@ impl utoipa::PartialSchema for JobEvent {
     params(("id" = String, Path, description = "The job's id.")),
     responses(
         (status = 200, description = "An event stream; each event's `data` is a `Job` as JSON.",
-            body = JobEvent, content_type = "text/event-stream"),
+            body = JobEventSchema, content_type = "text/event-stream"),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 500, description = "`internal`: the store failed.", body = ErrorBody)
