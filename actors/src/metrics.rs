@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use ffrtmp_runtime::model::{Energy, JobSpec, JobState, NodePower, Priority};
+use ffrtmp_runtime::model::{Codec, Energy, JobState, NodePower, Priority};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Jobs accepted and stored (HTTP or [`crate::embed::submit`]).
@@ -189,14 +189,14 @@ pub fn node_power(node: &str, p: &NodePower) {
 }
 
 /// A finished attempt's energy (master side).
-pub fn job_energy(spec: &JobSpec, e: &Energy) {
-    let scenario = spec.scenario.clone().unwrap_or_else(|| "custom".into());
+pub fn job_energy(scenario: Option<&str>, codec: Codec, e: &Energy) {
+    let scenario = scenario.unwrap_or("custom").to_string();
     for d in &e.domains {
         // Counters are integers: whole joules, the rest is dropped per attempt.
         metrics::counter!(
             JOB_ENERGY_JOULES,
             "scenario" => scenario.clone(),
-            "encoder" => spec.encode.codec.encoder(),
+            "encoder" => codec.encoder(),
             "source" => d.source.as_str(),
         )
         .increment(d.joules.round() as u64);

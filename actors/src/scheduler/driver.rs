@@ -86,7 +86,11 @@ fn metric(mt: Metric) {
         Metric::Retried(reason) => {
             metrics::counter!(m::JOBS_RETRIED, "reason" => reason).increment(1)
         }
-        Metric::Energy(spec, e) => m::job_energy(&spec, &e),
+        Metric::Energy {
+            scenario,
+            codec,
+            energy,
+        } => m::job_energy(scenario.as_deref(), codec, &energy),
         Metric::NodePower(node, p) => m::node_power(&node, &p),
         Metric::Gauges { depth, running } => {
             m::queue_depth(&depth);

@@ -150,7 +150,12 @@ pub fn is_full(e: &std::io::Error) -> bool {
 /// when sled cannot open the database in `dir`. The lock is asked about
 /// directly ([`lock_state`]), never read from the words of sled's error.
 pub fn open_blocked(dir: &Path, e: &sled::Error) -> Option<OpenBlocked> {
-    match (lock_state(dir), e) {
+    blocked_by(lock_state(dir), e)
+}
+
+/// [`open_blocked`] for a caller that already asked the lock.
+pub fn blocked_by(lock: LockState, e: &sled::Error) -> Option<OpenBlocked> {
+    match (lock, e) {
         (LockState::Held { pid, .. }, _) => Some(OpenBlocked::Locked { pid }),
         (LockState::Free, sled::Error::Io(io)) if is_full(io) => Some(OpenBlocked::Full),
         _ => None,

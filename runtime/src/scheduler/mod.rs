@@ -35,8 +35,8 @@ mod tests;
 
 use serde::Serialize;
 
-use crate::model::Energy;
-use crate::model::{Job, JobId, JobSpec, JobState, NodeId, NodePower};
+use crate::model::{Codec, Energy};
+use crate::model::{Job, JobId, JobState, NodeId, NodePower};
 use crate::wire::{AttemptRef, Capabilities, ToWorker};
 
 pub use self::core::{Config, Core};
@@ -85,8 +85,16 @@ pub enum Metric {
     WallSeconds(f64),
     /// A job was requeued; the reason as the API names it.
     Retried(String),
-    /// A finished attempt's energy, with the job's spec.
-    Energy(Box<JobSpec>, Energy),
+    /// A finished attempt's energy, with what the metric is labelled by:
+    /// the job's scenario (`None`: explicit settings) and codec.
+    Energy {
+        /// The job's scenario preset, if it named one.
+        scenario: Option<String>,
+        /// The job's codec.
+        codec: Codec,
+        /// The attempt's energy.
+        energy: Energy,
+    },
     /// A node's power report.
     NodePower(NodeId, NodePower),
     /// Queue depth by priority and the jobs running.

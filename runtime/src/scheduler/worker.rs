@@ -125,10 +125,11 @@ impl<S: JobStore> Core<S> {
                     }
                     tracing::info!(job = %job_id, state = job.state.as_str(), "attempt finished");
                     if let Some(e) = job.attempts.last().and_then(|a| a.energy.clone()) {
-                        self.emit(Effect::Metric(Metric::Energy(
-                            Box::new(job.spec.clone()),
-                            e,
-                        )));
+                        self.emit(Effect::Metric(Metric::Energy {
+                            scenario: job.spec.scenario.clone(),
+                            codec: job.spec.encode.codec,
+                            energy: e,
+                        }));
                     }
                     self.after_applied(&job, &applied);
                 } else {

@@ -238,8 +238,8 @@ pub(super) fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
                     // sled's pool lets go within milliseconds.
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
-                _ => {
-                    return Err(match sidefile::open_blocked(dir, &e) {
+                lock => {
+                    return Err(match sidefile::blocked_by(lock, &e) {
                         Some(cause) => StoreError::Blocked {
                             path: dir.to_path_buf(),
                             cause,
